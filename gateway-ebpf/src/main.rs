@@ -13,6 +13,8 @@
 #![no_std]
 #![no_main]
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     bindings::{bpf_sock, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
     helpers::{
@@ -125,13 +127,31 @@ pub fn trigate_sock_ops(ctx: SockOpsContext) -> u32 {
     let Some(rec) = (unsafe { ORIG_BY_COOKIE.get(&cookie) }) else {
         return 1;
     };
-    let local = if ctx.family() == u32::from(AF_INET) {
-        v4_mapped(ctx.local_ip4().to_ne_bytes())
+    // Every ctx field is read once, unconditionally and volatile: the
+    // verifier rejects loads through a ctx pointer the compiler offset and
+    // shared between branches ("dereference of modified ctx ptr").
+    let ops = ctx.ops;
+    // SAFETY: ops is the program's ctx; these fields are readable in sock_ops.
+    let (family, ip4, ip6, port) = unsafe {
+        (
+            read_volatile(&(*ops).family),
+            read_volatile(&(*ops).local_ip4),
+            [
+                read_volatile(&(*ops).local_ip6[0]),
+                read_volatile(&(*ops).local_ip6[1]),
+                read_volatile(&(*ops).local_ip6[2]),
+                read_volatile(&(*ops).local_ip6[3]),
+            ],
+            read_volatile(&(*ops).local_port),
+        )
+    };
+    let local = if family == u32::from(AF_INET) {
+        v4_mapped(ip4.to_ne_bytes())
     } else {
-        ip6_bytes(ctx.local_ip6())
+        ip6_bytes(ip6)
     };
     // local_port is in host byte order here (remote_port is not).
-    let key = TupleKey::new(rec.listener_netns_cookie, local, ctx.local_port() as u16);
+    let key = TupleKey::new(rec.listener_netns_cookie, local, port as u16);
     let _ = ORIG_BY_TUPLE.insert(&key, rec, 0);
     1
 }

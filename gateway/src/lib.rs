@@ -1,3 +1,16 @@
 //! trigate: the node-local gateway. The module tree follows a connection:
-//! intercept → listener → gate → upstream, with telemetry and admin beside.
+//! `intercept` (eBPF, original destination) → `listener` (accept,
+//! attribution) → `gate` (serve it) → `upstream` (connect out), with
+//! `telemetry` and `admin` beside, `workload` for identity and `daemon` for
+//! start-up and shutdown.
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod gate;
+pub mod intercept;
+pub mod listener;
+pub mod netns;
+pub mod telemetry;
+pub mod upstream;
+pub mod workload;

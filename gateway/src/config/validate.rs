@@ -1,0 +1,509 @@
+//! The rules serde cannot express. Each check pushes a [`Problem`] naming the
+//! field in YAML spelling and keeps going, so one run reports everything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Component, Path};
+
+use super::{
+    Config, Destination, DnsConfig, InterceptConfig, ListenerConfig, ListenerMode, LogConfig,
+    Problem, ProxyConfig, WorkloadConfig,
+};
+
+/// Lowest heartbeat interval: below it the daemon's timer jitter is a
+/// sizeable part of the interval and `fail_mode` trips on scheduling noise.
+const MIN_HEARTBEAT_INTERVAL_MS: u64 = 50;
+
+/// Absolute paths that are the root of a cgroup2 mount on common systems.
+/// Attaching there would intercept every process on the node; the daemon
+/// still checks the real mount at start-up, this catches the obvious case.
+const CGROUP2_MOUNT_ROOTS: &[&str] = &["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Every problem in `config`, in field order.
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    check_instance(&config.instance, &mut p);
+    check_log(&config.log, &mut p);
+    check_intercept(&config.intercept, &mut p);
+    check_listener(config, &mut p);
+    check_proxy(&config.proxy, &mut p);
+    check_dns(&config.dns, &mut p);
+    check_destinations(&config.destinations, &mut p);
+    check_workloads(&config.workloads, config.listener.mode, &mut p);
+    p.0
+}
+
+fn check_instance(instance: &str, p: &mut Problems) {
+    if !is_valid_name(instance, 32, |c| c == '-') {
+        p.push(
+            "instance",
+            format!(
+                "{instance:?} is not a valid instance name: use 1 to 32 lower-case letters, \
+                 digits and '-', starting with a letter or digit (it names the pin directory \
+                 <bpffs>/trigate/<instance>)"
+            ),
+        );
+    }
+}
+
+fn check_log(log: &LogConfig, p: &mut Problems) {
+    if log.level.trim().is_empty() {
+        p.push(
+            "log.level",
+            "must not be empty; write a tracing filter such as info or info,trigate=debug",
+        );
+    } else if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
+        p.push(
+            "log.level",
+            format!("{:?} is not a valid tracing filter: {err}", log.level),
+        );
+    }
+}
+
+fn check_intercept(intercept: &InterceptConfig, p: &mut Problems) {
+    if let Some(message) = cgroup_path_problem(&intercept.cgroup) {
+        p.push("intercept.cgroup", message);
+    }
+    if intercept.heartbeat_interval_ms < MIN_HEARTBEAT_INTERVAL_MS {
+        p.push(
+            "intercept.heartbeat_interval_ms",
+            format!(
+                "is {}; must be at least {MIN_HEARTBEAT_INTERVAL_MS}",
+                intercept.heartbeat_interval_ms
+            ),
+        );
+    }
+    let twice_interval = intercept.heartbeat_interval_ms.saturating_mul(2);
+    if intercept.heartbeat_timeout_ms <= twice_interval {
+        p.push(
+            "intercept.heartbeat_timeout_ms",
+            format!(
+                "is {}; must be more than twice intercept.heartbeat_interval_ms ({}), so one \
+                 late heartbeat does not trigger fail_mode",
+                intercept.heartbeat_timeout_ms, intercept.heartbeat_interval_ms
+            ),
+        );
+    }
+    if intercept.mark == 0 {
+        p.push(
+            "intercept.mark",
+            "must not be 0: every unmarked socket has mark 0, so the eBPF programs could not \
+             tell the daemon's own connections apart",
+        );
+    }
+    if !intercept.bpffs.is_absolute() {
+        p.push(
+            "intercept.bpffs",
+            format!(
+                "{:?} must be an absolute path (where the bpf filesystem is mounted, usually \
+                 /sys/fs/bpf)",
+                intercept.bpffs
+            ),
+        );
+    }
+}
+
+fn check_listener(config: &Config, p: &mut Problems) {
+    let ListenerConfig { mode, port, ipv6 } = config.listener;
+    if port == 0 && mode == ListenerMode::InPod {
+        p.push(
+            "listener.port",
+            "0 (any free port) is only allowed when listener.mode is host; in in-pod mode every \
+             pod's listener must be on the same known port",
+        );
+    }
+    // In host mode the listener binds loopback; an admin endpoint on the same
+    // port and a loopback or wildcard address would fail to bind at start-up.
+    let admin = config.admin.address;
+    let clashes = match admin.ip() {
+        IpAddr::V4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        IpAddr::V6(ip) => ipv6 && (ip.is_loopback() || ip.is_unspecified()),
+    };
+    if mode == ListenerMode::Host && port != 0 && admin.port() == port && clashes {
+        p.push(
+            "listener.port",
+            format!("{port} is also the port of admin.address ({admin}); pick another"),
+        );
+    }
+}
+
+fn check_proxy(proxy: &ProxyConfig, p: &mut Problems) {
+    if proxy.connect_timeout_ms == 0 {
+        p.push("proxy.connect_timeout_ms", "must be more than 0");
+    }
+    if proxy.idle_timeout_secs == 0 {
+        p.push("proxy.idle_timeout_secs", "must be more than 0");
+    }
+}
+
+fn check_dns(dns: &DnsConfig, p: &mut Problems) {
+    for (name, addrs) in &dns.hosts {
+        let field = format!("dns.hosts[{name:?}]");
+        if let Some(message) = host_problem(name) {
+            p.push(&field, message);
+        }
+        if addrs.is_empty() {
+            p.push(&field, "must list at least one address");
+        }
+    }
+    if dns.min_refresh_secs == 0 {
+        p.push(
+            "dns.min_refresh_secs",
+            "must be at least 1 (a record with TTL 0 would be re-resolved in a busy loop)",
+        );
+    }
+    if dns.max_refresh_secs < dns.min_refresh_secs {
+        p.push(
+            "dns.max_refresh_secs",
+            format!(
+                "is {}; must be at least dns.min_refresh_secs ({})",
+                dns.max_refresh_secs, dns.min_refresh_secs
+            ),
+        );
+    }
+    if dns.retry_secs == 0 {
+        p.push("dns.retry_secs", "must be more than 0");
+    }
+}
+
+fn check_destinations(destinations: &[Destination], p: &mut Problems) {
+    check_unique_names(
+        "destinations",
+        destinations.iter().map(|d| d.name.as_str()),
+        p,
+    );
+    // Which destinations list a host or network, to report one that two
+    // destinations claim on a common port: the kernel map keys on address and
+    // port, so only one of them could win.
+    let mut host_owners: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut cidr_owners: HashMap<ipnet::IpNet, Vec<usize>> = HashMap::new();
+
+    for (i, dest) in destinations.iter().enumerate() {
+        let at = format!("destinations[{i}]");
+        if !is_valid_name(&dest.name, 64, |c| matches!(c, '_' | '.' | '-')) {
+            p.push(format!("{at}.name"), name_message(&dest.name));
+        }
+        if dest.hosts.is_empty() && dest.cidrs.is_empty() {
+            p.push(
+                &at,
+                format!(
+                    "destination {:?} needs at least one of hosts or cidrs",
+                    dest.name
+                ),
+            );
+        }
+
+        for (j, host) in dest.hosts.iter().enumerate() {
+            let field = format!("{at}.hosts[{j}]");
+            if let Some(message) = host_problem(host) {
+                p.push(field, message);
+                continue;
+            }
+            if let Some(k) = dest.hosts[..j].iter().position(|h| h == host) {
+                p.push(field, format!("{host} is listed twice (also hosts[{k}])"));
+                continue;
+            }
+            let owners = host_owners.entry(host.as_str()).or_default();
+            if let Some(message) = shared_ports(host, dest, owners, destinations) {
+                p.push(field, message);
+            }
+            owners.push(i);
+        }
+
+        for (j, net) in dest.cidrs.iter().enumerate() {
+            let field = format!("{at}.cidrs[{j}]");
+            if net.trunc() != *net {
+                p.push(
+                    field,
+                    format!(
+                        "{net} has bits set after the prefix length; write {} for the network \
+                         or {} for the single address",
+                        net.trunc(),
+                        net.addr()
+                    ),
+                );
+                continue;
+            }
+            if let Some(k) = dest.cidrs[..j].iter().position(|n| n == net) {
+                p.push(field, format!("{net} is listed twice (also cidrs[{k}])"));
+                continue;
+            }
+            let owners = cidr_owners.entry(*net).or_default();
+            if let Some(message) = shared_ports(net, dest, owners, destinations) {
+                p.push(field, message);
+            }
+            owners.push(i);
+        }
+
+        if dest.ports.is_empty() {
+            p.push(
+                format!("{at}.ports"),
+                "must list at least one port, e.g. [443]",
+            );
+        }
+        for (j, &port) in dest.ports.iter().enumerate() {
+            let field = format!("{at}.ports[{j}]");
+            if port == 0 {
+                p.push(field, "port 0 is not a destination port");
+            } else if let Some(k) = dest.ports[..j].iter().position(|&q| q == port) {
+                p.push(field, format!("{port} is listed twice (also ports[{k}])"));
+            }
+        }
+    }
+}
+
+/// If an earlier destination in `owners` lists `what` on one of `dest`'s
+/// ports, says which.
+fn shared_ports(
+    what: &dyn std::fmt::Display,
+    dest: &Destination,
+    owners: &[usize],
+    destinations: &[Destination],
+) -> Option<String> {
+    owners.iter().find_map(|&k| {
+        let other = &destinations[k];
+        let mut common: Vec<u16> = dest
+            .ports
+            .iter()
+            .copied()
+            .filter(|port| *port != 0 && other.ports.contains(port))
+            .collect();
+        common.sort_unstable();
+        common.dedup();
+        if common.is_empty() {
+            return None;
+        }
+        let ports = common
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "{what} with port {ports} is already in destinations[{k}] ({:?}); a connection can \
+             match only one destination",
+            other.name
+        ))
+    })
+}
+
+fn check_workloads(workloads: &[WorkloadConfig], mode: ListenerMode, p: &mut Problems) {
+    check_unique_names("workloads", workloads.iter().map(|w| w.name.as_str()), p);
+    // Two workloads with one cgroup or netns: a connection from it could not
+    // be attributed to either.
+    let mut cgroups: BTreeMap<Vec<Component<'_>>, usize> = BTreeMap::new();
+    let mut netnses: BTreeMap<Vec<Component<'_>>, usize> = BTreeMap::new();
+
+    for (i, workload) in workloads.iter().enumerate() {
+        let at = format!("workloads[{i}]");
+        if !is_valid_name(&workload.name, 64, |c| matches!(c, '_' | '.' | '-')) {
+            p.push(format!("{at}.name"), name_message(&workload.name));
+        }
+
+        match &workload.netns {
+            None if mode == ListenerMode::InPod => p.push(
+                format!("{at}.netns"),
+                "required when listener.mode is in-pod (the listener opens inside the pod's \
+                 network namespace)",
+            ),
+            None if workload.cgroup.is_none() => p.push(
+                &at,
+                format!(
+                    "workload {:?} needs a cgroup, a netns, or both",
+                    workload.name
+                ),
+            ),
+            None => {}
+            Some(netns) if !netns.is_absolute() => p.push(
+                format!("{at}.netns"),
+                format!(
+                    "{netns:?} must be an absolute path, e.g. /var/run/netns/NAME or \
+                     /proc/PID/ns/net"
+                ),
+            ),
+            Some(netns) => {
+                if let Some(k) = netnses.insert(netns.components().collect(), i) {
+                    p.push(
+                        format!("{at}.netns"),
+                        format!("is also the netns of workloads[{k}]"),
+                    );
+                }
+            }
+        }
+
+        if let Some(cgroup) = &workload.cgroup {
+            if let Some(message) = cgroup_path_problem(cgroup) {
+                p.push(format!("{at}.cgroup"), message);
+            } else if let Some(k) = cgroups.insert(cgroup_key(cgroup), i) {
+                p.push(
+                    format!("{at}.cgroup"),
+                    format!("is also the cgroup of workloads[{k}]"),
+                );
+            }
+        }
+
+        if workload.labels.keys().any(|k| k.trim().is_empty()) {
+            p.push(format!("{at}.labels"), "label names must not be empty");
+        }
+    }
+}
+
+fn check_unique_names<'a>(list: &str, names: impl Iterator<Item = &'a str>, p: &mut Problems) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Some(k) = seen.insert(name, i) {
+            p.push(
+                format!("{list}[{i}].name"),
+                format!("{name:?} is also the name of {list}[{k}]; names must be unique"),
+            );
+        }
+    }
+}
+
+/// `^[a-z0-9][a-z0-9<extra>]{0,max-1}$` without a regex engine.
+fn is_valid_name(name: &str, max: usize, extra: impl Fn(char) -> bool) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= max
+        && (first.is_ascii_lowercase() || first.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra(c))
+}
+
+fn name_message(name: &str) -> String {
+    format!(
+        "{name:?} is not a valid name: use 1 to 64 lower-case letters, digits, '_', '.' and \
+         '-', starting with a letter or digit"
+    )
+}
+
+/// Why `path` cannot name the cgroup to intercept, if it cannot.
+fn cgroup_path_problem(path: &Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return Some("must not be empty; name a cgroup such as trigate".to_owned());
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Some(format!("{path:?} must not contain '..'"));
+    }
+    let key = cgroup_key(path);
+    let is_root = key
+        .iter()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+        || (path.is_absolute() && CGROUP2_MOUNT_ROOTS.iter().any(|r| Path::new(r) == path));
+    if is_root {
+        return Some(format!(
+            "{path:?} is the root cgroup, which holds every process on the node; name a child \
+             cgroup such as trigate"
+        ));
+    }
+    None
+}
+
+/// Components that identify a cgroup path: `./a/b/` and `a/b` are the same.
+fn cgroup_key(path: &Path) -> Vec<Component<'_>> {
+    let key: Vec<_> = path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    if key.is_empty() {
+        vec![Component::CurDir]
+    } else {
+        key
+    }
+}
+
+/// Why `raw` is not a host name as `hosts` lists take them, with the fix when
+/// one is obvious (`https://api.openai.com` → `api.openai.com`).
+pub(super) fn host_problem(raw: &str) -> Option<String> {
+    if raw.parse::<IpAddr>().is_ok() {
+        return Some(format!(
+            "{raw:?} is an IP address, not a host name; put it in cidrs"
+        ));
+    }
+    if is_dns_name(raw) {
+        return None;
+    }
+    if raw.starts_with("*.") {
+        return Some(format!(
+            "{raw:?}: wildcards are not supported; list each host name"
+        ));
+    }
+    let guess = host_guess(raw);
+    if guess.parse::<IpAddr>().is_ok() {
+        return Some(format!(
+            "{raw:?} is not a host name; {guess} is an IP address: put it in cidrs"
+        ));
+    }
+    if is_dns_name(&guess) {
+        if guess == raw.to_ascii_lowercase() {
+            return Some(format!(
+                "{raw:?} must be written in lower case: {guess}"
+            ));
+        }
+        return Some(format!("{raw:?} is not a host name; write {guess}"));
+    }
+    Some(format!(
+        "{raw:?} is not a host name: use dot-separated labels of 1 to 63 lower-case letters, \
+         digits and '-', at most 253 characters in all"
+    ))
+}
+
+/// The host name inside a URL-ish string: drop scheme, user info, path,
+/// port and trailing dot, and lower-case what is left.
+fn host_guess(raw: &str) -> String {
+    let mut s = raw.trim();
+    if let Some((_, rest)) = s.split_once("://") {
+        s = rest;
+    }
+    if let Some(end) = s.find(['/', '?', '#']) {
+        s = &s[..end];
+    }
+    if let Some((_, rest)) = s.rsplit_once('@') {
+        s = rest;
+    }
+    if let Some(inner) = s.strip_prefix('[') {
+        // [2001:db8::1]:443
+        s = inner.split_once(']').map_or(inner, |(addr, _)| addr);
+    } else if let Some((host, port)) = s.rsplit_once(':') {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            s = host;
+        }
+    }
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A lower-case DNS name: dot-separated labels of `[a-z0-9_-]`, 1 to 63
+/// characters, not starting or ending with '-'; at most 253 in all; no
+/// trailing dot; a last label that is not all digits (that would be an
+/// address).
+fn is_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    });
+    let last_not_numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && last_not_numeric
+}

@@ -1,0 +1,205 @@
+//! `trigate run`: start-up in dependency order, the heartbeat, and a clean
+//! stop that leaves nothing attached.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use gateway_common::WorkloadValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    admin,
+    config::{Config, ListenerMode},
+    gate::ProxySettings,
+    intercept::{cgroup, destinations::Destinations, preflight, Interceptor},
+    listener::{self, ListenerContext, Listeners},
+    netns::Netns,
+    telemetry::{logging::LogHandle, Metrics},
+    workload::{self, EnrollSource, Registry},
+};
+
+/// The shared listener of host mode.
+pub struct HostListener {
+    pub addresses: Vec<SocketAddr>,
+    pub port: u16,
+    pub has_v6: bool,
+    pub netns_cookie: u64,
+}
+
+impl HostListener {
+    pub fn value(&self, id: u32) -> WorkloadValue {
+        WorkloadValue {
+            workload_id: id,
+            listener_port: self.port,
+            _pad0: 0,
+            listener_v4: std::net::Ipv4Addr::LOCALHOST.octets(),
+            listener_v6: if self.has_v6 {
+                std::net::Ipv6Addr::LOCALHOST.octets()
+            } else {
+                [0; 16]
+            },
+            _pad1: 0,
+            listener_netns_cookie: self.netns_cookie,
+        }
+    }
+}
+
+/// Everything the request path and the admin API share.
+pub struct Node {
+    pub config: Config,
+    pub cgroup2: PathBuf,
+    pub metrics: Arc<Metrics>,
+    pub interceptor: Arc<Interceptor>,
+    pub destinations: Arc<Destinations>,
+    pub workloads: Registry,
+    pub host_listener: Option<HostListener>,
+    pub proxy: ProxySettings,
+    pub ready: AtomicBool,
+    pub log: LogHandle,
+    pub stop: CancellationToken,
+}
+
+/// Detaches the programs on every way out of `run` after they attached,
+/// errors included.
+struct DetachOnDrop(Arc<Interceptor>);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.0.detach();
+        tracing::info!(cgroup = %self.0.cgroup().display(), "eBPF programs detached");
+    }
+}
+
+pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
+    preflight::check_host()?;
+    let cgroup2 = cgroup::cgroup2_mount()?;
+    let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).context("registering metrics")?);
+    let stop = CancellationToken::new();
+
+    // Admin first: /healthz answers (and /readyz says 503) while we start.
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
+        .await
+        .with_context(|| format!("admin.address {}: cannot listen (port in use?)", config.admin.address))?;
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(address = %admin_addr, "admin listening");
+
+    let interceptor = Arc::new(Interceptor::start(&config, &cgroup2)?);
+    let _detach = DetachOnDrop(Arc::clone(&interceptor));
+    tracing::info!(
+        cgroup = %interceptor.cgroup().display(),
+        pin_dir = %interceptor.pin_dir().display(),
+        fail_mode = config.intercept.fail_mode.as_str(),
+        "eBPF programs attached"
+    );
+    spawn_heartbeat(&interceptor, &metrics, &config, stop.clone());
+
+    let destinations = Arc::new(Destinations::install(&config, Arc::clone(&interceptor), Arc::clone(&metrics))?);
+    destinations.spawn_resolvers(&config.dns, stop.clone());
+
+    let host_listeners = match config.listener.mode {
+        ListenerMode::Host => Some(
+            Listeners::open(&Netns::Host, config.listener.port, config.listener.ipv6)
+                .await
+                .with_context(|| format!("listener.port {}: cannot listen on loopback", config.listener.port))?,
+        ),
+        ListenerMode::InPod => None,
+    };
+    let host_listener = host_listeners.as_ref().map(|l| HostListener {
+        addresses: l.addresses(),
+        port: l.port,
+        has_v6: l.v6.is_some(),
+        netns_cookie: l.netns_cookie,
+    });
+
+    let node = Arc::new(Node {
+        proxy: ProxySettings {
+            mark: config.intercept.mark,
+            connect_timeout: Duration::from_millis(config.proxy.connect_timeout_ms),
+            idle_timeout: Duration::from_secs(config.proxy.idle_timeout_secs),
+        },
+        config,
+        cgroup2,
+        metrics,
+        interceptor,
+        destinations,
+        workloads: Registry::default(),
+        host_listener,
+        ready: AtomicBool::new(false),
+        log,
+        stop: stop.clone(),
+    });
+    if let Some(listeners) = host_listeners {
+        tracing::info!(addresses = ?listeners.addresses(), "host listener open");
+        let ctx = ListenerContext {
+            netns_cookie: listeners.netns_cookie,
+            netns: Netns::Host,
+            owner: None,
+        };
+        listener::spawn_accept_loops(&node, listeners, ctx, stop.clone());
+    }
+    for (i, spec) in node.config.workloads.iter().enumerate() {
+        workload::enroll(&node, spec, EnrollSource::Config)
+            .await
+            .with_context(|| format!("workloads[{i}] ({})", spec.name))?;
+    }
+
+    tokio::spawn(admin::serve(admin_listener, Arc::clone(&node)));
+    node.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        admin = %admin_addr,
+        metrics = %format!("http://{admin_addr}/metrics"),
+        workloads = node.workloads.len(),
+        destinations = node.destinations.all().len(),
+        "ready"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    node.ready.store(false, Ordering::SeqCst);
+    stop.cancel();
+    Ok(())
+}
+
+fn spawn_heartbeat(interceptor: &Arc<Interceptor>, metrics: &Arc<Metrics>, config: &Config, stop: CancellationToken) {
+    let interceptor = Arc::clone(interceptor);
+    let metrics = Arc::clone(metrics);
+    let every = Duration::from_millis(config.intercept.heartbeat_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match interceptor.beat() {
+                Ok(()) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    metrics.heartbeat.set(now);
+                }
+                Err(e) => tracing::error!(error = %e, "writing the heartbeat failed"),
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+    Ok(())
+}

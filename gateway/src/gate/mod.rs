@@ -1,0 +1,30 @@
+//! Gates take an accepted, attributed connection and serve it. Only the L4
+//! gate exists yet: it forwards bytes to the original destination. The L7
+//! gates (API, LLM, MCP) will claim connections after protocol detection;
+//! they receive the same [`Accepted`] value.
+pub mod tcp;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpStream;
+
+use crate::{netns::Netns, telemetry::access::ConnectionLog};
+
+/// An accepted connection with everything the kernel told us about it.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub original_dst: SocketAddr,
+    /// Namespace the upstream socket must be made in.
+    pub netns: Netns,
+    pub log: ConnectionLog,
+}
+
+/// Per-daemon settings the gates read on every connection.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    pub mark: u32,
+    pub connect_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+}
+
+pub type SharedSettings = Arc<ProxySettings>;

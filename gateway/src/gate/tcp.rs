@@ -1,0 +1,149 @@
+//! The L4 gate: bytes both ways between the client and its original
+//! destination, half-close preserved, idle connections closed.
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+// tokio's clock, so tests can run the idle timer on paused time.
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
+
+use super::{Accepted, ProxySettings};
+use crate::{telemetry::access::Outcome, upstream};
+
+pub async fn forward(accepted: Accepted, settings: &ProxySettings) {
+    let Accepted {
+        stream,
+        original_dst,
+        netns,
+        mut log,
+    } = accepted;
+    let upstream = match upstream::connect(original_dst, &netns, settings.mark, settings.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "upstream connect failed");
+            // Dropping the client stream closes it at once: the client sees
+            // a reset/EOF instead of waiting on a dead connection.
+            log.fail(e.outcome(), e);
+            return;
+        }
+    };
+    let start = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut client = Counted::new(stream, start, Arc::clone(&activity));
+    let mut upstream = Counted::new(upstream, start, Arc::clone(&activity));
+    let result = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map(|_| ()),
+        _ = idle(start, &activity, settings.idle_timeout) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    };
+    // Bytes read from the client went upstream, and the other way round.
+    log.bytes_sent = client.read;
+    log.bytes_received = upstream.read;
+    match result {
+        Ok(()) => log.outcome = Outcome::Ok,
+        Err(e) => log.fail(Outcome::IoError, e),
+    }
+}
+
+/// Resolves once no byte moved for `limit`.
+async fn idle(start: Instant, activity: &AtomicU64, limit: Duration) {
+    loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let quiet = start.elapsed().saturating_sub(last);
+        if quiet >= limit {
+            return;
+        }
+        tokio::time::sleep(limit - quiet).await;
+    }
+}
+
+/// Counts bytes read through it and stamps the last activity.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+    start: Instant,
+    activity: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, start: Instant, activity: Arc<AtomicU64>) -> Self {
+        Counted {
+            inner,
+            read: 0,
+            start,
+            activity,
+        }
+    }
+
+    fn touch(&self) {
+        self.activity
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read += n as u64;
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn counts_bytes_and_stamps_activity() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let start = Instant::now();
+        let activity = Arc::new(AtomicU64::new(0));
+        let mut c = Counted::new(a, start, Arc::clone(&activity));
+        b.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = c.read(&mut buf).await.unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(c.read, 5);
+        drop(b);
+        assert_eq!(c.read(&mut buf).await.unwrap(), 0, "EOF counts nothing");
+        assert_eq!(c.read, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_fires_after_the_limit_without_activity() {
+        let start = Instant::now();
+        let activity = AtomicU64::new(0);
+        let t = tokio::time::Instant::now();
+        idle(start, &activity, Duration::from_secs(30)).await;
+        assert!(t.elapsed() >= Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,134 @@
+//! One access-log line and one set of metric updates per connection,
+//! written from `Drop` so a connection that ends in an error (or a panic in
+//! its task) is logged too.
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
+
+use super::Metrics;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    UpstreamConnectFailed,
+    UpstreamTimeout,
+    IoError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::UpstreamConnectFailed => "upstream_connect_failed",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::IoError => "io_error",
+        }
+    }
+}
+
+/// How the daemon learnt the original destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Ebpf,
+    OriginalDst,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Ebpf => "ebpf",
+            Source::OriginalDst => "original_dst",
+        }
+    }
+}
+
+/// Who opened the connection, as far as the kernel told us.
+#[derive(Clone, Debug, Default)]
+pub struct Process {
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+}
+
+pub struct ConnectionLog {
+    metrics: Arc<Metrics>,
+    pub workload: Arc<str>,
+    pub destination: Arc<str>,
+    pub original_dst: SocketAddr,
+    pub client: SocketAddr,
+    pub source: Source,
+    pub process: Process,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    start: Instant,
+}
+
+impl ConnectionLog {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        metrics: Arc<Metrics>,
+        workload: Arc<str>,
+        destination: Arc<str>,
+        original_dst: SocketAddr,
+        client: SocketAddr,
+        source: Source,
+        process: Process,
+    ) -> Self {
+        metrics.connections_active.with_label_values(&[&workload]).inc();
+        ConnectionLog {
+            metrics,
+            workload,
+            destination,
+            original_dst,
+            client,
+            source,
+            process,
+            bytes_sent: 0,
+            bytes_received: 0,
+            // Until the proxy says otherwise: a task that dies early was an
+            // I/O failure, not a success.
+            outcome: Outcome::IoError,
+            error: None,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn fail(&mut self, outcome: Outcome, error: impl ToString) {
+        self.outcome = outcome;
+        self.error = Some(error.to_string());
+    }
+}
+
+impl Drop for ConnectionLog {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let m = &self.metrics;
+        let (w, d) = (&*self.workload, &*self.destination);
+        m.connections_active.with_label_values(&[w]).dec();
+        m.connections.with_label_values(&[w, d, self.outcome.as_str()]).inc();
+        m.connection_bytes.with_label_values(&[w, d, "sent"]).inc_by(self.bytes_sent);
+        m.connection_bytes.with_label_values(&[w, d, "received"]).inc_by(self.bytes_received);
+        m.connection_duration.with_label_values(&[w, d]).observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "trigate::access",
+            workload = w,
+            destination = d,
+            original_dst = %self.original_dst,
+            client = %self.client,
+            source = self.source.as_str(),
+            pid = self.process.pid,
+            uid = self.process.uid,
+            comm = %self.process.comm,
+            bytes_sent = self.bytes_sent,
+            bytes_received = self.bytes_received,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            outcome = self.outcome.as_str(),
+            error = self.error.as_deref(),
+            "connection"
+        );
+    }
+}

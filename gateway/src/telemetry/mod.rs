@@ -1,0 +1,135 @@
+//! Metrics, logs and the access log. Metric families are named once here
+//! and registered on a registry the caller passes in.
+pub mod access;
+pub mod logging;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use gateway_common::{
+    OUTCOME_BYPASSED, OUTCOME_DENIED, OUTCOME_NO_LISTENER, OUTCOME_OBSERVED, OUTCOME_REDIRECTED,
+    OUTCOME_REFUSED,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntCounterVec,
+    pub connection_bytes: IntCounterVec,
+    pub connections_active: IntGaugeVec,
+    pub connection_duration: HistogramVec,
+    pub ebpf_connects: IntCounterVec,
+    pub workloads_enrolled: IntGauge,
+    pub destination_addresses: IntGaugeVec,
+    pub dns_failures: IntCounterVec,
+    pub heartbeat: IntGauge,
+    pub origdst_lookup_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let build = IntGaugeVec::new(
+            Opts::new("trigate_build_info", "Build of the running daemon."),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build))?;
+        let m = Metrics {
+            connections: IntCounterVec::new(
+                Opts::new("trigate_connections_total", "Proxied connections by outcome."),
+                &["workload", "destination", "outcome"],
+            )?,
+            connection_bytes: IntCounterVec::new(
+                Opts::new("trigate_connection_bytes_total", "Bytes proxied; sent is client to upstream."),
+                &["workload", "destination", "direction"],
+            )?,
+            connections_active: IntGaugeVec::new(
+                Opts::new("trigate_connections_active", "Connections being proxied now."),
+                &["workload"],
+            )?,
+            connection_duration: HistogramVec::new(
+                HistogramOpts::new("trigate_connection_duration_seconds", "Lifetime of proxied connections.")
+                    .buckets(vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0]),
+                &["workload", "destination"],
+            )?,
+            ebpf_connects: IntCounterVec::new(
+                Opts::new("trigate_ebpf_connects_total", "connect() calls the eBPF programs acted on, by outcome."),
+                &["workload", "destination", "outcome"],
+            )?,
+            workloads_enrolled: IntGauge::new("trigate_workloads_enrolled", "Enrolled workloads.")?,
+            destination_addresses: IntGaugeVec::new(
+                Opts::new("trigate_destination_addresses", "Networks installed for a destination."),
+                &["destination"],
+            )?,
+            dns_failures: IntCounterVec::new(
+                Opts::new("trigate_dns_failures_total", "Failed resolutions of destination host names."),
+                &["host"],
+            )?,
+            heartbeat: IntGauge::new(
+                "trigate_heartbeat_timestamp_seconds",
+                "Wall-clock time of the last heartbeat written to the eBPF programs.",
+            )?,
+            origdst_lookup_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "trigate_original_destination_lookup_seconds",
+                    "Time to find the original destination of an accepted connection.",
+                )
+                .buckets(vec![0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.001]),
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.connections.clone()))?;
+        m.registry.register(Box::new(m.connection_bytes.clone()))?;
+        m.registry.register(Box::new(m.connections_active.clone()))?;
+        m.registry.register(Box::new(m.connection_duration.clone()))?;
+        m.registry.register(Box::new(m.ebpf_connects.clone()))?;
+        m.registry.register(Box::new(m.workloads_enrolled.clone()))?;
+        m.registry.register(Box::new(m.destination_addresses.clone()))?;
+        m.registry.register(Box::new(m.dns_failures.clone()))?;
+        m.registry.register(Box::new(m.heartbeat.clone()))?;
+        m.registry.register(Box::new(m.origdst_lookup_seconds.clone()))?;
+        Ok(m)
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+}
+
+/// Metric label of a kernel counter outcome.
+pub fn ebpf_outcome_label(outcome: u32) -> &'static str {
+    match outcome {
+        OUTCOME_REDIRECTED => "redirected",
+        OUTCOME_DENIED => "denied",
+        OUTCOME_OBSERVED => "observed",
+        OUTCOME_BYPASSED => "bypassed",
+        OUTCOME_REFUSED => "refused",
+        OUTCOME_NO_LISTENER => "no_listener",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_outcome_has_a_label() {
+        let labels: Vec<_> = (1..=6).map(ebpf_outcome_label).collect();
+        assert_eq!(labels, ["redirected", "denied", "observed", "bypassed", "refused", "no_listener"]);
+        assert_eq!(ebpf_outcome_label(99), "unknown");
+    }
+
+    #[test]
+    fn families_register_once_and_render() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        m.connections.with_label_values(&["w", "d", "ok"]).inc();
+        let text = m.render();
+        assert!(text.contains("trigate_build_info{version="), "{text}");
+        assert!(text.contains(r#"trigate_connections_total{destination="d",outcome="ok",workload="w"} 1"#), "{text}");
+    }
+}

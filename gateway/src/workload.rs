@@ -1,0 +1,320 @@
+//! Workloads: who may be intercepted, how the kernel recognises them (cgroup
+//! id, netns cookie) and where their connections are redirected.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
+
+use gateway_common::WorkloadValue;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{ListenerMode, WorkloadConfig},
+    daemon::Node,
+    intercept::{cgroup, InterceptError},
+    listener::{self, ListenerContext, Listeners},
+    netns::{Netns, NetnsWorker},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollSource {
+    Config,
+    Admin,
+}
+
+/// An enrolled workload.
+#[derive(Debug)]
+pub struct Workload {
+    pub id: u32,
+    pub name: Arc<str>,
+    pub cgroup: Option<PathBuf>,
+    pub cgroup_id: Option<u64>,
+    pub netns_path: Option<PathBuf>,
+    pub netns_cookie: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    pub listeners: Vec<SocketAddr>,
+    pub source: EnrollSource,
+    /// Stops this workload's own accept loops (in-pod mode).
+    stop: CancellationToken,
+}
+
+/// What `GET /workloads` shows.
+#[derive(Debug, Serialize)]
+pub struct WorkloadView {
+    pub name: String,
+    pub id: u32,
+    pub cgroup: Option<PathBuf>,
+    pub cgroup_id: Option<u64>,
+    pub netns: Option<PathBuf>,
+    pub netns_cookie: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    pub listeners: Vec<String>,
+    pub source: EnrollSource,
+}
+
+impl Workload {
+    pub fn view(&self) -> WorkloadView {
+        WorkloadView {
+            name: self.name.to_string(),
+            id: self.id,
+            cgroup: self.cgroup.clone(),
+            cgroup_id: self.cgroup_id,
+            netns: self.netns_path.clone(),
+            netns_cookie: self.netns_cookie,
+            labels: self.labels.clone(),
+            listeners: self.listeners.iter().map(ToString::to_string).collect(),
+            source: self.source,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("workload {0:?} is already enrolled")]
+    Exists(String),
+    #[error("workload {0:?} is not enrolled")]
+    Unknown(String),
+    #[error("workload {name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("workload {name}: {source}")]
+    Kernel {
+        name: String,
+        source: InterceptError,
+    },
+    #[error("workload {name}: cannot open its listener: {source}")]
+    Listener { name: String, source: std::io::Error },
+}
+
+/// Enrolled workloads by name and by the id the kernel reports.
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    by_name: BTreeMap<String, Arc<Workload>>,
+    by_id: HashMap<u32, Arc<Workload>>,
+    next_id: u32,
+}
+
+impl Registry {
+    pub fn by_id(&self, id: u32) -> Option<Arc<Workload>> {
+        self.read().by_id.get(&id).cloned()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<Workload>> {
+        self.read().by_name.get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Workload>> {
+        self.read().by_name.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RegistryInner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RegistryInner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves a name and an id; ids are never reused so a late kernel
+    /// record cannot be attributed to a different, newer workload.
+    fn reserve(&self, name: &str) -> Result<u32, EnrollError> {
+        let mut inner = self.write();
+        if inner.by_name.contains_key(name) {
+            return Err(EnrollError::Exists(name.to_string()));
+        }
+        inner.next_id += 1;
+        Ok(inner.next_id)
+    }
+
+    fn insert(&self, w: Arc<Workload>) -> Result<(), EnrollError> {
+        let mut inner = self.write();
+        if inner.by_name.contains_key(&*w.name) {
+            return Err(EnrollError::Exists(w.name.to_string()));
+        }
+        inner.by_id.insert(w.id, Arc::clone(&w));
+        inner.by_name.insert(w.name.to_string(), w);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Option<Arc<Workload>> {
+        let mut inner = self.write();
+        let w = inner.by_name.remove(name)?;
+        inner.by_id.remove(&w.id);
+        Some(w)
+    }
+}
+
+/// The map value for a workload whose listeners are `listeners`.
+pub fn workload_value(id: u32, listeners: &Listeners) -> WorkloadValue {
+    WorkloadValue {
+        workload_id: id,
+        listener_port: listeners.port,
+        _pad0: 0,
+        listener_v4: Ipv4Addr::LOCALHOST.octets(),
+        listener_v6: if listeners.v6.is_some() {
+            Ipv6Addr::LOCALHOST.octets()
+        } else {
+            [0; 16]
+        },
+        _pad1: 0,
+        listener_netns_cookie: listeners.netns_cookie,
+    }
+}
+
+/// Enrolls a workload: resolves its cgroup and namespace, opens its
+/// listener (in-pod mode), then writes the enrollment maps — last, so the
+/// kernel never redirects to a listener that does not exist yet.
+pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSource) -> Result<Arc<Workload>, EnrollError> {
+    let name = spec.name.clone();
+    let invalid = |message: String| EnrollError::Invalid {
+        name: name.clone(),
+        message,
+    };
+    let kernel = |source: InterceptError| EnrollError::Kernel {
+        name: name.clone(),
+        source,
+    };
+    if spec.cgroup.is_none() && spec.netns.is_none() {
+        return Err(invalid("needs a cgroup or a netns".into()));
+    }
+    let id = node.workloads.reserve(&name)?;
+
+    let (cgroup_path, cgroup_id) = match &spec.cgroup {
+        Some(c) => {
+            let path = cgroup::resolve(&node.cgroup2, c).map_err(kernel)?;
+            let id = cgroup::cgroup_id(&path).map_err(kernel)?;
+            (Some(path), Some(id))
+        }
+        None => (None, None),
+    };
+
+    let stop = node.stop.child_token();
+    let (listener_addrs, value, netns_cookie) = match node.config.listener.mode {
+        ListenerMode::InPod => {
+            let path = spec
+                .netns
+                .as_ref()
+                .ok_or_else(|| invalid("netns is required when listener.mode is in-pod".into()))?;
+            let worker = NetnsWorker::spawn(path).map_err(|source| EnrollError::Listener {
+                name: name.clone(),
+                source,
+            })?;
+            let netns = Netns::Pod(worker);
+            let listeners = Listeners::open(&netns, node.config.listener.port, node.config.listener.ipv6)
+                .await
+                .map_err(|source| EnrollError::Listener {
+                    name: name.clone(),
+                    source,
+                })?;
+            let value = workload_value(id, &listeners);
+            let addrs = listeners.addresses();
+            let cookie = listeners.netns_cookie;
+            (addrs, value, Some((cookie, netns, listeners)))
+        }
+        ListenerMode::Host => {
+            if spec.netns.is_some() {
+                return Err(invalid(
+                    "netns is set but listener.mode is host: a pod in its own network namespace needs listener.mode in-pod".into(),
+                ));
+            }
+            let host = node.host_listener.as_ref().ok_or_else(|| invalid("no host listener is open".into()))?;
+            (host.addresses.clone(), host.value(id), None)
+        }
+    };
+
+    let workload = Arc::new(Workload {
+        id,
+        name: Arc::from(name.as_str()),
+        cgroup: cgroup_path,
+        cgroup_id,
+        netns_path: spec.netns.clone(),
+        netns_cookie: netns_cookie.as_ref().map(|(c, _, _)| *c),
+        labels: spec.labels.clone(),
+        listeners: listener_addrs,
+        source,
+        stop: stop.clone(),
+    });
+    if let Some((cookie, netns, listeners)) = netns_cookie {
+        listener::spawn_accept_loops(
+            node,
+            listeners,
+            ListenerContext {
+                netns_cookie: cookie,
+                netns,
+                owner: Some(Arc::clone(&workload)),
+            },
+            stop.clone(),
+        );
+    }
+    let enrolled = (|| {
+        if let Some(cg) = cgroup_id {
+            node.interceptor.enroll_cgroup(cg, value)?;
+        }
+        if let Some(cookie) = workload.netns_cookie {
+            node.interceptor.enroll_netns(cookie, value)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = enrolled {
+        stop.cancel();
+        remove_from_maps(node, &workload);
+        return Err(kernel(e));
+    }
+    node.workloads.insert(Arc::clone(&workload)).inspect_err(|_| {
+        stop.cancel();
+    })?;
+    node.metrics.workloads_enrolled.set(node.workloads.len() as i64);
+    tracing::info!(
+        workload = %workload.name,
+        id,
+        cgroup = ?workload.cgroup,
+        cgroup_id = ?workload.cgroup_id,
+        netns = ?workload.netns_path,
+        listeners = ?workload.listeners,
+        "enrolled"
+    );
+    Ok(workload)
+}
+
+/// Removes a workload from the maps first (no new redirects), then closes
+/// its listeners. Connections already proxied run to completion.
+pub fn unenroll(node: &Node, name: &str) -> Result<Arc<Workload>, EnrollError> {
+    let workload = node
+        .workloads
+        .remove(name)
+        .ok_or_else(|| EnrollError::Unknown(name.to_string()))?;
+    remove_from_maps(node, &workload);
+    workload.stop.cancel();
+    node.metrics.workloads_enrolled.set(node.workloads.len() as i64);
+    tracing::info!(workload = %workload.name, "unenrolled");
+    Ok(workload)
+}
+
+fn remove_from_maps(node: &Node, w: &Workload) {
+    if let Some(id) = w.cgroup_id {
+        if let Err(e) = node.interceptor.unenroll_cgroup(id) {
+            tracing::warn!(workload = %w.name, error = %e, "removing the cgroup enrollment failed");
+        }
+    }
+    if let Some(cookie) = w.netns_cookie {
+        if let Err(e) = node.interceptor.unenroll_netns(cookie) {
+            tracing::warn!(workload = %w.name, error = %e, "removing the netns enrollment failed");
+        }
+    }
+}
