@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use gateway_common::WorkloadValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -31,24 +30,6 @@ pub struct HostListener {
     pub port: u16,
     pub has_v6: bool,
     pub netns_cookie: u64,
-}
-
-impl HostListener {
-    pub fn value(&self, id: u32) -> WorkloadValue {
-        WorkloadValue {
-            workload_id: id,
-            listener_port: self.port,
-            _pad0: 0,
-            listener_v4: std::net::Ipv4Addr::LOCALHOST.octets(),
-            listener_v6: if self.has_v6 {
-                std::net::Ipv6Addr::LOCALHOST.octets()
-            } else {
-                [0; 16]
-            },
-            _pad1: 0,
-            listener_netns_cookie: self.netns_cookie,
-        }
-    }
 }
 
 /// Everything the request path and the admin API share.

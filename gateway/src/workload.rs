@@ -160,20 +160,21 @@ impl Registry {
     }
 }
 
-/// The map value for a workload whose listeners are `listeners`.
-pub fn workload_value(id: u32, listeners: &Listeners) -> WorkloadValue {
+/// The map value that sends a workload's connects to a loopback listener
+/// on `port` in the namespace with `netns_cookie`.
+pub fn listener_value(id: u32, port: u16, has_v6: bool, netns_cookie: u64) -> WorkloadValue {
     WorkloadValue {
         workload_id: id,
-        listener_port: listeners.port,
+        listener_port: port,
         _pad0: 0,
         listener_v4: Ipv4Addr::LOCALHOST.octets(),
-        listener_v6: if listeners.v6.is_some() {
+        listener_v6: if has_v6 {
             Ipv6Addr::LOCALHOST.octets()
         } else {
             [0; 16]
         },
         _pad1: 0,
-        listener_netns_cookie: listeners.netns_cookie,
+        listener_netns_cookie: netns_cookie,
     }
 }
 
@@ -222,7 +223,7 @@ pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSourc
                     name: name.clone(),
                     source,
                 })?;
-            let value = workload_value(id, &listeners);
+            let value = listener_value(id, listeners.port, listeners.v6.is_some(), listeners.netns_cookie);
             let addrs = listeners.addresses();
             let cookie = listeners.netns_cookie;
             (addrs, value, Some((cookie, netns, listeners)))
@@ -234,7 +235,11 @@ pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSourc
                 ));
             }
             let host = node.host_listener.as_ref().ok_or_else(|| invalid("no host listener is open".into()))?;
-            (host.addresses.clone(), host.value(id), None)
+            (
+                host.addresses.clone(),
+                listener_value(id, host.port, host.has_v6, host.netns_cookie),
+                None,
+            )
         }
     };
 

@@ -111,10 +111,11 @@ pub fn own_cgroup_id(mount: &Path) -> Result<u64, InterceptError> {
     cgroup_id(&mount.join(rel))
 }
 
-/// Creates the cgroup (and parents) when asked to and missing.
-pub fn ensure(path: &Path, create: bool) -> Result<(), InterceptError> {
+/// Creates the cgroup (and parents) when asked to and missing; true when
+/// it created it.
+pub fn ensure(path: &Path, create: bool) -> Result<bool, InterceptError> {
     if path.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
     if !create {
         return Err(InterceptError::Cgroup(format!(
@@ -123,7 +124,8 @@ pub fn ensure(path: &Path, create: bool) -> Result<(), InterceptError> {
         )));
     }
     fs::create_dir_all(path)
-        .map_err(|e| InterceptError::Cgroup(format!("cannot create {}: {e}", path.display())))
+        .map_err(|e| InterceptError::Cgroup(format!("cannot create {}: {e}", path.display())))?;
+    Ok(true)
 }
 
 /// Moves the calling process into the cgroup.

@@ -75,7 +75,7 @@ pub fn refresh_after(ttl: Duration, dns: &DnsConfig) -> Duration {
 /// A destination at run time.
 pub struct Destination {
     pub id: u32,
-    pub name: String,
+    pub name: Arc<str>,
     pub action: Action,
     pub ports: Vec<u16>,
     /// Installed networks with a reference count: a CIDR from config and
@@ -120,7 +120,7 @@ impl Destinations {
             .map(|(i, d)| {
                 Arc::new(Destination {
                     id: i as u32 + 1,
-                    name: d.name.clone(),
+                    name: Arc::from(d.name.as_str()),
                     action: d.action,
                     ports: d.ports.clone(),
                     installed: Mutex::new(BTreeMap::new()),
@@ -202,7 +202,7 @@ impl Destinations {
     fn publish_count(&self, dest: &Destination) {
         self.metrics
             .destination_addresses
-            .with_label_values(&[&dest.name])
+            .with_label_values(&[&*dest.name])
             .set(lock(&dest.installed).len() as i64);
     }
 
@@ -245,8 +245,21 @@ impl Destinations {
                 let dns = dns.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
+                    let mut failures = 0u32;
                     loop {
-                        let wait = this.resolve_once(&dest, &host, resolver.as_deref(), &dns).await;
+                        let wait = match this.resolve_once(&dest, &host, resolver.as_deref(), failures).await {
+                            Ok(ttl) => {
+                                if failures > 0 {
+                                    tracing::info!(destination = %dest.name, host = %host, "destination host resolves again");
+                                }
+                                failures = 0;
+                                refresh_after(ttl, &dns)
+                            }
+                            Err(()) => {
+                                failures = failures.saturating_add(1);
+                                retry_after(failures, &dns)
+                            }
+                        };
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(wait) => {}
@@ -257,13 +270,15 @@ impl Destinations {
         }
     }
 
-    async fn resolve_once(&self, dest: &Destination, host: &str, resolver: Option<&TokioResolver>, dns: &DnsConfig) -> Duration {
-        let retry = Duration::from_secs(dns.retry_secs);
-        let Some(resolver) = resolver else {
-            self.metrics.dns_failures.with_label_values(&[host]).inc();
-            return retry.max(Duration::from_secs(dns.max_refresh_secs));
+    /// Resolves once and installs the answer; the TTL on success. Failures
+    /// are counted every time but logged as a warning only the first time
+    /// in a row, so a node without DNS does not flood its log.
+    async fn resolve_once(&self, dest: &Destination, host: &str, resolver: Option<&TokioResolver>, failures: u32) -> Result<Duration, ()> {
+        let result = match resolver {
+            Some(r) => r.lookup_ip(host).await.map_err(|e| e.to_string()),
+            None => Err("no system DNS configuration".to_string()),
         };
-        match resolver.lookup_ip(host).await {
+        match result {
             Ok(lookup) => {
                 let addrs: BTreeSet<IpAddr> = lookup.iter().collect();
                 let ttl = lookup.valid_until().saturating_duration_since(Instant::now());
@@ -271,17 +286,28 @@ impl Destinations {
                 if let Err(e) = self.update_host(dest, host, addrs) {
                     tracing::error!(destination = %dest.name, host, error = %e, "installing resolved addresses failed");
                 }
-                refresh_after(ttl, dns)
+                Ok(ttl)
             }
-            Err(e) => {
+            Err(error) => {
                 // Keep the addresses we had: a DNS outage must not turn
                 // interception off for names that resolved before.
                 self.metrics.dns_failures.with_label_values(&[host]).inc();
-                tracing::warn!(destination = %dest.name, host, error = %e, retry_secs = dns.retry_secs, "cannot resolve destination host; will retry");
-                retry
+                if failures == 0 {
+                    tracing::warn!(destination = %dest.name, host, error = %error, "cannot resolve destination host; retrying with backoff");
+                } else {
+                    tracing::debug!(destination = %dest.name, host, error = %error, failures, "still cannot resolve destination host");
+                }
+                Err(())
             }
         }
     }
+}
+
+/// Exponential backoff from `retry_secs`, capped at `max_refresh_secs`.
+pub fn retry_after(failures: u32, dns: &DnsConfig) -> Duration {
+    let base = dns.retry_secs.max(1);
+    let factor = 1u64 << failures.saturating_sub(1).min(16);
+    Duration::from_secs(base.saturating_mul(factor).min(dns.max_refresh_secs.max(base)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -325,6 +351,14 @@ mod tests {
         assert_eq!(refresh_after(Duration::ZERO, &dns), Duration::from_secs(5));
         assert_eq!(refresh_after(Duration::from_secs(60), &dns), Duration::from_secs(60));
         assert_eq!(refresh_after(Duration::from_secs(86400), &dns), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let dns = DnsConfig { retry_secs: 5, max_refresh_secs: 300, ..DnsConfig::default() };
+        let secs: Vec<u64> = (1..=8).map(|n| retry_after(n, &dns).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(retry_after(u32::MAX, &dns).as_secs(), 300);
     }
 
     #[test]

@@ -66,6 +66,8 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> InterceptError 
 /// Loaded and attached programs plus the maps the daemon writes.
 pub struct Interceptor {
     cgroup: PathBuf,
+    /// We made the cgroup, so a clean stop removes it (when empty).
+    created_cgroup: bool,
     pin_dir: PathBuf,
     links: Mutex<Vec<PinnedLink>>,
     destinations: Mutex<LpmTrie<MapData, DestKey, DestValue>>,
@@ -84,7 +86,7 @@ impl Interceptor {
     pub fn start(config: &Config, cgroup2: &Path) -> Result<Self, InterceptError> {
         let ic = &config.intercept;
         let cgroup = cgroup::resolve(cgroup2, &ic.cgroup)?;
-        cgroup::ensure(&cgroup, ic.create_cgroup)?;
+        let created_cgroup = cgroup::ensure(&cgroup, ic.create_cgroup)?;
         let pin_dir = pin_dir(&ic.bpffs, &config.instance);
         ensure_bpffs(&ic.bpffs)?;
 
@@ -139,6 +141,7 @@ impl Interceptor {
             heartbeat: Mutex::new(heartbeat),
             links: Mutex::new(links),
             cgroup,
+            created_cgroup,
             pin_dir,
             _ebpf: ebpf,
         })
@@ -221,6 +224,13 @@ impl Interceptor {
         if let Err(e) = fs::remove_dir(&self.pin_dir) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(pin_dir = %self.pin_dir.display(), error = %e, "cannot remove the pin directory");
+            }
+        }
+        if self.created_cgroup {
+            // Fails while processes (e.g. from `trigate exec`) remain in it;
+            // then it stays for the next run, which is harmless.
+            if let Err(e) = fs::remove_dir(&self.cgroup) {
+                tracing::debug!(cgroup = %self.cgroup.display(), error = %e, "keeping the cgroup we created");
             }
         }
     }

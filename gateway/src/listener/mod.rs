@@ -175,7 +175,7 @@ fn attribute(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &Listen
         .unwrap_or_else(|| Arc::from("unknown"));
     let destination_name: Arc<str> = destination
         .as_ref()
-        .map(|d| Arc::from(d.name.as_str()))
+        .map(|d| Arc::clone(&d.name))
         .unwrap_or_else(|| Arc::from("unlisted"));
     let log = ConnectionLog::start(
         Arc::clone(&node.metrics),
