@@ -264,8 +264,14 @@ mod tests {
     fn heartbeat_staleness() {
         assert!(heartbeat_stale(0, 5, 10), "never written is stale");
         assert!(!heartbeat_stale(100, 105, 10));
-        assert!(!heartbeat_stale(100, 110, 10), "exactly at the limit is fresh");
+        assert!(
+            !heartbeat_stale(100, 110, 10),
+            "exactly at the limit is fresh"
+        );
         assert!(heartbeat_stale(100, 111, 10));
-        assert!(!heartbeat_stale(100, 50, 10), "clock behind the beat is fresh");
+        assert!(
+            !heartbeat_stale(100, 50, 10),
+            "clock behind the beat is fresh"
+        );
     }
 }

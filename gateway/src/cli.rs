@@ -9,7 +9,11 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "trigate", version, about = "Node-local gateway for LLM, MCP and API egress, fed by eBPF")]
+#[command(
+    name = "trigate",
+    version,
+    about = "Node-local gateway for LLM, MCP and API egress, fed by eBPF"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,10 +26,12 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and exit.
+    /// Validate a config file and exit (`trigate check FILE` or
+    /// `--config FILE`; neither checks the embedded default).
     Check {
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "file")]
         config: Option<PathBuf>,
+        file: Option<PathBuf>,
     },
     /// Print the version.
     Version,
@@ -58,7 +64,7 @@ pub fn main() -> ExitCode {
             print!("{}", Config::json_schema());
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match load(config.as_ref()) {
+        Command::Check { config, file } => match load(config.or(file).as_ref()) {
             Ok(_) => {
                 println!("config ok");
                 ExitCode::SUCCESS
@@ -110,7 +116,10 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 
 fn run(config: Config) -> ExitCode {
     let log = crate::telemetry::logging::init(&config.log.level, config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("trigate: cannot start the async runtime: {e}");
@@ -131,7 +140,11 @@ fn run(config: Config) -> ExitCode {
 }
 
 /// Joins the workload's cgroup (and network namespace), then becomes CMD.
-fn exec(config: &Config, name: Option<&str>, command: &[OsString]) -> anyhow::Result<std::convert::Infallible> {
+fn exec(
+    config: &Config,
+    name: Option<&str>,
+    command: &[OsString],
+) -> anyhow::Result<std::convert::Infallible> {
     let workload = match name {
         Some(n) => config
             .workloads
@@ -142,7 +155,11 @@ fn exec(config: &Config, name: Option<&str>, command: &[OsString]) -> anyhow::Re
             .workloads
             .iter()
             .find(|w| w.cgroup.is_some())
-            .ok_or_else(|| anyhow::anyhow!("the config has no workload with a cgroup; name one with --workload"))?,
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the config has no workload with a cgroup; name one with --workload"
+                )
+            })?,
     };
     if let Some(c) = &workload.cgroup {
         let mount = cgroup::cgroup2_mount()?;
@@ -156,7 +173,8 @@ fn exec(config: &Config, name: Option<&str>, command: &[OsString]) -> anyhow::Re
         cgroup::join(&path)?;
     }
     if let Some(ns) = &workload.netns {
-        let file = std::fs::File::open(ns).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", ns.display()))?;
+        let file = std::fs::File::open(ns)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", ns.display()))?;
         nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| anyhow::anyhow!("setns into {} failed: {e}", ns.display()))?;
     }
@@ -164,5 +182,8 @@ fn exec(config: &Config, name: Option<&str>, command: &[OsString]) -> anyhow::Re
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no command given"))?;
     let err = std::process::Command::new(program).args(args).exec();
-    Err(anyhow::anyhow!("cannot run {}: {err}", program.to_string_lossy()))
+    Err(anyhow::anyhow!(
+        "cannot run {}: {err}",
+        program.to_string_lossy()
+    ))
 }

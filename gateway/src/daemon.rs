@@ -61,13 +61,19 @@ impl Drop for DetachOnDrop {
 pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
     preflight::check_host()?;
     let cgroup2 = cgroup::cgroup2_mount()?;
-    let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).context("registering metrics")?);
+    let metrics =
+        Arc::new(Metrics::new(prometheus::Registry::new()).context("registering metrics")?);
     let stop = CancellationToken::new();
 
     // Admin first: /healthz answers (and /readyz says 503) while we start.
     let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
         .await
-        .with_context(|| format!("admin.address {}: cannot listen (port in use?)", config.admin.address))?;
+        .with_context(|| {
+            format!(
+                "admin.address {}: cannot listen (port in use?)",
+                config.admin.address
+            )
+        })?;
     let admin_addr = admin_listener.local_addr()?;
     tracing::info!(address = %admin_addr, "admin listening");
 
@@ -81,14 +87,23 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
     );
     spawn_heartbeat(&interceptor, &metrics, &config, stop.clone());
 
-    let destinations = Arc::new(Destinations::install(&config, Arc::clone(&interceptor), Arc::clone(&metrics))?);
+    let destinations = Arc::new(Destinations::install(
+        &config,
+        Arc::clone(&interceptor),
+        Arc::clone(&metrics),
+    )?);
     destinations.spawn_resolvers(&config.dns, stop.clone());
 
     let host_listeners = match config.listener.mode {
         ListenerMode::Host => Some(
             Listeners::open(&Netns::Host, config.listener.port, config.listener.ipv6)
                 .await
-                .with_context(|| format!("listener.port {}: cannot listen on loopback", config.listener.port))?,
+                .with_context(|| {
+                    format!(
+                        "listener.port {}: cannot listen on loopback",
+                        config.listener.port
+                    )
+                })?,
         ),
         ListenerMode::InPod => None,
     };
@@ -148,7 +163,12 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_heartbeat(interceptor: &Arc<Interceptor>, metrics: &Arc<Metrics>, config: &Config, stop: CancellationToken) {
+fn spawn_heartbeat(
+    interceptor: &Arc<Interceptor>,
+    metrics: &Arc<Metrics>,
+    config: &Config,
+    stop: CancellationToken,
+) {
     let interceptor = Arc::clone(interceptor);
     let metrics = Arc::clone(metrics);
     let every = Duration::from_millis(config.intercept.heartbeat_interval_ms);

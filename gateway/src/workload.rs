@@ -86,7 +86,10 @@ pub enum EnrollError {
         source: InterceptError,
     },
     #[error("workload {name}: cannot open its listener: {source}")]
-    Listener { name: String, source: std::io::Error },
+    Listener {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Enrolled workloads by name and by the id the kernel reports.
@@ -181,7 +184,11 @@ pub fn listener_value(id: u32, port: u16, has_v6: bool, netns_cookie: u64) -> Wo
 /// Enrolls a workload: resolves its cgroup and namespace, opens its
 /// listener (in-pod mode), then writes the enrollment maps — last, so the
 /// kernel never redirects to a listener that does not exist yet.
-pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSource) -> Result<Arc<Workload>, EnrollError> {
+pub async fn enroll(
+    node: &Arc<Node>,
+    spec: &WorkloadConfig,
+    source: EnrollSource,
+) -> Result<Arc<Workload>, EnrollError> {
     let name = spec.name.clone();
     let invalid = |message: String| EnrollError::Invalid {
         name: name.clone(),
@@ -217,13 +224,19 @@ pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSourc
                 source,
             })?;
             let netns = Netns::Pod(worker);
-            let listeners = Listeners::open(&netns, node.config.listener.port, node.config.listener.ipv6)
-                .await
-                .map_err(|source| EnrollError::Listener {
-                    name: name.clone(),
-                    source,
-                })?;
-            let value = listener_value(id, listeners.port, listeners.v6.is_some(), listeners.netns_cookie);
+            let listeners =
+                Listeners::open(&netns, node.config.listener.port, node.config.listener.ipv6)
+                    .await
+                    .map_err(|source| EnrollError::Listener {
+                        name: name.clone(),
+                        source,
+                    })?;
+            let value = listener_value(
+                id,
+                listeners.port,
+                listeners.v6.is_some(),
+                listeners.netns_cookie,
+            );
             let addrs = listeners.addresses();
             let cookie = listeners.netns_cookie;
             (addrs, value, Some((cookie, netns, listeners)))
@@ -234,7 +247,10 @@ pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSourc
                     "netns is set but listener.mode is host: a pod in its own network namespace needs listener.mode in-pod".into(),
                 ));
             }
-            let host = node.host_listener.as_ref().ok_or_else(|| invalid("no host listener is open".into()))?;
+            let host = node
+                .host_listener
+                .as_ref()
+                .ok_or_else(|| invalid("no host listener is open".into()))?;
             (
                 host.addresses.clone(),
                 listener_value(id, host.port, host.has_v6, host.netns_cookie),
@@ -281,10 +297,14 @@ pub async fn enroll(node: &Arc<Node>, spec: &WorkloadConfig, source: EnrollSourc
         remove_from_maps(node, &workload);
         return Err(kernel(e));
     }
-    node.workloads.insert(Arc::clone(&workload)).inspect_err(|_| {
-        stop.cancel();
-    })?;
-    node.metrics.workloads_enrolled.set(node.workloads.len() as i64);
+    node.workloads
+        .insert(Arc::clone(&workload))
+        .inspect_err(|_| {
+            stop.cancel();
+        })?;
+    node.metrics
+        .workloads_enrolled
+        .set(node.workloads.len() as i64);
     tracing::info!(
         workload = %workload.name,
         id,
@@ -306,7 +326,9 @@ pub fn unenroll(node: &Node, name: &str) -> Result<Arc<Workload>, EnrollError> {
         .ok_or_else(|| EnrollError::Unknown(name.to_string()))?;
     remove_from_maps(node, &workload);
     workload.stop.cancel();
-    node.metrics.workloads_enrolled.set(node.workloads.len() as i64);
+    node.metrics
+        .workloads_enrolled
+        .set(node.workloads.len() as i64);
     tracing::info!(workload = %workload.name, "unenrolled");
     Ok(workload)
 }

@@ -79,7 +79,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")))
                 .map(|v| v.replace("%2C", ",").replace("%3D", "="));
             match level {
-                None => error(StatusCode::BAD_REQUEST, "missing ?level=<filter>, e.g. ?level=debug".into()),
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "missing ?level=<filter>, e.g. ?level=debug".into(),
+                ),
                 Some(level) => match node.log.set(&level) {
                     Ok(()) => {
                         tracing::info!(level = %level, "log filter changed");
@@ -91,20 +94,39 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         }
         (_, ["healthz" | "readyz" | "metrics" | "destinations" | "logging"])
         | (_, ["workloads"])
-        | (_, ["workloads", _]) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{} not allowed on {path}", req.method())),
-        _ => error(StatusCode::NOT_FOUND, format!("no admin endpoint at {path}")),
+        | (_, ["workloads", _]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} not allowed on {path}", req.method()),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint at {path}"),
+        ),
     }
 }
 
 async fn enroll(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        }
     };
     let spec: WorkloadConfig = match serde_json::from_slice(&body) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid workload JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid workload JSON: {e}"),
+            )
+        }
     };
+    if let Err(e) = spec.validate(node.config.listener.mode) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
     match workload::enroll(node, &spec, EnrollSource::Admin).await {
         Ok(w) => json(StatusCode::CREATED, &w.view()),
         Err(e) => {
@@ -139,10 +161,11 @@ fn metrics(node: &Node) -> Response<Body> {
             .by_id(key.dest_id)
             .map(|d| d.name.to_string())
             .unwrap_or_else(|| format!("id:{}", key.dest_id));
-        let counter = node
-            .metrics
-            .ebpf_connects
-            .with_label_values(&[&workload, &destination, ebpf_outcome_label(key.outcome)]);
+        let counter = node.metrics.ebpf_connects.with_label_values(&[
+            &workload,
+            &destination,
+            ebpf_outcome_label(key.outcome),
+        ]);
         let seen = counter.get();
         if total > seen {
             counter.inc_by(total - seen);
@@ -185,8 +208,10 @@ fn destinations(node: &Node) -> Response<Body> {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
     r
 }
 
@@ -207,7 +232,10 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
             );
             r
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("serialising the answer failed: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serialising the answer failed: {e}"),
+        ),
     }
 }
 

@@ -294,9 +294,7 @@ pub struct Destination {
 }
 
 /// What to do with a connection to a destination.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Send the connection through the gateway.
@@ -353,6 +351,19 @@ enum_str!(LogFormat { Json => "json", Text => "text" });
 enum_str!(FailMode { Open => "open", Closed => "closed" });
 enum_str!(ListenerMode { Host => "host", InPod => "in-pod" });
 enum_str!(Action { Redirect => "redirect", Deny => "deny", Observe => "observe" });
+
+impl WorkloadConfig {
+    /// Checks one workload the way `validate` checks `workloads[]`, for
+    /// enrollment through the admin API.
+    pub fn validate(&self, mode: ListenerMode) -> Result<(), ConfigError> {
+        let problems = validate::workload_problems(self, mode);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
 
 impl Config {
     /// Parses YAML and validates the result.

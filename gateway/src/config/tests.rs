@@ -127,7 +127,11 @@ fn empty_mapping_gives_defaults() {
 #[test]
 fn blank_or_comment_only_file_gives_defaults() {
     for text in ["", "\n\n", "# nothing here\n  # indented\n", "---\n# c\n"] {
-        assert_eq!(Config::from_yaml(text).unwrap(), Config::default(), "{text:?}");
+        assert_eq!(
+            Config::from_yaml(text).unwrap(),
+            Config::default(),
+            "{text:?}"
+        );
     }
 }
 
@@ -164,7 +168,8 @@ fn default_values_are_the_documented_ones() {
 
 #[test]
 fn partial_sections_keep_other_defaults() {
-    let c = Config::from_yaml("intercept:\n  fail_mode: closed\nlistener:\n  ipv6: false\n").unwrap();
+    let c =
+        Config::from_yaml("intercept:\n  fail_mode: closed\nlistener:\n  ipv6: false\n").unwrap();
     assert_eq!(
         c,
         with(|c| {
@@ -246,7 +251,11 @@ fn rich_config() -> Config {
         c.workloads = vec![
             WorkloadConfig {
                 labels: [("team".to_owned(), "ml".to_owned())].into(),
-                ..workload("pod-a", Some("kubepods.slice/pod-a"), Some("/var/run/netns/a"))
+                ..workload(
+                    "pod-a",
+                    Some("kubepods.slice/pod-a"),
+                    Some("/var/run/netns/a"),
+                )
             },
             workload("pod-b", None, Some("/proc/42/ns/net")),
         ];
@@ -297,10 +306,19 @@ fn bare_ip_in_cidrs_is_a_host_prefix() {
          cidrs: [10.1.2.3, \"2001:db8::1\", 10.0.0.0/8, \"2001:db8::/32\"]\n",
     )
     .unwrap();
-    let cidrs: Vec<String> = c.destinations[0].cidrs.iter().map(|n| n.to_string()).collect();
+    let cidrs: Vec<String> = c.destinations[0]
+        .cidrs
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(
         cidrs,
-        ["10.1.2.3/32", "2001:db8::1/128", "10.0.0.0/8", "2001:db8::/32"]
+        [
+            "10.1.2.3/32",
+            "2001:db8::1/128",
+            "10.0.0.0/8",
+            "2001:db8::/32"
+        ]
     );
     assert_eq!(c.destinations[0].cidrs[0].prefix_len(), 32);
     assert_eq!(c.destinations[0].cidrs[1].prefix_len(), 128);
@@ -317,9 +335,15 @@ fn bad_cidr_is_named_by_index() {
     );
     let message =
         parse_err("destinations:\n  - name: a\n    ports: [443]\n    cidrs: [api.openai.com]\n");
-    assert!(message.starts_with("destinations[0].cidrs[0]: "), "{message}");
+    assert!(
+        message.starts_with("destinations[0].cidrs[0]: "),
+        "{message}"
+    );
     let message = parse_err("destinations:\n  - name: a\n    ports: [443]\n    cidrs: [[1]]\n");
-    assert!(message.starts_with("destinations[0].cidrs[0]: "), "{message}");
+    assert!(
+        message.starts_with("destinations[0].cidrs[0]: "),
+        "{message}"
+    );
 }
 
 #[test]
@@ -339,7 +363,10 @@ fn cidr_with_host_bits_is_rejected_with_both_fixes() {
 fn unknown_fields_are_rejected_with_their_path() {
     let cases = [
         ("colour: red\n", "colour: unknown field `colour`"),
-        ("intercept:\n  cgroupp: x\n", "intercept.cgroupp: unknown field `cgroupp`"),
+        (
+            "intercept:\n  cgroupp: x\n",
+            "intercept.cgroupp: unknown field `cgroupp`",
+        ),
         ("admin:\n  port: 1\n", "admin.port: unknown field `port`"),
         (
             "destinations:\n  - name: a\n    hosts: [a.b]\n    ports: [1]\n  - name: b\n    \
@@ -391,11 +418,26 @@ fn type_errors_and_missing_fields_name_the_path() {
         ("listener:\n  port: 70000\n", "listener.port: "),
         ("admin:\n  address: localhost\n", "admin.address: "),
         ("intercept:\n  mark: -1\n", "intercept.mark: "),
-        ("dns:\n  hosts:\n    a.example: [10.0.0.1, nope]\n", "dns.hosts.a.example[1]: "),
-        ("destinations:\n  - hosts: [a.b]\n    ports: [1]\n", "destinations[0]: missing field `name`"),
-        ("destinations:\n  - name: a\n    hosts: [a.b]\n", "destinations[0]: missing field `ports`"),
-        ("destinations:\n  - name: a\n    ports: [0x10000]\n", "destinations[0].ports[0]: "),
-        ("workloads:\n  - cgroup: x\n", "workloads[0]: missing field `name`"),
+        (
+            "dns:\n  hosts:\n    a.example: [10.0.0.1, nope]\n",
+            "dns.hosts.a.example[1]: ",
+        ),
+        (
+            "destinations:\n  - hosts: [a.b]\n    ports: [1]\n",
+            "destinations[0]: missing field `name`",
+        ),
+        (
+            "destinations:\n  - name: a\n    hosts: [a.b]\n",
+            "destinations[0]: missing field `ports`",
+        ),
+        (
+            "destinations:\n  - name: a\n    ports: [0x10000]\n",
+            "destinations[0].ports[0]: ",
+        ),
+        (
+            "workloads:\n  - cgroup: x\n",
+            "workloads[0]: missing field `name`",
+        ),
         ("workloads: {}\n", "workloads: "),
     ];
     for (yaml, expected) in cases {
@@ -416,7 +458,8 @@ fn syntax_errors_carry_a_position() {
 
 #[test]
 fn load_reads_a_file() {
-    let path = std::env::temp_dir().join(format!("trigate-config-test-{}.yaml", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("trigate-config-test-{}.yaml", std::process::id()));
     std::fs::write(&path, DEFAULT_YAML).unwrap();
     let loaded = Config::load(&path);
     std::fs::remove_file(&path).unwrap();
@@ -440,7 +483,11 @@ fn load_error_names_the_file() {
 #[test]
 fn instance_name_rules() {
     for bad in ["", "Default", "-a", "a_b", "a.b", "a b", &"a".repeat(33)] {
-        assert_single(&with(|c| c.instance = bad.to_owned()), "instance", "not a valid instance name");
+        assert_single(
+            &with(|c| c.instance = bad.to_owned()),
+            "instance",
+            "not a valid instance name",
+        );
     }
     for good in ["a", "0", "node-1", &"a".repeat(32)] {
         assert_valid(&with(|c| c.instance = good.to_owned()));
@@ -449,8 +496,16 @@ fn instance_name_rules() {
 
 #[test]
 fn log_level_rules() {
-    assert_single(&with(|c| c.log.level = String::new()), "log.level", "must not be empty");
-    assert_single(&with(|c| c.log.level = "  ".to_owned()), "log.level", "must not be empty");
+    assert_single(
+        &with(|c| c.log.level = String::new()),
+        "log.level",
+        "must not be empty",
+    );
+    assert_single(
+        &with(|c| c.log.level = "  ".to_owned()),
+        "log.level",
+        "must not be empty",
+    );
     assert_single(
         &with(|c| c.log.level = "info,trigate=loud".to_owned()),
         "log.level",
@@ -484,7 +539,13 @@ fn intercept_cgroup_rules() {
             fragment,
         );
     }
-    for good in ["trigate", "a/b", "./trigate", "/sys/fs/cgroup/trigate", "/trigate"] {
+    for good in [
+        "trigate",
+        "a/b",
+        "./trigate",
+        "/sys/fs/cgroup/trigate",
+        "/trigate",
+    ] {
         assert_valid(&with(|c| c.intercept.cgroup = PathBuf::from(good)));
     }
 }
@@ -521,7 +582,11 @@ fn heartbeat_rules() {
 
 #[test]
 fn mark_and_bpffs_rules() {
-    assert_single(&with(|c| c.intercept.mark = 0), "intercept.mark", "must not be 0");
+    assert_single(
+        &with(|c| c.intercept.mark = 0),
+        "intercept.mark",
+        "must not be 0",
+    );
     assert_valid(&with(|c| c.intercept.mark = 1));
     for bad in ["sys/fs/bpf", "", "./bpf"] {
         assert_single(
@@ -548,7 +613,12 @@ fn listener_port_zero_only_in_host_mode() {
 
 #[test]
 fn listener_port_must_not_clash_with_admin() {
-    for admin in ["127.0.0.1:15001", "0.0.0.0:15001", "[::1]:15001", "[::]:15001"] {
+    for admin in [
+        "127.0.0.1:15001",
+        "0.0.0.0:15001",
+        "[::1]:15001",
+        "[::]:15001",
+    ] {
         assert_single(
             &with(|c| c.admin.address = admin.parse().unwrap()),
             "listener.port",
@@ -556,7 +626,9 @@ fn listener_port_must_not_clash_with_admin() {
         );
     }
     // Different address, or the IPv6 listener is off, or no fixed port.
-    assert_valid(&with(|c| c.admin.address = "10.0.0.5:15001".parse().unwrap()));
+    assert_valid(&with(|c| {
+        c.admin.address = "10.0.0.5:15001".parse().unwrap()
+    }));
     assert_valid(&with(|c| {
         c.admin.address = "[::1]:15001".parse().unwrap();
         c.listener.ipv6 = false;
@@ -583,7 +655,11 @@ fn proxy_timeouts_must_be_positive() {
 
 #[test]
 fn dns_timing_rules() {
-    assert_single(&with(|c| c.dns.retry_secs = 0), "dns.retry_secs", "more than 0");
+    assert_single(
+        &with(|c| c.dns.retry_secs = 0),
+        "dns.retry_secs",
+        "more than 0",
+    );
     assert_single(
         &with(|c| {
             c.dns.min_refresh_secs = 10;
@@ -622,7 +698,9 @@ fn dns_hosts_rules() {
     );
     assert_single(
         &with(|c| {
-            c.dns.hosts.insert("https://api.example.com/".to_owned(), vec![ip]);
+            c.dns
+                .hosts
+                .insert("https://api.example.com/".to_owned(), vec![ip]);
         }),
         "dns.hosts[\"https://api.example.com/\"]",
         "write api.example.com",
@@ -643,7 +721,9 @@ fn destination_name_rules() {
         );
     }
     for good in ["a", "svc_a.v1-2", &"a".repeat(64)] {
-        assert_valid(&with(|c| c.destinations = vec![dest(good, &["a.example"], &[], &[443])]));
+        assert_valid(&with(|c| {
+            c.destinations = vec![dest(good, &["a.example"], &[], &[443])]
+        }));
     }
     assert_single(
         &with(|c| {
@@ -665,8 +745,12 @@ fn destination_needs_hosts_or_cidrs() {
         "destinations[0]",
         "needs at least one of hosts or cidrs",
     );
-    assert_valid(&with(|c| c.destinations = vec![dest("a", &[], &["10.0.0.1/32"], &[443])]));
-    assert_valid(&with(|c| c.destinations = vec![dest("a", &["a.example"], &[], &[443])]));
+    assert_valid(&with(|c| {
+        c.destinations = vec![dest("a", &[], &["10.0.0.1/32"], &[443])]
+    }));
+    assert_valid(&with(|c| {
+        c.destinations = vec![dest("a", &["a.example"], &[], &[443])]
+    }));
 }
 
 #[test]
@@ -692,13 +776,28 @@ fn destination_host_rules() {
     let cases = [
         ("api.openai.com:443", "write api.openai.com"),
         ("https://api.openai.com/v1/chat?x=1", "write api.openai.com"),
-        ("http://user:pw@api.openai.com:8080/", "write api.openai.com"),
+        (
+            "http://user:pw@api.openai.com:8080/",
+            "write api.openai.com",
+        ),
         ("api.openai.com.", "write api.openai.com"),
-        ("API.OpenAI.com", "must be written in lower case: api.openai.com"),
+        (
+            "API.OpenAI.com",
+            "must be written in lower case: api.openai.com",
+        ),
         (" api.openai.com", "write api.openai.com"),
-        ("10.1.2.3", "is an IP address, not a host name; put it in cidrs"),
-        ("2001:db8::1", "is an IP address, not a host name; put it in cidrs"),
-        ("https://[2001:db8::1]:443/", "2001:db8::1 is an IP address: put it in cidrs"),
+        (
+            "10.1.2.3",
+            "is an IP address, not a host name; put it in cidrs",
+        ),
+        (
+            "2001:db8::1",
+            "is an IP address, not a host name; put it in cidrs",
+        ),
+        (
+            "https://[2001:db8::1]:443/",
+            "2001:db8::1 is an IP address: put it in cidrs",
+        ),
         ("10.1.2.3:443", "10.1.2.3 is an IP address: put it in cidrs"),
         ("*.openai.com", "wildcards are not supported"),
         ("", "is not a host name"),
@@ -726,15 +825,31 @@ fn destination_host_rules() {
         );
     }
     let max_label = format!("{}.example", "a".repeat(63));
-    for good in ["localhost", "a.b", "xn--bcher-kva.example", "_srv.example", "1a.example", &max_label] {
-        assert_valid(&with(|c| c.destinations = vec![dest("a", &[good], &[], &[443])]));
+    for good in [
+        "localhost",
+        "a.b",
+        "xn--bcher-kva.example",
+        "_srv.example",
+        "1a.example",
+        &max_label,
+    ] {
+        assert_valid(&with(|c| {
+            c.destinations = vec![dest("a", &[good], &[], &[443])]
+        }));
     }
 }
 
 #[test]
 fn destination_duplicate_hosts_and_cidrs() {
     assert_single(
-        &with(|c| c.destinations = vec![dest("a", &["a.example", "b.example", "a.example"], &[], &[443])]),
+        &with(|c| {
+            c.destinations = vec![dest(
+                "a",
+                &["a.example", "b.example", "a.example"],
+                &[],
+                &[443],
+            )]
+        }),
         "destinations[0].hosts[2]",
         "listed twice (also hosts[0])",
     );
@@ -751,7 +866,12 @@ fn destination_overlap_across_destinations() {
         &with(|c| {
             c.destinations = vec![
                 dest("a", &["api.example.com"], &[], &[80, 443]),
-                dest("b", &["other.example", "api.example.com"], &[], &[8443, 443]),
+                dest(
+                    "b",
+                    &["other.example", "api.example.com"],
+                    &[],
+                    &[8443, 443],
+                ),
             ]
         }),
         "destinations[1].hosts[1]",
@@ -794,7 +914,9 @@ fn destination_port_rules() {
         "destinations[0].ports[2]",
         "443 is listed twice (also ports[0])",
     );
-    assert_valid(&with(|c| c.destinations = vec![dest("a", &["a.example"], &[], &[1, 65535])]));
+    assert_valid(&with(|c| {
+        c.destinations = vec![dest("a", &["a.example"], &[], &[1, 65535])]
+    }));
 }
 
 #[test]
@@ -806,7 +928,10 @@ fn workload_name_rules() {
     );
     assert_single(
         &with(|c| {
-            c.workloads = vec![workload("w", Some("a"), None), workload("w", Some("b"), None)]
+            c.workloads = vec![
+                workload("w", Some("a"), None),
+                workload("w", Some("b"), None),
+            ]
         }),
         "workloads[1].name",
         "\"w\" is also the name of workloads[0]",
@@ -820,8 +945,12 @@ fn workload_needs_cgroup_or_netns() {
         "workloads[0]",
         "needs a cgroup, a netns, or both",
     );
-    assert_valid(&with(|c| c.workloads = vec![workload("w", Some("a"), None)]));
-    assert_valid(&with(|c| c.workloads = vec![workload("w", None, Some("/var/run/netns/w"))]));
+    assert_valid(&with(|c| {
+        c.workloads = vec![workload("w", Some("a"), None)]
+    }));
+    assert_valid(&with(|c| {
+        c.workloads = vec![workload("w", None, Some("/var/run/netns/w"))]
+    }));
 }
 
 #[test]
@@ -883,7 +1012,10 @@ fn workload_path_rules() {
 fn workloads_must_not_share_a_cgroup_or_netns() {
     assert_single(
         &with(|c| {
-            c.workloads = vec![workload("a", Some("x/y"), None), workload("b", Some("./x/y/"), None)]
+            c.workloads = vec![
+                workload("a", Some("x/y"), None),
+                workload("b", Some("./x/y/"), None),
+            ]
         }),
         "workloads[1].cgroup",
         "also the cgroup of workloads[0]",
@@ -950,7 +1082,10 @@ workloads:
         ]
     );
     let text = err.to_string();
-    assert!(text.starts_with("invalid config:\n  - instance: \"Bad_Name\""), "{text}");
+    assert!(
+        text.starts_with("invalid config:\n  - instance: \"Bad_Name\""),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 1 + problems.len(), "{text}");
     assert!(
         text.contains(
@@ -997,11 +1132,17 @@ fn schema_describes_the_config() {
         let props = &defs[def]["properties"][field];
         assert!(props.is_object(), "{def}.{field} missing from schema");
         let text = props.to_string();
-        assert!(text.contains("description"), "{def}.{field} has no description: {text}");
+        assert!(
+            text.contains("description"),
+            "{def}.{field} has no description: {text}"
+        );
     }
     let required = &defs["Destination"]["required"];
     assert_eq!(*required, serde_json::json!(["name", "ports"]));
-    assert_eq!(defs["WorkloadConfig"]["required"], serde_json::json!(["name"]));
+    assert_eq!(
+        defs["WorkloadConfig"]["required"],
+        serde_json::json!(["name"])
+    );
     // The schema accepts bare addresses in cidrs (no `/LEN` pattern).
     assert_eq!(defs["Cidr"]["type"], "string");
     assert!(defs["Cidr"].get("pattern").is_none());
@@ -1017,4 +1158,31 @@ fn host_problem_accepts_plain_names() {
     for name in ["api.openai.com", "a", "a-b.c_d.example"] {
         assert_eq!(host_problem(name), None, "{name}");
     }
+}
+
+#[test]
+fn a_single_workload_is_checked_with_relative_paths() {
+    let w = WorkloadConfig {
+        name: "Bad Name".into(),
+        cgroup: None,
+        netns: Some("relative/ns".into()),
+        labels: Default::default(),
+    };
+    let err = w.validate(ListenerMode::InPod).unwrap_err().to_string();
+    assert!(err.contains("  - name: "), "{err}");
+    assert!(err.contains("  - netns: "), "{err}");
+    let ok = WorkloadConfig {
+        name: "pod-a".into(),
+        cgroup: None,
+        netns: Some("/var/run/netns/a".into()),
+        labels: Default::default(),
+    };
+    assert!(ok.validate(ListenerMode::InPod).is_ok());
+    let host = WorkloadConfig {
+        netns: None,
+        cgroup: None,
+        ..ok
+    };
+    let err = host.validate(ListenerMode::Host).unwrap_err().to_string();
+    assert!(err.contains("  - workload: "), "{err}");
 }

@@ -448,9 +448,7 @@ pub(super) fn host_problem(raw: &str) -> Option<String> {
     }
     if is_dns_name(&guess) {
         if guess == raw.to_ascii_lowercase() {
-            return Some(format!(
-                "{raw:?} must be written in lower case: {guess}"
-            ));
+            return Some(format!("{raw:?} must be written in lower case: {guess}"));
         }
         return Some(format!("{raw:?} is not a host name; write {guess}"));
     }
@@ -506,4 +504,23 @@ fn is_dns_name(name: &str) -> bool {
         .next()
         .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()));
     labels_ok && last_not_numeric
+}
+
+/// Problems of one workload on its own (admin enrollment), with paths
+/// relative to the workload (`netns`, not `workloads[0].netns`).
+pub(super) fn workload_problems(workload: &WorkloadConfig, mode: ListenerMode) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
+    check_workloads(std::slice::from_ref(workload), mode, &mut p);
+    p.0.into_iter()
+        .map(|mut problem| {
+            problem.field = match problem.field.strip_prefix("workloads[0]") {
+                Some(rest) => rest.trim_start_matches('.').to_string(),
+                None => problem.field,
+            };
+            if problem.field.is_empty() {
+                problem.field = "workload".into();
+            }
+            problem
+        })
+        .collect()
 }

@@ -27,7 +27,14 @@ pub async fn forward(accepted: Accepted, settings: &ProxySettings) {
         netns,
         mut log,
     } = accepted;
-    let upstream = match upstream::connect(original_dst, &netns, settings.mark, settings.connect_timeout).await {
+    let upstream = match upstream::connect(
+        original_dst,
+        &netns,
+        settings.mark,
+        settings.connect_timeout,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "upstream connect failed");
@@ -91,7 +98,11 @@ impl<S> Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -104,7 +115,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

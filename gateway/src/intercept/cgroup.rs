@@ -45,9 +45,8 @@ fn unescape_mountinfo(s: &str) -> String {
 
 /// The cgroup2 mount of this machine.
 pub fn cgroup2_mount() -> Result<PathBuf, InterceptError> {
-    let text = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-        InterceptError::NoCgroup2(format!("cannot read /proc/self/mountinfo: {e}"))
-    })?;
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| InterceptError::NoCgroup2(format!("cannot read /proc/self/mountinfo: {e}")))?;
     cgroup2_mount_in(&text).ok_or_else(|| {
         InterceptError::NoCgroup2(
             "no cgroup2 filesystem in /proc/self/mountinfo; trigate needs the unified (v2) \
@@ -73,7 +72,10 @@ pub fn resolve(mount: &Path, configured: &Path) -> Result<PathBuf, InterceptErro
             mount.display()
         ))
     })?;
-    if inside.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if inside
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(InterceptError::Cgroup(format!(
             "{}: only plain directory names are allowed below the cgroup2 mount",
             path.display()
@@ -163,7 +165,10 @@ mod tests {
             cgroup2_mount_in(UNIFIED),
             Some(PathBuf::from("/sys/fs/cgroup"))
         );
-        assert_eq!(cgroup2_mount_in("31 23 0:28 / /x rw - tmpfs tmpfs rw\n"), None);
+        assert_eq!(
+            cgroup2_mount_in("31 23 0:28 / /x rw - tmpfs tmpfs rw\n"),
+            None
+        );
         assert_eq!(cgroup2_mount_in("garbage\n\n"), None);
     }
 

@@ -35,7 +35,10 @@ pub fn action_code(action: Action) -> u32 {
 /// The trie entries for one network of a destination, one per port.
 pub fn trie_entries(dest_id: u32, action: Action, ports: &[u16], net: IpNet) -> Vec<TrieEntry> {
     let (addr, bits) = match net {
-        IpNet::V4(n) => (ip_key(IpAddr::V4(n.network())), v4_prefix_bits(u32::from(n.prefix_len()))),
+        IpNet::V4(n) => (
+            ip_key(IpAddr::V4(n.network())),
+            v4_prefix_bits(u32::from(n.prefix_len())),
+        ),
         IpNet::V6(n) => (ip_key(IpAddr::V6(n.network())), u32::from(n.prefix_len())),
     };
     let value = DestValue {
@@ -124,7 +127,12 @@ impl Destinations {
                     action: d.action,
                     ports: d.ports.clone(),
                     installed: Mutex::new(BTreeMap::new()),
-                    resolved: Mutex::new(d.hosts.iter().map(|h| (h.clone(), BTreeSet::new())).collect()),
+                    resolved: Mutex::new(
+                        d.hosts
+                            .iter()
+                            .map(|h| (h.clone(), BTreeSet::new()))
+                            .collect(),
+                    ),
                 })
             })
             .collect();
@@ -154,7 +162,10 @@ impl Destinations {
     /// (iptables REDIRECT): the longest installed prefix with the port.
     pub fn lookup(&self, addr: SocketAddr) -> Option<&Arc<Destination>> {
         let ip = match addr.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         self.list
@@ -207,8 +218,15 @@ impl Destinations {
     }
 
     /// Replaces the addresses of one host name of a destination.
-    pub fn update_host(&self, dest: &Destination, host: &str, addrs: BTreeSet<IpAddr>) -> Result<(), super::InterceptError> {
-        let old = lock(&dest.resolved).insert(host.to_string(), addrs.clone()).unwrap_or_default();
+    pub fn update_host(
+        &self,
+        dest: &Destination,
+        host: &str,
+        addrs: BTreeSet<IpAddr>,
+    ) -> Result<(), super::InterceptError> {
+        let old = lock(&dest.resolved)
+            .insert(host.to_string(), addrs.clone())
+            .unwrap_or_default();
         for ip in addrs.difference(&old) {
             self.add_ref(dest, host_net(*ip))?;
         }
@@ -247,7 +265,10 @@ impl Destinations {
                 tokio::spawn(async move {
                     let mut failures = 0u32;
                     loop {
-                        let wait = match this.resolve_once(&dest, &host, resolver.as_deref(), failures).await {
+                        let wait = match this
+                            .resolve_once(&dest, &host, resolver.as_deref(), failures)
+                            .await
+                        {
                             Ok(ttl) => {
                                 if failures > 0 {
                                     tracing::info!(destination = %dest.name, host = %host, "destination host resolves again");
@@ -273,7 +294,13 @@ impl Destinations {
     /// Resolves once and installs the answer; the TTL on success. Failures
     /// are counted every time but logged as a warning only the first time
     /// in a row, so a node without DNS does not flood its log.
-    async fn resolve_once(&self, dest: &Destination, host: &str, resolver: Option<&TokioResolver>, failures: u32) -> Result<Duration, ()> {
+    async fn resolve_once(
+        &self,
+        dest: &Destination,
+        host: &str,
+        resolver: Option<&TokioResolver>,
+        failures: u32,
+    ) -> Result<Duration, ()> {
         let result = match resolver {
             Some(r) => r.lookup_ip(host).await.map_err(|e| e.to_string()),
             None => Err("no system DNS configuration".to_string()),
@@ -281,7 +308,9 @@ impl Destinations {
         match result {
             Ok(lookup) => {
                 let addrs: BTreeSet<IpAddr> = lookup.iter().collect();
-                let ttl = lookup.valid_until().saturating_duration_since(Instant::now());
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(Instant::now());
                 tracing::debug!(destination = %dest.name, host, addresses = ?addrs, ttl_secs = ttl.as_secs(), "resolved");
                 if let Err(e) = self.update_host(dest, host, addrs) {
                     tracing::error!(destination = %dest.name, host, error = %e, "installing resolved addresses failed");
@@ -307,7 +336,10 @@ impl Destinations {
 pub fn retry_after(failures: u32, dns: &DnsConfig) -> Duration {
     let base = dns.retry_secs.max(1);
     let factor = 1u64 << failures.saturating_sub(1).min(16);
-    Duration::from_secs(base.saturating_mul(factor).min(dns.max_refresh_secs.max(base)))
+    Duration::from_secs(
+        base.saturating_mul(factor)
+            .min(dns.max_refresh_secs.max(base)),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -327,7 +359,13 @@ mod tests {
         assert_eq!(e[1].0.port, 8443u16.to_be_bytes());
         assert_eq!(e[0].1, 16 + 96 + 24);
         assert_eq!(&e[0].0.addr[12..], &[10, 1, 2, 0]);
-        assert_eq!(e[0].2, DestValue { dest_id: 3, action: ACTION_DENY });
+        assert_eq!(
+            e[0].2,
+            DestValue {
+                dest_id: 3,
+                action: ACTION_DENY
+            }
+        );
     }
 
     #[test]
@@ -335,7 +373,10 @@ mod tests {
         let net: IpNet = "fd00::1/128".parse().unwrap();
         let e = trie_entries(1, Action::Redirect, &[80], net);
         assert_eq!(e[0].1, 16 + 128);
-        assert_eq!(e[0].0.addr, "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            e[0].0.addr,
+            "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
         assert_eq!(e[0].2.action, ACTION_REDIRECT);
     }
 
@@ -347,15 +388,29 @@ mod tests {
 
     #[test]
     fn refresh_is_clamped() {
-        let dns = DnsConfig { min_refresh_secs: 5, max_refresh_secs: 300, ..DnsConfig::default() };
+        let dns = DnsConfig {
+            min_refresh_secs: 5,
+            max_refresh_secs: 300,
+            ..DnsConfig::default()
+        };
         assert_eq!(refresh_after(Duration::ZERO, &dns), Duration::from_secs(5));
-        assert_eq!(refresh_after(Duration::from_secs(60), &dns), Duration::from_secs(60));
-        assert_eq!(refresh_after(Duration::from_secs(86400), &dns), Duration::from_secs(300));
+        assert_eq!(
+            refresh_after(Duration::from_secs(60), &dns),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(86400), &dns),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
     fn retries_back_off_exponentially_up_to_the_cap() {
-        let dns = DnsConfig { retry_secs: 5, max_refresh_secs: 300, ..DnsConfig::default() };
+        let dns = DnsConfig {
+            retry_secs: 5,
+            max_refresh_secs: 300,
+            ..DnsConfig::default()
+        };
         let secs: Vec<u64> = (1..=8).map(|n| retry_after(n, &dns).as_secs()).collect();
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(retry_after(u32::MAX, &dns).as_secs(), 300);

@@ -22,8 +22,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gateway_common::{
-    maps, programs, CounterKey, DestKey, DestValue, Settings, WorkloadValue, FAIL_CLOSED,
-    FAIL_OPEN,
+    maps, programs, CounterKey, DestKey, DestValue, Settings, WorkloadValue, FAIL_CLOSED, FAIL_OPEN,
 };
 
 use crate::config::{Config, FailMode};
@@ -166,7 +165,12 @@ impl Interceptor {
             .map_err(map_err(maps::HEARTBEAT))
     }
 
-    pub fn set_destination(&self, key: DestKey, prefix: u32, value: DestValue) -> Result<(), InterceptError> {
+    pub fn set_destination(
+        &self,
+        key: DestKey,
+        prefix: u32,
+        value: DestValue,
+    ) -> Result<(), InterceptError> {
         lock(&self.destinations)
             .insert(&Key::new(prefix, key), value, 0)
             .map_err(map_err(maps::DESTINATIONS))
@@ -317,11 +321,13 @@ fn remove_stale_pins(pin_dir: &Path) -> Result<usize, InterceptError> {
     Ok(n)
 }
 
-fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<PinnedLink>, InterceptError> {
-    let cgroup_file = fs::File::open(cgroup).map_err(|e| InterceptError::Cgroup(format!(
-        "cannot open {}: {e}",
-        cgroup.display()
-    )))?;
+fn attach_all(
+    ebpf: &mut Ebpf,
+    cgroup: &Path,
+    pin_dir: &Path,
+) -> Result<Vec<PinnedLink>, InterceptError> {
+    let cgroup_file = fs::File::open(cgroup)
+        .map_err(|e| InterceptError::Cgroup(format!("cannot open {}: {e}", cgroup.display())))?;
     let mut links = Vec::with_capacity(programs::ALL.len());
     for name in programs::ALL {
         let attach_err = |message: String| InterceptError::Attach {
@@ -336,7 +342,9 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Pinn
         // bpf_link creation because links always coexist with other
         // programs (systemd's, a CNI's) on the same cgroup.
         let link: FdLink = if name == programs::SOCK_OPS {
-            let p: &mut SockOps = program.try_into().map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+            let p: &mut SockOps = program
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
             p.load().map_err(|e| attach_err(verifier_message(e)))?;
             let id = p
                 .attach(cgroup_file.as_fd(), CgroupAttachMode::Single)
@@ -346,7 +354,9 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Pinn
                 .try_into()
                 .map_err(|e: aya::programs::links::LinkError| attach_err(e.to_string()))?
         } else {
-            let p: &mut CgroupSockAddr = program.try_into().map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+            let p: &mut CgroupSockAddr = program
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
             p.load().map_err(|e| attach_err(verifier_message(e)))?;
             let id = p
                 .attach(cgroup_file.as_fd(), CgroupAttachMode::Single)
@@ -379,7 +389,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Keeps the verifier log, which is what explains a rejected program.
 fn verifier_message(e: aya::programs::ProgramError) -> String {
     match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             format!("the verifier rejected it: {io_error}\n{verifier_log}")
         }
         other => error_chain(&other),

@@ -90,7 +90,11 @@ pub fn ip_from_key(key: [u8; 16]) -> IpAddr {
 
 /// The comm field as text (NUL-padded in the record).
 pub fn comm(rec: &OrigRecord) -> String {
-    let end = rec.comm.iter().position(|b| *b == 0).unwrap_or(rec.comm.len());
+    let end = rec
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(rec.comm.len());
     String::from_utf8_lossy(&rec.comm[..end]).into_owned()
 }
 
@@ -106,7 +110,13 @@ pub fn so_original_dst(sock: &impl AsRawFd, local: SocketAddr) -> Option<SocketA
             let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             // SAFETY: fd is a live socket; sa/len describe a sockaddr_in buffer.
             let rc = unsafe {
-                libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len)
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_IP,
+                    SO_ORIGINAL_DST,
+                    (&mut sa as *mut libc::sockaddr_in).cast(),
+                    &mut len,
+                )
             };
             (rc == 0).then(|| {
                 SocketAddr::new(
@@ -121,10 +131,19 @@ pub fn so_original_dst(sock: &impl AsRawFd, local: SocketAddr) -> Option<SocketA
             let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             // SAFETY: as above, for IP6T_SO_ORIGINAL_DST (same number, SOL_IPV6).
             let rc = unsafe {
-                libc::getsockopt(fd, libc::SOL_IPV6, SO_ORIGINAL_DST, (&mut sa as *mut libc::sockaddr_in6).cast(), &mut len)
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_IPV6,
+                    SO_ORIGINAL_DST,
+                    (&mut sa as *mut libc::sockaddr_in6).cast(),
+                    &mut len,
+                )
             };
             (rc == 0).then(|| {
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)), u16::from_be(sa.sin6_port))
+                SocketAddr::new(
+                    IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)),
+                    u16::from_be(sa.sin6_port),
+                )
             })
         }
     };
@@ -144,7 +163,11 @@ mod tests {
         let v4: SocketAddr = "127.0.0.1:40123".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:40123".parse().unwrap();
         assert_eq!(tuple_key(7, v4), tuple_key(7, mapped));
-        assert_ne!(tuple_key(7, v4), tuple_key(8, v4), "netns is part of the key");
+        assert_ne!(
+            tuple_key(7, v4),
+            tuple_key(8, v4),
+            "netns is part of the key"
+        );
         let k = tuple_key(7, v4);
         assert_eq!(k.port, 40123);
         assert_eq!(k.netns_cookie, 7);
@@ -181,7 +204,13 @@ mod tests {
 
     #[test]
     fn same_endpoint_ignores_the_mapping() {
-        assert!(same_endpoint("127.0.0.1:1".parse().unwrap(), "[::ffff:127.0.0.1]:1".parse().unwrap()));
-        assert!(!same_endpoint("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()));
+        assert!(same_endpoint(
+            "127.0.0.1:1".parse().unwrap(),
+            "[::ffff:127.0.0.1]:1".parse().unwrap()
+        ));
+        assert!(!same_endpoint(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap()
+        ));
     }
 }

@@ -97,7 +97,12 @@ pub struct ListenerContext {
 }
 
 /// Accepts until `stop` fires; each connection is served on its own task.
-pub fn spawn_accept_loops(node: &Arc<Node>, listeners: Listeners, ctx: ListenerContext, stop: CancellationToken) {
+pub fn spawn_accept_loops(
+    node: &Arc<Node>,
+    listeners: Listeners,
+    ctx: ListenerContext,
+    stop: CancellationToken,
+) {
     let Listeners { v4, v6, .. } = listeners;
     for listener in std::iter::once(v4).chain(v6) {
         let node = Arc::clone(node);
@@ -134,22 +139,36 @@ async fn serve(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &List
 
 /// Finds the original destination and the workload of an accepted
 /// connection: the eBPF record first, `SO_ORIGINAL_DST` second.
-fn attribute(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &ListenerContext) -> Option<Accepted> {
+fn attribute(
+    node: &Arc<Node>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerContext,
+) -> Option<Accepted> {
     let t0 = Instant::now();
-    let record = match node.interceptor.orig_table().take(&tuple_key(ctx.netns_cookie, peer)) {
+    let record = match node
+        .interceptor
+        .orig_table()
+        .take(&tuple_key(ctx.netns_cookie, peer))
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(client = %peer, error = %e, "reading the original-destination map failed");
             None
         }
     };
-    node.metrics.origdst_lookup_seconds.observe(t0.elapsed().as_secs_f64());
+    node.metrics
+        .origdst_lookup_seconds
+        .observe(t0.elapsed().as_secs_f64());
 
     let (original_dst, workload, destination, process, source) = match record {
         Some(rec) => {
             let orig = SocketAddr::new(ip_from_key(rec.orig_addr), rec.orig_port);
-            let workload = node.workloads.by_id(rec.workload_id).or_else(|| ctx.owner.clone());
-            let destination = node.destinations.by_id(rec.dest_id).map(|d| Arc::clone(d));
+            let workload = node
+                .workloads
+                .by_id(rec.workload_id)
+                .or_else(|| ctx.owner.clone());
+            let destination = node.destinations.by_id(rec.dest_id).map(Arc::clone);
             let process = Process {
                 pid: rec.tgid,
                 uid: rec.uid,
@@ -166,7 +185,13 @@ fn attribute(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &Listen
                 return None;
             };
             let destination = node.destinations.lookup(orig).map(Arc::clone);
-            (orig, ctx.owner.clone(), destination, Process::default(), Source::OriginalDst)
+            (
+                orig,
+                ctx.owner.clone(),
+                destination,
+                Process::default(),
+                Source::OriginalDst,
+            )
         }
     };
     let workload_name: Arc<str> = workload

@@ -1,11 +1,7 @@
 //! One access-log line and one set of metric updates per connection,
 //! written from `Drop` so a connection that ends in an error (or a panic in
 //! its task) is logged too.
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::Instant,
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use super::Metrics;
 
@@ -78,7 +74,10 @@ impl ConnectionLog {
         source: Source,
         process: Process,
     ) -> Self {
-        metrics.connections_active.with_label_values(&[&workload]).inc();
+        metrics
+            .connections_active
+            .with_label_values(&[&workload])
+            .inc();
         ConnectionLog {
             metrics,
             workload,
@@ -109,10 +108,18 @@ impl Drop for ConnectionLog {
         let m = &self.metrics;
         let (w, d) = (&*self.workload, &*self.destination);
         m.connections_active.with_label_values(&[w]).dec();
-        m.connections.with_label_values(&[w, d, self.outcome.as_str()]).inc();
-        m.connection_bytes.with_label_values(&[w, d, "sent"]).inc_by(self.bytes_sent);
-        m.connection_bytes.with_label_values(&[w, d, "received"]).inc_by(self.bytes_received);
-        m.connection_duration.with_label_values(&[w, d]).observe(elapsed.as_secs_f64());
+        m.connections
+            .with_label_values(&[w, d, self.outcome.as_str()])
+            .inc();
+        m.connection_bytes
+            .with_label_values(&[w, d, "sent"])
+            .inc_by(self.bytes_sent);
+        m.connection_bytes
+            .with_label_values(&[w, d, "received"])
+            .inc_by(self.bytes_received);
+        m.connection_duration
+            .with_label_values(&[w, d])
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "trigate::access",
             workload = w,

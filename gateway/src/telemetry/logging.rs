@@ -11,7 +11,8 @@ pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LogHandle {
     pub fn set(&self, directive: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(directive).map_err(|e| format!("bad filter {directive:?}: {e}"))?;
+        let filter =
+            EnvFilter::try_new(directive).map_err(|e| format!("bad filter {directive:?}: {e}"))?;
         self.0.reload(filter).map_err(|e| e.to_string())
     }
 }
@@ -28,7 +29,13 @@ pub fn init(level: &str, format: LogFormat) -> LogHandle {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false).with_span_list(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
             .try_init(),
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };

@@ -36,33 +36,56 @@ impl Metrics {
         registry.register(Box::new(build))?;
         let m = Metrics {
             connections: IntCounterVec::new(
-                Opts::new("trigate_connections_total", "Proxied connections by outcome."),
+                Opts::new(
+                    "trigate_connections_total",
+                    "Proxied connections by outcome.",
+                ),
                 &["workload", "destination", "outcome"],
             )?,
             connection_bytes: IntCounterVec::new(
-                Opts::new("trigate_connection_bytes_total", "Bytes proxied; sent is client to upstream."),
+                Opts::new(
+                    "trigate_connection_bytes_total",
+                    "Bytes proxied; sent is client to upstream.",
+                ),
                 &["workload", "destination", "direction"],
             )?,
             connections_active: IntGaugeVec::new(
-                Opts::new("trigate_connections_active", "Connections being proxied now."),
+                Opts::new(
+                    "trigate_connections_active",
+                    "Connections being proxied now.",
+                ),
                 &["workload"],
             )?,
             connection_duration: HistogramVec::new(
-                HistogramOpts::new("trigate_connection_duration_seconds", "Lifetime of proxied connections.")
-                    .buckets(vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0]),
+                HistogramOpts::new(
+                    "trigate_connection_duration_seconds",
+                    "Lifetime of proxied connections.",
+                )
+                .buckets(vec![
+                    0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+                ]),
                 &["workload", "destination"],
             )?,
             ebpf_connects: IntCounterVec::new(
-                Opts::new("trigate_ebpf_connects_total", "connect() calls the eBPF programs acted on, by outcome."),
+                Opts::new(
+                    "trigate_ebpf_connects_total",
+                    "connect() calls the eBPF programs acted on, by outcome.",
+                ),
                 &["workload", "destination", "outcome"],
             )?,
             workloads_enrolled: IntGauge::new("trigate_workloads_enrolled", "Enrolled workloads.")?,
             destination_addresses: IntGaugeVec::new(
-                Opts::new("trigate_destination_addresses", "Networks installed for a destination."),
+                Opts::new(
+                    "trigate_destination_addresses",
+                    "Networks installed for a destination.",
+                ),
                 &["destination"],
             )?,
             dns_failures: IntCounterVec::new(
-                Opts::new("trigate_dns_failures_total", "Failed resolutions of destination host names."),
+                Opts::new(
+                    "trigate_dns_failures_total",
+                    "Failed resolutions of destination host names.",
+                ),
                 &["host"],
             )?,
             heartbeat: IntGauge::new(
@@ -74,20 +97,27 @@ impl Metrics {
                     "trigate_original_destination_lookup_seconds",
                     "Time to find the original destination of an accepted connection.",
                 )
-                .buckets(vec![0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.001]),
+                .buckets(vec![
+                    0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.001,
+                ]),
             )?,
             registry,
         };
         m.registry.register(Box::new(m.connections.clone()))?;
         m.registry.register(Box::new(m.connection_bytes.clone()))?;
-        m.registry.register(Box::new(m.connections_active.clone()))?;
-        m.registry.register(Box::new(m.connection_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.connections_active.clone()))?;
+        m.registry
+            .register(Box::new(m.connection_duration.clone()))?;
         m.registry.register(Box::new(m.ebpf_connects.clone()))?;
-        m.registry.register(Box::new(m.workloads_enrolled.clone()))?;
-        m.registry.register(Box::new(m.destination_addresses.clone()))?;
+        m.registry
+            .register(Box::new(m.workloads_enrolled.clone()))?;
+        m.registry
+            .register(Box::new(m.destination_addresses.clone()))?;
         m.registry.register(Box::new(m.dns_failures.clone()))?;
         m.registry.register(Box::new(m.heartbeat.clone()))?;
-        m.registry.register(Box::new(m.origdst_lookup_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.origdst_lookup_seconds.clone()))?;
         Ok(m)
     }
 
@@ -120,7 +150,17 @@ mod tests {
     #[test]
     fn every_kernel_outcome_has_a_label() {
         let labels: Vec<_> = (1..=6).map(ebpf_outcome_label).collect();
-        assert_eq!(labels, ["redirected", "denied", "observed", "bypassed", "refused", "no_listener"]);
+        assert_eq!(
+            labels,
+            [
+                "redirected",
+                "denied",
+                "observed",
+                "bypassed",
+                "refused",
+                "no_listener"
+            ]
+        );
         assert_eq!(ebpf_outcome_label(99), "unknown");
     }
 
@@ -130,6 +170,11 @@ mod tests {
         m.connections.with_label_values(&["w", "d", "ok"]).inc();
         let text = m.render();
         assert!(text.contains("trigate_build_info{version="), "{text}");
-        assert!(text.contains(r#"trigate_connections_total{destination="d",outcome="ok",workload="w"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"trigate_connections_total{destination="d",outcome="ok",workload="w"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -26,7 +26,9 @@ impl UpstreamError {
     /// The access-log outcome for this error.
     pub fn outcome(&self) -> Outcome {
         match self {
-            UpstreamError::Socket(_) | UpstreamError::Connect { .. } => Outcome::UpstreamConnectFailed,
+            UpstreamError::Socket(_) | UpstreamError::Connect { .. } => {
+                Outcome::UpstreamConnectFailed
+            }
             UpstreamError::Timeout { .. } => Outcome::UpstreamTimeout,
         }
     }
