@@ -247,7 +247,15 @@ fn decide(ctx: &SockAddrContext, mark: u32, addr: [u8; 16], port_be: u16, family
                 count(wid, dest.dest_id, OUTCOME_NO_LISTENER);
                 return Decision::Allow;
             }
-            record(ctx, &workload, dest.dest_id, addr, port_be, family, cgroup_id);
+            record(
+                ctx,
+                &workload,
+                dest.dest_id,
+                addr,
+                port_be,
+                family,
+                cgroup_id,
+            );
             count(wid, dest.dest_id, OUTCOME_REDIRECTED);
             Decision::Redirect(*workload)
         }
@@ -259,7 +267,13 @@ fn decide(ctx: &SockAddrContext, mark: u32, addr: [u8; 16], port_be: u16, family
 #[inline(always)]
 fn lookup_destination(addr: [u8; 16], port_be: u16) -> Option<&'static DestValue> {
     let full = dest_prefix_len(128);
-    let exact = Key::new(full, DestKey { port: port_be.to_ne_bytes(), addr });
+    let exact = Key::new(
+        full,
+        DestKey {
+            port: port_be.to_ne_bytes(),
+            addr,
+        },
+    );
     if let Some(v) = DESTINATIONS.get(&exact) {
         return Some(v);
     }

@@ -1,1 +1,156 @@
-fn main() {}
+//! trigate's developer tasks: `cargo xtask <command>` (alias in .cargo/config.toml).
+
+mod schema;
+mod setup;
+mod testing;
+mod util;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::util::{cargo, run};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "trigate's developer tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what building needs (nightly + rust-src, bpf-linker 0.10);
+    /// idempotent.
+    Setup {
+        /// Also what the tests need: rustfmt/clippy, Debian packages (root),
+        /// the Python venv in .venv with tests/requirements.txt.
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Build the daemon (release) and exec `trigate run` (needs root).
+    Run {
+        /// Passed to `trigate run`, e.g. `-- --config my.yaml`.
+        #[arg(last = true, value_name = "TRIGATE_ARGS")]
+        args: Vec<String>,
+    },
+    /// Run every check: setup, fmt, clippy, unit tests, schema, e2e (root),
+    /// leftovers. What CI runs.
+    Test(testing::TestArgs),
+    /// Regenerate gateway/config.schema.json from `trigate schema`.
+    Schema,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Cost of interception (eBPF redirect vs iptables vs direct): runs the
+    /// trigate-e2e `bench-intercept` binary (release) with the release daemon.
+    Intercept {
+        /// Passed to bench-intercept.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Our own report: anyhow's Debug form adds a backtrace when
+    // RUST_BACKTRACE is set, which says nothing useful here.
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> Result<()> {
+    let root = util::workspace_root();
+    match command {
+        Cmd::Setup { test_deps } => setup::setup(&root, test_deps),
+        Cmd::Run { args } => run_daemon(&root, &args),
+        Cmd::Test(args) => testing::test(&root, &args),
+        Cmd::Schema => schema::write(&root),
+        Cmd::Bench {
+            bench: Bench::Intercept { args },
+        } => bench_intercept(&root, &args),
+    }
+}
+
+fn run_daemon(root: &Path, args: &[String]) -> Result<()> {
+    if !util::is_root()? {
+        eprintln!("trigate needs root (BPF, cgroups): run as root or with sudo -E");
+        std::process::exit(1);
+    }
+    setup::toolchain()?;
+    run(cargo(root).args(["build", "--release", "-p", "trigate"]))?;
+    let bin = util::target_dir(root).join("release/trigate");
+    // exec: trigate replaces this process, so Ctrl-C and signals reach it
+    // directly. The working directory stays the caller's (relative --config).
+    let mut cmd = Command::new(&bin);
+    cmd.arg("run").args(args);
+    eprintln!("$ {}", util::display(&cmd));
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("executing {}", bin.display()))
+}
+
+/// Whether the trigate-e2e crate (tests/) has a `bench-intercept` binary.
+fn has_bench_intercept(root: &Path) -> bool {
+    let tests = root.join("tests");
+    tests.join("src/bin/bench-intercept.rs").exists()
+        || tests.join("src/bin/bench-intercept/main.rs").exists()
+        || std::fs::read_to_string(tests.join("Cargo.toml")).is_ok_and(|manifest| {
+            manifest
+                .lines()
+                .any(|l| l.replace(' ', "") == r#"name="bench-intercept""#)
+        })
+}
+
+fn bench_intercept(root: &Path, args: &[String]) -> Result<()> {
+    if !has_bench_intercept(root) {
+        bail!(
+            "the bench-intercept binary does not exist yet: it belongs in the trigate-e2e \
+             crate as tests/src/bin/bench-intercept.rs (or a [[bin]] named bench-intercept \
+             in tests/Cargo.toml)"
+        );
+    }
+    setup::toolchain()?;
+    run(cargo(root).args(["build", "--release", "-p", "trigate"]))?;
+    let mut cmd = Command::new("cargo");
+    // Keep the caller's working directory for relative paths in ARGS.
+    cmd.arg("run")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args([
+            "--release",
+            "-p",
+            "trigate-e2e",
+            "--bin",
+            "bench-intercept",
+            "--",
+        ])
+        .args(args)
+        .env("PATH", util::path_with(&root.join(".venv/bin"))?);
+    if std::env::var_os("TRIGATE_BIN").is_none() {
+        cmd.env(
+            "TRIGATE_BIN",
+            util::target_dir(root).join("release/trigate"),
+        );
+    }
+    run(&mut cmd)
+}
