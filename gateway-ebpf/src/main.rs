@@ -124,7 +124,7 @@ pub fn trigate_sock_ops(ctx: SockOpsContext) -> u32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is only read; LRU eviction cannot free it under us
     // for the duration of this program (RCU).
-    let Some(rec) = (unsafe { ORIG_BY_COOKIE.get(&cookie) }) else {
+    let Some(rec) = (unsafe { ORIG_BY_COOKIE.get(cookie) }) else {
         return 1;
     };
     // Every ctx field is read once, unconditionally and volatile: the
@@ -152,7 +152,7 @@ pub fn trigate_sock_ops(ctx: SockOpsContext) -> u32 {
     };
     // local_port is in host byte order here (remote_port is not).
     let key = TupleKey::new(rec.listener_netns_cookie, local, port as u16);
-    let _ = ORIG_BY_TUPLE.insert(&key, rec, 0);
+    let _ = ORIG_BY_TUPLE.insert(key, rec, 0);
     1
 }
 
@@ -249,7 +249,7 @@ fn decide(ctx: &SockAddrContext, mark: u32, addr: [u8; 16], port_be: u16, family
             }
             record(
                 ctx,
-                &workload,
+                workload,
                 dest.dest_id,
                 addr,
                 port_be,
@@ -289,11 +289,11 @@ fn enrolled_workload(ctx: &SockAddrContext, cgroup_id: u64) -> Option<&'static W
     // SAFETY: bpf_get_netns_cookie is allowed on a sock_addr ctx.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: read-only access to a map value under RCU.
-    if let Some(w) = unsafe { ENROLL_NETNS.get(&netns) } {
+    if let Some(w) = unsafe { ENROLL_NETNS.get(netns) } {
         return Some(w);
     }
     // SAFETY: as above.
-    if let Some(w) = unsafe { ENROLL_CGROUP.get(&cgroup_id) } {
+    if let Some(w) = unsafe { ENROLL_CGROUP.get(cgroup_id) } {
         return Some(w);
     }
     let mut found = None;
@@ -305,7 +305,7 @@ fn enrolled_workload(ctx: &SockAddrContext, cgroup_id: u64) -> Option<&'static W
             break;
         }
         // SAFETY: as above.
-        if let Some(w) = unsafe { ENROLL_CGROUP.get(&id) } {
+        if let Some(w) = unsafe { ENROLL_CGROUP.get(id) } {
             found = Some(w);
         }
         level += 1;
@@ -338,7 +338,7 @@ fn record(
         listener_netns_cookie: workload.listener_netns_cookie,
         comm: ctx.command().unwrap_or([0; 16]),
     };
-    let _ = ORIG_BY_COOKIE.insert(&cookie, &rec, 0);
+    let _ = ORIG_BY_COOKIE.insert(cookie, rec, 0);
 }
 
 #[inline(always)]
@@ -346,17 +346,17 @@ fn original_of(ctx: &SockAddrContext) -> Option<&'static OrigRecord> {
     // SAFETY: allowed on a sock_addr ctx.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: read-only access to a map value under RCU.
-    unsafe { ORIG_BY_COOKIE.get(&cookie) }
+    unsafe { ORIG_BY_COOKIE.get(cookie) }
 }
 
 #[inline(always)]
 fn count(workload_id: u32, dest_id: u32, outcome: u32) {
     let key = CounterKey::new(workload_id, dest_id, outcome);
-    if let Some(n) = COUNTERS.get_ptr_mut(&key) {
+    if let Some(n) = COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, so no other CPU writes it concurrently.
         unsafe { *n += 1 };
     } else {
-        let _ = COUNTERS.insert(&key, &1, u64::from(BPF_NOEXIST));
+        let _ = COUNTERS.insert(key, 1, u64::from(BPF_NOEXIST));
     }
 }
 

@@ -8,13 +8,23 @@
 use std::{
     fs::File,
     io,
+    net::TcpStream,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
     thread,
 };
 
 use nix::sched::{setns, CloneFlags};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Spare upstream sockets a pod's worker keeps ready per family.
+const SPARE_BATCH: usize = 16;
+/// Below this many spares the worker is asked for a new batch.
+const SPARE_LOW: usize = 4;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -39,6 +49,16 @@ impl Netns {
         }
     }
 
+    /// An unconnected upstream socket in this namespace carrying `mark`.
+    /// Pod namespaces hand out spares made ahead by their worker, so the
+    /// connection path does not wait for a thread switch.
+    pub async fn upstream_socket(&self, ipv6: bool, mark: u32) -> io::Result<TcpStream> {
+        match self {
+            Netns::Host => marked_socket(ipv6, mark),
+            Netns::Pod(w) => w.upstream_socket(ipv6, mark).await,
+        }
+    }
+
     pub fn path(&self) -> Option<&Path> {
         match self {
             Netns::Host => None,
@@ -50,7 +70,15 @@ impl Netns {
 #[derive(Debug)]
 pub struct NetnsWorker {
     path: PathBuf,
-    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    spares: Arc<Spares>,
+}
+
+/// Ready-made upstream sockets, [IPv4, IPv6].
+#[derive(Debug, Default)]
+struct Spares {
+    sockets: [Mutex<Vec<TcpStream>>; 2],
+    refilling: [AtomicBool; 2],
 }
 
 impl NetnsWorker {
@@ -87,8 +115,46 @@ impl NetnsWorker {
             .map_err(|_| io::Error::other("netns worker thread died during start-up"))??;
         Ok(Arc::new(NetnsWorker {
             path: path.to_path_buf(),
-            jobs: std::sync::Mutex::new(tx),
+            jobs: Mutex::new(tx),
+            spares: Arc::default(),
         }))
+    }
+
+    async fn upstream_socket(&self, ipv6: bool, mark: u32) -> io::Result<TcpStream> {
+        let i = usize::from(ipv6);
+        let (spare, left) = {
+            let mut list = lock(&self.spares.sockets[i]);
+            let s = list.pop();
+            (s, list.len())
+        };
+        if left < SPARE_LOW && !self.spares.refilling[i].swap(true, Ordering::AcqRel) {
+            let spares = Arc::clone(&self.spares);
+            // Best effort: if the worker is gone, the fallback below says so.
+            let _ = self.submit(Box::new(move || {
+                let mut made = Vec::with_capacity(SPARE_BATCH);
+                for _ in 0..SPARE_BATCH {
+                    match marked_socket(ipv6, mark) {
+                        Ok(s) => made.push(s),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot make spare upstream sockets");
+                            break;
+                        }
+                    }
+                }
+                lock(&spares.sockets[i]).extend(made);
+                spares.refilling[i].store(false, Ordering::Release);
+            }));
+        }
+        match spare {
+            Some(s) => Ok(s),
+            None => self.run(move || marked_socket(ipv6, mark)).await?,
+        }
+    }
+
+    fn submit(&self, job: Job) -> io::Result<()> {
+        lock(&self.jobs)
+            .send(job)
+            .map_err(|_| io::Error::other("netns worker has stopped"))
     }
 
     pub async fn run<T, F>(&self, f: F) -> io::Result<T>
@@ -100,14 +166,27 @@ impl NetnsWorker {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .lock()
-            .map_err(|_| io::Error::other("netns worker lock poisoned"))?
-            .send(job)
-            .map_err(|_| io::Error::other("netns worker has stopped"))?;
+        self.submit(job)?;
         rx.await
             .map_err(|_| io::Error::other("netns worker dropped the job"))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned list of sockets is still a list of sockets.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An unconnected, marked, non-blocking TCP socket in the calling thread's
+/// namespace. The mark is what the connect programs skip (no loop back
+/// into the daemon); setting it needs CAP_NET_ADMIN.
+pub fn marked_socket(ipv6: bool, mark: u32) -> io::Result<TcpStream> {
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_mark(mark)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(socket.into())
 }
 
 /// `SO_NETNS_COOKIE`: the id of the namespace a socket lives in, as

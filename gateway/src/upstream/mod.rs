@@ -7,7 +7,6 @@
 //! still apply.
 use std::{io, net::SocketAddr, time::Duration};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{netns::Netns, telemetry::access::Outcome};
@@ -34,15 +33,6 @@ impl UpstreamError {
     }
 }
 
-/// An unconnected, marked, non-blocking TCP socket for `addr`'s family.
-pub fn marked_socket(addr: SocketAddr, mark: u32) -> io::Result<std::net::TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_mark(mark)?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    Ok(socket.into())
-}
-
 pub async fn connect(
     addr: SocketAddr,
     netns: &Netns,
@@ -50,9 +40,8 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<TcpStream, UpstreamError> {
     let std_sock = netns
-        .run(move || marked_socket(addr, mark))
+        .upstream_socket(addr.is_ipv6(), mark)
         .await
-        .and_then(|r| r)
         .map_err(UpstreamError::Socket)?;
     let socket = TcpSocket::from_std_stream(std_sock);
     match tokio::time::timeout(timeout, socket.connect(addr)).await {
