@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin,
@@ -45,7 +45,12 @@ pub struct Node {
     pub ready: AtomicBool,
     pub log: LogHandle,
     pub stop: CancellationToken,
+    /// Connection tasks, so a stop waits for their access-log lines.
+    pub connections: TaskTracker,
 }
+
+/// How long a stop waits for cut connections to finish their bookkeeping.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Detaches the programs on every way out of `run` after they attached,
 /// errors included.
@@ -130,9 +135,13 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         log,
         stop: stop.clone(),
+        connections: TaskTracker::new(),
     });
     if let Some(listeners) = host_listeners {
-        tracing::info!(addresses = ?listeners.addresses(), "host listener open");
+        tracing::info!(
+            addresses = %listeners.addresses().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "host listener open"
+        );
         let ctx = ListenerContext {
             netns_cookie: listeners.netns_cookie,
             netns: Netns::Host,
@@ -159,7 +168,17 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("stopping");
     node.ready.store(false, Ordering::SeqCst);
+    // Open connections are cut (outcome `shutdown`): L4 streams can last
+    // for hours, so waiting for them would make a stop unbounded.
     stop.cancel();
+    node.connections.close();
+    let open = node.connections.len();
+    if tokio::time::timeout(SHUTDOWN_GRACE, node.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(open, "connections still closing after the grace period");
+    }
     Ok(())
 }
 

@@ -308,10 +308,10 @@ pub async fn enroll(
     tracing::info!(
         workload = %workload.name,
         id,
-        cgroup = ?workload.cgroup,
-        cgroup_id = ?workload.cgroup_id,
-        netns = ?workload.netns_path,
-        listeners = ?workload.listeners,
+        cgroup = workload.cgroup.as_ref().map(|p| p.display().to_string()),
+        cgroup_id = workload.cgroup_id,
+        netns = workload.netns_path.as_ref().map(|p| p.display().to_string()),
+        listeners = %workload.listeners.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         "enrolled"
     );
     Ok(workload)

@@ -427,8 +427,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML is malformed or does not fit the types. The message starts
-    /// with the field path (`destinations[0].action: unknown variant ...`).
-    #[error("{0}")]
+    /// with the field path (`destinations[0].action: unknown variant ...`);
+    /// shown in the same list shape as validation problems.
+    #[error("invalid config:\n  - {0}")]
     Parse(String),
     /// The config is well-formed but breaks one or more rules.
     #[error(

@@ -17,10 +17,14 @@ use tokio::{
     time::Instant,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Accepted, ProxySettings};
 use crate::{telemetry::access::Outcome, upstream};
 
-pub async fn forward(accepted: Accepted, settings: &ProxySettings) {
+/// Proxies until either side closes, the connection idles out, or `stop`
+/// fires (daemon shutdown); the access log records which.
+pub async fn forward(accepted: Accepted, settings: &ProxySettings, stop: &CancellationToken) {
     let Accepted {
         stream,
         original_dst,
@@ -49,15 +53,19 @@ pub async fn forward(accepted: Accepted, settings: &ProxySettings) {
     let mut client = Counted::new(stream, start, Arc::clone(&activity));
     let mut upstream = Counted::new(upstream, start, Arc::clone(&activity));
     let result = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map(|_| ()),
-        _ = idle(start, &activity, settings.idle_timeout) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map_err(|e| (Outcome::IoError, e.to_string())),
+        _ = idle(start, &activity, settings.idle_timeout) => Err((
+            Outcome::IdleTimeout,
+            format!("no data either way for {:?}", settings.idle_timeout),
+        )),
+        _ = stop.cancelled() => Err((Outcome::Shutdown, "trigate is stopping".to_string())),
     };
     // Bytes read from the client went upstream, and the other way round.
     log.bytes_sent = client.read;
     log.bytes_received = upstream.read;
     match result {
-        Ok(()) => log.outcome = Outcome::Ok,
-        Err(e) => log.fail(Outcome::IoError, e),
+        Ok(_) => log.succeed(),
+        Err((outcome, e)) => log.fail(outcome, e),
     }
 }
 

@@ -124,7 +124,8 @@ pub fn spawn_accept_loops(
                 };
                 let node = Arc::clone(&node);
                 let ctx = ctx.clone();
-                tokio::spawn(async move { serve(&node, stream, peer, &ctx).await });
+                let tracker = node.connections.clone();
+                tracker.spawn(async move { serve(&node, stream, peer, &ctx).await });
             }
         });
     }
@@ -134,7 +135,7 @@ async fn serve(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &List
     let Some(accepted) = attribute(node, stream, peer, ctx) else {
         return;
     };
-    gate::tcp::forward(accepted, &node.proxy).await;
+    gate::tcp::forward(accepted, &node.proxy, &node.stop).await;
 }
 
 /// Finds the original destination and the workload of an accepted

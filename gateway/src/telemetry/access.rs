@@ -11,6 +11,9 @@ pub enum Outcome {
     UpstreamConnectFailed,
     UpstreamTimeout,
     IoError,
+    IdleTimeout,
+    /// The daemon stopped while the connection was open.
+    Shutdown,
 }
 
 impl Outcome {
@@ -20,6 +23,8 @@ impl Outcome {
             Outcome::UpstreamConnectFailed => "upstream_connect_failed",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::IoError => "io_error",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Shutdown => "shutdown",
         }
     }
 }
@@ -88,10 +93,10 @@ impl ConnectionLog {
             process,
             bytes_sent: 0,
             bytes_received: 0,
-            // Until the proxy says otherwise: a task that dies early was an
-            // I/O failure, not a success.
+            // Until the proxy says otherwise: a task that ends early was an
+            // I/O failure, not a success, and the line must say why.
             outcome: Outcome::IoError,
-            error: None,
+            error: Some("the connection ended before it was proxied".into()),
             start: Instant::now(),
         }
     }
@@ -99,6 +104,11 @@ impl ConnectionLog {
     pub fn fail(&mut self, outcome: Outcome, error: impl ToString) {
         self.outcome = outcome;
         self.error = Some(error.to_string());
+    }
+
+    pub fn succeed(&mut self) {
+        self.outcome = Outcome::Ok;
+        self.error = None;
     }
 }
 

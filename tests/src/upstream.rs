@@ -1,0 +1,158 @@
+//! A fake HTTP/1.1 upstream on a test-made address.
+
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Answers every request with `200` and the body
+/// `hello from upstream path=<path> peer=<client addr>` (`Connection: close`),
+/// counting accepted connections and remembering their peers and requests.
+pub struct Upstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    requests: Arc<Mutex<Vec<(SocketAddr, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Binds `ip` on an ephemeral port. `ip` must be one the test made
+    /// (a pod's host-side veth address, or 127.0.0.x).
+    pub fn start(ip: IpAddr) -> Result<Self> {
+        let listener =
+            TcpListener::bind((ip, 0)).with_context(|| format!("binding upstream on {ip}"))?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, peers, stop) = (accepted.clone(), peers.clone(), stop.clone());
+            let requests = requests.clone();
+            std::thread::spawn(move || {
+                // Accept only when poll() says a connection waits, checking
+                // the stop flag at least every 50 ms: dropping never hangs,
+                // even when the address has gone with its veth.
+                while !stop.load(Ordering::SeqCst) {
+                    if !readable(&listener, 50) {
+                        continue;
+                    }
+                    let Ok((conn, _)) = listener.accept() else {
+                        continue;
+                    };
+                    let peer = conn
+                        .peer_addr()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    peers.lock().unwrap().push(peer);
+                    let requests = requests.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(conn, peer, &requests);
+                    });
+                }
+            })
+        };
+        Ok(Self {
+            addr,
+            accepted,
+            peers,
+            requests,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn ip(&self) -> IpAddr {
+        self.addr.ip()
+    }
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+    /// `http://<addr><path>` (IPv6 in brackets).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    /// Peer addresses of accepted connections, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+    /// (peer, path) of every request answered, in order.
+    pub fn requests(&self) -> Vec<(SocketAddr, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    requests: &Mutex<Vec<(SocketAddr, String)>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 * 1024 {
+            return Ok(());
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    requests.lock().unwrap().push((peer, path.clone()));
+    let body = format!("hello from upstream path={path} peer={peer}");
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes())?;
+    conn.flush()
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether `listener` has a connection to accept within `timeout_ms`.
+fn readable(listener: &TcpListener, timeout_ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for an fd that `listener` keeps open.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// A port nothing listens on at `ip` right now (bind to 0, read, release).
+pub fn free_port(ip: IpAddr) -> Result<u16> {
+    let l = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+    Ok(l.local_addr()?.port())
+}
