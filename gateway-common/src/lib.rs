@@ -189,6 +189,76 @@ pub const fn heartbeat_stale(beat_ns: u64, now_ns: u64, stale_after_ns: u64) -> 
     beat_ns == 0 || now_ns.saturating_sub(beat_ns) > stale_after_ns
 }
 
+/// What a connect program does with a `connect()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it go where it was going.
+    Pass,
+    /// Fail it with EPERM.
+    Refuse,
+    /// Rewrite it to the workload's listener and record the original.
+    Redirect,
+}
+
+/// The decision for an enrolled workload's connect to a listed destination,
+/// with the counter outcome to record (0: count nothing). The connect
+/// programs call this; unit tests cover every case.
+#[inline(always)]
+pub const fn verdict(
+    action: u32,
+    heartbeat_stale: bool,
+    fail_mode: u32,
+    has_listener: bool,
+) -> (Verdict, u32) {
+    match action {
+        // Denial needs no daemon, so it holds even when the heartbeat is stale.
+        ACTION_DENY => (Verdict::Refuse, OUTCOME_DENIED),
+        ACTION_OBSERVE => (Verdict::Pass, OUTCOME_OBSERVED),
+        ACTION_REDIRECT if heartbeat_stale => {
+            if fail_mode == FAIL_CLOSED {
+                (Verdict::Refuse, OUTCOME_REFUSED)
+            } else {
+                (Verdict::Pass, OUTCOME_BYPASSED)
+            }
+        }
+        ACTION_REDIRECT if !has_listener => (Verdict::Pass, OUTCOME_NO_LISTENER),
+        ACTION_REDIRECT => (Verdict::Redirect, OUTCOME_REDIRECTED),
+        _ => (Verdict::Pass, 0),
+    }
+}
+
+/// Whether the workload has a listener for this connect: IPv6 sockets
+/// dialing a real IPv6 address need the IPv6 one; IPv4 and v4-mapped go to
+/// the IPv4 one.
+#[inline(always)]
+pub fn has_listener(workload: &WorkloadValue, family: u16, addr: &[u8; 16]) -> bool {
+    if workload.listener_port == 0 {
+        return false;
+    }
+    if family == AF_INET6 && v4_unmapped(addr).is_none() {
+        !is_zero16(&workload.listener_v6)
+    } else {
+        !is_zero4(&workload.listener_v4)
+    }
+}
+
+#[inline(always)]
+fn is_zero16(a: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn is_zero4(a: &[u8; 4]) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CounterKey {
@@ -258,6 +328,85 @@ mod tests {
         assert_eq!(dest_prefix_len(v4_prefix_bits(32)), 144);
         assert_eq!(dest_prefix_len(v4_prefix_bits(24)), 136);
         assert_eq!(dest_prefix_len(v4_prefix_bits(0)), 112);
+    }
+
+    #[test]
+    fn verdicts_cover_every_action_and_state() {
+        use Verdict::*;
+        for stale in [false, true] {
+            for mode in [FAIL_OPEN, FAIL_CLOSED] {
+                for listener in [false, true] {
+                    assert_eq!(
+                        verdict(ACTION_DENY, stale, mode, listener),
+                        (Refuse, OUTCOME_DENIED)
+                    );
+                    assert_eq!(
+                        verdict(ACTION_OBSERVE, stale, mode, listener),
+                        (Pass, OUTCOME_OBSERVED)
+                    );
+                    assert_eq!(verdict(0, stale, mode, listener), (Pass, 0));
+                    assert_eq!(verdict(99, stale, mode, listener), (Pass, 0));
+                }
+            }
+        }
+        assert_eq!(
+            verdict(ACTION_REDIRECT, false, FAIL_OPEN, true),
+            (Redirect, OUTCOME_REDIRECTED)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, false, FAIL_CLOSED, true),
+            (Redirect, OUTCOME_REDIRECTED)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, false, FAIL_OPEN, false),
+            (Pass, OUTCOME_NO_LISTENER)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, true, FAIL_OPEN, true),
+            (Pass, OUTCOME_BYPASSED)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, true, FAIL_OPEN, false),
+            (Pass, OUTCOME_BYPASSED)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, true, FAIL_CLOSED, true),
+            (Refuse, OUTCOME_REFUSED)
+        );
+        assert_eq!(
+            verdict(ACTION_REDIRECT, true, FAIL_CLOSED, false),
+            (Refuse, OUTCOME_REFUSED)
+        );
+    }
+
+    #[test]
+    fn listener_choice_follows_the_dialed_family() {
+        let mut w = WorkloadValue {
+            workload_id: 1,
+            listener_port: 15001,
+            _pad0: 0,
+            listener_v4: [127, 0, 0, 1],
+            listener_v6: [0; 16],
+            _pad1: 0,
+            listener_netns_cookie: 0,
+        };
+        let v4 = v4_mapped([10, 0, 0, 1]);
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfd;
+        v6[15] = 1;
+        assert!(has_listener(&w, AF_INET, &v4));
+        assert!(
+            has_listener(&w, AF_INET6, &v4),
+            "v4-mapped goes to the IPv4 listener"
+        );
+        assert!(!has_listener(&w, AF_INET6, &v6), "no IPv6 listener");
+        w.listener_v6[15] = 1;
+        assert!(has_listener(&w, AF_INET6, &v6));
+        w.listener_port = 0;
+        assert!(!has_listener(&w, AF_INET, &v4), "port 0: no listener yet");
+        w.listener_port = 15001;
+        w.listener_v4 = [0; 4];
+        assert!(!has_listener(&w, AF_INET, &v4));
     }
 
     #[test]

@@ -27,10 +27,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gateway_common::{
-    dest_prefix_len, v4_mapped, CounterKey, DestKey, DestValue, OrigRecord, Settings, TupleKey,
-    WorkloadValue, ACTION_DENY, ACTION_OBSERVE, ACTION_REDIRECT, AF_INET, AF_INET6, FAIL_CLOSED,
-    MAX_CGROUP_DEPTH, MAX_COUNTERS, MAX_DESTINATIONS, MAX_ENROLLED, MAX_PENDING, OUTCOME_BYPASSED,
-    OUTCOME_DENIED, OUTCOME_NO_LISTENER, OUTCOME_OBSERVED, OUTCOME_REDIRECTED, OUTCOME_REFUSED,
+    dest_prefix_len, has_listener, heartbeat_stale, v4_mapped, verdict, CounterKey, DestKey,
+    DestValue, OrigRecord, Settings, TupleKey, Verdict, WorkloadValue, ACTION_REDIRECT, AF_INET,
+    AF_INET6, MAX_CGROUP_DEPTH, MAX_COUNTERS, MAX_DESTINATIONS, MAX_ENROLLED, MAX_PENDING,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -212,41 +211,21 @@ fn decide(ctx: &SockAddrContext, mark: u32, addr: [u8; 16], port_be: u16, family
     let Some(workload) = enrolled_workload(ctx, cgroup_id) else {
         return Decision::Allow;
     };
-    let wid = workload.workload_id;
-    match dest.action {
-        // Denial needs no daemon, so it holds even when the heartbeat is stale.
-        ACTION_DENY => {
-            count(wid, dest.dest_id, OUTCOME_DENIED);
-            Decision::Reject
-        }
-        ACTION_OBSERVE => {
-            count(wid, dest.dest_id, OUTCOME_OBSERVED);
-            Decision::Allow
-        }
-        ACTION_REDIRECT => {
-            let beat = HEARTBEAT.get(0).copied().unwrap_or(0);
-            // SAFETY: helper without arguments.
-            let now = unsafe { bpf_ktime_get_ns() };
-            if gateway_common::heartbeat_stale(beat, now, settings.stale_after_ns) {
-                return if settings.fail_mode == FAIL_CLOSED {
-                    count(wid, dest.dest_id, OUTCOME_REFUSED);
-                    Decision::Reject
-                } else {
-                    count(wid, dest.dest_id, OUTCOME_BYPASSED);
-                    Decision::Allow
-                };
-            }
-            let v6_target = family == AF_INET6 && gateway_common::v4_unmapped(&addr).is_none();
-            let has_listener = workload.listener_port != 0
-                && if v6_target {
-                    workload.listener_v6 != [0; 16]
-                } else {
-                    workload.listener_v4 != [0; 4]
-                };
-            if !has_listener {
-                count(wid, dest.dest_id, OUTCOME_NO_LISTENER);
-                return Decision::Allow;
-            }
+    let stale = dest.action == ACTION_REDIRECT && {
+        let beat = HEARTBEAT.get(0).copied().unwrap_or(0);
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        heartbeat_stale(beat, now, settings.stale_after_ns)
+    };
+    let listener = has_listener(workload, family, &addr);
+    let (verdict, outcome) = verdict(dest.action, stale, settings.fail_mode, listener);
+    if outcome != 0 {
+        count(workload.workload_id, dest.dest_id, outcome);
+    }
+    match verdict {
+        Verdict::Pass => Decision::Allow,
+        Verdict::Refuse => Decision::Reject,
+        Verdict::Redirect => {
             record(
                 ctx,
                 workload,
@@ -256,10 +235,8 @@ fn decide(ctx: &SockAddrContext, mark: u32, addr: [u8; 16], port_be: u16, family
                 family,
                 cgroup_id,
             );
-            count(wid, dest.dest_id, OUTCOME_REDIRECTED);
             Decision::Redirect(*workload)
         }
-        _ => Decision::Allow,
     }
 }
 

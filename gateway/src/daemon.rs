@@ -164,6 +164,12 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
         destinations = node.destinations.all().len(),
         "ready"
     );
+    // For the person at the terminal; stdout stays machine-readable.
+    eprintln!(
+        "trigate ready: admin http://{admin_addr}/ (metrics http://{admin_addr}/metrics), \
+         intercepting cgroup {}; Ctrl-C stops and detaches",
+        node.interceptor.cgroup().display()
+    );
 
     wait_for_signal().await?;
     tracing::info!("stopping");

@@ -90,11 +90,19 @@ impl Config {
         self
     }
 
-    /// Escape hatch: set any key by JSON pointer (`/proxy/connect_timeout_ms`).
+    /// Escape hatch: set any key by JSON pointer (`/proxy/connect_timeout_ms`);
+    /// the last segment may be new (`/dns/servers`), its parent must exist.
     pub fn set(mut self, pointer: &str, v: Value) -> Self {
-        match self.value.pointer_mut(pointer) {
-            Some(slot) => *slot = v,
-            None => panic!("config has no key {pointer}"),
+        let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+        match self
+            .value
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+        {
+            Some(object) => {
+                object.insert(key.to_string(), v);
+            }
+            None => panic!("config has no object at {parent:?} (setting {pointer})"),
         }
         self
     }

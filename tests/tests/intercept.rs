@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use trigate_e2e::{
     free_port, log_field, log_str, log_u64, poll_until, trigate, ClientMode, ClientRequest,
-    ClientResult, Daemon, Destination, FailMode, LogLine, Node, Pod, Runner, TempFile, Upstream,
+    ClientResult, Daemon, Destination, FailMode, FakeDns, LogLine, Node, Pod, Runner, TempFile,
+    Upstream,
 };
 
 /// How long a log line or a metric may take to show up.
@@ -207,6 +208,66 @@ fn curl_and_python_reach_upstream_through_trigate() -> Result<()> {
         up.accepted() == 3,
         "upstream accepted {} connections, expected 3",
         up.accepted()
+    );
+    Ok(())
+}
+
+/// A destination named by host follows its DNS answers: when the record
+/// (TTL 1 s, from a fake name server on loopback) moves to another address,
+/// the new address is intercepted and the old one no longer is.
+#[test]
+fn host_destinations_follow_dns_ttl_changes() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    // A second host-side address the pod can reach: another pod's veth.
+    let other = node.pod("other")?;
+    pod.route_to(other.host_ip.into())?;
+    let up1 = Upstream::start(pod.host_ip.into())?;
+    let up2 = Upstream::start(other.host_ip.into())?;
+    let dns = FakeDns::start()?;
+    dns.set("moving.e2e.test", &[pod.host_ip], 1);
+    let cfg = node
+        .config()
+        .set("/dns/servers", json!([dns.addr().to_string()]))
+        .set("/dns/min_refresh_secs", json!(1))
+        .destination(
+            Destination::redirect("moving")
+                .host("moving.e2e.test")
+                .port(up1.port())
+                .port(up2.port()),
+        )
+        .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    wait_resolved(&d, "moving", up1.ip())?;
+    let r = pod.client(&ClientRequest::get(up1.addr(), "/before"))?;
+    expect_body(&r, "/before")?;
+    ensure_proxied(&r)?;
+
+    dns.set("moving.e2e.test", &[other.host_ip], 1);
+    wait_resolved(&d, "moving", up2.ip())?;
+    poll_until(LOG_WAIT, "the old address to leave the destination", || {
+        let list = d.admin_get("/destinations")?.json()?;
+        let old = format!("{}/32", up1.ip());
+        let still = list[0]["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(old.as_str())));
+        Ok((!still).then_some(()))
+    })?;
+    let r = pod.client(&ClientRequest::get(up2.addr(), "/after"))?;
+    expect_body(&r, "/after")?;
+    ensure_proxied(&r)?;
+    let r = pod.client(&ClientRequest::get(up1.addr(), "/old"))?;
+    expect_body(&r, "/old")?;
+    ensure_direct(&r)?;
+    ensure!(
+        dns.queries() >= 2,
+        "the daemon asked the name server {} times",
+        dns.queries()
+    );
+    let proxied: Vec<_> = access_logs_of(&d, "pod-a");
+    ensure!(
+        proxied.len() == 2,
+        "expected 2 proxied connections (before, after), got {proxied:?}"
     );
     Ok(())
 }

@@ -243,6 +243,9 @@ pub struct DnsConfig {
     /// nodes). Names are lower-case DNS names; each needs at least one
     /// address.
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// Name servers to ask (`10.96.0.10:53`), plain UDP/TCP. Empty: the
+    /// system's (/etc/resolv.conf).
+    pub servers: Vec<SocketAddr>,
     /// Shortest time between two resolutions of a name, whatever its TTL, in
     /// seconds. At least 1.
     #[schemars(range(min = 1))]
@@ -260,6 +263,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             hosts: BTreeMap::new(),
+            servers: Vec::new(),
             min_refresh_secs: 5,
             max_refresh_secs: 300,
             retry_secs: 5,

@@ -229,6 +229,7 @@ fn rich_config() -> Config {
                 ],
             )]
             .into(),
+            servers: vec!["10.96.0.10:53".parse().unwrap()],
             min_refresh_secs: 1,
             max_refresh_secs: 1,
             retry_secs: 1,
@@ -1185,4 +1186,17 @@ fn a_single_workload_is_checked_with_relative_paths() {
     };
     let err = host.validate(ListenerMode::Host).unwrap_err().to_string();
     assert!(err.contains("  - workload: "), "{err}");
+}
+
+#[test]
+fn dns_servers_must_be_reachable_addresses() {
+    let c = Config::from_yaml("dns: { servers: [\"127.0.0.1:5353\"] }").unwrap();
+    assert_eq!(c.dns.servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+    let err = Config::from_yaml("dns: { servers: [\"0.0.0.0:53\", \"10.0.0.1:0\"] }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dns.servers[0]") && err.contains("dns.servers[1]"),
+        "{err}"
+    );
 }

@@ -158,6 +158,14 @@ fn check_dns(dns: &DnsConfig, p: &mut Problems) {
             p.push(&field, "must list at least one address");
         }
     }
+    for (i, server) in dns.servers.iter().enumerate() {
+        if server.port() == 0 || server.ip().is_unspecified() {
+            p.push(
+                format!("dns.servers[{i}]"),
+                format!("{server} is not an address a query can be sent to"),
+            );
+        }
+    }
     if dns.min_refresh_secs == 0 {
         p.push(
             "dns.min_refresh_secs",

@@ -240,10 +240,10 @@ impl Destinations {
     /// One task per host name: static table entries are installed once;
     /// DNS answers are refreshed on TTL, failures retried and counted.
     pub fn spawn_resolvers(self: &Arc<Self>, dns: &DnsConfig, stop: CancellationToken) {
-        let resolver = match TokioResolver::builder_tokio() {
-            Ok(b) => Some(Arc::new(b.build())),
+        let resolver = match resolver(dns) {
+            Ok(r) => Some(Arc::new(r)),
             Err(e) => {
-                tracing::warn!(error = %e, "no system DNS configuration (/etc/resolv.conf); host destinations resolve only from dns.hosts");
+                tracing::warn!(error = %e, "no system DNS configuration (/etc/resolv.conf) and no dns.servers; host destinations resolve only from dns.hosts");
                 None
             }
         };
@@ -330,6 +330,27 @@ impl Destinations {
             }
         }
     }
+}
+
+/// The configured name servers, or the system's.
+fn resolver(dns: &DnsConfig) -> Result<TokioResolver, hickory_resolver::ResolveError> {
+    use hickory_resolver::{
+        config::{NameServerConfigGroup, ResolverConfig},
+        name_server::TokioConnectionProvider,
+    };
+    if dns.servers.is_empty() {
+        return Ok(TokioResolver::builder_tokio()?.build());
+    }
+    let mut group = NameServerConfigGroup::new();
+    for server in &dns.servers {
+        group.merge(NameServerConfigGroup::from_ips_clear(
+            &[server.ip()],
+            server.port(),
+            true,
+        ));
+    }
+    let config = ResolverConfig::from_parts(None, Vec::new(), group);
+    Ok(TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build())
 }
 
 /// Exponential backoff from `retry_secs`, capped at `max_refresh_secs`.
