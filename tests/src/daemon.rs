@@ -44,6 +44,9 @@ pub struct Daemon {
     pin_dir: PathBuf,
     generation: u64,
     node_generation: Arc<AtomicU64>,
+    /// Print config and output when dropped (tests: cargo shows it only for
+    /// failures). Tools that ran fine turn it off.
+    dump_on_drop: bool,
 }
 
 impl Daemon {
@@ -106,6 +109,7 @@ impl Daemon {
             pin_dir: node.pin_dir(),
             generation,
             node_generation: node.generation.clone(),
+            dump_on_drop: true,
         })
     }
 
@@ -141,6 +145,11 @@ impl Daemon {
                 "{e:#}; last daemon stderr lines: {tail:#?} (full output printed with the test's output)"
             )
         })
+    }
+
+    /// Whether dropping prints the daemon's config and output.
+    pub fn dump_on_drop(&mut self, on: bool) {
+        self.dump_on_drop = on;
     }
 
     pub fn pid(&self) -> i32 {
@@ -314,7 +323,9 @@ impl Drop for Daemon {
             remove_pin_dir(&self.pin_dir);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        eprintln!("{}", self.dump());
+        if self.dump_on_drop {
+            eprintln!("{}", self.dump());
+        }
     }
 }
 
