@@ -140,6 +140,32 @@ fn wait_resolved(d: &Daemon, name: &str, ip: IpAddr) -> Result<()> {
     )
 }
 
+/// Waits until the kernel counter for `workload` × `destination` ×
+/// `outcome` reaches `at_least`.
+fn wait_ebpf_count(
+    d: &Daemon,
+    workload: &str,
+    destination: &str,
+    outcome: &str,
+    at_least: f64,
+) -> Result<()> {
+    poll_until(
+        LOG_WAIT,
+        &format!("trigate_ebpf_connects_total{{outcome={outcome}}} ≥ {at_least}"),
+        || {
+            let n = d.metrics()?.sum(
+                "trigate_ebpf_connects_total",
+                &[
+                    ("workload", workload),
+                    ("destination", destination),
+                    ("outcome", outcome),
+                ],
+            );
+            Ok((n >= at_least).then_some(()))
+        },
+    )
+}
+
 /// One pod (IPv4), one upstream on its host-side address, a redirect
 /// destination for it and the pod enrolled.
 fn single_pod_setup(node: &Node) -> Result<(Pod, Upstream, trigate_e2e::Config)> {
@@ -372,22 +398,7 @@ fn deny_destination_fails_with_eperm() -> Result<()> {
         "the upstream accepted {} connections",
         up.accepted()
     );
-    poll_until(
-        LOG_WAIT,
-        "trigate_ebpf_connects_total{outcome=denied} ≥ 2",
-        || {
-            let m = d.metrics()?;
-            let n = m.sum(
-                "trigate_ebpf_connects_total",
-                &[
-                    ("workload", "pod-a"),
-                    ("destination", "forbidden"),
-                    ("outcome", "denied"),
-                ],
-            );
-            Ok((n >= 2.0).then_some(()))
-        },
-    )?;
+    wait_ebpf_count(&d, "pod-a", "forbidden", "denied", 2.0)?;
     Ok(())
 }
 
@@ -1027,21 +1038,7 @@ fn observe_destination_is_counted_not_redirected() -> Result<()> {
     let r = pod.client(&ClientRequest::get(up.addr(), "/observed"))?;
     expect_body(&r, "/observed")?;
     ensure_direct(&r)?;
-    poll_until(
-        LOG_WAIT,
-        "trigate_ebpf_connects_total{outcome=observed}",
-        || {
-            let n = d.metrics()?.sum(
-                "trigate_ebpf_connects_total",
-                &[
-                    ("workload", "pod-a"),
-                    ("destination", "watched"),
-                    ("outcome", "observed"),
-                ],
-            );
-            Ok((n >= 1.0).then_some(()))
-        },
-    )?;
+    wait_ebpf_count(&d, "pod-a", "watched", "observed", 1.0)?;
     ensure!(
         d.access_logs().is_empty(),
         "observed connections are not proxied: {:#?}",
@@ -1148,21 +1145,7 @@ fn ipv6_destination_without_ipv6_listener_goes_direct() -> Result<()> {
         "expected a direct connection: client socket {:?}, upstream saw {peer}",
         r.local
     );
-    poll_until(
-        LOG_WAIT,
-        "trigate_ebpf_connects_total{outcome=no_listener}",
-        || {
-            let n = d.metrics()?.sum(
-                "trigate_ebpf_connects_total",
-                &[
-                    ("workload", "pod-a"),
-                    ("destination", "upstream6"),
-                    ("outcome", "no_listener"),
-                ],
-            );
-            Ok((n >= 1.0).then_some(()))
-        },
-    )?;
+    wait_ebpf_count(&d, "pod-a", "upstream6", "no_listener", 1.0)?;
     ensure!(
         d.access_logs().is_empty(),
         "nothing should be proxied: {:#?}",
