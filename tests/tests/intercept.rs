@@ -182,6 +182,24 @@ fn single_pod_setup(node: &Node) -> Result<(Pod, Upstream, trigate_e2e::Config)>
     Ok((pod, up, cfg))
 }
 
+/// A dual-stack pod, an upstream on its host-side IPv6 address, a redirect
+/// destination for it and the pod enrolled; `ipv6_listener` opens the
+/// daemon's `[::1]` listener or not.
+fn v6_pod_setup(node: &Node, ipv6_listener: bool) -> Result<(Pod, Upstream, trigate_e2e::Config)> {
+    let pod = node.pod_v6("pod-a")?;
+    let up = Upstream::start(IpAddr::V6(pod.host_ip6.context("v6 pod")?))?;
+    let cfg = node
+        .config()
+        .listener_ipv6(ipv6_listener)
+        .destination(
+            Destination::redirect("upstream6")
+                .addr(up.ip())
+                .port(up.port()),
+        )
+        .workload(pod.workload());
+    Ok((pod, up, cfg))
+}
+
 /// Case 1: Unmodified clients reach the upstream through trigate; the
 /// destination is named by host (resolved by the daemon from `dns.hosts`).
 #[test]
@@ -674,17 +692,7 @@ fn same_client_port_in_two_pods_is_attributed_per_pod() -> Result<()> {
 #[test]
 fn ipv6_pod_reaches_upstream_through_trigate() -> Result<()> {
     let node = Node::new()?;
-    let pod = node.pod_v6("pod-a")?;
-    let up = Upstream::start(IpAddr::V6(pod.host_ip6.context("v6 pod")?))?;
-    let cfg = node
-        .config()
-        .listener_ipv6(true)
-        .destination(
-            Destination::redirect("upstream6")
-                .addr(up.ip())
-                .port(up.port()),
-        )
-        .workload(pod.workload());
+    let (pod, up, cfg) = v6_pod_setup(&node, true)?;
     let d = node.start(&cfg)?;
 
     let r = pod.client(&ClientRequest::get(up.addr(), "/v6"))?;
@@ -1124,17 +1132,7 @@ fn dual_stack_socket_to_v4_mapped_address_is_redirected() -> Result<()> {
 #[test]
 fn ipv6_destination_without_ipv6_listener_goes_direct() -> Result<()> {
     let node = Node::new()?;
-    let pod = node.pod_v6("pod-a")?;
-    let up = Upstream::start(IpAddr::V6(pod.host_ip6.context("v6 pod")?))?;
-    let cfg = node
-        .config()
-        .listener_ipv6(false)
-        .destination(
-            Destination::redirect("upstream6")
-                .addr(up.ip())
-                .port(up.port()),
-        )
-        .workload(pod.workload());
+    let (pod, up, cfg) = v6_pod_setup(&node, false)?;
     let d = node.start(&cfg)?;
 
     let r = pod.client(&ClientRequest::get(up.addr(), "/v6-direct"))?;
