@@ -115,7 +115,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 }
 
 fn run(config: Config) -> ExitCode {
-    let log = crate::telemetry::logging::init(&config.log.level, config.log.format);
+    let (log, _flush) = crate::telemetry::logging::init(&config.log.level, config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -17,9 +17,19 @@ impl LogHandle {
     }
 }
 
+/// Flushes the log writer when dropped: keep it until the process ends.
+pub type FlushGuard = tracing_appender::non_blocking::WorkerGuard;
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the
 /// configured level, as operators expect.
-pub fn init(level: &str, format: LogFormat) -> LogHandle {
+///
+/// Lines go to stdout from a writer thread, so a connection never waits on
+/// a slow stdout (a pipe to a log shipper); the queue blocks rather than
+/// drops when full, because access-log lines must not be lost.
+pub fn init(level: &str, format: LogFormat) -> (LogHandle, FlushGuard) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -31,16 +41,17 @@ pub fn init(level: &str, format: LogFormat) -> LogHandle {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer)
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(writer)).try_init(),
     };
     if let Err(e) = result {
         eprintln!("trigate: logging already initialised: {e}");
     }
-    LogHandle(handle)
+    (LogHandle(handle), guard)
 }
