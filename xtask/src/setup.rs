@@ -20,11 +20,10 @@ const BPF_LINKER_LINE: &str = "0.10.";
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",     // ip netns, ip link (veths) for simulated pods
     "bpftool",      // inspecting what is attached / pinned
-    "iptables",     // the iptables interception path
-    "curl",         // admin API calls from tests
-    "python3",      // test clients and upstreams
-    "python3-venv", // tests/.venv
-    "redis-server", // upstream for later tests
+    "iptables",     // the iptables REDIRECT path (bench intercept)
+    "curl",         // the unmodified client in pods
+    "python3",      // test clients
+    "python3-venv", // .venv with tests/requirements.txt
 ];
 
 fn say(what: &str, result: impl std::fmt::Display) {
