@@ -1,0 +1,1 @@
+//! TLS: node CA and leaf certificates (being written).
