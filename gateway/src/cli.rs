@@ -75,14 +75,14 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let config = match load(config.as_ref()) {
+            let loaded = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run(config)
+            run(loaded, config)
         }
         Command::Exec {
             config,
@@ -114,7 +114,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     let (log, _flush) = crate::telemetry::logging::init(&config.log.level, config.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +126,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::daemon::run(config, log)) {
+    match runtime.block_on(crate::daemon::run(config, path, log)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -11,15 +11,17 @@ use std::{
 };
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admin,
-    config::{Config, ListenerMode},
+    config::{Config, ListenerConfig, ListenerMode},
     gate::ProxySettings,
     intercept::{cgroup, destinations::Destinations, preflight, Interceptor},
     listener::{self, ListenerContext, Listeners},
     netns::Netns,
+    reload,
     telemetry::{logging::LogHandle, Metrics},
     workload::{self, EnrollSource, Registry},
 };
@@ -34,11 +36,18 @@ pub struct HostListener {
 
 /// Everything the request path and the admin API share.
 pub struct Node {
-    pub config: Config,
+    /// The config in force: static parts as started, policy parts as last
+    /// reloaded.
+    pub config: ArcSwap<Config>,
+    /// Listener settings are static: they shape the kernel maps.
+    pub listener: ListenerConfig,
+    /// Where the config came from (`None`: the embedded default), watched
+    /// for hot reload.
+    pub config_path: Option<PathBuf>,
     pub cgroup2: PathBuf,
     pub metrics: Arc<Metrics>,
     pub interceptor: Arc<Interceptor>,
-    pub destinations: Arc<Destinations>,
+    pub destinations: ArcSwap<Destinations>,
     pub workloads: Registry,
     pub host_listener: Option<HostListener>,
     pub proxy: ProxySettings,
@@ -63,7 +72,11 @@ impl Drop for DetachOnDrop {
     }
 }
 
-pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    log: LogHandle,
+) -> anyhow::Result<()> {
     preflight::check_host()?;
     let cgroup2 = cgroup::cgroup2_mount()?;
     let metrics =
@@ -96,8 +109,10 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
         &config,
         Arc::clone(&interceptor),
         Arc::clone(&metrics),
+        None,
+        &stop,
     )?);
-    destinations.spawn_resolvers(&config.dns, stop.clone());
+    destinations.spawn_resolvers(&config.dns);
 
     let host_listeners = match config.listener.mode {
         ListenerMode::Host => Some(
@@ -125,11 +140,13 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
             connect_timeout: Duration::from_millis(config.proxy.connect_timeout_ms),
             idle_timeout: Duration::from_secs(config.proxy.idle_timeout_secs),
         },
-        config,
+        listener: config.listener.clone(),
+        config: ArcSwap::from_pointee(config),
+        config_path,
         cgroup2,
         metrics,
         interceptor,
-        destinations,
+        destinations: ArcSwap::new(destinations),
         workloads: Registry::default(),
         host_listener,
         ready: AtomicBool::new(false),
@@ -149,19 +166,22 @@ pub async fn run(config: Config, log: LogHandle) -> anyhow::Result<()> {
         };
         listener::spawn_accept_loops(&node, listeners, ctx, stop.clone());
     }
-    for (i, spec) in node.config.workloads.iter().enumerate() {
+    for (i, spec) in node.config.load().workloads.iter().enumerate() {
         workload::enroll(&node, spec, EnrollSource::Config)
             .await
             .with_context(|| format!("workloads[{i}] ({})", spec.name))?;
     }
 
     tokio::spawn(admin::serve(admin_listener, Arc::clone(&node)));
+    if let Some(path) = node.config_path.clone() {
+        tokio::spawn(reload::watch(Arc::clone(&node), path));
+    }
     node.ready.store(true, Ordering::SeqCst);
     tracing::info!(
         admin = %admin_addr,
         metrics = %format!("http://{admin_addr}/metrics"),
         workloads = node.workloads.len(),
-        destinations = node.destinations.all().len(),
+        destinations = node.destinations.load().all().len(),
         "ready"
     );
     // For the person at the terminal; stdout stays machine-readable.

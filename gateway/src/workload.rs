@@ -213,7 +213,7 @@ pub async fn enroll(
     };
 
     let stop = node.stop.child_token();
-    let (listener_addrs, value, netns_cookie) = match node.config.listener.mode {
+    let (listener_addrs, value, netns_cookie) = match node.listener.mode {
         ListenerMode::InPod => {
             let path = spec
                 .netns
@@ -224,13 +224,12 @@ pub async fn enroll(
                 source,
             })?;
             let netns = Netns::Pod(worker);
-            let listeners =
-                Listeners::open(&netns, node.config.listener.port, node.config.listener.ipv6)
-                    .await
-                    .map_err(|source| EnrollError::Listener {
-                        name: name.clone(),
-                        source,
-                    })?;
+            let listeners = Listeners::open(&netns, node.listener.port, node.listener.ipv6)
+                .await
+                .map_err(|source| EnrollError::Listener {
+                    name: name.clone(),
+                    source,
+                })?;
             let value = listener_value(
                 id,
                 listeners.port,

@@ -1200,3 +1200,120 @@ fn stop_with_an_open_connection_logs_it() -> Result<()> {
     let _ = holder.wait();
     res
 }
+
+/// Replaces the daemon's config file the way editors and tools do: write a
+/// new file, then rename it over the old one.
+fn rewrite_config(d: &Daemon, cfg: &trigate_e2e::Config) -> Result<()> {
+    let path = d.config_path();
+    let tmp = path.with_extension("yaml.new");
+    std::fs::write(&tmp, cfg.to_yaml())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Waits for the `result` counter of config reloads to reach `n`.
+fn wait_reloads(d: &Daemon, result: &str, n: f64) -> Result<()> {
+    poll_until(
+        LOG_WAIT,
+        &format!("{n} config reloads with result {result}"),
+        || {
+            let got = d
+                .metrics()?
+                .sum("trigate_config_reloads_total", &[("result", result)]);
+            Ok((got >= n).then_some(()))
+        },
+    )
+}
+
+/// Hot reload: a valid change applies without a restart (a destination
+/// turns to deny, a new one is redirected); an invalid one is rejected and
+/// the running config stays; a ConfigMap-style symlink swap is picked up.
+#[test]
+fn config_hot_reload_applies_valid_changes_and_rejects_invalid_ones() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up1 = Upstream::start(pod.host_ip.into())?;
+    let up2 = Upstream::start(pod.host_ip.into())?;
+    let first = |action: fn(&str) -> Destination| action("first").addr(up1.ip()).port(up1.port());
+    let base = node.config().workload(pod.workload());
+    let d = node.start(&base.clone().destination(first(Destination::redirect)))?;
+    let r = pod.client(&ClientRequest::get(up1.addr(), "/one"))?;
+    expect_body(&r, "/one")?;
+    ensure_proxied(&r)?;
+    let r = pod.client(&ClientRequest::get(up2.addr(), "/two"))?;
+    expect_body(&r, "/two")?;
+    ensure_direct(&r)?;
+
+    // Valid change: first is denied now, second is redirected.
+    let second = Destination::redirect("second")
+        .addr(up2.ip())
+        .port(up2.port());
+    let changed = base
+        .clone()
+        .destination(first(Destination::deny))
+        .destination(second.clone());
+    rewrite_config(&d, &changed)?;
+    wait_reloads(&d, "success", 1.0)?;
+    let r = pod.client(&ClientRequest::get(up1.addr(), "/one-denied"))?;
+    ensure!(
+        r.is_eperm(),
+        "first should be denied after the reload: {r:?}"
+    );
+    let r = pod.client(&ClientRequest::get(up2.addr(), "/two-proxied"))?;
+    expect_body(&r, "/two-proxied")?;
+    ensure_proxied(&r)?;
+    let m = d.metrics()?;
+    ensure!(
+        m.sum("trigate_config_last_reload_success", &[]) == 1.0,
+        "reload success gauge should be 1:\n{}",
+        m.text
+    );
+
+    // Invalid change: rejected, the running config stays, gauge 0.
+    let path = d.config_path();
+    std::fs::write(
+        path.with_extension("bad"),
+        "destinations:\n  - name: x\n    ports: [0]\n",
+    )?;
+    std::fs::rename(path.with_extension("bad"), &path)?;
+    wait_reloads(&d, "failure", 1.0)?;
+    let line = d.wait_for_log(LOG_WAIT, "the reload failure log line", |l| {
+        log_str(l, "message").is_some_and(|m| m.starts_with("config reload failed"))
+    })?;
+    let error = log_str(&line, "error").unwrap_or_default();
+    ensure!(
+        error.contains("destinations[0]"),
+        "the error should name the field: {line}"
+    );
+    ensure!(
+        d.metrics()?.sum("trigate_config_last_reload_success", &[]) == 0.0,
+        "reload success gauge should be 0 after a rejected change"
+    );
+    let r = pod.client(&ClientRequest::get(up2.addr(), "/still-proxied"))?;
+    expect_body(&r, "/still-proxied")?;
+    ensure_proxied(&r)?;
+
+    // A ConfigMap update: the path becomes a symlink swapped to new content.
+    let target = path.with_extension("v3");
+    std::fs::write(
+        &target,
+        base.clone()
+            .destination(first(Destination::redirect))
+            .to_yaml(),
+    )?;
+    let link = path.with_extension("link");
+    std::os::unix::fs::symlink(&target, &link)?;
+    std::fs::rename(&link, &path)?;
+    wait_reloads(&d, "success", 2.0)?;
+    let r = pod.client(&ClientRequest::get(up1.addr(), "/one-again"))?;
+    expect_body(&r, "/one-again")?;
+    ensure_proxied(&r)?;
+    let r = pod.client(&ClientRequest::get(up2.addr(), "/two-direct-again"))?;
+    expect_body(&r, "/two-direct-again")?;
+    ensure_direct(&r)?;
+    ensure!(
+        d.metrics()?.sum("trigate_config_last_reload_success", &[]) == 1.0,
+        "reload success gauge should be back to 1"
+    );
+    Ok(())
+}

@@ -124,7 +124,7 @@ async fn enroll(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             )
         }
     };
-    if let Err(e) = spec.validate(node.config.listener.mode) {
+    if let Err(e) = spec.validate(node.listener.mode) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     match workload::enroll(node, &spec, EnrollSource::Admin).await {
@@ -158,6 +158,7 @@ fn metrics(node: &Node) -> Response<Body> {
             .unwrap_or_else(|| format!("id:{}", key.workload_id));
         let destination = node
             .destinations
+            .load()
             .by_id(key.dest_id)
             .map(|d| d.name.to_string())
             .unwrap_or_else(|| format!("id:{}", key.dest_id));
@@ -192,6 +193,7 @@ struct DestinationView {
 fn destinations(node: &Node) -> Response<Body> {
     let views: Vec<_> = node
         .destinations
+        .load()
         .all()
         .iter()
         .map(|d| DestinationView {

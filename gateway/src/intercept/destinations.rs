@@ -107,14 +107,27 @@ pub struct Destinations {
     list: Vec<Arc<Destination>>,
     interceptor: Arc<Interceptor>,
     metrics: Arc<Metrics>,
+    /// Taken by every kernel write; `retired` is set under it when a reload
+    /// replaced this table, so a resolver that was mid-lookup then cannot
+    /// write stale entries afterwards.
+    writer: Mutex<bool>,
+    /// Stops this table's resolver tasks.
+    resolvers: CancellationToken,
 }
 
 impl Destinations {
-    /// Installs the literal CIDRs now; host names wait for [`Self::spawn_resolvers`].
+    /// Installs the literal CIDRs now; host names wait for
+    /// [`Self::spawn_resolvers`], except those `previous` (the table this one
+    /// replaces on a reload) had already resolved: they carry over, so a
+    /// reload never leaves a resolved name uninstalled. Entries of `previous`
+    /// the new table does not have are removed last; entries both have are
+    /// overwritten in place, so interception never lapses for them.
     pub fn install(
         config: &Config,
         interceptor: Arc<Interceptor>,
         metrics: Arc<Metrics>,
+        previous: Option<&Destinations>,
+        stop: &CancellationToken,
     ) -> Result<Self, super::InterceptError> {
         let list: Vec<Arc<Destination>> = config
             .destinations
@@ -140,14 +153,67 @@ impl Destinations {
             list,
             interceptor,
             metrics,
+            writer: Mutex::new(false),
+            resolvers: stop.child_token(),
         };
+        let _retired_guard = previous.map(Destinations::retire);
         for (dest, cfg) in this.list.iter().zip(&config.destinations) {
             for net in &cfg.cidrs {
                 this.add_ref(dest, *net)?;
             }
+            let carried = previous
+                .and_then(|p| p.list.iter().find(|d| d.name == dest.name))
+                .map(|old| lock(&old.resolved).clone())
+                .unwrap_or_default();
+            for (host, addrs) in carried {
+                if lock(&dest.resolved).contains_key(&host) && !addrs.is_empty() {
+                    this.set_host(dest, &host, addrs)?;
+                }
+            }
             this.publish_count(dest);
         }
+        if let Some(previous) = previous {
+            let keep: BTreeSet<(Vec<u8>, u32)> = this
+                .entries()
+                .into_iter()
+                .map(|(k, prefix, _)| (entry_id(&k), prefix))
+                .collect();
+            for (key, prefix, _) in previous.entries() {
+                if !keep.contains(&(entry_id(&key), prefix)) {
+                    this.interceptor.remove_destination(key, prefix)?;
+                }
+            }
+            for old in &previous.list {
+                if !this.list.iter().any(|d| d.name == old.name) {
+                    let _ = this
+                        .metrics
+                        .destination_addresses
+                        .remove_label_values(&[&*old.name]);
+                }
+            }
+        }
         Ok(this)
+    }
+
+    /// Stops this table's resolvers and its kernel writes for good.
+    fn retire(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.resolvers.cancel();
+        let mut retired = lock(&self.writer);
+        *retired = true;
+        retired
+    }
+
+    /// Every kernel entry this table has installed.
+    fn entries(&self) -> Vec<TrieEntry> {
+        self.list
+            .iter()
+            .flat_map(|d| {
+                lock(&d.installed)
+                    .keys()
+                    .flat_map(|net| trie_entries(d.id, d.action, &d.ports, *net))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     pub fn all(&self) -> &[Arc<Destination>] {
@@ -224,6 +290,21 @@ impl Destinations {
         host: &str,
         addrs: BTreeSet<IpAddr>,
     ) -> Result<(), super::InterceptError> {
+        let retired = lock(&self.writer);
+        if *retired {
+            return Ok(());
+        }
+        let result = self.set_host(dest, host, addrs);
+        drop(retired);
+        result
+    }
+
+    fn set_host(
+        &self,
+        dest: &Destination,
+        host: &str,
+        addrs: BTreeSet<IpAddr>,
+    ) -> Result<(), super::InterceptError> {
         let old = lock(&dest.resolved)
             .insert(host.to_string(), addrs.clone())
             .unwrap_or_default();
@@ -239,7 +320,8 @@ impl Destinations {
 
     /// One task per host name: static table entries are installed once;
     /// DNS answers are refreshed on TTL, failures retried and counted.
-    pub fn spawn_resolvers(self: &Arc<Self>, dns: &DnsConfig, stop: CancellationToken) {
+    pub fn spawn_resolvers(self: &Arc<Self>, dns: &DnsConfig) {
+        let stop = self.resolvers.clone();
         let resolver = match resolver(dns) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
@@ -361,6 +443,11 @@ pub fn retry_after(failures: u32, dns: &DnsConfig) -> Duration {
         base.saturating_mul(factor)
             .min(dns.max_refresh_secs.max(base)),
     )
+}
+
+/// A trie key as comparable bytes (port and address).
+fn entry_id(key: &DestKey) -> Vec<u8> {
+    key.port.iter().chain(key.addr.iter()).copied().collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

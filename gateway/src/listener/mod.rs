@@ -169,7 +169,7 @@ fn attribute(
                 .workloads
                 .by_id(rec.workload_id)
                 .or_else(|| ctx.owner.clone());
-            let destination = node.destinations.by_id(rec.dest_id).map(Arc::clone);
+            let destination = node.destinations.load().by_id(rec.dest_id).map(Arc::clone);
             let process = Process {
                 pid: rec.tgid,
                 uid: rec.uid,
@@ -185,7 +185,7 @@ fn attribute(
                 tracing::warn!(client = %peer, listener = %local, "connection without an original destination (not redirected by trigate's eBPF programs nor by iptables); closing it");
                 return None;
             };
-            let destination = node.destinations.lookup(orig).map(Arc::clone);
+            let destination = node.destinations.load().lookup(orig).map(Arc::clone);
             (
                 orig,
                 ctx.owner.clone(),

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub dns_failures: IntCounterVec,
     pub heartbeat: IntGauge,
     pub origdst_lookup_seconds: Histogram,
+    pub config_last_reload_success: IntGauge,
+    pub config_last_reload_timestamp: IntGauge,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,8 +104,21 @@ impl Metrics {
                     0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.001,
                 ]),
             )?,
+            config_last_reload_success: IntGauge::new(
+                "trigate_config_last_reload_success",
+                "1 when the last config reload applied (or none happened yet), 0 when it failed.",
+            )?,
+            config_last_reload_timestamp: IntGauge::new(
+                "trigate_config_last_reload_timestamp_seconds",
+                "When the config file last changed and was reloaded (or rejected).",
+            )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new("trigate_config_reloads_total", "Config reloads by result."),
+                &["result"],
+            )?,
             registry,
         };
+        m.config_last_reload_success.set(1);
         m.registry.register(Box::new(m.connections.clone()))?;
         m.registry.register(Box::new(m.connection_bytes.clone()))?;
         m.registry
@@ -118,6 +134,11 @@ impl Metrics {
         m.registry.register(Box::new(m.heartbeat.clone()))?;
         m.registry
             .register(Box::new(m.origdst_lookup_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.config_last_reload_success.clone()))?;
+        m.registry
+            .register(Box::new(m.config_last_reload_timestamp.clone()))?;
+        m.registry.register(Box::new(m.config_reloads.clone()))?;
         Ok(m)
     }
 
