@@ -10,7 +10,7 @@
 //! Policy parts apply at once: destinations (the kernel table is rewritten
 //! in place, so interception does not lapse), DNS settings, workloads from
 //! the config (admin-enrolled ones are left alone) and `log.level`. Process
-//! parts (instance, admin, intercept, listener, proxy, log.format) shape
+//! parts (instance, admin, intercept, listener, proxy, log.format, tls) shape
 //! sockets and kernel objects that exist already: a change to them is
 //! reported as needing a restart and otherwise ignored.
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
@@ -165,6 +165,9 @@ pub fn static_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log.format != new.log.format {
         out.push("log.format");
     }
+    if old.tls != new.tls {
+        out.push("tls");
+    }
     out
 }
 
@@ -176,6 +179,7 @@ fn keep_static(old: &Config, new: &mut Config) {
     new.listener = old.listener.clone();
     new.proxy = old.proxy.clone();
     new.log.format = old.log.format;
+    new.tls = old.tls.clone();
 }
 
 /// Which config workloads to unenroll (gone or changed) and which to enroll

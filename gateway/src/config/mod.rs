@@ -58,6 +58,52 @@ pub struct Config {
     /// The workloads (cgroups or network namespaces) whose connections are
     /// intercepted and attributed.
     pub workloads: Vec<WorkloadConfig>,
+    /// The node CA, leaf certificates and upstream TLS verification.
+    pub tls: TlsConfig,
+}
+
+/// Certificates and verification for the destinations with `tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The node CA certificate (PEM) workloads trust for `terminate`.
+    pub ca_cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub ca_key: PathBuf,
+    /// Create the CA at those paths on first start when neither file exists.
+    pub generate_ca: bool,
+    /// Leaf certificates kept in memory (one per server name).
+    #[schemars(range(min = 1))]
+    pub leaf_cache_size: usize,
+    /// Validity of minted leaf certificates, in hours; they are re-minted
+    /// when a third of it remains.
+    #[schemars(range(min = 1))]
+    pub leaf_validity_hours: u64,
+    /// Extra CA files (PEM) trusted for upstream verification, on top of the
+    /// Mozilla roots.
+    pub upstream_ca_files: Vec<PathBuf>,
+    /// How long a client may take to send its first bytes (ClientHello)
+    /// before the connection is treated as not TLS, in ms.
+    #[schemars(range(min = 1))]
+    pub detect_timeout_ms: u64,
+    /// Limit for TLS handshakes (client and upstream side), in ms.
+    #[schemars(range(min = 1))]
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_cert: PathBuf::from("/var/lib/trigate/ca.crt"),
+            ca_key: PathBuf::from("/var/lib/trigate/ca.key"),
+            generate_ca: true,
+            leaf_cache_size: 10_000,
+            leaf_validity_hours: 24 * 7,
+            upstream_ca_files: Vec::new(),
+            detect_timeout_ms: 5_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -72,6 +118,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             destinations: Vec::new(),
             workloads: Vec::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -295,6 +342,44 @@ pub struct Destination {
     /// What to do with a connection to one of these addresses and ports.
     #[serde(default)]
     pub action: Action,
+    /// TLS handling of redirected connections. Absent: bytes are forwarded
+    /// as they are (L4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DestinationTls>,
+}
+
+/// How the gateway treats TLS to one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationTls {
+    /// `passthrough`: the client's TLS goes through untouched (SNI checked,
+    /// bytes counted). `terminate`: the gateway presents a certificate for
+    /// the SNI from the node CA, and opens its own verified TLS upstream.
+    /// `originate`: the client speaks plaintext, the gateway speaks TLS
+    /// upstream.
+    pub mode: TlsMode,
+    /// SNI patterns allowed (`api.openai.com`, `*.openai.com`); empty allows
+    /// any. Applies to `passthrough` and `terminate`.
+    #[serde(default)]
+    pub sni_allow: Vec<String>,
+    /// SNI patterns refused; wins over `sni_allow`. A client without SNI is
+    /// refused when `sni_allow` is not empty.
+    #[serde(default)]
+    pub sni_deny: Vec<String>,
+    /// The name sent (SNI) and verified upstream. Default: the client's SNI
+    /// (`terminate`), or the destination's first host name, else its
+    /// address (`originate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_name: Option<String>,
+}
+
+/// TLS handling mode of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Passthrough,
+    Terminate,
+    Originate,
 }
 
 /// What to do with a connection to a destination.
@@ -355,6 +440,7 @@ enum_str!(LogFormat { Json => "json", Text => "text" });
 enum_str!(FailMode { Open => "open", Closed => "closed" });
 enum_str!(ListenerMode { Host => "host", InPod => "in-pod" });
 enum_str!(Action { Redirect => "redirect", Deny => "deny", Observe => "observe" });
+enum_str!(TlsMode { Passthrough => "passthrough", Terminate => "terminate", Originate => "originate" });
 
 impl WorkloadConfig {
     /// Checks one workload the way `validate` checks `workloads[]`, for

@@ -12,6 +12,7 @@ fn dest(name: &str, hosts: &[&str], cidrs: &[&str], ports: &[u16]) -> Destinatio
         cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
         ports: ports.to_vec(),
         action: Action::Redirect,
+        tls: None,
     }
 }
 
@@ -1199,4 +1200,34 @@ fn dns_servers_must_be_reachable_addresses() {
         err.contains("dns.servers[0]") && err.contains("dns.servers[1]"),
         "{err}"
     );
+}
+
+#[test]
+fn destination_tls_is_parsed_and_checked() {
+    let ok = Config::from_yaml(
+        "destinations:\n  - name: a\n    hosts: [api.example.com]\n    ports: [443]\n    tls: { mode: terminate, sni_allow: [\"*.example.com\"], sni_deny: [bad.example.com] }\n",
+    )
+    .unwrap();
+    let t = ok.destinations[0].tls.as_ref().unwrap();
+    assert_eq!(t.mode, TlsMode::Terminate);
+    assert_eq!(t.sni_allow, ["*.example.com"]);
+    let err = Config::from_yaml(
+        "destinations:\n  - name: a\n    cidrs: [10.0.0.1]\n    ports: [80]\n    tls: { mode: originate, sni_deny: [x.example.com], upstream_name: \"Bad Name\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("destinations[0].tls.sni_deny: has no effect"), "{err}");
+    assert!(err.contains("destinations[0].tls.upstream_name"), "{err}");
+    let err = Config::from_yaml(
+        "destinations:\n  - name: a\n    cidrs: [10.0.0.1]\n    ports: [443]\n    tls: { mode: passthrough, sni_allow: [\"https://x.com\"] }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("destinations[0].tls.sni_allow[0]"), "{err}");
+    let err = Config::from_yaml("tls: { mode: x }").unwrap_err().to_string();
+    assert!(err.contains("tls"), "{err}");
+    let err = Config::from_yaml("tls: { ca_cert: relative.crt, leaf_cache_size: 0 }")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls.ca_cert") && err.contains("tls.leaf_cache_size"), "{err}");
 }

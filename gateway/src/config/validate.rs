@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 
 use super::{
     Config, Destination, DnsConfig, InterceptConfig, ListenerConfig, ListenerMode, LogConfig,
-    Problem, ProxyConfig, WorkloadConfig,
+    Problem, ProxyConfig, TlsMode, WorkloadConfig,
 };
 
 /// Lowest heartbeat interval: below it the daemon's timer jitter is a
@@ -41,8 +41,59 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_proxy(&config.proxy, &mut p);
     check_dns(&config.dns, &mut p);
     check_destinations(&config.destinations, &mut p);
+    check_tls(config, &mut p);
     check_workloads(&config.workloads, config.listener.mode, &mut p);
     p.0
+}
+
+fn check_tls(config: &Config, p: &mut Problems) {
+    let tls = &config.tls;
+    for (field, value) in [
+        ("tls.leaf_cache_size", tls.leaf_cache_size as u64),
+        ("tls.leaf_validity_hours", tls.leaf_validity_hours),
+        ("tls.detect_timeout_ms", tls.detect_timeout_ms),
+        ("tls.handshake_timeout_ms", tls.handshake_timeout_ms),
+    ] {
+        if value == 0 {
+            p.push(field, "must be more than 0");
+        }
+    }
+    for (field, path) in [("tls.ca_cert", &tls.ca_cert), ("tls.ca_key", &tls.ca_key)] {
+        if !path.is_absolute() {
+            p.push(field, format!("{path:?} must be an absolute path"));
+        }
+    }
+    if tls.ca_cert == tls.ca_key {
+        p.push("tls.ca_key", "must be another file than tls.ca_cert");
+    }
+    for (i, dest) in config.destinations.iter().enumerate() {
+        let Some(t) = &dest.tls else { continue };
+        let at = format!("destinations[{i}].tls");
+        for (list, patterns) in [("sni_allow", &t.sni_allow), ("sni_deny", &t.sni_deny)] {
+            if t.mode == TlsMode::Originate && !patterns.is_empty() {
+                p.push(
+                    format!("{at}.{list}"),
+                    "has no effect with mode originate (the client sends no SNI: it speaks plaintext)",
+                );
+            }
+            for (j, pattern) in patterns.iter().enumerate() {
+                let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+                if let Some(message) = host_problem(name) {
+                    p.push(
+                        format!("{at}.{list}[{j}]"),
+                        format!("{message} (patterns are host names, optionally starting with `*.`)"),
+                    );
+                }
+            }
+        }
+        if let Some(name) = &t.upstream_name {
+            if name.parse::<std::net::IpAddr>().is_err() {
+                if let Some(message) = host_problem(name) {
+                    p.push(format!("{at}.upstream_name"), message);
+                }
+            }
+        }
+    }
 }
 
 fn check_instance(instance: &str, p: &mut Problems) {
