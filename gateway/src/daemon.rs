@@ -17,7 +17,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin,
     config::{Config, ListenerConfig, ListenerMode},
-    gate::ProxySettings,
+    gate::{tls::TlsState, ProxySettings},
     intercept::{cgroup, destinations::Destinations, preflight, Interceptor},
     listener::{self, ListenerContext, Listeners},
     netns::Netns,
@@ -56,6 +56,8 @@ pub struct Node {
     pub stop: CancellationToken,
     /// Connection tasks, so a stop waits for their access-log lines.
     pub connections: TaskTracker,
+    /// Node CA, leaf cache and upstream TLS configs, built on first use.
+    pub tls: TlsState,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -153,7 +155,15 @@ pub async fn run(
         log,
         stop: stop.clone(),
         connections: TaskTracker::new(),
+        tls: TlsState::default(),
     });
+    // The CA must exist before any pod connects: workloads are given its
+    // certificate to trust, so it cannot wait for the first connection.
+    if needs_node_ca(&node.config.load()) {
+        node.tls
+            .leaves(&node.config.load().tls)
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    }
     if let Some(listeners) = host_listeners {
         tracing::info!(
             addresses = %listeners.addresses().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -206,6 +216,15 @@ pub async fn run(
         tracing::warn!(open, "connections still closing after the grace period");
     }
     Ok(())
+}
+
+/// Whether a destination terminates TLS (and so needs the node CA).
+pub fn needs_node_ca(config: &Config) -> bool {
+    config.destinations.iter().any(|d| {
+        d.tls
+            .as_ref()
+            .is_some_and(|t| t.mode == crate::config::TlsMode::Terminate)
+    })
 }
 
 fn spawn_heartbeat(

@@ -114,6 +114,11 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
         )?);
         table.spawn_resolvers(&new.dns);
         node.destinations.store(table);
+        if crate::daemon::needs_node_ca(&new) {
+            if let Err(e) = node.tls.leaves(&new.tls) {
+                tracing::error!(error = %e, "a destination terminates TLS but the node CA is not available");
+            }
+        }
     }
 
     let (remove, add) = workload_plan(&old.workloads, &new.workloads);

@@ -132,6 +132,7 @@ pub struct Destination {
     hosts: Vec<String>,
     cidrs: Vec<String>,
     ports: Vec<u16>,
+    tls: Option<Value>,
 }
 
 impl Destination {
@@ -142,6 +143,7 @@ impl Destination {
             hosts: vec![],
             cidrs: vec![],
             ports: vec![],
+            tls: None,
         }
     }
     pub fn redirect(name: &str) -> Self {
@@ -171,6 +173,11 @@ impl Destination {
         self.ports.push(p);
         self
     }
+    /// `tls:` as given, e.g. `json!({"mode": "terminate"})`.
+    pub fn tls(mut self, tls: Value) -> Self {
+        self.tls = Some(tls);
+        self
+    }
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("name".into(), json!(self.name));
@@ -182,6 +189,9 @@ impl Destination {
         }
         m.insert("ports".into(), json!(self.ports));
         m.insert("action".into(), json!(self.action));
+        if let Some(tls) = &self.tls {
+            m.insert("tls".into(), tls.clone());
+        }
         Value::Object(m)
     }
 }

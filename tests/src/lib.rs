@@ -35,7 +35,7 @@ pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;
 pub use node::{HostPod, Node, Pod, Runner};
 pub use process::{run_with_timeout, trigate, CmdOutput, TempFile};
-pub use upstream::{free_port, Upstream};
+pub use upstream::{free_port, TestCa, Upstream};
 
 use std::time::{Duration, Instant};
 

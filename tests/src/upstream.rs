@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,6 +13,7 @@ use std::time::Duration;
 /// counting accepted connections and remembering their peers and requests.
 pub struct Upstream {
     addr: SocketAddr,
+    tls: bool,
     accepted: Arc<AtomicUsize>,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     requests: Arc<Mutex<Vec<(SocketAddr, String)>>>,
@@ -24,6 +25,22 @@ impl Upstream {
     /// Binds `ip` on an ephemeral port. `ip` must be one the test made
     /// (a pod's host-side veth address, or 127.0.0.x).
     pub fn start(ip: IpAddr) -> Result<Self> {
+        Self::start_with(ip, None)
+    }
+
+    /// The same over TLS, with a certificate from `ca` for `names`.
+    pub fn start_tls(ip: IpAddr, ca: &TestCa, names: &[&str]) -> Result<Self> {
+        let (chain, key) = ca.leaf(names)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Self::start_with(ip, Some(Arc::new(config)))
+    }
+
+    fn start_with(ip: IpAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Self> {
+        let is_tls = tls.is_some();
         let listener =
             TcpListener::bind((ip, 0)).with_context(|| format!("binding upstream on {ip}"))?;
         let addr = listener.local_addr()?;
@@ -51,14 +68,28 @@ impl Upstream {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     peers.lock().unwrap().push(peer);
                     let requests = requests.clone();
+                    let tls = tls.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(conn, peer, &requests);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                        match tls {
+                            None => {
+                                let _ = serve(conn, peer, &requests);
+                            }
+                            Some(config) => {
+                                let Ok(session) = rustls::ServerConnection::new(config) else {
+                                    return;
+                                };
+                                let stream = rustls::StreamOwned::new(session, conn);
+                                let _ = serve(stream, peer, &requests);
+                            }
+                        }
                     });
                 }
             })
         };
         Ok(Self {
             addr,
+            tls: is_tls,
             accepted,
             peers,
             requests,
@@ -76,9 +107,10 @@ impl Upstream {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
-    /// `http://<addr><path>` (IPv6 in brackets).
+    /// `http(s)://<addr><path>` (IPv6 in brackets).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
@@ -95,11 +127,10 @@ impl Upstream {
 }
 
 fn serve(
-    mut conn: TcpStream,
+    mut conn: impl Read + Write,
     peer: SocketAddr,
     requests: &Mutex<Vec<(SocketAddr, String)>>,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -149,6 +180,54 @@ fn readable(listener: &TcpListener, timeout_ms: i32) -> bool {
     // SAFETY: one valid pollfd for an fd that `listener` keeps open.
     let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// A CA made for one test: signs the TLS upstreams' certificates; the
+/// daemon trusts it through `tls.upstream_ca_files`.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Result<Self> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "trigate e2e upstream CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A leaf for `names` (DNS names or IP literals) and its key.
+    pub fn leaf(
+        &self,
+        names: &[&str],
+    ) -> Result<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )> {
+        let key = rcgen::KeyPair::generate()?;
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        Ok((vec![cert.der().clone()], key))
+    }
 }
 
 /// A port nothing listens on at `ip` right now (bind to 0, read, release).

@@ -172,6 +172,9 @@ fn metrics(node: &Node) -> Response<Body> {
             counter.inc_by(total - seen);
         }
     }
+    node.metrics
+        .tls_leaf_certificates
+        .set(node.tls.leaf_count() as i64);
     let mut resp = text(StatusCode::OK, "");
     *resp.body_mut() = Full::new(Bytes::from(node.metrics.render()));
     resp.headers_mut().insert(

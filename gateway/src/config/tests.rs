@@ -1216,7 +1216,10 @@ fn destination_tls_is_parsed_and_checked() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("destinations[0].tls.sni_deny: has no effect"), "{err}");
+    assert!(
+        err.contains("destinations[0].tls.sni_deny: has no effect"),
+        "{err}"
+    );
     assert!(err.contains("destinations[0].tls.upstream_name"), "{err}");
     let err = Config::from_yaml(
         "destinations:\n  - name: a\n    cidrs: [10.0.0.1]\n    ports: [443]\n    tls: { mode: passthrough, sni_allow: [\"https://x.com\"] }\n",
@@ -1224,10 +1227,15 @@ fn destination_tls_is_parsed_and_checked() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("destinations[0].tls.sni_allow[0]"), "{err}");
-    let err = Config::from_yaml("tls: { mode: x }").unwrap_err().to_string();
+    let err = Config::from_yaml("tls: { mode: x }")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tls"), "{err}");
     let err = Config::from_yaml("tls: { ca_cert: relative.crt, leaf_cache_size: 0 }")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("tls.ca_cert") && err.contains("tls.leaf_cache_size"), "{err}");
+    assert!(
+        err.contains("tls.ca_cert") && err.contains("tls.leaf_cache_size"),
+        "{err}"
+    );
 }

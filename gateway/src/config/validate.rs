@@ -81,7 +81,9 @@ fn check_tls(config: &Config, p: &mut Problems) {
                 if let Some(message) = host_problem(name) {
                     p.push(
                         format!("{at}.{list}[{j}]"),
-                        format!("{message} (patterns are host names, optionally starting with `*.`)"),
+                        format!(
+                            "{message} (patterns are host names, optionally starting with `*.`)"
+                        ),
                     );
                 }
             }

@@ -3,12 +3,13 @@
 //! gates (API, LLM, MCP) will claim connections after protocol detection;
 //! they receive the same [`Accepted`] value.
 pub mod tcp;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpStream;
 
-use crate::{netns::Netns, telemetry::access::ConnectionLog};
+use crate::{intercept::destinations::Destination, netns::Netns, telemetry::access::ConnectionLog};
 
 /// An accepted connection with everything the kernel told us about it.
 pub struct Accepted {
@@ -17,6 +18,8 @@ pub struct Accepted {
     /// Namespace the upstream socket must be made in.
     pub netns: Netns,
     pub log: ConnectionLog,
+    /// The destination it matched, if any (its TLS policy picks the gate).
+    pub destination: Option<Arc<Destination>>,
 }
 
 /// Per-daemon settings the gates read on every connection.

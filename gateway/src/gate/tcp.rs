@@ -20,7 +20,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Accepted, ProxySettings};
-use crate::{telemetry::access::Outcome, upstream};
+use crate::{
+    telemetry::access::{ConnectionLog, Outcome},
+    upstream,
+};
 
 /// Proxies until either side closes, the connection idles out, or `stop`
 /// fires (daemon shutdown); the access log records which.
@@ -30,6 +33,7 @@ pub async fn forward(accepted: Accepted, settings: &ProxySettings, stop: &Cancel
         original_dst,
         netns,
         mut log,
+        ..
     } = accepted;
     let upstream = match upstream::connect(
         original_dst,
@@ -48,12 +52,35 @@ pub async fn forward(accepted: Accepted, settings: &ProxySettings, stop: &Cancel
             return;
         }
     };
+    pump(stream, upstream, settings, stop, &mut log).await;
+}
+
+/// Copies both ways between two connected streams (plain or TLS) until
+/// both sides are done, the pair idles out, or `stop` fires; records bytes
+/// and the outcome in `log`.
+pub async fn pump<C, U>(
+    client: C,
+    upstream: U,
+    settings: &ProxySettings,
+    stop: &CancellationToken,
+    log: &mut ConnectionLog,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
-    let mut client = Counted::new(stream, start, Arc::clone(&activity));
+    let mut client = Counted::new(client, start, Arc::clone(&activity));
     let mut upstream = Counted::new(upstream, start, Arc::clone(&activity));
     let result = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map_err(|e| (Outcome::IoError, e.to_string())),
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match r {
+            // A TLS peer that closes without close_notify after its data
+            // (common among servers) ends the relay like a plain EOF: what
+            // was sent has been relayed, and the other side then sees the
+            // same unannounced close.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok((0, 0)),
+            r => r.map_err(|e| (Outcome::IoError, e.to_string())),
+        },
         _ = idle(start, &activity, settings.idle_timeout) => Err((
             Outcome::IdleTimeout,
             format!("no data either way for {:?}", settings.idle_timeout),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{origdst::ip_key, Interceptor};
 use crate::{
-    config::{Action, Config, DnsConfig},
+    config::{Action, Config, DestinationTls, DnsConfig},
     telemetry::Metrics,
 };
 
@@ -81,6 +81,8 @@ pub struct Destination {
     pub name: Arc<str>,
     pub action: Action,
     pub ports: Vec<u16>,
+    pub hosts: Vec<String>,
+    pub tls: Option<DestinationTls>,
     /// Installed networks with a reference count: a CIDR from config and
     /// host names resolving to the same address each hold one reference.
     installed: Mutex<BTreeMap<IpNet, usize>>,
@@ -139,6 +141,8 @@ impl Destinations {
                     name: Arc::from(d.name.as_str()),
                     action: d.action,
                     ports: d.ports.clone(),
+                    hosts: d.hosts.clone(),
+                    tls: d.tls.clone(),
                     installed: Mutex::new(BTreeMap::new()),
                     resolved: Mutex::new(
                         d.hosts

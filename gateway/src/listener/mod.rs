@@ -135,7 +135,15 @@ async fn serve(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &List
     let Some(accepted) = attribute(node, stream, peer, ctx) else {
         return;
     };
-    gate::tcp::forward(accepted, &node.proxy, &node.stop).await;
+    // The destination's TLS policy picks the gate; no policy: bytes as they are.
+    let destination = accepted.destination.clone();
+    match destination
+        .as_deref()
+        .and_then(|d| d.tls.as_ref().map(|t| (t, &d.hosts)))
+    {
+        Some((policy, hosts)) => gate::tls::serve(node, accepted, policy, hosts).await,
+        None => gate::tcp::forward(accepted, &node.proxy, &node.stop).await,
+    }
 }
 
 /// Finds the original destination and the workload of an accepted
@@ -217,5 +225,6 @@ fn attribute(
         original_dst,
         netns: ctx.netns.clone(),
         log,
+        destination,
     })
 }

@@ -14,6 +14,14 @@ pub enum Outcome {
     IdleTimeout,
     /// The daemon stopped while the connection was open.
     Shutdown,
+    /// A TLS destination got something else than a ClientHello.
+    NotTls,
+    /// The SNI is refused by the destination's sni_allow/sni_deny.
+    SniDenied,
+    /// The client's TLS handshake with the gateway failed.
+    ClientTlsFailed,
+    /// The gateway's TLS handshake with the upstream failed.
+    UpstreamTlsFailed,
 }
 
 impl Outcome {
@@ -25,6 +33,10 @@ impl Outcome {
             Outcome::IoError => "io_error",
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
+            Outcome::NotTls => "not_tls",
+            Outcome::SniDenied => "sni_denied",
+            Outcome::ClientTlsFailed => "client_tls_failed",
+            Outcome::UpstreamTlsFailed => "upstream_tls_failed",
         }
     }
 }
@@ -65,6 +77,10 @@ pub struct ConnectionLog {
     pub bytes_received: u64,
     pub outcome: Outcome,
     pub error: Option<String>,
+    /// What detection saw (`tls`, `http1`, …), when it ran.
+    pub protocol: Option<&'static str>,
+    pub sni: Option<String>,
+    pub tls_mode: Option<&'static str>,
     start: Instant,
 }
 
@@ -97,6 +113,9 @@ impl ConnectionLog {
             // I/O failure, not a success, and the line must say why.
             outcome: Outcome::IoError,
             error: Some("the connection ended before it was proxied".into()),
+            protocol: None,
+            sni: None,
+            tls_mode: None,
             start: Instant::now(),
         }
     }
@@ -145,6 +164,9 @@ impl Drop for ConnectionLog {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             outcome = self.outcome.as_str(),
             error = self.error.as_deref(),
+            protocol = self.protocol,
+            sni = self.sni.as_deref(),
+            tls_mode = self.tls_mode,
             "connection"
         );
     }

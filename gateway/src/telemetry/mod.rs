@@ -27,6 +27,8 @@ pub struct Metrics {
     pub config_last_reload_success: IntGauge,
     pub config_last_reload_timestamp: IntGauge,
     pub config_reloads: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_leaf_certificates: IntGauge,
 }
 
 impl Metrics {
@@ -116,6 +118,17 @@ impl Metrics {
                 Opts::new("trigate_config_reloads_total", "Config reloads by result."),
                 &["result"],
             )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "trigate_tls_handshakes_total",
+                    "TLS handshakes by destination mode, side (client or upstream) and result.",
+                ),
+                &["mode", "side", "result"],
+            )?,
+            tls_leaf_certificates: IntGauge::new(
+                "trigate_tls_leaf_certificates",
+                "Leaf certificates minted from the node CA and held in the cache.",
+            )?,
             registry,
         };
         m.config_last_reload_success.set(1);
@@ -139,6 +152,9 @@ impl Metrics {
         m.registry
             .register(Box::new(m.config_last_reload_timestamp.clone()))?;
         m.registry.register(Box::new(m.config_reloads.clone()))?;
+        m.registry.register(Box::new(m.tls_handshakes.clone()))?;
+        m.registry
+            .register(Box::new(m.tls_leaf_certificates.clone()))?;
         Ok(m)
     }
 

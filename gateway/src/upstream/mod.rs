@@ -5,6 +5,8 @@
 //! made inside the pod's network namespace, so the connection leaves from the
 //! pod as it would have without trigate and the cluster's network policies
 //! still apply.
+pub mod tls;
+
 use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::net::{TcpSocket, TcpStream};
