@@ -12,6 +12,7 @@ pub mod gate;
 pub mod intercept;
 pub mod listener;
 pub mod netns;
+pub mod policy;
 pub mod reload;
 pub mod telemetry;
 pub mod tls;

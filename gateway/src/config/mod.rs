@@ -16,6 +16,12 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+mod http;
+pub use http::{
+    AllowRule, ApiKey, AuthConfig, GateKind, HeaderRewrite, HttpConfig, JwtProvider, PathMatch,
+    LimitBackendKind, RateLimit, RateLimitBackend, Retries, Route, RouteMatch,
+};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +66,14 @@ pub struct Config {
     pub workloads: Vec<WorkloadConfig>,
     /// The node CA, leaf certificates and upstream TLS verification.
     pub tls: TlsConfig,
+    /// HTTP routes of the `api` gate, tried in order.
+    pub routes: Vec<Route>,
+    /// Authentication sources routes refer to.
+    pub auth: AuthConfig,
+    /// HTTP limits of the L7 gates.
+    pub http: HttpConfig,
+    /// Where rate-limit buckets live (node memory or Redis).
+    pub rate_limits: RateLimitBackend,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -119,6 +133,10 @@ impl Default for Config {
             destinations: Vec::new(),
             workloads: Vec::new(),
             tls: TlsConfig::default(),
+            routes: Vec::new(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            rate_limits: RateLimitBackend::default(),
         }
     }
 }
@@ -346,6 +364,11 @@ pub struct Destination {
     /// as they are (L4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<DestinationTls>,
+    /// Which gate serves redirected connections: `l4` (bytes) or `api`
+    /// (HTTP: routes, auth, limits). `api` needs plaintext HTTP from the
+    /// client, or `tls.mode` terminate.
+    #[serde(default)]
+    pub gate: GateKind,
 }
 
 /// How the gateway treats TLS to one destination.

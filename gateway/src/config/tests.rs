@@ -13,6 +13,7 @@ fn dest(name: &str, hosts: &[&str], cidrs: &[&str], ports: &[u16]) -> Destinatio
         ports: ports.to_vec(),
         action: Action::Redirect,
         tls: None,
+        gate: GateKind::L4,
     }
 }
 
@@ -1238,4 +1239,62 @@ fn destination_tls_is_parsed_and_checked() {
         err.contains("tls.ca_cert") && err.contains("tls.leaf_cache_size"),
         "{err}"
     );
+}
+
+#[test]
+fn routes_auth_and_limits_are_checked() {
+    let ok = Config::from_yaml(
+        r#"
+destinations:
+  - { name: api, cidrs: [10.0.0.1], ports: [80], gate: api }
+auth:
+  api_keys: [{ name: ci, sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae" }]
+  jwt: [{ name: corp, issuer: "https://idp.test", jwks_file: /etc/jwks.json }]
+routes:
+  - name: r1
+    match: { destinations: [api], hosts: ["*.example.com"], path: { prefix: /v1 }, methods: [GET] }
+    rewrite_prefix: /v2
+    authn: [api-key, "jwt:corp", workload]
+    allow: [{ api_keys: [ci], methods: [GET] }]
+    limits: [{ name: per-wl, requests: 10, per_secs: 60 }, { name: per-key, key: "header:x-api-key", requests: 5 }]
+    request_headers: { set: { x-team: a }, remove: [cookie] }
+"#,
+    )
+    .unwrap();
+    assert_eq!(ok.routes[0].limits[0].key, "workload");
+    assert_eq!(ok.routes[0].matches.path.as_ref().and_then(|m| m.prefix.as_deref()), Some("/v1"));
+    let err = Config::from_yaml(
+        r#"
+destinations:
+  - { name: api, cidrs: [10.0.0.1], ports: [443], gate: api, tls: { mode: passthrough } }
+auth:
+  api_keys: [{ name: ci, sha256: "nothex" }]
+  jwt: [{ name: corp, issuer: "x" }]
+routes:
+  - name: r1
+    match: { destinations: [nope], path: { regex: "(" } }
+    rewrite_prefix: /v2
+    authn: ["jwt:other", password]
+    limits: [{ name: l, key: "cookie", requests: 0, per_secs: 0 }]
+    request_headers: { set: { "bad header": x } }
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    for field in [
+        "destinations[0].gate",
+        "auth.api_keys[0].sha256",
+        "auth.jwt[0]: needs exactly one",
+        "routes[0].match.destinations[0]",
+        "routes[0].match.path.regex",
+        "routes[0].rewrite_prefix",
+        "routes[0].authn[0]",
+        "routes[0].authn[1]",
+        "routes[0].limits[0].key",
+        "routes[0].limits[0].requests",
+        "routes[0].limits[0].per_secs",
+        "routes[0].request_headers",
+    ] {
+        assert!(err.contains(field), "{field} missing in:\n{err}");
+    }
 }

@@ -42,6 +42,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_dns(&config.dns, &mut p);
     check_destinations(&config.destinations, &mut p);
     check_tls(config, &mut p);
+    check_http(config, &mut p);
     check_workloads(&config.workloads, config.listener.mode, &mut p);
     p.0
 }
@@ -94,6 +95,161 @@ fn check_tls(config: &Config, p: &mut Problems) {
                     p.push(format!("{at}.upstream_name"), message);
                 }
             }
+        }
+    }
+}
+
+fn check_http(config: &Config, p: &mut Problems) {
+    use super::GateKind;
+    for (i, dest) in config.destinations.iter().enumerate() {
+        if dest.gate == GateKind::Api
+            && dest.tls.as_ref().is_some_and(|t| t.mode == TlsMode::Passthrough)
+        {
+            p.push(
+                format!("destinations[{i}].gate"),
+                "api needs to see HTTP: use tls.mode terminate (or originate), not passthrough",
+            );
+        }
+    }
+    let h = &config.http;
+    for (field, value) in [
+        ("http.max_header_bytes", h.max_header_bytes as u64),
+        ("http.max_concurrent_streams", u64::from(h.max_concurrent_streams)),
+        ("http.request_timeout_ms", h.request_timeout_ms),
+    ] {
+        if value == 0 {
+            p.push(field, "must be more than 0");
+        }
+    }
+    check_unique_names("routes", config.routes.iter().map(|r| r.name.as_str()), p);
+    let providers: Vec<&str> = config.auth.jwt.iter().map(|j| j.name.as_str()).collect();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !is_valid_name(&route.name, 64, |c| matches!(c, '_' | '.' | '-')) {
+            p.push(format!("{at}.name"), name_message(&route.name));
+        }
+        for (j, d) in route.matches.destinations.iter().enumerate() {
+            if !config.destinations.iter().any(|x| &x.name == d) {
+                p.push(format!("{at}.match.destinations[{j}]"), format!("no destination is named {d:?}"));
+            }
+        }
+        for (j, host) in route.matches.hosts.iter().enumerate() {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if let Some(message) = host_problem(name) {
+                if name.parse::<IpAddr>().is_err() {
+                    p.push(format!("{at}.match.hosts[{j}]"), message);
+                }
+            }
+        }
+        if let Some(path) = &route.matches.path {
+            let given = [&path.prefix, &path.exact, &path.regex].iter().filter(|x| x.is_some()).count();
+            if given != 1 {
+                p.push(format!("{at}.match.path"), "needs exactly one of prefix, exact and regex");
+            }
+            for x in path.prefix.iter().chain(&path.exact) {
+                if !x.starts_with('/') {
+                    p.push(format!("{at}.match.path"), format!("{x:?} must start with /"));
+                }
+            }
+            if let Some(r) = &path.regex {
+                if let Err(e) = regex::Regex::new(r) {
+                    p.push(format!("{at}.match.path.regex"), format!("not a valid regular expression: {e}"));
+                }
+            }
+        }
+        if let Some(prefix) = &route.rewrite_prefix {
+            if !route.matches.path.as_ref().is_some_and(|m| m.prefix.is_some()) {
+                p.push(format!("{at}.rewrite_prefix"), "needs match.path.prefix (the part it replaces)");
+            }
+            if !prefix.starts_with('/') {
+                p.push(format!("{at}.rewrite_prefix"), format!("{prefix:?} must start with /"));
+            }
+        }
+        for (j, m) in route.matches.methods.iter().chain(route.allow.iter().flat_map(|a| &a.methods)).enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+                p.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an upper-case HTTP method"));
+            }
+        }
+        for (field, rw) in [("request_headers", &route.request_headers), ("response_headers", &route.response_headers)] {
+            for name in rw.set.keys().chain(rw.add.keys()).chain(rw.remove.iter()) {
+                if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    p.push(format!("{at}.{field}"), format!("{name:?} is not a valid header name"));
+                }
+            }
+            for value in rw.set.values().chain(rw.add.values()) {
+                if hyper::header::HeaderValue::from_str(value).is_err() {
+                    p.push(format!("{at}.{field}"), format!("{value:?} is not a valid header value"));
+                }
+            }
+        }
+        for (j, method) in route.authn.iter().enumerate() {
+            let ok = match method.strip_prefix("jwt:") {
+                Some(name) => providers.contains(&name),
+                None => matches!(method.as_str(), "workload" | "api-key"),
+            };
+            if !ok {
+                p.push(
+                    format!("{at}.authn[{j}]"),
+                    format!("{method:?}: use workload, api-key or jwt:<name of an auth.jwt entry>"),
+                );
+            }
+        }
+        for (j, limit) in route.limits.iter().enumerate() {
+            let lat = format!("{at}.limits[{j}]");
+            let key_ok = matches!(limit.key.as_str(), "workload" | "route" | "api-key")
+                || limit.key.strip_prefix("header:").is_some_and(|h| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok())
+                || limit.key.strip_prefix("claim:").is_some_and(|c| !c.is_empty());
+            if !key_ok {
+                p.push(format!("{lat}.key"), format!("{:?}: use workload, route, api-key, header:<name> or claim:<name>", limit.key));
+            }
+            if limit.requests == 0 {
+                p.push(format!("{lat}.requests"), "must be more than 0");
+            }
+            if limit.per_secs == 0 {
+                p.push(format!("{lat}.per_secs"), "must be more than 0");
+            }
+            if limit.burst == Some(0) {
+                p.push(format!("{lat}.burst"), "must be more than 0");
+            }
+        }
+        if let Some(0) = route.timeout_ms {
+            p.push(format!("{at}.timeout_ms"), "must be more than 0");
+        }
+    }
+    let rl = &config.rate_limits;
+    if rl.backend == super::LimitBackendKind::Redis && rl.redis_url.is_none() {
+        p.push("rate_limits.redis_url", "required when rate_limits.backend is redis");
+    }
+    if let Some(url) = &rl.redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            p.push("rate_limits.redis_url", format!("{url:?} must start with redis:// or rediss://"));
+        }
+    }
+    if rl.timeout_ms == 0 {
+        p.push("rate_limits.timeout_ms", "must be more than 0");
+    }
+    check_unique_names("auth.jwt", config.auth.jwt.iter().map(|j| j.name.as_str()), p);
+    for (i, jwt) in config.auth.jwt.iter().enumerate() {
+        let at = format!("auth.jwt[{i}]");
+        if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
+            p.push(&at, "needs exactly one of jwks_file and jwks_url");
+        }
+        for (j, alg) in jwt.algorithms.iter().enumerate() {
+            if !matches!(alg.as_str(), "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA") {
+                p.push(format!("{at}.algorithms[{j}]"), format!("{alg:?} is not supported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"));
+            }
+        }
+        if jwt.issuer.is_empty() {
+            p.push(format!("{at}.issuer"), "must not be empty");
+        }
+    }
+    check_unique_names("auth.api_keys", config.auth.api_keys.iter().map(|k| k.name.as_str()), p);
+    for (i, key) in config.auth.api_keys.iter().enumerate() {
+        if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            p.push(
+                format!("auth.api_keys[{i}].sha256"),
+                "must be 64 hex digits: the SHA-256 of the key (printf %s KEY | sha256sum)",
+            );
         }
     }
 }

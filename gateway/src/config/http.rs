@@ -1,0 +1,293 @@
+//! Config of the HTTP (L7) gates: routes, authentication, rate limits.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which gate serves a destination's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateKind {
+    /// Bytes as they are (after the TLS handling, if any).
+    #[default]
+    L4,
+    /// HTTP/1.1 and HTTP/2: routes, auth, limits, per-request logs.
+    Api,
+}
+
+/// An HTTP route: requests it matches get its policy. Routes are tried in
+/// order; the first match wins. A request on an `api` destination that no
+/// route matches is forwarded unchanged (and logged with route `-`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// What the request must look like; every given field must match.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Whole-request limit (until the response headers arrive), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retries of idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE) and
+    /// of any request whose upstream connection failed.
+    #[serde(default)]
+    pub retries: Retries,
+    /// Changes to the request before it goes upstream.
+    #[serde(default)]
+    pub request_headers: HeaderRewrite,
+    /// Changes to the response before it goes back.
+    #[serde(default)]
+    pub response_headers: HeaderRewrite,
+    /// Replace the matched path prefix with this one (needs `match.path.prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_prefix: Option<String>,
+    /// Who may call: empty allows anyone; otherwise the caller must pass at
+    /// least one of these (`workload`, `api-key`, `jwt:<provider>`).
+    #[serde(default)]
+    pub authn: Vec<String>,
+    /// Authorization rules: empty allows every authenticated caller;
+    /// otherwise one rule must match.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Rate limits; all must admit the request.
+    #[serde(default)]
+    pub limits: Vec<RateLimit>,
+}
+
+/// Request conditions of a route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Destination names (config `destinations[].name`); empty: any.
+    pub destinations: Vec<String>,
+    /// Host header / :authority without port; `*.example.com` matches
+    /// subdomains. Empty: any.
+    pub hosts: Vec<String>,
+    /// Path condition; absent: any path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Methods (upper case); empty: any.
+    pub methods: Vec<String>,
+    /// Headers that must be present with exactly these values (names are
+    /// case-insensitive).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// How a path matches: exactly one of the three.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathMatch {
+    /// The path starts with this (segment-aware: `/v1` matches `/v1` and
+    /// `/v1/x`, not `/v10`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The path is exactly this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The path matches this regular expression (Rust `regex` syntax).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retries {
+    /// Extra attempts after the first; 0 disables retries.
+    pub attempts: u32,
+    /// First backoff, doubled per attempt, in ms.
+    pub backoff_ms: u64,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 0,
+            backoff_ms: 50,
+        }
+    }
+}
+
+/// Header changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderRewrite {
+    /// Set (replace) these headers.
+    pub set: BTreeMap<String, String>,
+    /// Append these headers (keeping existing values).
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    pub remove: Vec<String>,
+}
+
+/// One authorization rule: every given field must match the caller.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllowRule {
+    /// Workload names.
+    pub workloads: Vec<String>,
+    /// Workload labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
+    /// API key names (`auth.api_keys[].name`).
+    pub api_keys: Vec<String>,
+    /// JWT claims: each listed claim must have one of the given values
+    /// (string claims, or any element of an array claim).
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// Methods; empty: any.
+    pub methods: Vec<String>,
+}
+
+/// A token-bucket limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Name, used in metrics and in the refusal.
+    pub name: String,
+    /// What a bucket is kept per: `workload`, `route`, `api-key`,
+    /// `header:<name>` or `claim:<name>`.
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Requests allowed per `per_secs`.
+    pub requests: u64,
+    /// Window of `requests`, in seconds.
+    #[serde(default = "default_per_secs")]
+    pub per_secs: u64,
+    /// Bucket size (burst); default `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+fn default_limit_key() -> String {
+    "workload".into()
+}
+
+fn default_per_secs() -> u64 {
+    60
+}
+
+/// Authentication sources routes refer to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// JWT issuers (`authn: [jwt:<name>]`).
+    pub jwt: Vec<JwtProvider>,
+    /// API keys (`authn: [api-key]`), stored as SHA-256 hashes.
+    pub api_keys: Vec<ApiKey>,
+    /// Header carrying an API key; `Authorization: Bearer <key>` is
+    /// accepted too.
+    #[serde(default = "default_api_key_header")]
+    pub api_key_header: String,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// A JWT issuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    pub name: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values; empty: `aud` not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// JWKS from a file (re-read when it changes) …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// … or from a URL, refreshed every `jwks_refresh_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// Accepted algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Tolerance for `exp`/`nbf`, in seconds.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+fn default_skew() -> u64 {
+    60
+}
+
+/// An API key, by the hex SHA-256 of the key (`printf %s KEY | sha256sum`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// HTTP limits of the L7 gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request head (request line + headers), in bytes.
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Default whole-request limit (until response headers), in ms.
+    pub request_timeout_ms: u64,
+    /// Idle upstream connections kept per workload and destination.
+    pub pool_max_idle: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 100,
+            request_timeout_ms: 60_000,
+            pool_max_idle: 32,
+        }
+    }
+}
+
+/// Where rate-limit buckets live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitBackend {
+    /// `local` (this node's memory) or `redis` (shared by every node).
+    pub backend: LimitBackendKind,
+    /// `redis://host:port/db` when the backend is redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// What to do when Redis does not answer: `open` (admit, counted in
+    /// metrics) or `closed` (refuse with 503).
+    pub fail_mode: super::FailMode,
+    /// Limit for one Redis round trip, in ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RateLimitBackend {
+    fn default() -> Self {
+        RateLimitBackend {
+            backend: LimitBackendKind::Local,
+            redis_url: None,
+            fail_mode: super::FailMode::Open,
+            timeout_ms: 50,
+        }
+    }
+}
+
+/// Rate-limit storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitBackendKind {
+    #[default]
+    Local,
+    Redis,
+}
