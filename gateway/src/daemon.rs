@@ -17,7 +17,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin,
     config::{Config, ListenerConfig, ListenerMode},
-    gate::{tls::TlsState, ProxySettings},
+    gate::{
+        api::{client::Clients, ApiPolicy},
+        tls::TlsState,
+        ProxySettings,
+    },
     intercept::{cgroup, destinations::Destinations, preflight, Interceptor},
     listener::{self, ListenerContext, Listeners},
     netns::Netns,
@@ -58,6 +62,10 @@ pub struct Node {
     pub connections: TaskTracker,
     /// Node CA, leaf cache and upstream TLS configs, built on first use.
     pub tls: TlsState,
+    /// Routes, authentication and limits of the api gate.
+    pub api: ArcSwap<ApiPolicy>,
+    /// Pooled upstream HTTP clients of the api gate.
+    pub api_clients: Clients,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -136,6 +144,7 @@ pub async fn run(
         netns_cookie: l.netns_cookie,
     });
 
+    let api = Arc::new(ApiPolicy::build(&config, &stop, None).map_err(|e| anyhow::anyhow!(e))?);
     let node = Arc::new(Node {
         proxy: ProxySettings {
             mark: config.intercept.mark,
@@ -156,6 +165,8 @@ pub async fn run(
         stop: stop.clone(),
         connections: TaskTracker::new(),
         tls: TlsState::default(),
+        api: ArcSwap::new(api),
+        api_clients: Clients::default(),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

@@ -31,6 +31,8 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("installing the destinations failed: {0}")]
     Destinations(#[from] InterceptError),
+    #[error("api gate: {0}")]
+    Api(String),
     #[error("some workloads could not be enrolled: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Workloads(Vec<EnrollError>),
 }
@@ -97,6 +99,18 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     let old = node.config.load_full();
     let restart_needed = static_changes(&old, &new);
     keep_static(&old, &mut new);
+    // Built before anything changes, so a policy that cannot be built (a
+    // JWKS file missing, say) rejects the whole reload.
+    let api_policy =
+        if new.routes != old.routes || new.auth != old.auth || new.rate_limits != old.rate_limits {
+            let previous = node.api.load_full();
+            Some(
+                crate::gate::api::ApiPolicy::build(&new, &node.stop, Some((&previous, &old)))
+                    .map_err(ReloadError::Api)?,
+            )
+        } else {
+            None
+        };
 
     if new.log.level != old.log.level {
         if let Err(e) = node.log.set(&new.log.level) {
@@ -119,6 +133,10 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
                 tracing::error!(error = %e, "a destination terminates TLS but the node CA is not available");
             }
         }
+    }
+
+    if let Some(policy) = api_policy {
+        node.api.store(Arc::new(policy));
     }
 
     let (remove, add) = workload_plan(&old.workloads, &new.workloads);
@@ -173,6 +191,9 @@ pub fn static_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.tls != new.tls {
         out.push("tls");
     }
+    if old.http != new.http {
+        out.push("http");
+    }
     out
 }
 
@@ -185,6 +206,7 @@ fn keep_static(old: &Config, new: &mut Config) {
     new.proxy = old.proxy.clone();
     new.log.format = old.log.format;
     new.tls = old.tls.clone();
+    new.http = old.http.clone();
 }
 
 /// Which config workloads to unenroll (gone or changed) and which to enroll

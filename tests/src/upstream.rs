@@ -17,6 +17,7 @@ pub struct Upstream {
     accepted: Arc<AtomicUsize>,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     requests: Arc<Mutex<Vec<(SocketAddr, String)>>>,
+    heads: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -47,10 +48,12 @@ impl Upstream {
         let accepted = Arc::new(AtomicUsize::new(0));
         let peers = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (accepted, peers, stop) = (accepted.clone(), peers.clone(), stop.clone());
             let requests = requests.clone();
+            let heads = heads.clone();
             std::thread::spawn(move || {
                 // Accept only when poll() says a connection waits, checking
                 // the stop flag at least every 50 ms: dropping never hangs,
@@ -68,19 +71,20 @@ impl Upstream {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     peers.lock().unwrap().push(peer);
                     let requests = requests.clone();
+                    let heads = heads.clone();
                     let tls = tls.clone();
                     std::thread::spawn(move || {
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                         match tls {
                             None => {
-                                let _ = serve(conn, peer, &requests);
+                                let _ = serve(conn, peer, &requests, &heads);
                             }
                             Some(config) => {
                                 let Ok(session) = rustls::ServerConnection::new(config) else {
                                     return;
                                 };
                                 let stream = rustls::StreamOwned::new(session, conn);
-                                let _ = serve(stream, peer, &requests);
+                                let _ = serve(stream, peer, &requests, &heads);
                             }
                         }
                     });
@@ -93,6 +97,7 @@ impl Upstream {
             accepted,
             peers,
             requests,
+            heads,
             stop,
             thread: Some(thread),
         })
@@ -120,6 +125,10 @@ impl Upstream {
     pub fn peers(&self) -> Vec<SocketAddr> {
         self.peers.lock().unwrap().clone()
     }
+    /// The request heads (request line and headers) received, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
     /// (peer, path) of every request answered, in order.
     pub fn requests(&self) -> Vec<(SocketAddr, String)> {
         self.requests.lock().unwrap().clone()
@@ -130,6 +139,7 @@ fn serve(
     mut conn: impl Read + Write,
     peer: SocketAddr,
     requests: &Mutex<Vec<(SocketAddr, String)>>,
+    heads: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -151,6 +161,7 @@ fn serve(
         .unwrap_or("?")
         .to_string();
     requests.lock().unwrap().push((peer, path.clone()));
+    heads.lock().unwrap().push(head.to_string());
     let body = format!("hello from upstream path={path} peer={peer}");
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

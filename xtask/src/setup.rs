@@ -24,6 +24,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",         // the unmodified client in pods
     "python3",      // test clients
     "python3-venv", // .venv with tests/requirements.txt
+    "redis-server", // the Redis rate-limit backend's tests (started by the tests)
 ];
 
 fn say(what: &str, result: impl std::fmt::Display) {

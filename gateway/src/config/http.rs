@@ -168,7 +168,7 @@ fn default_per_secs() -> u64 {
 }
 
 /// Authentication sources routes refer to.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// JWT issuers (`authn: [jwt:<name>]`).
@@ -183,6 +183,16 @@ pub struct AuthConfig {
 
 fn default_api_key_header() -> String {
     "x-api-key".into()
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt: Vec::new(),
+            api_keys: Vec::new(),
+            api_key_header: default_api_key_header(),
+        }
+    }
 }
 
 /// A JWT issuer.

@@ -18,8 +18,8 @@ mod tests;
 
 mod http;
 pub use http::{
-    AllowRule, ApiKey, AuthConfig, GateKind, HeaderRewrite, HttpConfig, JwtProvider, PathMatch,
-    LimitBackendKind, RateLimit, RateLimitBackend, Retries, Route, RouteMatch,
+    AllowRule, ApiKey, AuthConfig, GateKind, HeaderRewrite, HttpConfig, JwtProvider,
+    LimitBackendKind, PathMatch, RateLimit, RateLimitBackend, Retries, Route, RouteMatch,
 };
 
 use std::collections::BTreeMap;

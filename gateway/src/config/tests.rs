@@ -1262,7 +1262,14 @@ routes:
     )
     .unwrap();
     assert_eq!(ok.routes[0].limits[0].key, "workload");
-    assert_eq!(ok.routes[0].matches.path.as_ref().and_then(|m| m.prefix.as_deref()), Some("/v1"));
+    assert_eq!(
+        ok.routes[0]
+            .matches
+            .path
+            .as_ref()
+            .and_then(|m| m.prefix.as_deref()),
+        Some("/v1")
+    );
     let err = Config::from_yaml(
         r#"
 destinations:

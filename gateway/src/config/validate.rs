@@ -103,7 +103,10 @@ fn check_http(config: &Config, p: &mut Problems) {
     use super::GateKind;
     for (i, dest) in config.destinations.iter().enumerate() {
         if dest.gate == GateKind::Api
-            && dest.tls.as_ref().is_some_and(|t| t.mode == TlsMode::Passthrough)
+            && dest
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == TlsMode::Passthrough)
         {
             p.push(
                 format!("destinations[{i}].gate"),
@@ -114,7 +117,10 @@ fn check_http(config: &Config, p: &mut Problems) {
     let h = &config.http;
     for (field, value) in [
         ("http.max_header_bytes", h.max_header_bytes as u64),
-        ("http.max_concurrent_streams", u64::from(h.max_concurrent_streams)),
+        (
+            "http.max_concurrent_streams",
+            u64::from(h.max_concurrent_streams),
+        ),
         ("http.request_timeout_ms", h.request_timeout_ms),
     ] {
         if value == 0 {
@@ -130,7 +136,10 @@ fn check_http(config: &Config, p: &mut Problems) {
         }
         for (j, d) in route.matches.destinations.iter().enumerate() {
             if !config.destinations.iter().any(|x| &x.name == d) {
-                p.push(format!("{at}.match.destinations[{j}]"), format!("no destination is named {d:?}"));
+                p.push(
+                    format!("{at}.match.destinations[{j}]"),
+                    format!("no destination is named {d:?}"),
+                );
             }
         }
         for (j, host) in route.matches.hosts.iter().enumerate() {
@@ -142,43 +151,84 @@ fn check_http(config: &Config, p: &mut Problems) {
             }
         }
         if let Some(path) = &route.matches.path {
-            let given = [&path.prefix, &path.exact, &path.regex].iter().filter(|x| x.is_some()).count();
+            let given = [&path.prefix, &path.exact, &path.regex]
+                .iter()
+                .filter(|x| x.is_some())
+                .count();
             if given != 1 {
-                p.push(format!("{at}.match.path"), "needs exactly one of prefix, exact and regex");
+                p.push(
+                    format!("{at}.match.path"),
+                    "needs exactly one of prefix, exact and regex",
+                );
             }
             for x in path.prefix.iter().chain(&path.exact) {
                 if !x.starts_with('/') {
-                    p.push(format!("{at}.match.path"), format!("{x:?} must start with /"));
+                    p.push(
+                        format!("{at}.match.path"),
+                        format!("{x:?} must start with /"),
+                    );
                 }
             }
             if let Some(r) = &path.regex {
                 if let Err(e) = regex::Regex::new(r) {
-                    p.push(format!("{at}.match.path.regex"), format!("not a valid regular expression: {e}"));
+                    p.push(
+                        format!("{at}.match.path.regex"),
+                        format!("not a valid regular expression: {e}"),
+                    );
                 }
             }
         }
         if let Some(prefix) = &route.rewrite_prefix {
-            if !route.matches.path.as_ref().is_some_and(|m| m.prefix.is_some()) {
-                p.push(format!("{at}.rewrite_prefix"), "needs match.path.prefix (the part it replaces)");
+            if route
+                .matches
+                .path
+                .as_ref()
+                .is_none_or(|m| m.prefix.is_none())
+            {
+                p.push(
+                    format!("{at}.rewrite_prefix"),
+                    "needs match.path.prefix (the part it replaces)",
+                );
             }
             if !prefix.starts_with('/') {
-                p.push(format!("{at}.rewrite_prefix"), format!("{prefix:?} must start with /"));
+                p.push(
+                    format!("{at}.rewrite_prefix"),
+                    format!("{prefix:?} must start with /"),
+                );
             }
         }
-        for (j, m) in route.matches.methods.iter().chain(route.allow.iter().flat_map(|a| &a.methods)).enumerate() {
+        for (j, m) in route
+            .matches
+            .methods
+            .iter()
+            .chain(route.allow.iter().flat_map(|a| &a.methods))
+            .enumerate()
+        {
             if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
-                p.push(format!("{at}.methods[{j}]"), format!("{m:?} is not an upper-case HTTP method"));
+                p.push(
+                    format!("{at}.methods[{j}]"),
+                    format!("{m:?} is not an upper-case HTTP method"),
+                );
             }
         }
-        for (field, rw) in [("request_headers", &route.request_headers), ("response_headers", &route.response_headers)] {
+        for (field, rw) in [
+            ("request_headers", &route.request_headers),
+            ("response_headers", &route.response_headers),
+        ] {
             for name in rw.set.keys().chain(rw.add.keys()).chain(rw.remove.iter()) {
                 if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    p.push(format!("{at}.{field}"), format!("{name:?} is not a valid header name"));
+                    p.push(
+                        format!("{at}.{field}"),
+                        format!("{name:?} is not a valid header name"),
+                    );
                 }
             }
             for value in rw.set.values().chain(rw.add.values()) {
                 if hyper::header::HeaderValue::from_str(value).is_err() {
-                    p.push(format!("{at}.{field}"), format!("{value:?} is not a valid header value"));
+                    p.push(
+                        format!("{at}.{field}"),
+                        format!("{value:?} is not a valid header value"),
+                    );
                 }
             }
         }
@@ -197,10 +247,22 @@ fn check_http(config: &Config, p: &mut Problems) {
         for (j, limit) in route.limits.iter().enumerate() {
             let lat = format!("{at}.limits[{j}]");
             let key_ok = matches!(limit.key.as_str(), "workload" | "route" | "api-key")
-                || limit.key.strip_prefix("header:").is_some_and(|h| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok())
-                || limit.key.strip_prefix("claim:").is_some_and(|c| !c.is_empty());
+                || limit
+                    .key
+                    .strip_prefix("header:")
+                    .is_some_and(|h| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok())
+                || limit
+                    .key
+                    .strip_prefix("claim:")
+                    .is_some_and(|c| !c.is_empty());
             if !key_ok {
-                p.push(format!("{lat}.key"), format!("{:?}: use workload, route, api-key, header:<name> or claim:<name>", limit.key));
+                p.push(
+                    format!("{lat}.key"),
+                    format!(
+                        "{:?}: use workload, route, api-key, header:<name> or claim:<name>",
+                        limit.key
+                    ),
+                );
             }
             if limit.requests == 0 {
                 p.push(format!("{lat}.requests"), "must be more than 0");
@@ -218,32 +280,62 @@ fn check_http(config: &Config, p: &mut Problems) {
     }
     let rl = &config.rate_limits;
     if rl.backend == super::LimitBackendKind::Redis && rl.redis_url.is_none() {
-        p.push("rate_limits.redis_url", "required when rate_limits.backend is redis");
+        p.push(
+            "rate_limits.redis_url",
+            "required when rate_limits.backend is redis",
+        );
     }
     if let Some(url) = &rl.redis_url {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            p.push("rate_limits.redis_url", format!("{url:?} must start with redis:// or rediss://"));
+            p.push(
+                "rate_limits.redis_url",
+                format!("{url:?} must start with redis:// or rediss://"),
+            );
         }
     }
     if rl.timeout_ms == 0 {
         p.push("rate_limits.timeout_ms", "must be more than 0");
     }
-    check_unique_names("auth.jwt", config.auth.jwt.iter().map(|j| j.name.as_str()), p);
+    check_unique_names(
+        "auth.jwt",
+        config.auth.jwt.iter().map(|j| j.name.as_str()),
+        p,
+    );
     for (i, jwt) in config.auth.jwt.iter().enumerate() {
         let at = format!("auth.jwt[{i}]");
         if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
             p.push(&at, "needs exactly one of jwks_file and jwks_url");
         }
         for (j, alg) in jwt.algorithms.iter().enumerate() {
-            if !matches!(alg.as_str(), "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA") {
-                p.push(format!("{at}.algorithms[{j}]"), format!("{alg:?} is not supported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"));
+            if !matches!(
+                alg.as_str(),
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
+            ) {
+                p.push(
+                    format!("{at}.algorithms[{j}]"),
+                    format!(
+                        "{alg:?} is not supported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"
+                    ),
+                );
             }
         }
         if jwt.issuer.is_empty() {
             p.push(format!("{at}.issuer"), "must not be empty");
         }
     }
-    check_unique_names("auth.api_keys", config.auth.api_keys.iter().map(|k| k.name.as_str()), p);
+    check_unique_names(
+        "auth.api_keys",
+        config.auth.api_keys.iter().map(|k| k.name.as_str()),
+        p,
+    );
     for (i, key) in config.auth.api_keys.iter().enumerate() {
         if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             p.push(

@@ -1,7 +1,8 @@
-//! Gates take an accepted, attributed connection and serve it. Only the L4
-//! gate exists yet: it forwards bytes to the original destination. The L7
-//! gates (API, LLM, MCP) will claim connections after protocol detection;
-//! they receive the same [`Accepted`] value.
+//! Gates take an accepted, attributed connection and serve it: `tcp`
+//! forwards bytes, `tls` applies a destination's TLS policy, `api` serves
+//! HTTP with routes and the policy chain. The LLM and MCP gates will take
+//! the same [`Accepted`] value.
+pub mod api;
 pub mod tcp;
 pub mod tls;
 
@@ -9,7 +10,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpStream;
 
-use crate::{intercept::destinations::Destination, netns::Netns, telemetry::access::ConnectionLog};
+use crate::{
+    intercept::destinations::Destination, netns::Netns, telemetry::access::ConnectionLog,
+    workload::Workload,
+};
 
 /// An accepted connection with everything the kernel told us about it.
 pub struct Accepted {
@@ -20,6 +24,8 @@ pub struct Accepted {
     pub log: ConnectionLog,
     /// The destination it matched, if any (its TLS policy picks the gate).
     pub destination: Option<Arc<Destination>>,
+    /// The workload the kernel attributed it to.
+    pub workload: Option<Arc<Workload>>,
 }
 
 /// Per-daemon settings the gates read on every connection.

@@ -11,9 +11,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::{tcp::pump, Accepted};
 use crate::{
-    config::{DestinationTls, TlsConfig, TlsMode},
+    config::{DestinationTls, GateKind, TlsConfig, TlsMode},
     daemon::Node,
     detect::{self, Protocol},
+    intercept::destinations::Destination,
     telemetry::access::Outcome,
     tls::{LeafCache, NodeCa},
     upstream::tls::UpstreamTls,
@@ -137,12 +138,11 @@ impl TlsState {
 /// Largest ClientHello we wait for; larger ones are parsed from this much.
 const MAX_HELLO: usize = 16 * 1024;
 
-pub async fn serve(
-    node: &Arc<Node>,
-    mut accepted: Accepted,
-    policy: &DestinationTls,
-    hosts: &[String],
-) {
+pub async fn serve(node: &Arc<Node>, mut accepted: Accepted, destination: &Destination) {
+    let Some(policy) = destination.tls.as_ref() else {
+        return super::tcp::forward(accepted, &node.proxy, &node.stop).await;
+    };
+    let hosts = &destination.hosts;
     let stop = &node.stop;
     let tls_cfg = node.config.load().tls.clone();
     accepted.log.tls_mode = Some(mode_name(policy.mode));
@@ -182,10 +182,20 @@ pub async fn serve(
             return;
         }
     }
+    // The api gate speaks HTTP itself on both sides; otherwise the bytes
+    // are relayed between the two TLS sessions.
+    let api = destination.gate == GateKind::Api;
     match (policy.mode, hello) {
         (TlsMode::Passthrough, _) => super::tcp::forward(accepted, &node.proxy, stop).await,
+        (TlsMode::Terminate, Some((sni, _))) if api => {
+            terminate_http(node, accepted, policy, destination, sni, &tls_cfg).await
+        }
         (TlsMode::Terminate, Some((sni, alpn))) => {
             terminate(node, accepted, policy, hosts, sni, alpn, &tls_cfg).await
+        }
+        (TlsMode::Originate, _) if api => {
+            let name = upstream_name(policy, None, hosts, accepted.original_dst);
+            super::api::serve_accepted(node, accepted, destination, Some(name)).await;
         }
         (TlsMode::Originate, _) => originate(node, accepted, policy, hosts, &tls_cfg).await,
         (TlsMode::Terminate, None) => {}
@@ -292,6 +302,83 @@ async fn terminate(
         .with_label_values(&["terminate", "client", "ok"])
         .inc();
     pump(client, upstream, &node.proxy, &node.stop, &mut log).await;
+}
+
+/// `terminate` for the api gate: the gateway speaks HTTP itself on both
+/// sides, so the client is offered h2 and http/1.1 and the upstream pool
+/// negotiates on its own.
+async fn terminate_http(
+    node: &Arc<Node>,
+    accepted: Accepted,
+    policy: &DestinationTls,
+    destination: &Destination,
+    sni: Option<String>,
+    tls_cfg: &TlsConfig,
+) {
+    let Accepted {
+        stream,
+        original_dst,
+        netns,
+        mut log,
+        workload,
+        ..
+    } = accepted;
+    let leaves = match node.tls.leaves(tls_cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            log.fail(Outcome::ClientTlsFailed, e);
+            return;
+        }
+    };
+    let fallback = sni.clone().unwrap_or_else(|| original_dst.ip().to_string());
+    let config = leaves.server_config(Some(fallback), vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    let timeout = std::time::Duration::from_millis(tls_cfg.handshake_timeout_ms);
+    let client = match tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsAcceptor::from(config).accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            node.metrics
+                .tls_handshakes
+                .with_label_values(&["terminate", "client", "failed"])
+                .inc();
+            log.fail(
+                Outcome::ClientTlsFailed,
+                format!("client TLS handshake failed: {e} (does the client trust the node CA?)"),
+            );
+            return;
+        }
+        Err(_) => {
+            node.metrics
+                .tls_handshakes
+                .with_label_values(&["terminate", "client", "failed"])
+                .inc();
+            log.fail(
+                Outcome::ClientTlsFailed,
+                format!("client TLS handshake timed out after {timeout:?}"),
+            );
+            return;
+        }
+    };
+    node.metrics
+        .tls_handshakes
+        .with_label_values(&["terminate", "client", "ok"])
+        .inc();
+    let name = upstream_name(policy, sni.as_deref(), &destination.hosts, original_dst);
+    super::api::serve_io(
+        node,
+        client,
+        original_dst,
+        netns,
+        workload,
+        destination,
+        Some(name),
+        &mut log,
+    )
+    .await;
 }
 
 async fn originate(

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{origdst::ip_key, Interceptor};
 use crate::{
-    config::{Action, Config, DestinationTls, DnsConfig},
+    config::{Action, Config, DestinationTls, DnsConfig, GateKind},
     telemetry::Metrics,
 };
 
@@ -83,6 +83,7 @@ pub struct Destination {
     pub ports: Vec<u16>,
     pub hosts: Vec<String>,
     pub tls: Option<DestinationTls>,
+    pub gate: GateKind,
     /// Installed networks with a reference count: a CIDR from config and
     /// host names resolving to the same address each hold one reference.
     installed: Mutex<BTreeMap<IpNet, usize>>,
@@ -143,6 +144,7 @@ impl Destinations {
                     ports: d.ports.clone(),
                     hosts: d.hosts.clone(),
                     tls: d.tls.clone(),
+                    gate: d.gate,
                     installed: Mutex::new(BTreeMap::new()),
                     resolved: Mutex::new(
                         d.hosts

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    config::GateKind,
     daemon::Node,
     gate::{self, Accepted},
     intercept::origdst::{self, comm, ip_from_key, tuple_key},
@@ -135,14 +136,16 @@ async fn serve(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &List
     let Some(accepted) = attribute(node, stream, peer, ctx) else {
         return;
     };
-    // The destination's TLS policy picks the gate; no policy: bytes as they are.
+    // The destination picks the gate: its TLS policy first (which hands
+    // HTTP on to the api gate when asked), the api gate for plaintext
+    // HTTP, else bytes as they are.
     let destination = accepted.destination.clone();
-    match destination
-        .as_deref()
-        .and_then(|d| d.tls.as_ref().map(|t| (t, &d.hosts)))
-    {
-        Some((policy, hosts)) => gate::tls::serve(node, accepted, policy, hosts).await,
-        None => gate::tcp::forward(accepted, &node.proxy, &node.stop).await,
+    match destination.as_deref() {
+        Some(d) if d.tls.is_some() => gate::tls::serve(node, accepted, d).await,
+        Some(d) if d.gate == GateKind::Api => {
+            gate::api::serve_accepted(node, accepted, d, None).await
+        }
+        _ => gate::tcp::forward(accepted, &node.proxy, &node.stop).await,
     }
 }
 
@@ -204,6 +207,7 @@ fn attribute(
         }
     };
     let workload_name: Arc<str> = workload
+        .clone()
         .as_ref()
         .map(|w| Arc::clone(&w.name))
         .unwrap_or_else(|| Arc::from("unknown"));
@@ -226,5 +230,6 @@ fn attribute(
         netns: ctx.netns.clone(),
         log,
         destination,
+        workload,
     })
 }

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub tls_leaf_certificates: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub http_retries: IntCounterVec,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -129,6 +133,35 @@ impl Metrics {
                 "trigate_tls_leaf_certificates",
                 "Leaf certificates minted from the node CA and held in the cache.",
             )?,
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "trigate_http_requests_total",
+                    "HTTP requests by gate, route, workload and status code.",
+                ),
+                &["gate", "route", "workload", "status"],
+            )?,
+            http_request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "trigate_http_request_duration_seconds",
+                    "HTTP request latency, until the response body ended.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
+                ]),
+                &["gate", "route"],
+            )?,
+            http_retries: IntCounterVec::new(
+                Opts::new("trigate_http_retries_total", "Upstream retries by route."),
+                &["route"],
+            )?,
+            rate_limit_decisions: IntCounterVec::new(
+                Opts::new(
+                    "trigate_rate_limit_decisions_total",
+                    "Rate-limit decisions by route, limit and decision.",
+                ),
+                &["route", "limit", "decision"],
+            )?,
             registry,
         };
         m.config_last_reload_success.set(1);
@@ -153,6 +186,12 @@ impl Metrics {
             .register(Box::new(m.config_last_reload_timestamp.clone()))?;
         m.registry.register(Box::new(m.config_reloads.clone()))?;
         m.registry.register(Box::new(m.tls_handshakes.clone()))?;
+        m.registry.register(Box::new(m.http_requests.clone()))?;
+        m.registry
+            .register(Box::new(m.http_request_duration.clone()))?;
+        m.registry.register(Box::new(m.http_retries.clone()))?;
+        m.registry
+            .register(Box::new(m.rate_limit_decisions.clone()))?;
         m.registry
             .register(Box::new(m.tls_leaf_certificates.clone()))?;
         Ok(m)

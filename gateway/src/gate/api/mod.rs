@@ -1,0 +1,758 @@
+//! The API gate: HTTP/1.1 and HTTP/2 from the client (plaintext, or after
+//! `terminate`), routes, the policy chain, pooled upstream connections,
+//! one access-log line per request.
+pub mod client;
+pub mod route;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderValue},
+    Method, Request, Response, StatusCode, Uri, Version,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::{
+    client::{ApiBody, BoxError, Connector, PoolKey},
+    route::{apply_headers, host_of, rewrite_prefix, RequestFacts, RouteTable},
+};
+use crate::{
+    config::{Config, RateLimit, Route},
+    daemon::Node,
+    intercept::destinations::Destination,
+    netns::Netns,
+    policy::{
+        auth::{authorize, Authenticator, Caller},
+        limits::{Decision, Limiter},
+    },
+    telemetry::access::{ConnectionLog, Outcome},
+    workload::Workload,
+};
+
+/// The api gate's policy, rebuilt on reload and read per request.
+pub struct ApiPolicy {
+    pub routes: RouteTable,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Arc<Limiter>,
+    /// Stops this policy's background work (JWKS refresh) once replaced.
+    refresh: tokio_util::sync::CancellationToken,
+}
+
+impl ApiPolicy {
+    /// Compiles routes and builds authentication and limits; starts the
+    /// JWKS refresh under `stop`. On a reload, `previous` lends what must
+    /// survive it: fetched signing keys (else tokens would be refused until
+    /// the next fetch) and the limiter with its buckets when the backend
+    /// settings did not change (else every budget would reset).
+    pub fn build(
+        config: &Config,
+        stop: &tokio_util::sync::CancellationToken,
+        previous: Option<(&ApiPolicy, &Config)>,
+    ) -> Result<ApiPolicy, String> {
+        let routes = RouteTable::compile(&config.routes)?;
+        let auth = Authenticator::new(&config.auth).map_err(|e| format!("auth: {e}"))?;
+        let limiter = match previous {
+            Some((p, old)) if old.rate_limits == config.rate_limits => Arc::clone(&p.limiter),
+            _ => Limiter::new(&config.rate_limits).map_err(|e| format!("rate_limits: {e}"))?,
+        };
+        if let Some((p, _)) = previous {
+            auth.inherit_keys(&p.auth);
+        }
+        let refresh = stop.child_token();
+        auth.spawn_refresh(refresh.clone());
+        Ok(ApiPolicy {
+            routes,
+            auth,
+            limiter,
+            refresh,
+        })
+    }
+}
+
+impl Drop for ApiPolicy {
+    fn drop(&mut self) {
+        self.refresh.cancel();
+    }
+}
+
+/// What every request of one client connection shares.
+pub struct ConnContext {
+    pub node: Arc<Node>,
+    pub workload: Option<Arc<Workload>>,
+    pub destination: Arc<Destination>,
+    pub original_dst: SocketAddr,
+    pub netns: Netns,
+    /// TLS towards the upstream, verifying this name.
+    pub upstream_tls: Option<String>,
+}
+
+/// Serves an accepted connection (plaintext, or the client side of a
+/// terminated TLS connection) with the api gate; `upstream_tls` names the
+/// upstream to verify when the gateway speaks TLS upstream.
+pub async fn serve_accepted(
+    node: &Arc<Node>,
+    accepted: super::Accepted,
+    destination: &Destination,
+    upstream_tls: Option<String>,
+) {
+    let super::Accepted {
+        stream,
+        original_dst,
+        netns,
+        mut log,
+        workload,
+        ..
+    } = accepted;
+    serve_io(
+        node,
+        stream,
+        original_dst,
+        netns,
+        workload,
+        destination,
+        upstream_tls,
+        &mut log,
+    )
+    .await;
+}
+
+/// As [`serve_accepted`], for any stream (a TLS server stream).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_io<S>(
+    node: &Arc<Node>,
+    io: S,
+    original_dst: SocketAddr,
+    netns: Netns,
+    workload: Option<Arc<Workload>>,
+    destination: &Destination,
+    upstream_tls: Option<String>,
+    log: &mut ConnectionLog,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let destination = node
+        .destinations
+        .load()
+        .all()
+        .iter()
+        .find(|d| d.name == destination.name)
+        .cloned();
+    let Some(destination) = destination else {
+        log.fail(Outcome::IoError, "the destination was removed by a reload");
+        return;
+    };
+    let cx = Arc::new(ConnContext {
+        node: Arc::clone(node),
+        workload,
+        destination,
+        original_dst,
+        netns,
+        upstream_tls,
+    });
+    serve(cx, io, log).await;
+}
+
+/// Serves HTTP on one client connection until it closes or the daemon
+/// stops; the connection's own access-log line records the outcome.
+pub async fn serve<S>(cx: Arc<ConnContext>, io: S, log: &mut ConnectionLog)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = cx.node.config.load().http.clone();
+    let stop = cx.node.stop.clone();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(http.max_header_bytes.max(8192))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .max_concurrent_streams(http.max_concurrent_streams)
+        .timer(hyper_util::rt::TokioTimer::new());
+    let service_cx = Arc::clone(&cx);
+    let service = hyper::service::service_fn(move |req| {
+        let cx = Arc::clone(&service_cx);
+        async move { Ok::<_, Infallible>(handle(&cx, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            // In-flight requests get a moment to finish; then the task ends.
+            match tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Err("trigate is stopping".into()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => log.succeed(),
+        Err(e) => log.fail(Outcome::IoError, format!("HTTP connection: {e}")),
+    }
+}
+
+/// The policy chain, in order. Each step may end the request with a typed
+/// refusal in the caller's protocol (JSON error, status, headers).
+async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<ApiBody> {
+    let node = &cx.node;
+    let policy = node.api.load_full();
+    let mut rlog = RequestLog::start(cx, &req);
+
+    // 1. Route: every later step reads the matched route's policy.
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+    let facts = RequestFacts {
+        destination: &cx.destination.name,
+        host: authority.as_deref().map(host_of),
+        path: req.uri().path(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let route = policy.routes.find(&facts).map(|r| &r.route);
+    rlog.route = route.map_or_else(|| "-".to_string(), |r| r.name.clone());
+
+    // 2. Identity: the workload the kernel attributed the connection to.
+    let mut caller = Caller {
+        workload: cx.workload.clone(),
+        ..Caller::default()
+    };
+    let mut limit_headers = None;
+    if let Some(route) = route {
+        // 3. Authn before authz: allow rules name authenticated principals.
+        if let Err(e) = policy
+            .auth
+            .authenticate(&route.authn, req.headers(), &mut caller)
+        {
+            let mut resp = refusal(e.status(), "unauthenticated", &e.to_string());
+            if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return rlog.finish_refused(resp, "unauthenticated");
+        }
+        // 4. Authz before limits: a refused caller must not spend anyone's
+        //    budget.
+        if let Err(d) = authorize(&route.allow, &caller, req.method()) {
+            let resp = refusal(StatusCode::FORBIDDEN, "forbidden", &d.reason);
+            return rlog.finish_refused(resp, "forbidden");
+        }
+        // 5. Limits: keyed by the identity established above.
+        for limit in &route.limits {
+            let key = limit_key(limit, route, &caller, req.headers());
+            let decision = policy.limiter.check(&route.name, limit, &key).await;
+            let label = match &decision {
+                Decision::Allowed { .. } => "allowed",
+                Decision::Limited { .. } => "limited",
+                Decision::BackendDown { admitted: true, .. } => "backend_down_admitted",
+                Decision::BackendDown {
+                    admitted: false, ..
+                } => "backend_down_refused",
+            };
+            node.metrics
+                .rate_limit_decisions
+                .with_label_values(&[&route.name, &limit.name, label])
+                .inc();
+            match decision {
+                Decision::Allowed {
+                    remaining,
+                    reset_after,
+                } => {
+                    limit_headers = Some((
+                        limit.burst.unwrap_or(limit.requests),
+                        remaining,
+                        reset_after,
+                    ));
+                }
+                Decision::Limited { retry_after } => {
+                    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                    let mut resp = refusal(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        &format!(
+                            "rate limit {:?} of route {:?} exceeded; retry after {secs} s",
+                            limit.name, route.name
+                        ),
+                    );
+                    let h = resp.headers_mut();
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    h.insert(
+                        "ratelimit-limit",
+                        HeaderValue::from(limit.burst.unwrap_or(limit.requests)),
+                    );
+                    h.insert("ratelimit-remaining", HeaderValue::from(0u64));
+                    h.insert("ratelimit-reset", HeaderValue::from(secs));
+                    return rlog.finish_refused(resp, "rate_limited");
+                }
+                // The limiter logs outages once; the decision metric counts each.
+                Decision::BackendDown {
+                    admitted: false, ..
+                } => {
+                    let resp = refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "rate_limit_unavailable",
+                        "the rate-limit backend is unavailable and this gateway fails closed",
+                    );
+                    return rlog.finish_refused(resp, "rate_limit_unavailable");
+                }
+                Decision::BackendDown { admitted: true, .. } => {}
+            }
+        }
+        // 6. Rewrites after policy: policies judge what the client sent.
+        apply_headers(&route.request_headers, req.headers_mut());
+        if let (Some(to), Some(from)) = (
+            &route.rewrite_prefix,
+            route
+                .matches
+                .path
+                .as_ref()
+                .and_then(|p| p.prefix.as_deref()),
+        ) {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let new = rewrite_prefix(pq, from, to);
+            if let Ok(uri) = new.parse::<Uri>() {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    rlog.caller = caller_label(&caller);
+
+    // 7. Upstream, with the route's timeout and retries.
+    let timeout = Duration::from_millis(
+        route
+            .and_then(|r| r.timeout_ms)
+            .unwrap_or(node.config.load().http.request_timeout_ms),
+    );
+    let result = forward(cx, req, authority, route, timeout, &mut rlog).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => return rlog.finish_refused(failure.response(), failure.outcome()),
+    };
+    // 8. Response rewrites.
+    if let Some(route) = route {
+        apply_headers(&route.response_headers, resp.headers_mut());
+    }
+    if let Some((limit, remaining, reset)) = limit_headers {
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert(
+            "ratelimit-reset",
+            HeaderValue::from(reset.as_secs_f64().ceil() as u64),
+        );
+    }
+    // 9. Accounting: the log line is written when the body has been sent.
+    rlog.status = resp.status().as_u16();
+    rlog.outcome = "ok";
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        LoggedBody {
+            inner: body,
+            log: Some(rlog),
+        }
+        .boxed(),
+    )
+}
+
+/// Why a request got no upstream response.
+enum Failure {
+    Connect(String),
+    Timeout(Duration),
+    Upstream(String),
+}
+
+impl Failure {
+    fn response(&self) -> Response<ApiBody> {
+        match self {
+            Failure::Connect(e) => refusal(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                &format!("cannot reach the upstream: {e}"),
+            ),
+            Failure::Timeout(t) => refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &format!("the upstream did not answer within {} ms", t.as_millis()),
+            ),
+            Failure::Upstream(e) => refusal(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                &format!("upstream error: {e}"),
+            ),
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Failure::Connect(_) => "upstream_unavailable",
+            Failure::Timeout(_) => "upstream_timeout",
+            Failure::Upstream(_) => "upstream_error",
+        }
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never travel on.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+async fn forward(
+    cx: &Arc<ConnContext>,
+    req: Request<Incoming>,
+    authority: Option<String>,
+    route: Option<&Route>,
+    timeout: Duration,
+    rlog: &mut RequestLog,
+) -> Result<Response<ApiBody>, Failure> {
+    let node = &cx.node;
+    let (mut parts, body) = req.into_parts();
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    // HTTP/2 clients send :authority, HTTP/1 upstreams want Host.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+    let scheme = if cx.upstream_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = format!("{scheme}://{}{pq}", cx.original_dst)
+        .parse()
+        .map_err(|e| Failure::Upstream(format!("bad request target: {e}")))?;
+    // The pool speaks HTTP/2 only when the upstream negotiated it.
+    parts.version = Version::HTTP_11;
+
+    let tls_cfg = node.config.load().tls.clone();
+    let upstream_tls = match &cx.upstream_tls {
+        Some(name) => Some((
+            name.clone(),
+            node.tls.upstream(&tls_cfg).map_err(Failure::Connect)?,
+        )),
+        None => None,
+    };
+    let key = PoolKey {
+        workload: cx.workload.as_ref().map_or(0, |w| w.id),
+        addr: cx.original_dst,
+        tls_name: cx.upstream_tls.clone(),
+    };
+    let client = node.api_clients.get(
+        key,
+        || Connector {
+            addr: cx.original_dst,
+            netns: cx.netns.clone(),
+            mark: node.proxy.mark,
+            connect_timeout: node.proxy.connect_timeout,
+            tls: upstream_tls,
+            handshake_timeout: Duration::from_millis(tls_cfg.handshake_timeout_ms),
+        },
+        node.config.load().http.pool_max_idle,
+    );
+
+    // Only requests without a body can be sent twice.
+    let retries = route.map_or(0, |r| r.retries.attempts);
+    let replayable =
+        retries > 0 && idempotent(&parts.method) && body.size_hint().exact() == Some(0);
+    let route_name = rlog.route.clone();
+    if !replayable {
+        let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
+        return send(&client, req, timeout)
+            .await
+            .map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()));
+    }
+    let backoff = route.map_or(50, |r| r.retries.backoff_ms);
+    let mut attempt = 0;
+    loop {
+        let req = Request::from_parts(
+            parts.clone(),
+            Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+        );
+        let result = send(&client, req, timeout).await;
+        let retry = match &result {
+            Err(Failure::Connect(_)) | Err(Failure::Timeout(_)) => true,
+            Ok(r) => matches!(
+                r.status(),
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            ),
+            Err(Failure::Upstream(_)) => false,
+        };
+        if !retry || attempt >= retries {
+            rlog.attempts = attempt + 1;
+            return result.map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()));
+        }
+        attempt += 1;
+        node.metrics
+            .http_retries
+            .with_label_values(&[&route_name])
+            .inc();
+        tokio::time::sleep(Duration::from_millis(
+            backoff.saturating_mul(1 << (attempt - 1).min(10)),
+        ))
+        .await;
+    }
+}
+
+async fn send(
+    client: &client::UpstreamClient,
+    req: Request<ApiBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Failure> {
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(Failure::Timeout(timeout)),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
+        Ok(Err(e)) => Err(Failure::Upstream(error_chain(&e))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The bucket key a limit counts this request under.
+pub fn limit_key(
+    limit: &RateLimit,
+    route: &Route,
+    caller: &Caller,
+    headers: &hyper::HeaderMap,
+) -> String {
+    match limit.key.as_str() {
+        "workload" => format!(
+            "workload={}",
+            caller.workload.as_ref().map_or("unknown", |w| &w.name)
+        ),
+        "route" => format!("route={}", route.name),
+        "api-key" => format!("api-key={}", caller.api_key.as_deref().unwrap_or("-")),
+        k => {
+            if let Some(h) = k.strip_prefix("header:") {
+                let v = headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                format!("header:{h}={v}")
+            } else if let Some(c) = k.strip_prefix("claim:") {
+                let v = caller
+                    .jwt
+                    .as_ref()
+                    .and_then(|j| j.claims.get(c))
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .unwrap_or_else(|| "-".into());
+                format!("claim:{c}={v}")
+            } else {
+                k.to_string()
+            }
+        }
+    }
+}
+
+fn caller_label(caller: &Caller) -> String {
+    if let Some(j) = &caller.jwt {
+        return format!("jwt:{}:{}", j.provider, j.subject.as_deref().unwrap_or("-"));
+    }
+    if let Some(k) = &caller.api_key {
+        return format!("api-key:{k}");
+    }
+    "workload".into()
+}
+
+/// A refusal in the shape clients of an HTTP API expect.
+fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
+    let body = serde_json::json!({ "error": { "type": kind, "message": message } }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert("x-trigate-refusal", HeaderValue::from_static("1"));
+    r
+}
+
+/// One access-log line per request, written when the response body ends
+/// (or the request is dropped), with the metrics.
+struct RequestLog {
+    node: Arc<Node>,
+    workload: Arc<str>,
+    destination: Arc<str>,
+    route: String,
+    method: Method,
+    path: String,
+    version: Version,
+    traceparent: Option<String>,
+    caller: String,
+    status: u16,
+    outcome: &'static str,
+    attempts: u32,
+    bytes_out: u64,
+    start: Instant,
+}
+
+impl RequestLog {
+    fn start(cx: &ConnContext, req: &Request<Incoming>) -> Self {
+        RequestLog {
+            node: Arc::clone(&cx.node),
+            workload: cx
+                .workload
+                .as_ref()
+                .map_or_else(|| Arc::from("unknown"), |w| Arc::clone(&w.name)),
+            destination: Arc::clone(&cx.destination.name),
+            route: "-".into(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            version: req.version(),
+            traceparent: req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            caller: "workload".into(),
+            // Until a response is produced: the client went away.
+            status: 499,
+            outcome: "client_closed",
+            attempts: 1,
+            bytes_out: 0,
+            start: Instant::now(),
+        }
+    }
+
+    fn finish_refused(
+        mut self,
+        resp: Response<ApiBody>,
+        outcome: &'static str,
+    ) -> Response<ApiBody> {
+        self.status = resp.status().as_u16();
+        self.outcome = outcome;
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            LoggedBody {
+                inner: body,
+                log: Some(self),
+            }
+            .boxed(),
+        )
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let m = &self.node.metrics;
+        let status = self.status.to_string();
+        m.http_requests
+            .with_label_values(&["api", &self.route, &self.workload, &status])
+            .inc();
+        m.http_request_duration
+            .with_label_values(&["api", &self.route])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "trigate::access",
+            gate = "api",
+            workload = &*self.workload,
+            destination = &*self.destination,
+            route = %self.route,
+            method = %self.method,
+            path = %self.path,
+            version = ?self.version,
+            status = self.status,
+            outcome = self.outcome,
+            caller = %self.caller,
+            attempts = self.attempts,
+            bytes_sent = self.bytes_out,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            traceparent = self.traceparent.as_deref(),
+            "request"
+        );
+    }
+}
+
+/// The response body on its way out: counts bytes; the log line goes when
+/// it is dropped (end of stream, or the client leaving).
+struct LoggedBody {
+    inner: ApiBody,
+    log: Option<RequestLog>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r {
+            if let (Some(data), Some(log)) = (frame.data_ref(), self.log.as_mut()) {
+                log.bytes_out += data.len() as u64;
+            }
+        }
+        if let Poll::Ready(Some(Err(_))) = &r {
+            if let Some(log) = self.log.as_mut() {
+                log.outcome = "upstream_body_error";
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

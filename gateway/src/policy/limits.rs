@@ -1,1 +1,0 @@
-//! Rate limits (being written).

@@ -1,0 +1,351 @@
+//! The API gate end to end: routes with rewrites, API-key authentication,
+//! authorization and rate limits per workload, HTTP/2 from the client,
+//! upstream failures with retries, and TLS termination with HTTP/2.
+
+use anyhow::{ensure, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+use trigate_e2e::{
+    free_port, log_str, log_u64, Daemon, Destination, Node, Pod, Runner, TempFile, TestCa,
+    Upstream, CMD_TIMEOUT,
+};
+
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// The API key the tests present; the config holds its SHA-256.
+const KEY: &str = "s3cret";
+
+/// curl in `pod` with extra arguments; prints status, then headers and body.
+fn curl(pod: &Pod, args: &[&str]) -> Result<(u16, String, String)> {
+    let env = trigate_e2e::env()?;
+    let mut all = vec!["-sS", "--noproxy", "*", "--max-time", "10", "-i"];
+    all.extend_from_slice(args);
+    let out = pod.run(&env.curl, &all, CMD_TIMEOUT)?.check("curl")?;
+    let text = out.stdout.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_ascii_lowercase(), body.to_string()))
+}
+
+fn request_logs(d: &Daemon) -> Vec<Value> {
+    d.access_logs()
+        .into_iter()
+        .filter(|l| log_str(l, "message") == Some("request"))
+        .collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    // Computed by the system tool so the test does not trust our own code.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{s}' | sha256sum"))
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn api_destination(up: &Upstream) -> Destination {
+    Destination::redirect("api").addr(up.ip()).port(up.port())
+}
+
+#[test]
+fn routes_rewrite_and_api_keys_authenticate() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let cfg = node
+        .config()
+        .set(
+            "/auth",
+            json!({"api_keys": [{"name": "ci", "sha256": sha256_hex(KEY)}]}),
+        )
+        .set(
+            "/routes",
+            json!([
+                {
+                    "name": "public",
+                    "match": {"path": {"prefix": "/public"}},
+                    "rewrite_prefix": "/v2",
+                    "request_headers": {"set": {"x-gw": "trigate"}, "remove": ["x-secret"]},
+                    "response_headers": {"set": {"x-route": "public"}}
+                },
+                {"name": "keyed", "match": {"path": {"prefix": "/keyed"}}, "authn": ["api-key"]}
+            ]),
+        )
+        .destination(api_destination(&up))
+        .workload(pod.workload());
+    let d = node.start(&set_gate_api(cfg))?;
+
+    let url = |p: &str| format!("http://{}{p}", up.addr());
+    let (status, head, body) = curl(&pod, &["-H", "x-secret: hush", &url("/public/x?q=1")])?;
+    ensure!(status == 200, "public: {status} {head} {body}");
+    ensure!(
+        body.starts_with("hello from upstream path=/v2/x?q=1 "),
+        "rewrite not applied: {body}"
+    );
+    ensure!(
+        head.contains("x-route: public"),
+        "response header not set: {head}"
+    );
+    let upstream_head = up
+        .heads()
+        .last()
+        .cloned()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    ensure!(
+        upstream_head.contains("x-gw: trigate"),
+        "request header not set upstream: {upstream_head}"
+    );
+    ensure!(
+        !upstream_head.contains("x-secret"),
+        "removed header reached upstream: {upstream_head}"
+    );
+
+    let (status, head, body) = curl(&pod, &[&url("/keyed")])?;
+    ensure!(status == 401, "no key should be 401: {status} {body}");
+    ensure!(
+        head.contains("www-authenticate:"),
+        "401 without WWW-Authenticate: {head}"
+    );
+    let err: Value = serde_json::from_str(&body)?;
+    ensure!(
+        err["error"]["type"] == "unauthenticated",
+        "error body: {body}"
+    );
+    let (status, _, body) = curl(&pod, &["-H", "x-api-key: wrong", &url("/keyed")])?;
+    ensure!(status == 401, "wrong key should be 401: {status} {body}");
+    ensure!(
+        !body.contains("wrong"),
+        "the refusal must not echo the key: {body}"
+    );
+    let (status, _, body) = curl(&pod, &["-H", &format!("x-api-key: {KEY}"), &url("/keyed")])?;
+    ensure!(status == 200, "right key should pass: {status} {body}");
+    ensure!(
+        up.requests().iter().filter(|(_, p)| p == "/keyed").count() == 1,
+        "only the authenticated request may reach the upstream: {:?}",
+        up.requests()
+    );
+
+    trigate_e2e::poll_until(LOG_WAIT, "four request log lines", || {
+        Ok((request_logs(&d).len() >= 4).then_some(()))
+    })?;
+    let logs = request_logs(&d);
+    let public = logs
+        .iter()
+        .find(|l| log_str(l, "route") == Some("public"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        log_str(&public, "workload") == Some("pod-a") && log_u64(&public, "status") == Some(200),
+        "{public}"
+    );
+    let keyed_ok = logs.iter().any(|l| {
+        log_str(l, "route") == Some("keyed") && log_str(l, "caller") == Some("api-key:ci")
+    });
+    ensure!(
+        keyed_ok,
+        "no access line for the authenticated request: {logs:?}"
+    );
+    Ok(())
+}
+
+/// The test config builder has no gate setter: set `gate: api` on every
+/// destination.
+fn set_gate_api(cfg: trigate_e2e::Config) -> trigate_e2e::Config {
+    let mut dests = cfg.get("/destinations").cloned().unwrap_or(json!([]));
+    if let Some(list) = dests.as_array_mut() {
+        for d in list {
+            d["gate"] = json!("api");
+        }
+    }
+    cfg.set("/destinations", dests)
+}
+
+#[test]
+fn limits_and_authorization_are_per_workload() -> Result<()> {
+    let node = Node::new()?;
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let up = Upstream::start(pod_a.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/routes",
+                json!([
+                    {"name": "admin", "match": {"path": {"prefix": "/admin"}}, "allow": [{"workloads": ["pod-a"]}]},
+                    {"name": "limited", "match": {"path": {"prefix": "/"}}, "limits": [{"name": "per-workload", "requests": 2, "per_secs": 60}]}
+                ]),
+            )
+            .destination(api_destination(&up))
+            .workload(pod_a.workload())
+            .workload(pod_b.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let url = |p: &str| format!("http://{}{p}", up.addr());
+
+    for i in 0..2 {
+        let (status, head, _) = curl(&pod_a, &[&url("/x")])?;
+        ensure!(status == 200, "request {i} of pod-a: {status}");
+        ensure!(
+            head.contains("ratelimit-remaining:"),
+            "no rate-limit headers: {head}"
+        );
+    }
+    let (status, head, body) = curl(&pod_a, &[&url("/x")])?;
+    ensure!(
+        status == 429,
+        "third request of pod-a should be limited: {status} {body}"
+    );
+    ensure!(
+        head.contains("retry-after:"),
+        "429 without Retry-After: {head}"
+    );
+    let err: Value = serde_json::from_str(&body)?;
+    ensure!(err["error"]["type"] == "rate_limited", "{body}");
+    let (status, _, _) = curl(&pod_b, &[&url("/x")])?;
+    ensure!(status == 200, "pod-b has its own budget: {status}");
+
+    let (status, _, _) = curl(&pod_a, &[&url("/admin")])?;
+    ensure!(status == 200, "pod-a may use /admin: {status}");
+    let (status, _, body) = curl(&pod_b, &[&url("/admin")])?;
+    ensure!(status == 403, "pod-b may not use /admin: {status} {body}");
+    ensure!(body.contains("forbidden"), "{body}");
+    let m = d.metrics()?;
+    ensure!(
+        m.sum(
+            "trigate_rate_limit_decisions_total",
+            &[("decision", "limited")]
+        ) >= 1.0,
+        "limited decisions not counted:\n{}",
+        m.text
+    );
+    ensure!(
+        m.sum(
+            "trigate_http_requests_total",
+            &[("status", "429"), ("workload", "pod-a")]
+        ) >= 1.0,
+        "429 not counted:\n{}",
+        m.text
+    );
+    Ok(())
+}
+
+#[test]
+fn http2_clients_and_upstream_failures() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let dead_port = free_port(pod.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/routes",
+                json!([{"name": "retrying", "match": {"path": {"prefix": "/"}}, "retries": {"attempts": 2, "backoff_ms": 10}}]),
+            )
+            .destination(api_destination(&up))
+            .destination(Destination::redirect("dead").addr(pod.host_ip.into()).port(dead_port))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+
+    // HTTP/2 with prior knowledge from the client, HTTP/1.1 upstream.
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "--http2-prior-knowledge",
+            &format!("http://{}/h2", up.addr()),
+        ],
+    )?;
+    ensure!(
+        status == 200 && body.starts_with("hello from upstream path=/h2 "),
+        "h2: {status} {body}"
+    );
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/h2"))?;
+    ensure!(log_str(&line, "version") == Some("HTTP/2.0"), "{line}");
+
+    // Nothing listens: retried, then 502 in the API's error shape.
+    let (status, _, body) = curl(&pod, &[&format!("http://{}:{dead_port}/gone", pod.host_ip)])?;
+    ensure!(
+        status == 502,
+        "dead upstream should be 502: {status} {body}"
+    );
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/gone"))?;
+    ensure!(
+        log_u64(&line, "attempts") == Some(3),
+        "expected 3 attempts: {line}"
+    );
+    ensure!(
+        d.metrics()?
+            .sum("trigate_http_retries_total", &[("route", "retrying")])
+            >= 2.0,
+        "retries not counted"
+    );
+    Ok(())
+}
+
+#[test]
+fn terminate_with_the_api_gate_speaks_http2_to_the_client() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let test_ca = TestCa::new()?;
+    let test_ca_file = TempFile::new("upstream-ca.pem", test_ca.pem())?;
+    let up = Upstream::start_tls(pod.host_ip.into(), &test_ca, &["api.e2e.test"])?;
+    let ca_dir = TempFile::new("README", "node CA\n")?;
+    let ca_cert = ca_dir.path().with_file_name("ca.crt");
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/tls",
+                json!({"ca_cert": ca_cert, "ca_key": ca_dir.path().with_file_name("ca.key"), "upstream_ca_files": [test_ca_file.path()]}),
+            )
+            .set("/routes", json!([{"name": "all", "response_headers": {"set": {"x-gw": "1"}}}]))
+            .dns_host("api.e2e.test", &[up.ip()])
+            .destination(
+                Destination::redirect("api")
+                    .host("api.e2e.test")
+                    .port(up.port())
+                    .tls(json!({"mode": "terminate"})),
+            )
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let resolve = format!("api.e2e.test:{}:{}", up.port(), up.ip());
+    let cafile = ca_cert.to_string_lossy().to_string();
+    let (status, head, body) = curl(
+        &pod,
+        &[
+            "--http2",
+            "--cacert",
+            &cafile,
+            "--resolve",
+            &resolve,
+            &format!("https://api.e2e.test:{}/tls-h2", up.port()),
+        ],
+    )?;
+    ensure!(
+        status == 200 && body.starts_with("hello from upstream path=/tls-h2 "),
+        "{status} {head} {body}"
+    );
+    ensure!(
+        head.starts_with("http/2"),
+        "the client should get HTTP/2: {head}"
+    );
+    ensure!(head.contains("x-gw: 1"), "route applied: {head}");
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/tls-h2"))?;
+    ensure!(
+        log_str(&line, "route") == Some("all") && log_u64(&line, "status") == Some(200),
+        "{line}"
+    );
+    Ok(())
+}
