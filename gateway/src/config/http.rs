@@ -54,6 +54,54 @@ pub struct Route {
     /// Rate limits; all must admit the request.
     #[serde(default)]
     pub limits: Vec<RateLimit>,
+    /// CORS: answer preflights and add the response headers browsers need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Cache GET responses the upstream marks cacheable (Cache-Control).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResponseCache>,
+}
+
+/// CORS policy of a route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cors {
+    /// Allowed origins (`https://app.example.com`), or `*`.
+    pub allow_origins: Vec<String>,
+    /// Allowed methods for preflights; empty: the request's own.
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers for preflights; empty: those asked for.
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    pub expose_headers: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (not with `*`).
+    pub allow_credentials: bool,
+    /// Preflight cache lifetime, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+}
+
+/// GET response caching of a route, honouring Cache-Control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseCache {
+    /// Memory for cached responses of this route, in bytes.
+    pub max_bytes: usize,
+    /// Largest single response kept, in bytes.
+    pub max_entry_bytes: usize,
+    /// Freshness used when the upstream sends no max-age/Expires, in
+    /// seconds; 0: such responses are not cached.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache {
+            max_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            default_ttl_secs: 0,
+        }
+    }
 }
 
 /// Request conditions of a route.

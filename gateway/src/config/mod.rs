@@ -18,8 +18,9 @@ mod tests;
 
 mod http;
 pub use http::{
-    AllowRule, ApiKey, AuthConfig, GateKind, HeaderRewrite, HttpConfig, JwtProvider,
-    LimitBackendKind, PathMatch, RateLimit, RateLimitBackend, Retries, Route, RouteMatch,
+    AllowRule, ApiKey, AuthConfig, Cors, GateKind, HeaderRewrite, HttpConfig, JwtProvider,
+    LimitBackendKind, PathMatch, RateLimit, RateLimitBackend, ResponseCache, Retries, Route,
+    RouteMatch,
 };
 
 use std::collections::BTreeMap;
