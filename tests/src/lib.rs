@@ -21,6 +21,7 @@ mod metrics;
 mod names;
 mod node;
 mod process;
+mod redis;
 mod upstream;
 mod yaml;
 
@@ -35,6 +36,7 @@ pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;
 pub use node::{HostPod, Node, Pod, Runner};
 pub use process::{run_with_timeout, trigate, CmdOutput, TempFile};
+pub use redis::RedisServer;
 pub use upstream::{free_port, TestCa, Upstream};
 
 use std::time::{Duration, Instant};

@@ -26,7 +26,12 @@ impl Upstream {
     /// Binds `ip` on an ephemeral port. `ip` must be one the test made
     /// (a pod's host-side veth address, or 127.0.0.x).
     pub fn start(ip: IpAddr) -> Result<Self> {
-        Self::start_with(ip, None)
+        Self::start_with(ip, None, Duration::ZERO)
+    }
+
+    /// Answers each request only after `delay` (timeout tests).
+    pub fn start_slow(ip: IpAddr, delay: Duration) -> Result<Self> {
+        Self::start_with(ip, None, delay)
     }
 
     /// The same over TLS, with a certificate from `ca` for `names`.
@@ -37,10 +42,14 @@ impl Upstream {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        Self::start_with(ip, Some(Arc::new(config)))
+        Self::start_with(ip, Some(Arc::new(config)), Duration::ZERO)
     }
 
-    fn start_with(ip: IpAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Self> {
+    fn start_with(
+        ip: IpAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        delay: Duration,
+    ) -> Result<Self> {
         let is_tls = tls.is_some();
         let listener =
             TcpListener::bind((ip, 0)).with_context(|| format!("binding upstream on {ip}"))?;
@@ -77,14 +86,14 @@ impl Upstream {
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                         match tls {
                             None => {
-                                let _ = serve(conn, peer, &requests, &heads);
+                                let _ = serve(conn, peer, &requests, &heads, delay);
                             }
                             Some(config) => {
                                 let Ok(session) = rustls::ServerConnection::new(config) else {
                                     return;
                                 };
                                 let stream = rustls::StreamOwned::new(session, conn);
-                                let _ = serve(stream, peer, &requests, &heads);
+                                let _ = serve(stream, peer, &requests, &heads, delay);
                             }
                         }
                     });
@@ -140,6 +149,7 @@ fn serve(
     peer: SocketAddr,
     requests: &Mutex<Vec<(SocketAddr, String)>>,
     heads: &Mutex<Vec<String>>,
+    delay: Duration,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -162,6 +172,7 @@ fn serve(
         .to_string();
     requests.lock().unwrap().push((peer, path.clone()));
     heads.lock().unwrap().push(head.to_string());
+    std::thread::sleep(delay);
     let body = format!("hello from upstream path={path} peer={peer}");
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

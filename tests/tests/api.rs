@@ -274,12 +274,14 @@ fn http2_clients_and_upstream_failures() -> Result<()> {
     let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/h2"))?;
     ensure!(log_str(&line, "version") == Some("HTTP/2.0"), "{line}");
 
-    // Nothing listens: retried, then 502 in the API's error shape.
+    // Nothing listens: retried, then 503 in the API's error shape.
     let (status, _, body) = curl(&pod, &[&format!("http://{}:{dead_port}/gone", pod.host_ip)])?;
     ensure!(
-        status == 502,
-        "dead upstream should be 502: {status} {body}"
+        status == 503,
+        "dead upstream should be 503: {status} {body}"
     );
+    let err: Value = serde_json::from_str(&body)?;
+    ensure!(err["error"]["type"] == "upstream_unavailable", "{body}");
     let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/gone"))?;
     ensure!(
         log_u64(&line, "attempts") == Some(3),
@@ -290,6 +292,46 @@ fn http2_clients_and_upstream_failures() -> Result<()> {
             .sum("trigate_http_retries_total", &[("route", "retrying")])
             >= 2.0,
         "retries not counted"
+    );
+    ensure!(
+        d.metrics()?.sum(
+            "trigate_upstream_errors_total",
+            &[("kind", "upstream_unavailable")]
+        ) >= 1.0,
+        "upstream errors not counted"
+    );
+    Ok(())
+}
+
+#[test]
+fn slow_upstream_times_out_with_504() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let slow = Upstream::start_slow(pod.host_ip.into(), Duration::from_secs(3))?;
+    let cfg = set_gate_api(
+        node.config()
+            .set("/routes", json!([{"name": "impatient", "timeout_ms": 300}]))
+            .destination(api_destination(&slow))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let started = std::time::Instant::now();
+    let (status, _, body) = curl(&pod, &[&format!("http://{}/slow", slow.addr())])?;
+    ensure!(
+        status == 504,
+        "a slow upstream should give 504: {status} {body}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(2),
+        "504 should come after the route's 300 ms, took {:?}",
+        started.elapsed()
+    );
+    let err: Value = serde_json::from_str(&body)?;
+    ensure!(err["error"]["type"] == "upstream_timeout", "{body}");
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/slow"))?;
+    ensure!(
+        log_str(&line, "outcome") == Some("upstream_timeout"),
+        "{line}"
     );
     Ok(())
 }
@@ -347,5 +389,193 @@ fn terminate_with_the_api_gate_speaks_http2_to_the_client() -> Result<()> {
         log_str(&line, "route") == Some("all") && log_u64(&line, "status") == Some(200),
         "{line}"
     );
+    Ok(())
+}
+
+/// base64url without padding (RFC 7515).
+fn b64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An ES256 signer with its JWKS, made with ring (not with the code under
+/// test).
+struct Signer {
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Signer {
+    fn new() -> Result<Self> {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(Signer { key, rng })
+    }
+
+    fn jwks(&self) -> String {
+        use ring::signature::KeyPair;
+        let point = self.key.public_key().as_ref(); // 0x04 || x || y
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..65])}]})
+        .to_string()
+    }
+
+    fn token(&self, claims: &Value) -> Result<String> {
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let sig = self
+            .key
+            .sign(&self.rng, input.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(format!("{input}.{}", b64url(sig.as_ref())))
+    }
+}
+
+#[test]
+fn jwt_tokens_are_verified_and_claims_authorize() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let signer = Signer::new()?;
+    let jwks = TempFile::new("jwks.json", &signer.jwks())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/auth",
+                json!({"jwt": [{"name": "corp", "issuer": "https://idp.e2e.test", "audiences": ["api"], "jwks_file": jwks.path()}]}),
+            )
+            .set(
+                "/routes",
+                json!([{"name": "finance", "authn": ["jwt:corp"], "allow": [{"claims": {"team": ["finance"]}}]}]),
+            )
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let _d = node.start(&cfg)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = |aud: &str, exp: u64, team: &str| json!({"iss": "https://idp.e2e.test", "sub": "alice", "aud": aud, "exp": exp, "team": team});
+    let call = |token: &str| -> Result<(u16, String, String)> {
+        curl(
+            &pod,
+            &[
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                &format!("http://{}/ledger", up.addr()),
+            ],
+        )
+    };
+
+    let (status, _, body) = call(&signer.token(&claims("api", now + 300, "finance"))?)?;
+    ensure!(
+        status == 200 && body.starts_with("hello from upstream path=/ledger "),
+        "valid token: {status} {body}"
+    );
+
+    let (status, head, body) = call(&signer.token(&claims("api", now - 3600, "finance"))?)?;
+    ensure!(status == 401, "expired token: {status} {body}");
+    ensure!(
+        head.contains("invalid_token"),
+        "WWW-Authenticate should say invalid_token: {head}"
+    );
+    ensure!(body.contains("expired"), "{body}");
+
+    let (status, _, body) = call(&signer.token(&claims("other-api", now + 300, "finance"))?)?;
+    ensure!(
+        status == 401 && body.contains("audience"),
+        "wrong audience: {status} {body}"
+    );
+
+    let (status, _, body) = call(&signer.token(&claims("api", now + 300, "legal"))?)?;
+    ensure!(
+        status == 403,
+        "the legal team may not use the finance route: {status} {body}"
+    );
+
+    let other = Signer::new()?;
+    let (status, _, body) = call(&other.token(&claims("api", now + 300, "finance"))?)?;
+    ensure!(
+        status == 401,
+        "a token signed by another key: {status} {body}"
+    );
+    ensure!(
+        up.requests().len() == 1,
+        "only the valid request may reach the upstream: {:?}",
+        up.requests()
+    );
+    Ok(())
+}
+
+#[test]
+fn redis_backed_limits_are_shared_by_two_daemons_and_fail_open() -> Result<()> {
+    let mut redis = trigate_e2e::RedisServer::start()?;
+    // Two nodes, each with its own daemon and pod: two gateways in a cluster.
+    let node_a = Node::new()?;
+    let node_b = Node::new()?;
+    let pod_a = node_a.pod("pod-a")?;
+    let pod_b = node_b.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let up = Upstream::start(pod_a.host_ip.into())?;
+    let config = |node: &Node, pod: &Pod| {
+        set_gate_api(
+            node.config()
+                .set("/rate_limits", json!({"backend": "redis", "redis_url": redis.url(), "fail_mode": "open", "timeout_ms": 200}))
+                .set(
+                    "/routes",
+                    json!([{"name": "shared", "limits": [{"name": "cluster", "key": "route", "requests": 3, "per_secs": 3600}]}]),
+                )
+                .destination(api_destination(&up))
+                .workload(pod.workload()),
+        )
+    };
+    let d_a = node_a.start(&config(&node_a, &pod_a))?;
+    let d_b = node_b.start(&config(&node_b, &pod_b))?;
+    let url = format!("http://{}/shared", up.addr());
+    let mut statuses = Vec::new();
+    for pod in [&pod_a, &pod_b, &pod_a, &pod_b] {
+        statuses.push(curl(pod, &[&url])?.0);
+    }
+    ensure!(
+        statuses.iter().filter(|s| **s == 200).count() == 3
+            && statuses.iter().filter(|s| **s == 429).count() == 1,
+        "3 requests per hour across both gateways: {statuses:?}"
+    );
+
+    // Redis gone, fail-open: requests pass and the decision is counted.
+    redis.kill();
+    let (status, _, body) = curl(&pod_a, &[&url])?;
+    ensure!(
+        status == 200,
+        "fail-open should admit while Redis is down: {status} {body}"
+    );
+    let m = d_a.metrics()?;
+    ensure!(
+        m.sum(
+            "trigate_rate_limit_decisions_total",
+            &[("decision", "backend_down_admitted")]
+        ) >= 1.0,
+        "backend-down decisions not counted:\n{}",
+        m.text
+    );
+    drop(d_b);
     Ok(())
 }

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     pub http_retries: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -162,6 +163,13 @@ impl Metrics {
                 ),
                 &["route", "limit", "decision"],
             )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "trigate_upstream_errors_total",
+                    "Requests that got no upstream response, by gate, route and kind.",
+                ),
+                &["gate", "route", "kind"],
+            )?,
             registry,
         };
         m.config_last_reload_success.set(1);
@@ -190,6 +198,7 @@ impl Metrics {
         m.registry
             .register(Box::new(m.http_request_duration.clone()))?;
         m.registry.register(Box::new(m.http_retries.clone()))?;
+        m.registry.register(Box::new(m.upstream_errors.clone()))?;
         m.registry
             .register(Box::new(m.rate_limit_decisions.clone()))?;
         m.registry

@@ -347,7 +347,13 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
     let result = forward(cx, req, authority, route, timeout, &mut rlog).await;
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(failure) => return rlog.finish_refused(failure.response(), failure.outcome()),
+        Err(failure) => {
+            node.metrics
+                .upstream_errors
+                .with_label_values(&["api", &rlog.route, failure.outcome()])
+                .inc();
+            return rlog.finish_refused(failure.response(), failure.outcome());
+        }
     };
     // 8. Response rewrites.
     if let Some(route) = route {
@@ -386,8 +392,9 @@ enum Failure {
 impl Failure {
     fn response(&self) -> Response<ApiBody> {
         match self {
+            // 503, as proxies answer when no upstream connection can be made.
             Failure::Connect(e) => refusal(
-                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
                 &format!("cannot reach the upstream: {e}"),
             ),
