@@ -173,6 +173,27 @@ fn serve(
     requests.lock().unwrap().push((peer, path.clone()));
     heads.lock().unwrap().push(head.to_string());
     std::thread::sleep(delay);
+    // `Upgrade: echo`: switch protocols, then echo every byte back (the
+    // shape of a WebSocket or any other upgrade, without its framing).
+    if head.to_ascii_lowercase().contains("\r\nupgrade: echo") {
+        conn.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        )?;
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(buf.len(), |p| p + 4);
+        conn.write_all(&buf[end..])?;
+        conn.flush()?;
+        loop {
+            let n = conn.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            conn.write_all(&chunk[..n])?;
+            conn.flush()?;
+        }
+    }
     let body = format!("hello from upstream path={path} peer={peer}");
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -579,3 +579,57 @@ fn redis_backed_limits_are_shared_by_two_daemons_and_fail_open() -> Result<()> {
     drop(d_b);
     Ok(())
 }
+
+#[test]
+fn upgrades_pass_through_as_a_byte_relay() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set("/routes", json!([{"name": "ws"}]))
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("{ip}", {port}), timeout=5)
+s.sendall(b"GET /ws HTTP/1.1\r\nHost: up\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    chunk = s.recv(1024)
+    if not chunk:
+        break
+    buf += chunk
+head, rest = buf.split(b"\r\n\r\n", 1)
+print(head.split(b"\r\n")[0].decode())
+s.sendall(b"ping-123")
+data = rest
+while len(data) < 8:
+    data += s.recv(1024)
+print(data.decode())
+"#,
+        ip = up.ip(),
+        port = up.port()
+    );
+    let env = trigate_e2e::env()?;
+    let out = pod
+        .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
+        .check("upgrade client")?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(
+        lines.first().is_some_and(|l| l.starts_with("HTTP/1.1 101")),
+        "expected 101 Switching Protocols: {:?}",
+        out.stdout
+    );
+    ensure!(
+        lines.get(1) == Some(&"ping-123"),
+        "bytes after the upgrade should echo: {:?}",
+        out.stdout
+    );
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/ws"))?;
+    ensure!(log_u64(&line, "status") == Some(101), "{line}");
+    Ok(())
+}

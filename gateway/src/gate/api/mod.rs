@@ -187,7 +187,7 @@ where
         let cx = Arc::clone(&service_cx);
         async move { Ok::<_, Infallible>(handle(&cx, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -438,18 +438,42 @@ const HOP_BY_HOP: [&str; 7] = [
     "proxy-authorization",
 ];
 
+/// An HTTP/1.1 upgrade request (WebSocket and the like): `Connection`
+/// lists `upgrade` and an `Upgrade` header names the protocol.
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
 async fn forward(
     cx: &Arc<ConnContext>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     authority: Option<String>,
     route: Option<&Route>,
     timeout: Duration,
     rlog: &mut RequestLog,
 ) -> Result<Response<ApiBody>, Failure> {
     let node = &cx.node;
+    // An upgrade keeps its Upgrade/Connection headers (hop-by-hop, but the
+    // upstream must see them) and, on 101, becomes a byte relay.
+    let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let upgrade_protocol = parts.headers.get(header::UPGRADE).cloned();
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
+    }
+    if let (Some(_), Some(protocol)) = (&client_upgrade, upgrade_protocol) {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     // HTTP/2 clients send :authority, HTTP/1 upstreams want Host.
     if !parts.headers.contains_key(header::HOST) {
@@ -509,9 +533,14 @@ async fn forward(
     let route_name = rlog.route.clone();
     if !replayable {
         let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
-        return send(&client, req, timeout)
-            .await
-            .map(|r| r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()));
+        let mut resp = send(&client, req, timeout).await?;
+        if let Some(client_upgrade) = client_upgrade {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                relay_upgraded(node, client_upgrade, upstream_upgrade);
+            }
+        }
+        return Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()));
     }
     let backoff = route.map_or(50, |r| r.retries.backoff_ms);
     let mut attempt = 0;
@@ -545,6 +574,27 @@ async fn forward(
         ))
         .await;
     }
+}
+
+/// After a 101, both sides are plain byte streams: relay them on a task of
+/// their own (tracked, so a stop waits for it to end).
+fn relay_upgraded(
+    node: &Arc<Node>,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    node.connections.spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((c, u)) => {
+                let mut c = TokioIo::new(c);
+                let mut u = TokioIo::new(u);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+    });
 }
 
 async fn send(
