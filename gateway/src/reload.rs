@@ -101,16 +101,19 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     keep_static(&old, &mut new);
     // Built before anything changes, so a policy that cannot be built (a
     // JWKS file missing, say) rejects the whole reload.
-    let api_policy =
-        if new.routes != old.routes || new.auth != old.auth || new.rate_limits != old.rate_limits {
-            let previous = node.api.load_full();
-            Some(
-                crate::gate::api::ApiPolicy::build(&new, &node.stop, Some((&previous, &old)))
-                    .map_err(ReloadError::Api)?,
-            )
-        } else {
-            None
-        };
+    let api_policy = if new.routes != old.routes
+        || new.auth != old.auth
+        || new.rate_limits != old.rate_limits
+        || new.clusters != old.clusters
+    {
+        let previous = node.api.load_full();
+        Some(
+            crate::gate::api::ApiPolicy::build(&new, &node.stop, Some((&previous, &old)))
+                .map_err(ReloadError::Api)?,
+        )
+    } else {
+        None
+    };
 
     if new.log.level != old.log.level {
         if let Err(e) = node.log.set(&new.log.level) {

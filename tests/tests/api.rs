@@ -633,3 +633,209 @@ print(data.decode())
     ensure!(log_u64(&line, "status") == Some(101), "{line}");
     Ok(())
 }
+
+#[test]
+fn clusters_balance_and_eject_a_failing_endpoint() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let front = Upstream::start(pod.host_ip.into())?;
+    let up1 = Upstream::start(pod.host_ip.into())?;
+    let up2 = Upstream::start(pod.host_ip.into())?;
+    let dead = format!("{}:{}", pod.host_ip, free_port(pod.host_ip.into())?);
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/clusters",
+                json!([{"name": "pool", "endpoints": [up1.addr().to_string(), dead, up2.addr().to_string()],
+                        "consecutive_failures": 1, "eject_secs": 60}]),
+            )
+            .set(
+                "/routes",
+                json!([{"name": "balanced", "upstream": "pool", "retries": {"attempts": 2, "backoff_ms": 1}}]),
+            )
+            .destination(api_destination(&front))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    for i in 0..6 {
+        let (status, _, body) = curl(&pod, &[&format!("http://{}/item/{i}", front.addr())])?;
+        ensure!(
+            status == 200,
+            "request {i} should find a live endpoint: {status} {body}"
+        );
+    }
+    ensure!(
+        front.requests().is_empty(),
+        "the cluster replaces the original destination"
+    );
+    ensure!(
+        !up1.requests().is_empty() && !up2.requests().is_empty(),
+        "both live endpoints should serve: {} and {}",
+        up1.requests().len(),
+        up2.requests().len()
+    );
+    let m = d.metrics()?;
+    ensure!(
+        m.sum("trigate_cluster_endpoints_ejected", &[("cluster", "pool")]) == 1.0,
+        "the dead endpoint should be ejected:\n{}",
+        m.text
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_the_daemon_keeps_serving() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set("/http", json!({"max_header_bytes": 16384}))
+            .set("/routes", json!([{"name": "any"}]))
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let raw = |payload: &str| -> Result<String> {
+        let script = format!(
+            r#"
+import socket, sys
+s = socket.create_connection(("{ip}", {port}), timeout=5)
+s.sendall({payload})
+data = b""
+try:
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+except socket.timeout:
+    pass
+print((data.split(b"\r\n")[0] or b"<closed>").decode(errors="replace"))
+"#,
+            ip = up.ip(),
+            port = up.port()
+        );
+        let env = trigate_e2e::env()?;
+        let out = pod
+            .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
+            .check("raw client")?;
+        Ok(out.stdout.trim().to_string())
+    };
+    let first = raw(r#"b"NOT HTTP AT ALL\r\n\r\n""#)?;
+    ensure!(
+        first.starts_with("HTTP/1.1 400") || first == "<closed>",
+        "malformed request: {first}"
+    );
+    let big = raw(r#"b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n""#)?;
+    ensure!(
+        big.starts_with("HTTP/1.1 431") || big.starts_with("HTTP/1.1 400") || big == "<closed>",
+        "oversized header: {big}"
+    );
+    ensure!(
+        up.requests().is_empty(),
+        "bad requests must not reach the upstream: {:?}",
+        up.requests()
+    );
+    // Still serving, and nothing panicked.
+    let (status, _, _) = curl(&pod, &[&format!("http://{}/after", up.addr())])?;
+    ensure!(status == 200, "the daemon should keep serving: {status}");
+    ensure!(
+        !d.logs().iter().any(|l| l.to_string().contains("panicked")),
+        "a panic was logged"
+    );
+    Ok(())
+}
+
+#[test]
+fn get_responses_are_cached_per_tenant_and_cors_is_answered() -> Result<()> {
+    let node = Node::new()?;
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let up = Upstream::start(pod_a.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set(
+                "/routes",
+                json!([{"name": "cached", "cache": {"default_ttl_secs": 60},
+                        "cors": {"allow_origins": ["https://app.example"], "allow_methods": ["GET", "POST"]}}]),
+            )
+            .destination(api_destination(&up))
+            .workload(pod_a.workload())
+            .workload(pod_b.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let url = format!("http://{}/catalog", up.addr());
+    let cache_state = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-trigate-cache: "))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let (s1, h1, b1) = curl(&pod_a, &[&url])?;
+    let (s2, h2, b2) = curl(&pod_a, &[&url])?;
+    ensure!(s1 == 200 && s2 == 200, "{s1} {s2}");
+    ensure!(
+        cache_state(&h1) == "miss" && cache_state(&h2) == "hit",
+        "miss then hit: {h1} / {h2}"
+    );
+    ensure!(b1 == b2, "a hit serves the stored body");
+    ensure!(h2.contains("age:"), "a hit carries Age: {h2}");
+    ensure!(
+        up.requests().len() == 1,
+        "one upstream request for two GETs: {:?}",
+        up.requests()
+    );
+    // Another tenant never gets pod-a's answer.
+    let (_, hb, _) = curl(&pod_b, &[&url])?;
+    ensure!(
+        cache_state(&hb) == "miss",
+        "pod-b must not hit pod-a's entry: {hb}"
+    );
+    ensure!(up.requests().len() == 2, "{:?}", up.requests());
+    // The client can refuse a cached answer.
+    let (_, hn, _) = curl(&pod_a, &["-H", "cache-control: no-cache", &url])?;
+    ensure!(
+        cache_state(&hn) != "hit",
+        "no-cache must not be served from the cache: {hn}"
+    );
+    ensure!(up.requests().len() == 3, "{:?}", up.requests());
+
+    // CORS: the preflight is answered here; the actual request gets headers.
+    let (status, head, _) = curl(
+        &pod_a,
+        &[
+            "-X",
+            "OPTIONS",
+            "-H",
+            "origin: https://app.example",
+            "-H",
+            "access-control-request-method: POST",
+            &url,
+        ],
+    )?;
+    ensure!(status == 204, "preflight: {status} {head}");
+    ensure!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    ensure!(
+        up.requests().len() == 3,
+        "preflights never reach the upstream"
+    );
+    let (status, head, _) = curl(&pod_a, &["-H", "origin: https://evil.example", &url])?;
+    ensure!(
+        status == 200 && !head.contains("access-control-allow-origin"),
+        "a foreign origin gets no grant: {head}"
+    );
+    let (_, head, _) = curl(&pod_a, &["-H", "origin: https://app.example", &url])?;
+    ensure!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "outcome") == Some("cache_hit"))?;
+    ensure!(log_str(&line, "route") == Some("cached"), "{line}");
+    Ok(())
+}

@@ -175,6 +175,13 @@ fn metrics(node: &Node) -> Response<Body> {
     node.metrics
         .tls_leaf_certificates
         .set(node.tls.leaf_count() as i64);
+    let now = std::time::Instant::now();
+    for (name, cluster) in &node.api.load().clusters {
+        node.metrics
+            .cluster_ejected
+            .with_label_values(&[name])
+            .set(cluster.ejected(now) as i64);
+    }
     let mut resp = text(StatusCode::OK, "");
     *resp.body_mut() = Full::new(Bytes::from(node.metrics.render()));
     resp.headers_mut().insert(

@@ -27,6 +27,10 @@ pub struct Route {
     /// What the request must look like; every given field must match.
     #[serde(default, rename = "match")]
     pub matches: RouteMatch,
+    /// A named cluster (`clusters[].name`) serving this route instead of
+    /// the original destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     /// Whole-request limit (until the response headers arrive), in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -348,4 +352,46 @@ pub enum LimitBackendKind {
     #[default]
     Local,
     Redis,
+}
+
+/// A named group of upstream endpoints, load-balanced, with outlier
+/// ejection (a circuit breaker per endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    /// `ip:port` endpoints (at least one).
+    pub endpoints: Vec<std::net::SocketAddr>,
+    /// How an endpoint is chosen.
+    #[serde(default)]
+    pub lb: LoadBalancing,
+    /// Speak TLS to the endpoints, verifying this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_name: Option<String>,
+    /// Eject an endpoint after this many consecutive failures (connect
+    /// errors, timeouts, 5xx); 0 disables ejection.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint sits out, in seconds.
+    #[serde(default = "default_eject_secs")]
+    pub eject_secs: u64,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+fn default_eject_secs() -> u64 {
+    30
+}
+
+/// Load-balancing policy of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    Random,
+    /// The endpoint with the fewest requests in flight.
+    LeastRequest,
 }

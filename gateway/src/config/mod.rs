@@ -18,9 +18,9 @@ mod tests;
 
 mod http;
 pub use http::{
-    AllowRule, ApiKey, AuthConfig, Cors, GateKind, HeaderRewrite, HttpConfig, JwtProvider,
-    LimitBackendKind, PathMatch, RateLimit, RateLimitBackend, ResponseCache, Retries, Route,
-    RouteMatch,
+    AllowRule, ApiKey, AuthConfig, Cluster, Cors, GateKind, HeaderRewrite, HttpConfig, JwtProvider,
+    LimitBackendKind, LoadBalancing, PathMatch, RateLimit, RateLimitBackend, ResponseCache,
+    Retries, Route, RouteMatch,
 };
 
 use std::collections::BTreeMap;
@@ -75,6 +75,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Where rate-limit buckets live (node memory or Redis).
     pub rate_limits: RateLimitBackend,
+    /// Named upstream clusters routes can send to.
+    pub clusters: Vec<Cluster>,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -138,6 +140,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             rate_limits: RateLimitBackend::default(),
+            clusters: Vec::new(),
         }
     }
 }

@@ -278,6 +278,42 @@ fn check_http(config: &Config, p: &mut Problems) {
             p.push(format!("{at}.timeout_ms"), "must be more than 0");
         }
     }
+    check_unique_names(
+        "clusters",
+        config.clusters.iter().map(|c| c.name.as_str()),
+        p,
+    );
+    for (i, c) in config.clusters.iter().enumerate() {
+        if c.endpoints.is_empty() {
+            p.push(
+                format!("clusters[{i}].endpoints"),
+                "needs at least one ip:port",
+            );
+        }
+        if let Some(name) = &c.tls_name {
+            if name.parse::<IpAddr>().is_err() {
+                if let Some(message) = host_problem(name) {
+                    p.push(format!("clusters[{i}].tls_name"), message);
+                }
+            }
+        }
+        if c.eject_secs == 0 && c.consecutive_failures > 0 {
+            p.push(
+                format!("clusters[{i}].eject_secs"),
+                "must be more than 0 when ejection is on",
+            );
+        }
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(u) = &route.upstream {
+            if !config.clusters.iter().any(|c| &c.name == u) {
+                p.push(
+                    format!("routes[{i}].upstream"),
+                    format!("no cluster is named {u:?}"),
+                );
+            }
+        }
+    }
     let rl = &config.rate_limits;
     if rl.backend == super::LimitBackendKind::Redis && rl.redis_url.is_none() {
         p.push(

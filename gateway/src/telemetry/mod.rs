@@ -34,6 +34,7 @@ pub struct Metrics {
     pub http_retries: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
     pub upstream_errors: IntCounterVec,
+    pub cluster_ejected: IntGaugeVec,
 }
 
 impl Metrics {
@@ -170,6 +171,13 @@ impl Metrics {
                 ),
                 &["gate", "route", "kind"],
             )?,
+            cluster_ejected: IntGaugeVec::new(
+                Opts::new(
+                    "trigate_cluster_endpoints_ejected",
+                    "Cluster endpoints sitting out after consecutive failures.",
+                ),
+                &["cluster"],
+            )?,
             registry,
         };
         m.config_last_reload_success.set(1);
@@ -199,6 +207,7 @@ impl Metrics {
             .register(Box::new(m.http_request_duration.clone()))?;
         m.registry.register(Box::new(m.http_retries.clone()))?;
         m.registry.register(Box::new(m.upstream_errors.clone()))?;
+        m.registry.register(Box::new(m.cluster_ejected.clone()))?;
         m.registry
             .register(Box::new(m.rate_limit_decisions.clone()))?;
         m.registry

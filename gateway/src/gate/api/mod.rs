@@ -1,7 +1,10 @@
 //! The API gate: HTTP/1.1 and HTTP/2 from the client (plaintext, or after
 //! `terminate`), routes, the policy chain, pooled upstream connections,
 //! one access-log line per request.
+pub mod cache;
 pub mod client;
+pub mod cluster;
+pub mod cors;
 pub mod route;
 
 use std::{
@@ -25,7 +28,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::{
+    cache::{CacheKey, CachedResponse, ResponseCacheStore},
     client::{ApiBody, BoxError, Connector, PoolKey},
+    cluster::{Cluster, Pick},
+    cors::CorsAction,
     route::{apply_headers, host_of, rewrite_prefix, RequestFacts, RouteTable},
 };
 use crate::{
@@ -44,6 +50,9 @@ use crate::{
 /// The api gate's policy, rebuilt on reload and read per request.
 pub struct ApiPolicy {
     pub routes: RouteTable,
+    pub clusters: std::collections::HashMap<String, Arc<Cluster>>,
+    /// GET response caches, one per route that asks for one.
+    pub caches: std::collections::HashMap<String, Arc<ResponseCacheStore>>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<Limiter>,
     /// Stops this policy's background work (JWKS refresh) once replaced.
@@ -74,6 +83,16 @@ impl ApiPolicy {
         auth.spawn_refresh(refresh.clone());
         Ok(ApiPolicy {
             routes,
+            clusters: cluster::build(&config.clusters),
+            caches: config
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    r.cache
+                        .as_ref()
+                        .map(|c| (r.name.clone(), Arc::new(ResponseCacheStore::new(c))))
+                })
+                .collect(),
             auth,
             limiter,
             refresh,
@@ -240,7 +259,24 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
         ..Caller::default()
     };
     let mut limit_headers = None;
+    let mut cors_headers = None;
+    let mut cache = None;
     if let Some(route) = route {
+        // CORS preflights are answered before authn: browsers send them
+        // without credentials.
+        if let Some(cors_cfg) = &route.cors {
+            match cors::decide(cors_cfg, req.method(), req.headers()) {
+                CorsAction::Preflight { status, headers } => {
+                    let mut resp =
+                        Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+                    *resp.status_mut() = status;
+                    *resp.headers_mut() = headers;
+                    return rlog.finish_refused(resp, "cors_preflight");
+                }
+                CorsAction::Actual { response_headers } => cors_headers = Some(response_headers),
+                CorsAction::None => {}
+            }
+        }
         // 3. Authn before authz: allow rules name authenticated principals.
         if let Err(e) = policy
             .auth
@@ -319,6 +355,53 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
                 Decision::BackendDown { admitted: true, .. } => {}
             }
         }
+        // Cache lookup after the limits: a refused caller is never served
+        // from the cache, and a hit spends budget like any request. Entries
+        // are per tenant (workload and caller), so no answer crosses them.
+        if let (Some(cache_cfg), Some(store)) = (&route.cache, policy.caches.get(&route.name)) {
+            if req.method() == Method::GET {
+                let tenant = format!("{}|{}", rlog.workload, caller_label(&caller));
+                let host = authority.as_deref().map(host_of).unwrap_or("");
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                let key = store.lookup_key(&tenant, &route.name, host, &pq, req.headers());
+                let now = Instant::now();
+                if let Some(hit) = store.lookup(&key, req.headers(), now) {
+                    let mut resp =
+                        Response::new(Full::new(hit.body.clone()).map_err(|e| match e {}).boxed());
+                    *resp.status_mut() = hit.status;
+                    *resp.headers_mut() = hit.headers.clone();
+                    resp.headers_mut()
+                        .insert(header::AGE, cache::age_header(&hit, now));
+                    resp.headers_mut()
+                        .insert("x-trigate-cache", HeaderValue::from_static("hit"));
+                    if let Some(h) = &cors_headers {
+                        cors::apply(resp.headers_mut(), h);
+                    }
+                    rlog.caller = caller_label(&caller);
+                    rlog.status = resp.status().as_u16();
+                    rlog.outcome = "cache_hit";
+                    let (parts, body) = resp.into_parts();
+                    return Response::from_parts(
+                        parts,
+                        LoggedBody {
+                            inner: body,
+                            log: Some(rlog),
+                        }
+                        .boxed(),
+                    );
+                }
+                cache = Some((
+                    Arc::clone(store),
+                    key,
+                    req.headers().clone(),
+                    cache_cfg.max_entry_bytes,
+                ));
+            }
+        }
         // 6. Rewrites after policy: policies judge what the client sent.
         apply_headers(&route.request_headers, req.headers_mut());
         if let (Some(to), Some(from)) = (
@@ -355,9 +438,16 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
             return rlog.finish_refused(failure.response(), failure.outcome());
         }
     };
+    // Cache store before the response rewrites, which are per request.
+    if let Some((store, key, req_headers, max_entry)) = cache {
+        resp = store_in_cache(&store, key, &req_headers, resp, max_entry).await;
+    }
     // 8. Response rewrites.
     if let Some(route) = route {
         apply_headers(&route.response_headers, resp.headers_mut());
+    }
+    if let Some(h) = &cors_headers {
+        cors::apply(resp.headers_mut(), h);
     }
     if let Some((limit, remaining, reset)) = limit_headers {
         let h = resp.headers_mut();
@@ -380,6 +470,69 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
         }
         .boxed(),
     )
+}
+
+/// Buffers and stores a cacheable response (RFC 9111 freshness, a known
+/// length within the route's entry limit); anything else streams through
+/// untouched. Marks the response `x-trigate-cache: miss` or `bypass`.
+async fn store_in_cache(
+    store: &ResponseCacheStore,
+    key: CacheKey,
+    req_headers: &hyper::HeaderMap,
+    resp: Response<ApiBody>,
+    max_entry: usize,
+) -> Response<ApiBody> {
+    let length = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let fresh_for = cache::freshness(
+        resp.status(),
+        req_headers,
+        resp.headers(),
+        store.default_ttl(),
+    );
+    let (Some(fresh_for), Some(length)) = (fresh_for, length) else {
+        return mark(resp, "bypass");
+    };
+    if length > max_entry {
+        return mark(resp, "bypass");
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let resp = refusal(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                &format!("reading the upstream body: {e}"),
+            );
+            return resp;
+        }
+    };
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    let stored_key = key.for_response(&parts.headers, req_headers);
+    store.store(
+        stored_key,
+        CachedResponse {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            body: bytes.clone(),
+            stored_at: Instant::now(),
+            fresh_for,
+        },
+    );
+    let resp = Response::from_parts(parts, Full::new(bytes).map_err(|e| match e {}).boxed());
+    mark(resp, "miss")
+}
+
+fn mark(mut resp: Response<ApiBody>, how: &'static str) -> Response<ApiBody> {
+    resp.headers_mut()
+        .insert("x-trigate-cache", HeaderValue::from_static(how));
+    resp
 }
 
 /// Why a request got no upstream response.
@@ -484,47 +637,21 @@ async fn forward(
             parts.headers.insert(header::HOST, a);
         }
     }
-    let scheme = if cx.upstream_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     let pq = parts
         .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    parts.uri = format!("{scheme}://{}{pq}", cx.original_dst)
-        .parse()
-        .map_err(|e| Failure::Upstream(format!("bad request target: {e}")))?;
     // The pool speaks HTTP/2 only when the upstream negotiated it.
     parts.version = Version::HTTP_11;
-
-    let tls_cfg = node.config.load().tls.clone();
-    let upstream_tls = match &cx.upstream_tls {
-        Some(name) => Some((
-            name.clone(),
-            node.tls.upstream(&tls_cfg).map_err(Failure::Connect)?,
-        )),
-        None => None,
+    let cluster = route
+        .and_then(|r| r.upstream.as_ref())
+        .and_then(|name| node.api.load().clusters.get(name).cloned());
+    let target = Target {
+        cx,
+        cluster: cluster.as_ref(),
+        pq: &pq,
     };
-    let key = PoolKey {
-        workload: cx.workload.as_ref().map_or(0, |w| w.id),
-        addr: cx.original_dst,
-        tls_name: cx.upstream_tls.clone(),
-    };
-    let client = node.api_clients.get(
-        key,
-        || Connector {
-            addr: cx.original_dst,
-            netns: cx.netns.clone(),
-            mark: node.proxy.mark,
-            connect_timeout: node.proxy.connect_timeout,
-            tls: upstream_tls,
-            handshake_timeout: Duration::from_millis(tls_cfg.handshake_timeout_ms),
-        },
-        node.config.load().http.pool_max_idle,
-    );
 
     // Only requests without a body can be sent twice.
     let retries = route.map_or(0, |r| r.retries.attempts);
@@ -532,8 +659,12 @@ async fn forward(
         retries > 0 && idempotent(&parts.method) && body.size_hint().exact() == Some(0);
     let route_name = rlog.route.clone();
     if !replayable {
+        let (client, pick, uri) = target.next(&[])?;
+        parts.uri = uri;
         let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
-        let mut resp = send(&client, req, timeout).await?;
+        let result = send(&client, req, timeout).await;
+        report(pick, &result);
+        let mut resp = result?;
         if let Some(client_upgrade) = client_upgrade {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -544,12 +675,18 @@ async fn forward(
     }
     let backoff = route.map_or(50, |r| r.retries.backoff_ms);
     let mut attempt = 0;
+    let mut tried = Vec::new();
     loop {
+        let (client, pick, uri) = target.next(&tried)?;
+        tried.extend(pick.as_ref().map(|p| p.index));
+        let mut attempt_parts = parts.clone();
+        attempt_parts.uri = uri;
         let req = Request::from_parts(
-            parts.clone(),
+            attempt_parts,
             Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
         );
         let result = send(&client, req, timeout).await;
+        report(pick, &result);
         let retry = match &result {
             Err(Failure::Connect(_)) | Err(Failure::Timeout(_)) => true,
             Ok(r) => matches!(
@@ -573,6 +710,77 @@ async fn forward(
             backoff.saturating_mul(1 << (attempt - 1).min(10)),
         ))
         .await;
+    }
+}
+
+/// Where one request goes: the original destination, or an endpoint of the
+/// route's cluster chosen per attempt.
+struct Target<'a> {
+    cx: &'a Arc<ConnContext>,
+    cluster: Option<&'a Arc<Cluster>>,
+    pq: &'a str,
+}
+
+impl Target<'_> {
+    /// The pooled client, the endpoint hold (clusters) and the URI of the
+    /// next attempt; `tried` are endpoint indexes of earlier attempts.
+    fn next(
+        &self,
+        tried: &[usize],
+    ) -> Result<(client::UpstreamClient, Option<Pick>, Uri), Failure> {
+        let cx = self.cx;
+        let node = &cx.node;
+        let (addr, tls_name, pick) = match self.cluster {
+            Some(c) => {
+                let pick = c.pick(tried, Instant::now()).ok_or_else(|| {
+                    Failure::Connect(format!("cluster {} has no endpoints", c.name))
+                })?;
+                (pick.addr, c.tls_name.clone(), Some(pick))
+            }
+            None => (cx.original_dst, cx.upstream_tls.clone(), None),
+        };
+        let tls_cfg = node.config.load().tls.clone();
+        let upstream_tls = match &tls_name {
+            Some(name) => Some((
+                name.clone(),
+                node.tls.upstream(&tls_cfg).map_err(Failure::Connect)?,
+            )),
+            None => None,
+        };
+        let scheme = if tls_name.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{addr}{}", self.pq)
+            .parse()
+            .map_err(|e| Failure::Upstream(format!("bad request target: {e}")))?;
+        let key = PoolKey {
+            workload: cx.workload.as_ref().map_or(0, |w| w.id),
+            addr,
+            tls_name,
+        };
+        let client = node.api_clients.get(
+            key,
+            || Connector {
+                addr,
+                netns: cx.netns.clone(),
+                mark: node.proxy.mark,
+                connect_timeout: node.proxy.connect_timeout,
+                tls: upstream_tls,
+                handshake_timeout: Duration::from_millis(tls_cfg.handshake_timeout_ms),
+            },
+            node.config.load().http.pool_max_idle,
+        );
+        Ok((client, pick, uri))
+    }
+}
+
+/// Tells the cluster how its endpoint did: connect errors, timeouts and
+/// 5xx count as failures for outlier ejection.
+fn report(pick: Option<Pick>, result: &Result<Response<Incoming>, Failure>) {
+    if let Some(pick) = pick {
+        let ok = match result {
+            Ok(r) => !r.status().is_server_error(),
+            Err(_) => false,
+        };
+        pick.report(ok);
     }
 }
 
