@@ -839,3 +839,85 @@ fn get_responses_are_cached_per_tenant_and_cors_is_answered() -> Result<()> {
     ensure!(log_str(&line, "route") == Some("cached"), "{line}");
     Ok(())
 }
+
+#[test]
+fn silent_and_slow_clients_are_closed() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set("/http", json!({"header_read_timeout_ms": 500}))
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let _d = node.start(&cfg)?;
+    // One client says nothing, one sends half a request head.
+    let script = format!(
+        r#"
+import socket, time
+for payload in [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"]:
+    s = socket.create_connection(("{ip}", {port}), timeout=10)
+    s.sendall(payload)
+    t = time.time()
+    try:
+        data = s.recv(4096)
+        while data:
+            data = s.recv(4096)
+    except socket.timeout:
+        print("not closed")
+        continue
+    print("closed after %.1f s" % (time.time() - t))
+"#,
+        ip = up.ip(),
+        port = up.port()
+    );
+    let env = trigate_e2e::env()?;
+    let out = pod
+        .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
+        .check("slow clients")?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(lines.len() == 2, "two results expected: {:?}", out.stdout);
+    for line in lines {
+        let secs: f64 = line
+            .strip_prefix("closed after ")
+            .and_then(|r| r.strip_suffix(" s"))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("a client was not closed: {line}"))?;
+        ensure!(
+            secs < 5.0,
+            "closed too late ({secs} s) for a 500 ms header timeout"
+        );
+    }
+    ensure!(up.requests().is_empty(), "nothing reached the upstream");
+    Ok(())
+}
+
+#[test]
+fn route_changes_apply_on_reload() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start(pod.host_ip.into())?;
+    let base = node
+        .config()
+        .destination(api_destination(&up))
+        .workload(pod.workload());
+    let with_route = |v: &str| {
+        set_gate_api(base.clone().set(
+            "/routes",
+            json!([{"name": "r", "response_headers": {"set": {"x-version": v}}}]),
+        ))
+    };
+    let d = node.start(&with_route("1"))?;
+    let url = format!("http://{}/v", up.addr());
+    let (_, head, _) = curl(&pod, &[&url])?;
+    ensure!(head.contains("x-version: 1"), "{head}");
+    let path = d.config_path();
+    std::fs::write(path.with_extension("new"), with_route("2").to_yaml())?;
+    std::fs::rename(path.with_extension("new"), &path)?;
+    trigate_e2e::poll_until(LOG_WAIT, "the new route to apply", || {
+        let (_, head, _) = curl(&pod, &[&url])?;
+        Ok(head.contains("x-version: 2").then_some(()))
+    })?;
+    Ok(())
+}

@@ -295,3 +295,48 @@ fn originate_speaks_tls_upstream_for_a_plaintext_client() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn tls_garbage_is_refused_and_logged() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let test_ca = TestCa::new()?;
+    let up = Upstream::start_tls(pod.host_ip.into(), &test_ca, &["api.e2e.test"])?;
+    let cfg = node
+        .config()
+        .destination(
+            Destination::redirect("api")
+                .addr(up.ip())
+                .port(up.port())
+                .tls(json!({"mode": "passthrough", "sni_allow": ["api.e2e.test"]})),
+        )
+        .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    // A handshake record header whose body is not a ClientHello.
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("{ip}", {port}), timeout=5)
+s.sendall(b"\x16\x03\x01\x00\x10" + b"\xff" * 16)
+try:
+    print("closed" if s.recv(4096) == b"" else "answered")
+except ConnectionResetError:
+    print("closed")
+"#,
+        ip = up.ip(),
+        port = up.port()
+    );
+    let env = trigate_e2e::env()?;
+    let out = pod
+        .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
+        .check("garbage client")?;
+    ensure!(
+        out.stdout.trim() == "closed",
+        "garbage should be closed: {:?}",
+        out.stdout
+    );
+    let line = access_line(&d, |l| log_str(l, "workload") == Some("pod-a"))?;
+    ensure_fields(&line, &[("outcome", "not_tls"), ("protocol", "opaque")])?;
+    ensure!(up.accepted() == 0, "garbage must not reach the upstream");
+    Ok(())
+}

@@ -305,6 +305,9 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Idle upstream connections kept per workload and destination.
     pub pool_max_idle: usize,
+    /// How long a client may take to send a complete request head (also
+    /// what a silent, half-open connection gets), in ms.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -314,6 +317,7 @@ impl Default for HttpConfig {
             max_concurrent_streams: 100,
             request_timeout_ms: 60_000,
             pool_max_idle: 32,
+            header_read_timeout_ms: 30_000,
         }
     }
 }

@@ -122,6 +122,7 @@ fn check_http(config: &Config, p: &mut Problems) {
             u64::from(h.max_concurrent_streams),
         ),
         ("http.request_timeout_ms", h.request_timeout_ms),
+        ("http.header_read_timeout_ms", h.header_read_timeout_ms),
     ] {
         if value == 0 {
             p.push(field, "must be more than 0");

@@ -196,20 +196,33 @@ where
         .http1()
         .max_buf_size(http.max_header_bytes.max(8192))
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms));
     builder
         .http2()
         .max_concurrent_streams(http.max_concurrent_streams)
         .timer(hyper_util::rt::TokioTimer::new());
     let service_cx = Arc::clone(&cx);
+    // hyper's header timeout starts with the first byte; a client that
+    // never sends one (half-open, or a probe) is closed by this instead.
+    let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::clone(&first_request);
     let service = hyper::service::service_fn(move |req| {
         let cx = Arc::clone(&service_cx);
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
         async move { Ok::<_, Infallible>(handle(&cx, req).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let silent_for = Duration::from_millis(http.header_read_timeout_ms);
+    let silent = async {
+        tokio::time::sleep(silent_for).await;
+        if first_request.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        _ = silent => Err(format!("no request within {} ms", silent_for.as_millis()).into()),
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             // In-flight requests get a moment to finish; then the task ends.
