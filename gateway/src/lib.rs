@@ -18,3 +18,16 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod workload;
+
+/// An error with its sources, which is where libraries (aya, hyper) keep
+/// the part that says what went wrong (an errno, a refused connection).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -15,7 +15,7 @@ use crate::{
     daemon::Node,
     detect::{self, Protocol},
     intercept::destinations::Destination,
-    telemetry::access::Outcome,
+    telemetry::access::{ConnectionLog, Outcome},
     tls::{LeafCache, NodeCa},
     upstream::tls::UpstreamTls,
     upstream::{self, tls::handshake},
@@ -222,85 +222,40 @@ async fn terminate(
         mut log,
         ..
     } = accepted;
-    let metrics = &node.metrics;
-    let handshake_timeout = std::time::Duration::from_millis(tls_cfg.handshake_timeout_ms);
-    let (leaves, upstream_tls) = match (node.tls.leaves(tls_cfg), node.tls.upstream(tls_cfg)) {
-        (Ok(l), Ok(u)) => (l, u),
-        (Err(e), _) | (_, Err(e)) => {
-            log.fail(Outcome::ClientTlsFailed, e);
-            return;
-        }
-    };
-    let tcp = match upstream::connect(
-        original_dst,
-        &netns,
-        node.proxy.mark,
-        node.proxy.connect_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
+    let leaves = match node.tls.leaves(tls_cfg) {
+        Ok(l) => l,
         Err(e) => {
-            log.fail(e.outcome(), e);
+            log.fail(Outcome::ClientTlsFailed, e);
             return;
         }
     };
     let name = upstream_name(policy, sni.as_deref(), hosts, original_dst);
     let offered: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let upstream =
-        match handshake(tcp, &name, upstream_tls.config(&offered), handshake_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                metrics
-                    .tls_handshakes
-                    .with_label_values(&["terminate", "upstream", "failed"])
-                    .inc();
-                log.fail(Outcome::UpstreamTlsFailed, e);
-                return;
-            }
-        };
-    metrics
-        .tls_handshakes
-        .with_label_values(&["terminate", "upstream", "ok"])
-        .inc();
+    let Some(upstream) = connect_upstream(
+        node,
+        original_dst,
+        &netns,
+        &name,
+        &offered,
+        "terminate",
+        tls_cfg,
+        &mut log,
+    )
+    .await
+    else {
+        return;
+    };
     let chosen: Vec<Vec<u8>> = upstream
         .get_ref()
         .1
         .alpn_protocol()
         .map(|p| vec![p.to_vec()])
         .unwrap_or_default();
-    let fallback = sni.clone().unwrap_or_else(|| original_dst.ip().to_string());
-    let server_config = leaves.server_config(Some(fallback), chosen);
-    let accept = tokio_rustls::TlsAcceptor::from(server_config).accept(stream);
-    let client = match tokio::time::timeout(handshake_timeout, accept).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            metrics
-                .tls_handshakes
-                .with_label_values(&["terminate", "client", "failed"])
-                .inc();
-            log.fail(
-                Outcome::ClientTlsFailed,
-                format!("client TLS handshake failed: {e} (does the client trust the node CA?)"),
-            );
-            return;
-        }
-        Err(_) => {
-            metrics
-                .tls_handshakes
-                .with_label_values(&["terminate", "client", "failed"])
-                .inc();
-            log.fail(
-                Outcome::ClientTlsFailed,
-                format!("client TLS handshake timed out after {handshake_timeout:?}"),
-            );
-            return;
-        }
+    let fallback = sni.unwrap_or_else(|| original_dst.ip().to_string());
+    let config = leaves.server_config(Some(fallback), chosen);
+    let Some(client) = accept_client(node, stream, config, tls_cfg, &mut log).await else {
+        return;
     };
-    metrics
-        .tls_handshakes
-        .with_label_values(&["terminate", "client", "ok"])
-        .inc();
     pump(client, upstream, &node.proxy, &node.stop, &mut log).await;
 }
 
@@ -332,41 +287,9 @@ async fn terminate_http(
     };
     let fallback = sni.clone().unwrap_or_else(|| original_dst.ip().to_string());
     let config = leaves.server_config(Some(fallback), vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-    let timeout = std::time::Duration::from_millis(tls_cfg.handshake_timeout_ms);
-    let client = match tokio::time::timeout(
-        timeout,
-        tokio_rustls::TlsAcceptor::from(config).accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            node.metrics
-                .tls_handshakes
-                .with_label_values(&["terminate", "client", "failed"])
-                .inc();
-            log.fail(
-                Outcome::ClientTlsFailed,
-                format!("client TLS handshake failed: {e} (does the client trust the node CA?)"),
-            );
-            return;
-        }
-        Err(_) => {
-            node.metrics
-                .tls_handshakes
-                .with_label_values(&["terminate", "client", "failed"])
-                .inc();
-            log.fail(
-                Outcome::ClientTlsFailed,
-                format!("client TLS handshake timed out after {timeout:?}"),
-            );
-            return;
-        }
+    let Some(client) = accept_client(node, stream, config, tls_cfg, &mut log).await else {
+        return;
     };
-    node.metrics
-        .tls_handshakes
-        .with_label_values(&["terminate", "client", "ok"])
-        .inc();
     let name = upstream_name(policy, sni.as_deref(), &destination.hosts, original_dst);
     super::api::serve_io(
         node,
@@ -395,45 +318,105 @@ async fn originate(
         mut log,
         ..
     } = accepted;
+    let name = upstream_name(policy, None, hosts, original_dst);
+    let Some(upstream) = connect_upstream(
+        node,
+        original_dst,
+        &netns,
+        &name,
+        &[],
+        "originate",
+        tls_cfg,
+        &mut log,
+    )
+    .await
+    else {
+        return;
+    };
+    pump(stream, upstream, &node.proxy, &node.stop, &mut log).await;
+}
+
+/// TCP then TLS to the upstream, verifying `name` and offering `alpn`;
+/// failures are recorded in `log` and the metrics.
+#[allow(clippy::too_many_arguments)]
+async fn connect_upstream(
+    node: &Arc<Node>,
+    addr: SocketAddr,
+    netns: &crate::netns::Netns,
+    name: &str,
+    alpn: &[Vec<u8>],
+    mode: &'static str,
+    tls_cfg: &TlsConfig,
+    log: &mut ConnectionLog,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let upstream_tls = match node.tls.upstream(tls_cfg) {
         Ok(u) => u,
         Err(e) => {
             log.fail(Outcome::UpstreamTlsFailed, e);
-            return;
+            return None;
         }
     };
-    let tcp = match upstream::connect(
-        original_dst,
-        &netns,
-        node.proxy.mark,
-        node.proxy.connect_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            log.fail(e.outcome(), e);
-            return;
-        }
-    };
-    let name = upstream_name(policy, None, hosts, original_dst);
+    let tcp =
+        match upstream::connect(addr, netns, node.proxy.mark, node.proxy.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                log.fail(e.outcome(), e);
+                return None;
+            }
+        };
     let timeout = std::time::Duration::from_millis(tls_cfg.handshake_timeout_ms);
-    let upstream = match handshake(tcp, &name, upstream_tls.config(&[]), timeout).await {
-        Ok(s) => s,
+    let handshakes = &node.metrics.tls_handshakes;
+    match handshake(tcp, name, upstream_tls.config(alpn), timeout).await {
+        Ok(s) => {
+            handshakes
+                .with_label_values(&[mode, "upstream", "ok"])
+                .inc();
+            Some(s)
+        }
         Err(e) => {
-            node.metrics
-                .tls_handshakes
-                .with_label_values(&["originate", "upstream", "failed"])
+            handshakes
+                .with_label_values(&[mode, "upstream", "failed"])
                 .inc();
             log.fail(Outcome::UpstreamTlsFailed, e);
-            return;
+            None
         }
+    }
+}
+
+/// The client's TLS handshake with the gateway (leaf from the node CA),
+/// within the handshake timeout; failures are recorded.
+async fn accept_client(
+    node: &Arc<Node>,
+    stream: tokio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    tls_cfg: &TlsConfig,
+    log: &mut ConnectionLog,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let timeout = std::time::Duration::from_millis(tls_cfg.handshake_timeout_ms);
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let result = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!(
+            "client TLS handshake failed: {e} (does the client trust the node CA?)"
+        )),
+        Err(_) => Err(format!("client TLS handshake timed out after {timeout:?}")),
     };
-    node.metrics
-        .tls_handshakes
-        .with_label_values(&["originate", "upstream", "ok"])
-        .inc();
-    pump(stream, upstream, &node.proxy, &node.stop, &mut log).await;
+    let handshakes = &node.metrics.tls_handshakes;
+    match result {
+        Ok(s) => {
+            handshakes
+                .with_label_values(&["terminate", "client", "ok"])
+                .inc();
+            Some(s)
+        }
+        Err(e) => {
+            handshakes
+                .with_label_values(&["terminate", "client", "failed"])
+                .inc();
+            log.fail(Outcome::ClientTlsFailed, e);
+            None
+        }
+    }
 }
 
 #[cfg(test)]

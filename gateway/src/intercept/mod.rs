@@ -348,7 +348,7 @@ fn attach_all(
             p.load().map_err(|e| attach_err(verifier_message(e)))?;
             let id = p
                 .attach(cgroup_file.as_fd(), CgroupAttachMode::Single)
-                .map_err(|e| attach_err(error_chain(&e)))?;
+                .map_err(|e| attach_err(crate::error_chain(&e)))?;
             p.take_link(id)
                 .map_err(|e| attach_err(e.to_string()))?
                 .try_into()
@@ -360,7 +360,7 @@ fn attach_all(
             p.load().map_err(|e| attach_err(verifier_message(e)))?;
             let id = p
                 .attach(cgroup_file.as_fd(), CgroupAttachMode::Single)
-                .map_err(|e| attach_err(error_chain(&e)))?;
+                .map_err(|e| attach_err(crate::error_chain(&e)))?;
             p.take_link(id)
                 .map_err(|e| attach_err(e.to_string()))?
                 .try_into()
@@ -374,18 +374,6 @@ fn attach_all(
     Ok(links)
 }
 
-/// An error with its sources, which is where aya keeps the errno.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// Keeps the verifier log, which is what explains a rejected program.
 fn verifier_message(e: aya::programs::ProgramError) -> String {
     match e {
@@ -395,7 +383,7 @@ fn verifier_message(e: aya::programs::ProgramError) -> String {
         } => {
             format!("the verifier rejected it: {io_error}\n{verifier_log}")
         }
-        other => error_chain(&other),
+        other => crate::error_chain(&other),
     }
 }
 

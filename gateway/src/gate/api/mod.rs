@@ -826,20 +826,9 @@ async fn send(
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Err(Failure::Timeout(timeout)),
         Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
-        Ok(Err(e)) => Err(Failure::Upstream(error_chain(&e))),
+        Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(crate::error_chain(&e))),
+        Ok(Err(e)) => Err(Failure::Upstream(crate::error_chain(&e))),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// The bucket key a limit counts this request under.
