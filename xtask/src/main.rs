@@ -64,6 +64,15 @@ enum Bench {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Cost of the API gate per request (trigate vs nginx as reverse proxy
+    /// vs direct, with wrk): runs the trigate-e2e `bench-api` binary
+    /// (release) with the release daemon. Needs nginx and wrk (Debian
+    /// packages, `cargo xtask setup --test-deps`).
+    Api {
+        /// Passed to bench-api, e.g. `-- --rounds 3 --secs 2`.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,7 +97,10 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Schema => schema::write(&root),
         Cmd::Bench {
             bench: Bench::Intercept { args },
-        } => bench_intercept(&root, &args),
+        } => bench_bin(&root, "bench-intercept", &args),
+        Cmd::Bench {
+            bench: Bench::Api { args },
+        } => bench_bin(&root, "bench-api", &args),
     }
 }
 
@@ -109,23 +121,25 @@ fn run_daemon(root: &Path, args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("executing {}", bin.display()))
 }
 
-/// Whether the trigate-e2e crate (tests/) has a `bench-intercept` binary.
-fn has_bench_intercept(root: &Path) -> bool {
+/// Whether the trigate-e2e crate (tests/) has a binary named `name`.
+fn has_bench_bin(root: &Path, name: &str) -> bool {
     let tests = root.join("tests");
-    tests.join("src/bin/bench-intercept.rs").exists()
-        || tests.join("src/bin/bench-intercept/main.rs").exists()
+    tests.join(format!("src/bin/{name}.rs")).exists()
+        || tests.join(format!("src/bin/{name}/main.rs")).exists()
         || std::fs::read_to_string(tests.join("Cargo.toml")).is_ok_and(|manifest| {
             manifest
                 .lines()
-                .any(|l| l.replace(' ', "") == r#"name="bench-intercept""#)
+                .any(|l| l.replace(' ', "") == format!(r#"name="{name}""#))
         })
 }
 
-fn bench_intercept(root: &Path, args: &[String]) -> Result<()> {
-    if !has_bench_intercept(root) {
+/// Builds the release daemon and runs the trigate-e2e benchmark binary
+/// `name` (release) with it.
+fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
+    if !has_bench_bin(root, name) {
         bail!(
-            "the bench-intercept binary does not exist yet: it belongs in the trigate-e2e \
-             crate as tests/src/bin/bench-intercept.rs (or a [[bin]] named bench-intercept \
+            "the {name} binary does not exist yet: it belongs in the trigate-e2e \
+             crate as tests/src/bin/{name}.rs (or a [[bin]] named {name} \
              in tests/Cargo.toml)"
         );
     }
@@ -136,14 +150,7 @@ fn bench_intercept(root: &Path, args: &[String]) -> Result<()> {
     cmd.arg("run")
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
-        .args([
-            "--release",
-            "-p",
-            "trigate-e2e",
-            "--bin",
-            "bench-intercept",
-            "--",
-        ])
+        .args(["--release", "-p", "trigate-e2e", "--bin", name, "--"])
         .args(args)
         .env("PATH", util::path_with(&root.join(".venv/bin"))?);
     if std::env::var_os("TRIGATE_BIN").is_none() {

@@ -25,6 +25,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3",      // test clients
     "python3-venv", // .venv with tests/requirements.txt
     "redis-server", // the Redis rate-limit backend's tests (started by the tests)
+    "nginx",        // upstream and reference reverse proxy (bench api)
+    "wrk",          // HTTP load generator (bench api)
 ];
 
 fn say(what: &str, result: impl std::fmt::Display) {

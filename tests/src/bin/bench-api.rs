@@ -1,0 +1,757 @@
+//! `cargo xtask bench api`: what the API gate costs per request, next to
+//! nginx as the same reverse proxy and next to no proxy at all.
+//!
+//! One upstream — nginx answering `200 ok` with keep-alive, on the host side
+//! of a pod's veth — and three modes, each driven by `wrk` run inside a
+//! simulated pod, interleaved in rounds so machine noise hits every mode
+//! alike (each round also starts at a different mode):
+//! (a) direct — wrk dials the upstream; nothing is attached to its cgroup;
+//! (b) trigate — wrk dials the upstream; the eBPF redirect hands the
+//!     connection to trigate's in-pod listener, where the API gate (one
+//!     route, no auth, no limits) forwards over pooled keep-alive upstream
+//!     connections made in the pod's netns;
+//! (c) nginx — wrk dials an nginx reverse proxy (1 worker, upstream
+//!     keepalive) running in its own pod's netns on 127.0.0.1, which
+//!     reaches the upstream through that pod's veth.
+//! (b) and (c) are laid out alike: the client reaches the proxy over the
+//! pod's loopback, the proxy reaches the upstream over the pod's veth.
+//!
+//! Per run: requests/s and p50/p99 latency from `wrk --latency`, and the
+//! proxy's CPU time per request (utime+stime delta from /proc over requests
+//! served). Every run is checked: the upstream (nginx `stub_status`) saw the
+//! requests wrk reported, and in mode (b) trigate's
+//! `trigate_http_requests_total{route="bench",status="200"}` grew by them.
+//!
+//! Why nginx as the upstream: it is cheap per request and keeps connections
+//! alive, so the shared two cores go to the client and the proxy, and it
+//! counts requests and accepted connections (`stub_status`), which shows
+//! that every mode reached it and whether the proxies reused connections.
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use serde_json::json;
+use trigate_e2e::{free_port, http_request, Daemon, HostPod, Node, Pod, Runner};
+
+/// Where the nginx proxy listens inside its pod's netns.
+const NGINX_PROXY_PORT: u16 = 8080;
+/// Client concurrencies measured, in this order within a round.
+const CONNS: [u32; 2] = [32, 1];
+/// Share of requests that may fail (socket errors, non-2xx) before a run
+/// counts as broken.
+const MAX_ERROR_SHARE: f64 = 0.001;
+
+fn main() -> Result<()> {
+    let mut rounds = 5;
+    let mut secs = 5;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
+            "--secs" => secs = it.next().context("--secs S")?.parse()?,
+            "api" => {}
+            other => bail!("unknown argument {other:?} (use --rounds N --secs S)"),
+        }
+    }
+    if rounds == 0 || secs == 0 {
+        bail!("--rounds and --secs must be at least 1");
+    }
+    bench(rounds, secs)
+}
+
+/// What one `wrk --latency` run printed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wrk {
+    requests: u64,
+    secs: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Socket errors (connect, read, write, timeout) plus non-2xx/3xx.
+    errors: u64,
+}
+
+/// Parses wrk 4's text report (`--latency` prints the 50/75/90/99th
+/// percentiles).
+fn parse_wrk(out: &str) -> Result<Wrk> {
+    let mut w = Wrk::default();
+    let (mut p50, mut p99, mut reqs, mut rps) = (None, None, None, None);
+    let mut in_distribution = false;
+    for line in out.lines() {
+        let t = line.trim();
+        if t == "Latency Distribution" {
+            in_distribution = true;
+            continue;
+        }
+        if in_distribution {
+            if let Some((p, v)) = t.split_once('%') {
+                match p.trim() {
+                    "50" => p50 = Some(time_us(v.trim())?),
+                    "99" => p99 = Some(time_us(v.trim())?),
+                    _ => {}
+                }
+                continue;
+            }
+            in_distribution = false;
+        }
+        let words: Vec<&str> = t.split_whitespace().collect();
+        if words.get(1) == Some(&"requests") && words.get(2) == Some(&"in") {
+            // "50513 requests in 2.01s, 7.23MB read"
+            reqs = Some(words[0].parse::<u64>()?);
+            w.secs = time_us(words.get(3).context("duration")?.trim_end_matches(','))? / 1e6;
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
+            rps = Some(v.trim().parse::<f64>()?);
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            for part in v.split(',') {
+                w.errors += part
+                    .split_whitespace()
+                    .nth(1)
+                    .context("socket errors")?
+                    .parse::<u64>()?;
+            }
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            w.errors += v.trim().parse::<u64>()?;
+        }
+    }
+    w.p50_us = p50.context("no 50% line (wrk without --latency?)")?;
+    w.p99_us = p99.context("no 99% line")?;
+    w.requests = reqs.context("no `N requests in` line")?;
+    w.rps = rps.context("no Requests/sec line")?;
+    Ok(w)
+}
+
+/// wrk's time units (`21.00us`, `1.23ms`, `5.00s`, `1.00m`) in µs.
+fn time_us(s: &str) -> Result<f64> {
+    for (unit, scale) in [
+        ("us", 1.0),
+        ("ms", 1e3),
+        ("s", 1e6),
+        ("m", 60e6),
+        ("h", 3600e6),
+    ] {
+        if let Some(n) = s.strip_suffix(unit) {
+            return Ok(n.parse::<f64>().with_context(|| format!("time {s:?}"))? * scale);
+        }
+    }
+    bail!("unknown time unit in {s:?}")
+}
+
+/// A directory under the temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Result<TempDir> {
+        let mut n = 0;
+        loop {
+            let p = std::env::temp_dir().join(format!(
+                "trigate-bench-api-{}-{what}-{n}",
+                std::process::id()
+            ));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(TempDir(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+            }
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An nginx (master + 1 worker, in the foreground) with its own prefix,
+/// config and temp paths in a temp dir. Dropping it stops it by its pids
+/// (SIGTERM, SIGKILL after 5 s) and removes the dir.
+struct Nginx {
+    what: &'static str,
+    child: Child,
+    /// Workers seen, so they can be killed even if the master is gone.
+    workers: Vec<i32>,
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `http` as the body of its `http {}` block, in
+    /// `runner` (its cgroup, and its netns if it has one), and waits until
+    /// its worker runs (listeners are bound before workers start).
+    fn start(nginx: &Path, runner: &impl Runner, what: &'static str, http: &str) -> Result<Nginx> {
+        let dir = TempDir::new(what)?;
+        let d = dir.0.display();
+        // Logs and temp files stay in the dir; access logs off, as for
+        // trigate; client and upstream keep-alive never run out during a run.
+        let conf = format!(
+            "daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+{http}
+}}
+"
+        );
+        let conf_path = dir.0.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let err_log = dir.0.join("error.log");
+        let prefix = format!("{d}/");
+        let mut cmd = runner.command(
+            nginx,
+            &[
+                "-p",
+                &prefix,
+                "-c",
+                &conf_path.to_string_lossy(),
+                "-e",
+                &err_log.to_string_lossy(),
+            ],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(dir.0.join("stdout"))?)
+            .stderr(File::create(dir.0.join("stderr"))?);
+        // `sh` and `ip netns exec` both exec: the child's pid is nginx's.
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", nginx.display()))?;
+        let mut n = Nginx {
+            what,
+            child,
+            workers: Vec::new(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = n.child.try_wait()? {
+                bail!(
+                    "nginx ({what}) exited during start-up ({status}): {}{}",
+                    std::fs::read_to_string(n.dir.0.join("stderr")).unwrap_or_default(),
+                    std::fs::read_to_string(&err_log).unwrap_or_default()
+                );
+            }
+            n.workers = children(n.pid());
+            if !n.workers.is_empty() {
+                return Ok(n);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nginx ({what}) started no worker within 10 s: {}",
+                    std::fs::read_to_string(&err_log).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The master and its current children.
+    fn pids(&self) -> Vec<i32> {
+        let mut v = vec![self.pid()];
+        v.extend(children(self.pid()));
+        v
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                eprintln!("nginx ({}) ignored SIGTERM: SIGKILL", self.what);
+                let _ = kill(Pid::from_raw(self.pid()), Signal::SIGKILL);
+                let _ = self.child.wait();
+            }
+        }
+        // Workers normally leave with the master; any left over would be
+        // orphans of ours (the pod's cgroup removal would kill them too).
+        for w in &self.workers {
+            if std::fs::read_to_string(format!("/proc/{w}/comm")).is_ok_and(|c| c.trim() == "nginx")
+            {
+                let _ = kill(Pid::from_raw(*w), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// `/proc/PID/task/PID/children`: the direct children of a process.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: i32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised comm: state is #3, utime #14, stime #15.
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The upstream's `stub_status` counters: (accepted connections, requests).
+/// Reading them is itself one connection and one request.
+fn upstream_counters(addr: SocketAddr) -> Result<(u64, u64)> {
+    let r = http_request(addr, "GET", "/__status", None)?;
+    if r.status != 200 {
+        bail!("upstream stub_status: {} {:?}", r.status, r.body);
+    }
+    // "Active connections: 1\nserver accepts handled requests\n 5 5 101029\n…"
+    let nums: Vec<u64> = r
+        .body
+        .lines()
+        .nth(2)
+        .context("stub_status body")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    match nums[..] {
+        [accepts, _handled, requests] => Ok((accepts, requests)),
+        _ => bail!("odd stub_status body {:?}", r.body),
+    }
+}
+
+/// The proxy a mode goes through, whose CPU time is measured.
+enum Proxy<'a> {
+    None,
+    Trigate(&'a Daemon),
+    Nginx(&'a Nginx),
+}
+
+impl Proxy<'_> {
+    fn pids(&self) -> Vec<i32> {
+        match self {
+            Proxy::None => vec![],
+            Proxy::Trigate(d) => vec![d.pid()],
+            Proxy::Nginx(n) => n.pids(),
+        }
+    }
+
+    fn cpu_ticks(&self) -> Result<u64> {
+        self.pids().into_iter().map(cpu_ticks).sum()
+    }
+}
+
+struct Mode<'a> {
+    name: &'static str,
+    pod: &'a Pod,
+    url: String,
+    proxy: Proxy<'a>,
+}
+
+/// One measured run's figures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    wrk: Wrk,
+    /// Proxy CPU time per request, µs.
+    cpu_us_per_req: Option<f64>,
+    /// Proxy CPU time over the run's wall time, % of one core.
+    cpu_pct: Option<f64>,
+    /// Connections the upstream accepted during the run.
+    upstream_conns: u64,
+}
+
+/// `trigate_http_requests_total` of the bench route: (all, status 200).
+fn trigate_requests(d: &Daemon) -> Result<(f64, f64)> {
+    let m = d.metrics()?;
+    Ok((
+        m.sum("trigate_http_requests_total", &[("route", "bench")]),
+        m.sum(
+            "trigate_http_requests_total",
+            &[("route", "bench"), ("status", "200")],
+        ),
+    ))
+}
+
+fn run_mode(wrk: &Path, mode: &Mode, upstream: SocketAddr, conns: u32, secs: u64) -> Result<Run> {
+    let threads = conns.min(2).to_string();
+    let conns_s = conns.to_string();
+    let duration = format!("{secs}s");
+    let up_before = upstream_counters(upstream)?;
+    let gate_before = match mode.proxy {
+        Proxy::Trigate(d) => Some(trigate_requests(d)?),
+        _ => None,
+    };
+    let cpu_before = mode.proxy.cpu_ticks()?;
+    let out = mode.pod.run(
+        wrk,
+        &[
+            "-t",
+            &threads,
+            "-c",
+            &conns_s,
+            "-d",
+            &duration,
+            "--timeout",
+            "5s",
+            "--latency",
+            &mode.url,
+        ],
+        Duration::from_secs(secs + 60),
+    )?;
+    let cpu_after = mode.proxy.cpu_ticks()?;
+    let gate_after = match mode.proxy {
+        Proxy::Trigate(d) => Some(trigate_requests(d)?),
+        _ => None,
+    };
+    let up_after = upstream_counters(upstream)?;
+    if !out.success() {
+        bail!(
+            "wrk in {} failed ({}): {}{}",
+            mode.pod.name,
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+    let w = parse_wrk(&out.stdout).with_context(|| format!("wrk output {:?}", out.stdout))?;
+    let n = w.requests;
+    if n == 0 || w.errors as f64 > n as f64 * MAX_ERROR_SHARE {
+        bail!(
+            "{} requests with {} errors (socket errors or non-2xx): {}",
+            n,
+            w.errors,
+            out.stdout
+        );
+    }
+    // Every mode reached the upstream with (about) the requests wrk counted;
+    // a proxy may have some in flight when wrk stops. The status read
+    // itself is one connection and one request.
+    let slack = 2 * conns as u64 + 8;
+    let up_requests = up_after.1 - up_before.1 - 1;
+    if up_requests < n || up_requests > n + slack {
+        bail!("the upstream served {up_requests} requests while wrk counted {n}");
+    }
+    if let (Some(b), Some(a)) = (gate_before, gate_after) {
+        let (all, ok) = (a.0 - b.0, a.1 - b.1);
+        if ok < n as f64 || all > (n + slack) as f64 {
+            bail!(
+                "trigate counted {all} requests on route bench ({ok} with 200) while wrk counted {n}: the mode bypassed the api gate"
+            );
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu_secs = (cpu_after - cpu_before) as f64 / hz;
+    let proxied = !matches!(mode.proxy, Proxy::None);
+    Ok(Run {
+        wrk: w,
+        cpu_us_per_req: proxied.then(|| cpu_secs * 1e6 / n as f64),
+        cpu_pct: proxied.then(|| cpu_secs / w.secs * 100.0),
+        upstream_conns: up_after.0 - up_before.0 - 1,
+    })
+}
+
+/// A tool from PATH or the sbin directories (nginx lives in /usr/sbin).
+fn find_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("{name} not found in PATH or /usr/sbin: `cargo xtask setup --test-deps` installs it (Debian package {name})")
+        })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn bench(rounds: usize, secs: u64) -> Result<()> {
+    let nginx = find_tool("nginx")?;
+    let wrk = find_tool("wrk")?;
+
+    // Programs attach to `node`'s cgroup only; `free` never has any, so the
+    // direct and nginx pods and the upstream pay nothing for eBPF.
+    let node = Node::new()?;
+    let free = Node::new()?;
+    let gate_pod = node.pod("trigate")?;
+    let direct_pod = free.pod("direct")?;
+    let nginx_pod = free.pod("nginx")?;
+    let upstream_cg: HostPod = free.host_pod("upstream")?;
+    let up_ip = IpAddr::V4(gate_pod.host_ip);
+    direct_pod.route_to(up_ip)?;
+    nginx_pod.route_to(up_ip)?;
+
+    let upstream = SocketAddr::new(up_ip, free_port(up_ip)?);
+    // Held until the end: dropping it stops the upstream.
+    let _upstream_nginx = Nginx::start(
+        &nginx,
+        &upstream_cg,
+        "upstream",
+        &format!(
+            "    server {{
+        listen {upstream};
+        location / {{ return 200 \"ok\\n\"; }}
+        location = /__status {{ stub_status; }}
+    }}"
+        ),
+    )?;
+    let proxy_nginx = Nginx::start(
+        &nginx,
+        &nginx_pod,
+        "proxy",
+        &format!(
+            "    upstream api {{
+        server {upstream};
+        keepalive 32;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{NGINX_PROXY_PORT};
+        location / {{
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}"
+        ),
+    )?;
+
+    let cfg = node
+        .config()
+        .listener_in_pod()
+        // Quiet access logs, but the start-up lines the harness waits for.
+        .set("/log/level", json!("warn,trigate::daemon=info"))
+        // The shipped heartbeat, not the harness's fast one.
+        .set("/intercept/heartbeat_interval_ms", json!(1000))
+        .set("/intercept/heartbeat_timeout_ms", json!(5000))
+        .set(
+            "/destinations",
+            json!([{
+                "name": "api",
+                "cidrs": [format!("{up_ip}/32")],
+                "ports": [upstream.port()],
+                "action": "redirect",
+                "gate": "api",
+            }]),
+        )
+        // One route without authn, allow rules or limits: the proxy path.
+        .set("/routes", json!([{"name": "bench"}]))
+        .workload(gate_pod.workload());
+    let mut daemon = node.start(&cfg)?;
+
+    let up_url = format!("http://{upstream}/");
+    let modes = [
+        Mode {
+            name: "direct",
+            pod: &direct_pod,
+            url: up_url.clone(),
+            proxy: Proxy::None,
+        },
+        Mode {
+            name: "trigate",
+            pod: &gate_pod,
+            url: up_url,
+            proxy: Proxy::Trigate(&daemon),
+        },
+        Mode {
+            name: "nginx",
+            pod: &nginx_pod,
+            url: format!("http://127.0.0.1:{NGINX_PROXY_PORT}/"),
+            proxy: Proxy::Nginx(&proxy_nginx),
+        },
+    ];
+    // What each proxy burns doing nothing (timers, heartbeat): part of
+    // every CPU-per-request figure, so it is reported.
+    let idle = Duration::from_secs(2);
+    let (gate_proxy, nginx_proxy) = (&modes[1].proxy, &modes[2].proxy);
+    let idle_before = (gate_proxy.cpu_ticks()?, nginx_proxy.cpu_ticks()?);
+    thread::sleep(idle);
+    let idle_after = (gate_proxy.cpu_ticks()?, nginx_proxy.cpu_ticks()?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle_pct = |b: u64, a: u64| (a - b) as f64 / hz / idle.as_secs_f64() * 100.0;
+    let idle_gate = idle_pct(idle_before.0, idle_after.0);
+    let idle_nginx = idle_pct(idle_before.1, idle_after.1);
+
+    // Warm-up (pools, page cache), also a first check of every path.
+    for m in &modes {
+        run_mode(&wrk, m, upstream, CONNS[0], 1)
+            .with_context(|| format!("warm-up of {}", m.name))?;
+    }
+    // results[conns index][mode index][round]
+    let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); modes.len()]; CONNS.len()];
+    for round in 0..rounds {
+        for (ci, &conns) in CONNS.iter().enumerate() {
+            for k in 0..modes.len() {
+                // Each round starts at another mode, so none always runs
+                // right after the same neighbour.
+                let i = (round + k) % modes.len();
+                let r = run_mode(&wrk, &modes[i], upstream, conns, secs).with_context(|| {
+                    format!("round {round} of {} at {conns} connections", modes[i].name)
+                })?;
+                results[ci][i].push(r);
+            }
+        }
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    let rss_trigate = peak_rss_kib(daemon.pid());
+    let rss_nginx: u64 = proxy_nginx.pids().into_iter().map(peak_rss_kib).sum();
+
+    println!(
+        "\ncargo xtask bench api — {rounds} interleaved rounds of {secs} s wrk runs per mode and concurrency; medians of the rounds; proxy CPU from /proc utime+stime"
+    );
+    println!("| mode | conns | req/s | p50 µs | p99 µs | proxy CPU µs/req | proxy CPU % of a core | upstream conns opened |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (ci, conns) in CONNS.iter().enumerate() {
+        for (i, m) in modes.iter().enumerate() {
+            let rs = &results[ci][i];
+            let med = |f: &dyn Fn(&Run) -> f64| median(rs.iter().map(f).collect());
+            let opt = |f: &dyn Fn(&Run) -> Option<f64>, prec: usize| {
+                rs.iter()
+                    .map(f)
+                    .collect::<Option<Vec<_>>>()
+                    .map(median)
+                    .map(|v| format!("{v:.prec$}"))
+                    .unwrap_or_else(|| "–".into())
+            };
+            println!(
+                "| {} | {conns} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} |",
+                m.name,
+                med(&|r| r.wrk.rps),
+                med(&|r| r.wrk.p50_us),
+                med(&|r| r.wrk.p99_us),
+                opt(&|r| r.cpu_us_per_req, 1),
+                opt(&|r| r.cpu_pct, 0),
+                med(&|r| r.upstream_conns as f64),
+            );
+        }
+    }
+    println!(
+        "\npeak RSS: trigate {:.1} MiB, nginx proxy (master + worker) {:.1} MiB; idle CPU ({:.0} s before the runs, % of a core, {:.0} ms clock ticks): trigate {idle_gate:.1}, nginx {idle_nginx:.1}",
+        rss_trigate as f64 / 1024.0,
+        rss_nginx as f64 / 1024.0,
+        idle.as_secs_f64(),
+        1000.0 / hz,
+    );
+
+    // Rounds are interleaved, so a round's modes saw the same machine: the
+    // median of per-round ratios is steadier than a ratio of medians.
+    let (direct, gate, ngx) = (0, 1, 2);
+    let per_round = |ci: usize, a: usize, b: usize, f: &dyn Fn(&Run, &Run) -> f64| {
+        median(
+            results[ci][a]
+                .iter()
+                .zip(&results[ci][b])
+                .map(|(x, y)| f(x, y))
+                .collect(),
+        )
+    };
+    let cpu = |r: &Run| r.cpu_us_per_req.unwrap_or(f64::NAN);
+    println!();
+    for (ci, conns) in CONNS.iter().enumerate() {
+        let ratio = per_round(ci, gate, ngx, &|t, n| cpu(t) / cpu(n));
+        println!(
+            "target trigate CPU/request ≤ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
+            met(ratio <= 1.0)
+        );
+    }
+    for (ci, conns) in CONNS.iter().enumerate() {
+        let ratio = per_round(ci, gate, ngx, &|t, n| t.wrk.rps / n.wrk.rps);
+        println!(
+            "target trigate req/s ≥ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
+            met(ratio >= 1.0)
+        );
+    }
+    let one = CONNS.iter().position(|&c| c == 1).context("1 connection")?;
+    let added = per_round(one, gate, direct, &|t, d| t.wrk.p50_us - d.wrk.p50_us);
+    let added_nginx = per_round(one, ngx, direct, &|n, d| n.wrk.p50_us - d.wrk.p50_us);
+    println!(
+        "target trigate adds ≤ 50 µs to p50 over direct at 1 conn: per-round difference median {added:+.0} µs (nginx: {added_nginx:+.0} µs) → {}",
+        met(added <= 50.0)
+    );
+    drop(modes);
+    daemon.dump_on_drop(false);
+    drop(daemon);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_report() {
+        let w = parse_wrk(
+            "Running 2s test @ http://127.0.0.1:18082/
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   662.66us    1.50ms  18.47ms   89.03%
+    Req/Sec    25.39k    15.63k   54.30k    70.00%
+  Latency Distribution
+     50%   21.00us
+     75%  535.00us
+     90%    2.33ms
+     99%    6.75ms
+  50513 requests in 2.01s, 7.23MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  25110.74
+Transfer/sec:      3.59MB
+",
+        )
+        .unwrap();
+        assert_eq!(w.requests, 50513);
+        assert!((w.secs - 2.01).abs() < 1e-9);
+        assert!((w.rps - 25110.74).abs() < 1e-9);
+        assert!((w.p50_us - 21.0).abs() < 1e-9);
+        assert!((w.p99_us - 6750.0).abs() < 1e-9);
+        assert_eq!(w.errors, 7);
+        assert!(parse_wrk("nothing").is_err());
+        assert_eq!(time_us("1.00m").unwrap(), 60e6);
+    }
+}
