@@ -752,11 +752,12 @@ impl Target<'_> {
             }
             None => (cx.original_dst, cx.upstream_tls.clone(), None),
         };
-        let tls_cfg = node.config.load().tls.clone();
+        let config = node.config.load();
+        let tls_cfg = &config.tls;
         let upstream_tls = match &tls_name {
             Some(name) => Some((
                 name.clone(),
-                node.tls.upstream(&tls_cfg).map_err(Failure::Connect)?,
+                node.tls.upstream(tls_cfg).map_err(Failure::Connect)?,
             )),
             None => None,
         };
@@ -779,7 +780,7 @@ impl Target<'_> {
                 tls: upstream_tls,
                 handshake_timeout: Duration::from_millis(tls_cfg.handshake_timeout_ms),
             },
-            node.config.load().http.pool_max_idle,
+            config.http.pool_max_idle,
         );
         Ok((client, pick, uri))
     }
