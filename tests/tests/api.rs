@@ -53,6 +53,22 @@ fn sha256_hex(s: &str) -> String {
         .to_string()
 }
 
+/// Two pods; the upstream sits on pod-a's veth and pod-b has a route to it.
+fn two_pods_one_upstream(node: &Node) -> Result<(Pod, Pod, Upstream)> {
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let up = Upstream::start(pod_a.host_ip.into())?;
+    Ok((pod_a, pod_b, up))
+}
+
+/// Runs a python3 script in the pod; fails when it exits non-zero.
+fn python(pod: &Pod, script: &str) -> Result<trigate_e2e::CmdOutput> {
+    let env = trigate_e2e::env()?;
+    pod.run(&env.python3, &["-c", script], CMD_TIMEOUT)?
+        .check("python3 in pod")
+}
+
 fn api_destination(up: &Upstream) -> Destination {
     Destination::redirect("api").addr(up.ip()).port(up.port())
 }
@@ -174,10 +190,7 @@ fn set_gate_api(cfg: trigate_e2e::Config) -> trigate_e2e::Config {
 #[test]
 fn limits_and_authorization_are_per_workload() -> Result<()> {
     let node = Node::new()?;
-    let pod_a = node.pod("pod-a")?;
-    let pod_b = node.pod("pod-b")?;
-    pod_b.route_to(pod_a.host_ip.into())?;
-    let up = Upstream::start(pod_a.host_ip.into())?;
+    let (pod_a, pod_b, up) = two_pods_one_upstream(&node)?;
     let cfg = set_gate_api(
         node.config()
             .set(
@@ -614,10 +627,7 @@ print(data.decode())
         ip = up.ip(),
         port = up.port()
     );
-    let env = trigate_e2e::env()?;
-    let out = pod
-        .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
-        .check("upgrade client")?;
+    let out = python(&pod, &script)?;
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(
         lines.first().is_some_and(|l| l.starts_with("HTTP/1.1 101")),
@@ -716,10 +726,7 @@ print((data.split(b"\r\n")[0] or b"<closed>").decode(errors="replace"))
             ip = up.ip(),
             port = up.port()
         );
-        let env = trigate_e2e::env()?;
-        let out = pod
-            .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
-            .check("raw client")?;
+        let out = python(&pod, &script)?;
         Ok(out.stdout.trim().to_string())
     };
     let first = raw(r#"b"NOT HTTP AT ALL\r\n\r\n""#)?;
@@ -750,10 +757,7 @@ print((data.split(b"\r\n")[0] or b"<closed>").decode(errors="replace"))
 #[test]
 fn get_responses_are_cached_per_tenant_and_cors_is_answered() -> Result<()> {
     let node = Node::new()?;
-    let pod_a = node.pod("pod-a")?;
-    let pod_b = node.pod("pod-b")?;
-    pod_b.route_to(pod_a.host_ip.into())?;
-    let up = Upstream::start(pod_a.host_ip.into())?;
+    let (pod_a, pod_b, up) = two_pods_one_upstream(&node)?;
     let cfg = set_gate_api(
         node.config()
             .set(
@@ -872,10 +876,7 @@ for payload in [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"]:
         ip = up.ip(),
         port = up.port()
     );
-    let env = trigate_e2e::env()?;
-    let out = pod
-        .run(&env.python3, &["-c", &script], CMD_TIMEOUT)?
-        .check("slow clients")?;
+    let out = python(&pod, &script)?;
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(lines.len() == 2, "two results expected: {:?}", out.stdout);
     for line in lines {
