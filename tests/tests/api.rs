@@ -751,6 +751,12 @@ print((data.split(b"\r\n")[0] or b"<closed>").decode(errors="replace"))
         !d.logs().iter().any(|l| l.to_string().contains("panicked")),
         "a panic was logged"
     );
+    ensure!(
+        d.metrics()?
+            .sum("trigate_http_connection_errors_total", &[("gate", "api")])
+            >= 2.0,
+        "both bad connections should be counted"
+    );
     Ok(())
 }
 

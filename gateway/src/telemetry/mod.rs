@@ -35,6 +35,7 @@ pub struct Metrics {
     pub rate_limit_decisions: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub cluster_ejected: IntGaugeVec,
+    pub http_connection_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -178,6 +179,13 @@ impl Metrics {
                 ),
                 &["cluster"],
             )?,
+            http_connection_errors: IntCounterVec::new(
+                Opts::new(
+                    "trigate_http_connection_errors_total",
+                    "Client connections of an HTTP gate that ended in a protocol error or timeout (malformed or oversized requests, silent clients).",
+                ),
+                &["gate"],
+            )?,
             registry,
         };
         m.config_last_reload_success.set(1);
@@ -208,6 +216,8 @@ impl Metrics {
         m.registry.register(Box::new(m.http_retries.clone()))?;
         m.registry.register(Box::new(m.upstream_errors.clone()))?;
         m.registry.register(Box::new(m.cluster_ejected.clone()))?;
+        m.registry
+            .register(Box::new(m.http_connection_errors.clone()))?;
         m.registry
             .register(Box::new(m.rate_limit_decisions.clone()))?;
         m.registry

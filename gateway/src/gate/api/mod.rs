@@ -234,7 +234,16 @@ where
     };
     match result {
         Ok(()) => log.succeed(),
-        Err(e) => log.fail(Outcome::IoError, format!("HTTP connection: {e}")),
+        // Malformed requests, oversized heads, silent clients: hyper answers
+        // 400/431 itself where it can; each is counted and logged here.
+        Err(e) => {
+            cx.node
+                .metrics
+                .http_connection_errors
+                .with_label_values(&["api"])
+                .inc();
+            log.fail(Outcome::IoError, format!("HTTP connection: {e}"));
+        }
     }
 }
 
