@@ -144,6 +144,8 @@ fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
         );
     }
     setup::toolchain()?;
+    setup::debian_packages(setup::TEST_PACKAGES)?;
+    setup::debian_packages(setup::BENCH_PACKAGES)?;
     run(cargo(root).args(["build", "--release", "-p", "trigate"]))?;
     let mut cmd = Command::new("cargo");
     // Keep the caller's working directory for relative paths in ARGS.

@@ -20,13 +20,18 @@ const BPF_LINKER_LINE: &str = "0.10.";
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",     // ip netns, ip link (veths) for simulated pods
     "bpftool",      // inspecting what is attached / pinned
-    "iptables",     // the iptables REDIRECT path (bench intercept)
     "curl",         // the unmodified client in pods
     "python3",      // test clients
     "python3-venv", // .venv with tests/requirements.txt
     "redis-server", // the Redis rate-limit backend's tests (started by the tests)
-    "nginx",        // upstream and reference reverse proxy (bench api)
-    "wrk",          // HTTP load generator (bench api)
+];
+
+/// What the benchmarks need on top (not installed for `cargo xtask test`,
+/// so CI does not fetch what it never runs).
+pub const BENCH_PACKAGES: &[&str] = &[
+    "iptables", // the iptables REDIRECT path (bench intercept)
+    "nginx",    // upstream and reference reverse proxy (bench api)
+    "wrk",      // HTTP load generator (bench api)
 ];
 
 fn say(what: &str, result: impl std::fmt::Display) {
@@ -53,7 +58,7 @@ pub fn toolchain() -> Result<()> {
 /// What only the tests need: rustfmt/clippy, Debian packages, the Python venv.
 pub fn test_deps_only(root: &Path) -> Result<()> {
     lint_components(root)?;
-    debian_packages()?;
+    debian_packages(TEST_PACKAGES)?;
     venv(root)
 }
 
@@ -198,10 +203,11 @@ fn missing_packages<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
     Ok(missing)
 }
 
-fn debian_packages() -> Result<()> {
-    let missing = missing_packages(TEST_PACKAGES)?;
+/// Installs whichever of `packages` are missing (apt, root).
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing = missing_packages(packages)?;
     if missing.is_empty() {
-        say("Debian packages", TEST_PACKAGES.join(" ") + ": installed");
+        say("Debian packages", packages.join(" ") + ": installed");
         return Ok(());
     }
     let missing_list = missing.join(" ");
