@@ -213,7 +213,8 @@ pub async fn enroll(
     };
 
     let stop = node.stop.child_token();
-    let (listener_addrs, value, netns_cookie) = match node.listener.mode {
+    // `pod`: the in-pod listener's netns cookie, namespace and sockets.
+    let (listener_addrs, value, pod) = match node.listener.mode {
         ListenerMode::InPod => {
             let path = spec
                 .netns
@@ -264,13 +265,13 @@ pub async fn enroll(
         cgroup: cgroup_path,
         cgroup_id,
         netns_path: spec.netns.clone(),
-        netns_cookie: netns_cookie.as_ref().map(|(c, _, _)| *c),
+        netns_cookie: pod.as_ref().map(|(c, _, _)| *c),
         labels: spec.labels.clone(),
         listeners: listener_addrs,
         source,
         stop: stop.clone(),
     });
-    if let Some((cookie, netns, listeners)) = netns_cookie {
+    if let Some((cookie, netns, listeners)) = pod {
         listener::spawn_accept_loops(
             node,
             listeners,

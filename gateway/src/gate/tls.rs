@@ -145,7 +145,7 @@ pub async fn serve(node: &Arc<Node>, mut accepted: Accepted, destination: &Desti
     let hosts = &destination.hosts;
     let stop = &node.stop;
     let tls_cfg = node.config.load().tls.clone();
-    accepted.log.tls_mode = Some(mode_name(policy.mode));
+    accepted.log.tls_mode = Some(policy.mode.as_str());
     let hello = match policy.mode {
         TlsMode::Originate => None,
         TlsMode::Passthrough | TlsMode::Terminate => {
@@ -176,7 +176,7 @@ pub async fn serve(node: &Arc<Node>, mut accepted: Accepted, destination: &Desti
         if let Err(refusal) = check_sni(policy, sni.as_deref()) {
             node.metrics
                 .tls_handshakes
-                .with_label_values(&[mode_name(policy.mode), "client", "sni_refused"])
+                .with_label_values(&[policy.mode.as_str(), "client", "sni_refused"])
                 .inc();
             accepted.log.fail(Outcome::SniDenied, refusal);
             return;
@@ -200,10 +200,6 @@ pub async fn serve(node: &Arc<Node>, mut accepted: Accepted, destination: &Desti
         (TlsMode::Originate, _) => originate(node, accepted, policy, hosts, &tls_cfg).await,
         (TlsMode::Terminate, None) => {}
     }
-}
-
-fn mode_name(mode: TlsMode) -> &'static str {
-    mode.as_str()
 }
 
 async fn terminate(

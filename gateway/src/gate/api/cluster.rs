@@ -263,8 +263,9 @@ mod tests {
         drop(next);
         drop(held);
         let random = cluster(LoadBalancing::Random, 4, 5);
-        for _ in 0..20 {
-            assert!(random.pick(&[], now).unwrap().index < 4);
-        }
+        let seen: std::collections::BTreeSet<usize> = (0..64)
+            .map(|_| random.pick(&[], now).unwrap().index)
+            .collect();
+        assert!(seen.len() > 1, "random balancing always chose {seen:?}");
     }
 }

@@ -449,7 +449,7 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
             .and_then(|r| r.timeout_ms)
             .unwrap_or(node.config.load().http.request_timeout_ms),
     );
-    let result = forward(cx, req, authority, route, timeout, &mut rlog).await;
+    let result = forward(cx, &policy, req, authority, route, timeout, &mut rlog).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(failure) => {
@@ -627,8 +627,12 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// `policy` is the one the route came from: the cluster is looked up there
+/// too, so a reload between the two cannot mix old and new.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     cx: &Arc<ConnContext>,
+    policy: &ApiPolicy,
     mut req: Request<Incoming>,
     authority: Option<String>,
     route: Option<&Route>,
@@ -668,7 +672,7 @@ async fn forward(
     parts.version = Version::HTTP_11;
     let cluster = route
         .and_then(|r| r.upstream.as_ref())
-        .and_then(|name| node.api.load().clusters.get(name).cloned());
+        .and_then(|name| policy.clusters.get(name).cloned());
     let target = Target {
         cx,
         cluster: cluster.as_ref(),
