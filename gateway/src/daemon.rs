@@ -64,8 +64,10 @@ pub struct Node {
     pub tls: TlsState,
     /// Routes, authentication and limits of the api gate.
     pub api: ArcSwap<ApiPolicy>,
-    /// Pooled upstream HTTP clients of the api gate.
+    /// Pooled upstream HTTP clients of the api gate (HTTP/2 clients).
     pub api_clients: Clients,
+    /// Idle upstream connections of the api gate's HTTP/1.1 relay.
+    pub api_idle: crate::gate::api::h1::pool::IdlePool,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -167,6 +169,7 @@ pub async fn run(
         tls: TlsState::default(),
         api: ArcSwap::new(api),
         api_clients: Clients::default(),
+        api_idle: Default::default(),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

@@ -308,6 +308,12 @@ pub struct HttpConfig {
     /// How long a client may take to send a complete request head (also
     /// what a silent, half-open connection gets), in ms.
     pub header_read_timeout_ms: u64,
+    /// Largest request body relayed, in bytes; larger ones get 413.
+    pub max_request_body_bytes: u64,
+    /// How long a client connection may stay idle between requests, in ms.
+    pub keepalive_timeout_ms: u64,
+    /// How long an idle upstream connection is kept for reuse, in ms.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -318,6 +324,10 @@ impl Default for HttpConfig {
             request_timeout_ms: 60_000,
             pool_max_idle: 32,
             header_read_timeout_ms: 30_000,
+            // Room for LLM requests with images, not for unbounded uploads.
+            max_request_body_bytes: 100 * 1024 * 1024,
+            keepalive_timeout_ms: 75_000,
+            pool_idle_timeout_ms: 90_000,
         }
     }
 }

@@ -123,6 +123,9 @@ fn check_http(config: &Config, p: &mut Problems) {
         ),
         ("http.request_timeout_ms", h.request_timeout_ms),
         ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+        ("http.max_request_body_bytes", h.max_request_body_bytes),
+        ("http.keepalive_timeout_ms", h.keepalive_timeout_ms),
+        ("http.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
     ] {
         if value == 0 {
             p.push(field, "must be more than 0");

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod cluster;
 pub mod cors;
+pub mod h1;
 pub mod route;
 
 use std::{
@@ -180,11 +181,12 @@ pub async fn serve_io<S>(
         netns,
         upstream_tls,
     });
-    serve(cx, io, log).await;
+    h1::serve(cx, io, log).await;
 }
 
-/// Serves HTTP on one client connection until it closes or the daemon
-/// stops; the connection's own access-log line records the outcome.
+/// Serves a client connection with hyper (HTTP/2 clients, which the
+/// [`h1`] relay hands over) until it closes or the daemon stops; the
+/// connection's own access-log line records the outcome.
 pub async fn serve<S>(cx: Arc<ConnContext>, io: S, log: &mut ConnectionLog)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -247,20 +249,85 @@ where
     }
 }
 
-/// The policy chain, in order. Each step may end the request with a typed
-/// refusal in the caller's protocol (JSON error, status, headers).
-async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<ApiBody> {
-    let node = &cx.node;
-    let policy = node.api.load_full();
-    let mut rlog = RequestLog::start(cx, &req);
+/// The policy chain's outcome for one request, whatever the transport.
+pub(crate) enum Verdict<'p> {
+    /// Answered by the gateway (a refusal, a CORS preflight, a cache hit):
+    /// the response and the outcome the access log records.
+    Answer(Response<ApiBody>, &'static str),
+    /// Go upstream, then apply [`Plan::finish`] to the response.
+    Forward(Plan<'p>),
+}
 
+/// What the chain decided for a request that goes upstream.
+pub(crate) struct Plan<'p> {
+    pub route: Option<&'p Route>,
+    /// Request authority (HTTP/2 `:authority`, else `Host`).
+    pub authority: Option<String>,
+    pub timeout: Duration,
+    cors_headers: Option<hyper::HeaderMap>,
+    /// (limit, remaining, reset) of the last limit that admitted it.
+    limit_headers: Option<(u64, u64, Duration)>,
+    /// A cache miss to fill: store, key, the request's headers (Vary and
+    /// Cache-Control are read from them) and the route's entry limit.
+    pub cache: Option<CacheFill>,
+}
+
+pub(crate) struct CacheFill {
+    pub store: Arc<ResponseCacheStore>,
+    pub key: CacheKey,
+    pub request_headers: hyper::HeaderMap,
+    pub max_entry: usize,
+}
+
+/// Serves one request on hyper's transport (HTTP/2 clients): the policy
+/// chain, then the upstream through the pooled clients.
+async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBody> {
+    let policy = cx.node.api.load_full();
+    let (mut parts, body) = req.into_parts();
+    let mut rlog = RequestLog::start(cx, &parts);
+    let plan = match decide(cx, &policy, &mut parts, &mut rlog).await {
+        Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
+        Verdict::Forward(plan) => plan,
+    };
+    let req = Request::from_parts(parts, body);
+    let result = forward(cx, &policy, req, &plan, &mut rlog).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(failure) => {
+            cx.node
+                .metrics
+                .upstream_errors
+                .with_label_values(&["api", &rlog.route, failure.outcome()])
+                .inc();
+            return rlog.finish_answered(failure.response(), failure.outcome());
+        }
+    };
+    // Cache store before the response rewrites, which are per request.
+    if let Some(fill) = &plan.cache {
+        resp = store_in_cache(fill, resp).await;
+    }
+    let (mut parts, body) = resp.into_parts();
+    plan.finish(&mut parts);
+    rlog.finish_answered(Response::from_parts(parts, body), "ok")
+}
+
+/// The policy chain, in order, on the request head. Each step may end the
+/// request with a typed refusal in the caller's protocol (JSON error,
+/// status, headers); rewrites are applied to `parts` in place.
+pub(crate) async fn decide<'p>(
+    cx: &ConnContext,
+    policy: &'p ApiPolicy,
+    req: &mut hyper::http::request::Parts,
+    rlog: &mut RequestLog,
+) -> Verdict<'p> {
+    let node = &cx.node;
     // 1. Route: every later step reads the matched route's policy.
     let authority = req
-        .uri()
+        .uri
         .authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| {
-            req.headers()
+            req.headers
                 .get(header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
@@ -268,9 +335,9 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
     let facts = RequestFacts {
         destination: &cx.destination.name,
         host: authority.as_deref().map(host_of),
-        path: req.uri().path(),
-        method: req.method(),
-        headers: req.headers(),
+        path: req.uri.path(),
+        method: &req.method,
+        headers: &req.headers,
     };
     let route = policy.routes.find(&facts).map(|r| &r.route);
     rlog.route = route.map_or_else(|| "-".to_string(), |r| r.name.clone());
@@ -287,13 +354,13 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
         // CORS preflights are answered before authn: browsers send them
         // without credentials.
         if let Some(cors_cfg) = &route.cors {
-            match cors::decide(cors_cfg, req.method(), req.headers()) {
+            match cors::decide(cors_cfg, &req.method, &req.headers) {
                 CorsAction::Preflight { status, headers } => {
                     let mut resp =
                         Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
                     *resp.status_mut() = status;
                     *resp.headers_mut() = headers;
-                    return rlog.finish_refused(resp, "cors_preflight");
+                    return Verdict::Answer(resp, "cors_preflight");
                 }
                 CorsAction::Actual { response_headers } => cors_headers = Some(response_headers),
                 CorsAction::None => {}
@@ -302,23 +369,23 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
         // 3. Authn before authz: allow rules name authenticated principals.
         if let Err(e) = policy
             .auth
-            .authenticate(&route.authn, req.headers(), &mut caller)
+            .authenticate(&route.authn, &req.headers, &mut caller)
         {
             let mut resp = refusal(e.status(), "unauthenticated", &e.to_string());
             if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
-            return rlog.finish_refused(resp, "unauthenticated");
+            return Verdict::Answer(resp, "unauthenticated");
         }
         // 4. Authz before limits: a refused caller must not spend anyone's
         //    budget.
-        if let Err(d) = authorize(&route.allow, &caller, req.method()) {
+        if let Err(d) = authorize(&route.allow, &caller, &req.method) {
             let resp = refusal(StatusCode::FORBIDDEN, "forbidden", &d.reason);
-            return rlog.finish_refused(resp, "forbidden");
+            return Verdict::Answer(resp, "forbidden");
         }
         // 5. Limits: keyed by the identity established above.
         for limit in &route.limits {
-            let key = limit_key(limit, route, &caller, req.headers());
+            let key = limit_key(limit, route, &caller, &req.headers);
             let decision = policy.limiter.check(&route.name, limit, &key).await;
             let label = match &decision {
                 Decision::Allowed { .. } => "allowed",
@@ -361,7 +428,7 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
                     );
                     h.insert("ratelimit-remaining", HeaderValue::from(0u64));
                     h.insert("ratelimit-reset", HeaderValue::from(secs));
-                    return rlog.finish_refused(resp, "rate_limited");
+                    return Verdict::Answer(resp, "rate_limited");
                 }
                 // The limiter logs outages once; the decision metric counts each.
                 Decision::BackendDown {
@@ -372,7 +439,7 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
                         "rate_limit_unavailable",
                         "the rate-limit backend is unavailable and this gateway fails closed",
                     );
-                    return rlog.finish_refused(resp, "rate_limit_unavailable");
+                    return Verdict::Answer(resp, "rate_limit_unavailable");
                 }
                 Decision::BackendDown { admitted: true, .. } => {}
             }
@@ -381,17 +448,13 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
         // from the cache, and a hit spends budget like any request. Entries
         // are per tenant (workload and caller), so no answer crosses them.
         if let (Some(cache_cfg), Some(store)) = (&route.cache, policy.caches.get(&route.name)) {
-            if req.method() == Method::GET {
+            if req.method == Method::GET {
                 let tenant = format!("{}|{}", rlog.workload, caller_label(&caller));
                 let host = authority.as_deref().map(host_of).unwrap_or("");
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string();
-                let key = store.lookup_key(&tenant, &route.name, host, &pq, req.headers());
+                let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let key = store.lookup_key(&tenant, &route.name, host, pq, &req.headers);
                 let now = Instant::now();
-                if let Some(hit) = store.lookup(&key, req.headers(), now) {
+                if let Some(hit) = store.lookup(&key, &req.headers, now) {
                     let mut resp =
                         Response::new(Full::new(hit.body.clone()).map_err(|e| match e {}).boxed());
                     *resp.status_mut() = hit.status;
@@ -404,28 +467,18 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
                         cors::apply(resp.headers_mut(), h);
                     }
                     rlog.caller = caller_label(&caller);
-                    rlog.status = resp.status().as_u16();
-                    rlog.outcome = "cache_hit";
-                    let (parts, body) = resp.into_parts();
-                    return Response::from_parts(
-                        parts,
-                        LoggedBody {
-                            inner: body,
-                            log: Some(rlog),
-                        }
-                        .boxed(),
-                    );
+                    return Verdict::Answer(resp, "cache_hit");
                 }
-                cache = Some((
-                    Arc::clone(store),
+                cache = Some(CacheFill {
+                    store: Arc::clone(store),
                     key,
-                    req.headers().clone(),
-                    cache_cfg.max_entry_bytes,
-                ));
+                    request_headers: req.headers.clone(),
+                    max_entry: cache_cfg.max_entry_bytes,
+                });
             }
         }
         // 6. Rewrites after policy: policies judge what the client sent.
-        apply_headers(&route.request_headers, req.headers_mut());
+        apply_headers(&route.request_headers, &mut req.headers);
         if let (Some(to), Some(from)) = (
             &route.rewrite_prefix,
             route
@@ -434,93 +487,59 @@ async fn handle(cx: &Arc<ConnContext>, mut req: Request<Incoming>) -> Response<A
                 .as_ref()
                 .and_then(|p| p.prefix.as_deref()),
         ) {
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let new = rewrite_prefix(pq, from, to);
             if let Ok(uri) = new.parse::<Uri>() {
-                *req.uri_mut() = uri;
+                req.uri = uri;
             }
         }
     }
     rlog.caller = caller_label(&caller);
-
-    // 7. Upstream, with the route's timeout and retries.
+    // 7. Upstream (the transport's), with the route's timeout and retries.
     let timeout = Duration::from_millis(
         route
             .and_then(|r| r.timeout_ms)
             .unwrap_or(node.config.load().http.request_timeout_ms),
     );
-    let result = forward(cx, &policy, req, authority, route, timeout, &mut rlog).await;
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(failure) => {
-            node.metrics
-                .upstream_errors
-                .with_label_values(&["api", &rlog.route, failure.outcome()])
-                .inc();
-            return rlog.finish_refused(failure.response(), failure.outcome());
+    Verdict::Forward(Plan {
+        route,
+        authority,
+        timeout,
+        cors_headers,
+        limit_headers,
+        cache,
+    })
+}
+
+impl Plan<'_> {
+    /// 8. Response rewrites, on the upstream response's head (after the
+    /// cache stored it: rewrites are per request).
+    pub(crate) fn finish(&self, resp: &mut hyper::http::response::Parts) {
+        if let Some(route) = self.route {
+            apply_headers(&route.response_headers, &mut resp.headers);
         }
-    };
-    // Cache store before the response rewrites, which are per request.
-    if let Some((store, key, req_headers, max_entry)) = cache {
-        resp = store_in_cache(&store, key, &req_headers, resp, max_entry).await;
-    }
-    // 8. Response rewrites.
-    if let Some(route) = route {
-        apply_headers(&route.response_headers, resp.headers_mut());
-    }
-    if let Some(h) = &cors_headers {
-        cors::apply(resp.headers_mut(), h);
-    }
-    if let Some((limit, remaining, reset)) = limit_headers {
-        let h = resp.headers_mut();
-        h.insert("ratelimit-limit", HeaderValue::from(limit));
-        h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-        h.insert(
-            "ratelimit-reset",
-            HeaderValue::from(reset.as_secs_f64().ceil() as u64),
-        );
-    }
-    // 9. Accounting: the log line is written when the body has been sent.
-    rlog.status = resp.status().as_u16();
-    rlog.outcome = "ok";
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        LoggedBody {
-            inner: body,
-            log: Some(rlog),
+        if let Some(h) = &self.cors_headers {
+            cors::apply(&mut resp.headers, h);
         }
-        .boxed(),
-    )
+        if let Some((limit, remaining, reset)) = self.limit_headers {
+            let h = &mut resp.headers;
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            h.insert(
+                "ratelimit-reset",
+                HeaderValue::from(reset.as_secs_f64().ceil() as u64),
+            );
+        }
+    }
 }
 
 /// Buffers and stores a cacheable response (RFC 9111 freshness, a known
 /// length within the route's entry limit); anything else streams through
 /// untouched. Marks the response `x-trigate-cache: miss` or `bypass`.
-async fn store_in_cache(
-    store: &ResponseCacheStore,
-    key: CacheKey,
-    req_headers: &hyper::HeaderMap,
-    resp: Response<ApiBody>,
-    max_entry: usize,
-) -> Response<ApiBody> {
-    let length = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let fresh_for = cache::freshness(
-        resp.status(),
-        req_headers,
-        resp.headers(),
-        store.default_ttl(),
-    );
-    let (Some(fresh_for), Some(length)) = (fresh_for, length) else {
+async fn store_in_cache(fill: &CacheFill, resp: Response<ApiBody>) -> Response<ApiBody> {
+    let Some(fresh_for) = fill.admits(resp.status(), resp.headers()) else {
         return mark(resp, "bypass");
     };
-    if length > max_entry {
-        return mark(resp, "bypass");
-    }
     let (mut parts, body) = resp.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -533,22 +552,50 @@ async fn store_in_cache(
             return resp;
         }
     };
-    for h in HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
-    let stored_key = key.for_response(&parts.headers, req_headers);
-    store.store(
-        stored_key,
-        CachedResponse {
-            status: parts.status,
-            headers: parts.headers.clone(),
-            body: bytes.clone(),
-            stored_at: Instant::now(),
-            fresh_for,
-        },
-    );
+    fill.put(&mut parts.headers, parts.status, bytes.clone(), fresh_for);
     let resp = Response::from_parts(parts, Full::new(bytes).map_err(|e| match e {}).boxed());
     mark(resp, "miss")
+}
+
+impl CacheFill {
+    /// How long this response may be served from the cache, when it may be
+    /// stored at all: fresh by RFC 9111 and of a known length within the
+    /// route's entry limit (else it streams through as a `bypass`).
+    pub(crate) fn admits(&self, status: StatusCode, headers: &hyper::HeaderMap) -> Option<Duration> {
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())?;
+        if length > self.max_entry {
+            return None;
+        }
+        cache::freshness(status, &self.request_headers, headers, self.store.default_ttl())
+    }
+
+    /// Stores a whole response admitted by [`CacheFill::admits`]; drops its
+    /// hop-by-hop headers first (they are per connection).
+    pub(crate) fn put(
+        &self,
+        headers: &mut hyper::HeaderMap,
+        status: StatusCode,
+        body: Bytes,
+        fresh_for: Duration,
+    ) {
+        for h in HOP_BY_HOP {
+            headers.remove(h);
+        }
+        let stored_key = self.key.for_response(headers, &self.request_headers);
+        self.store.store(
+            stored_key,
+            CachedResponse {
+                status,
+                headers: headers.clone(),
+                body,
+                stored_at: Instant::now(),
+                fresh_for,
+            },
+        );
+    }
 }
 
 fn mark(mut resp: Response<ApiBody>, how: &'static str) -> Response<ApiBody> {
@@ -634,11 +681,10 @@ async fn forward(
     cx: &Arc<ConnContext>,
     policy: &ApiPolicy,
     mut req: Request<Incoming>,
-    authority: Option<String>,
-    route: Option<&Route>,
-    timeout: Duration,
+    plan: &Plan<'_>,
     rlog: &mut RequestLog,
 ) -> Result<Response<ApiBody>, Failure> {
+    let (route, timeout) = (plan.route, plan.timeout);
     let node = &cx.node;
     // An upgrade keeps its Upgrade/Connection headers (hop-by-hop, but the
     // upstream must see them) and, on 101, becomes a byte relay.
@@ -656,7 +702,8 @@ async fn forward(
     }
     // HTTP/2 clients send :authority, HTTP/1 upstreams want Host.
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = authority
+        if let Some(a) = plan
+            .authority
             .as_deref()
             .and_then(|a| HeaderValue::from_str(a).ok())
         {
@@ -748,6 +795,24 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// The address, TLS name and endpoint hold (clusters) of the next
+    /// attempt; `tried` are endpoint indexes of earlier attempts.
+    fn endpoint(
+        &self,
+        tried: &[usize],
+    ) -> Result<(SocketAddr, Option<String>, Option<Pick>), Failure> {
+        let cx = self.cx;
+        Ok(match self.cluster {
+            Some(c) => {
+                let pick = c.pick(tried, Instant::now()).ok_or_else(|| {
+                    Failure::Connect(format!("cluster {} has no endpoints", c.name))
+                })?;
+                (pick.addr, c.tls_name.clone(), Some(pick))
+            }
+            None => (cx.original_dst, cx.upstream_tls.clone(), None),
+        })
+    }
+
     /// The pooled client, the endpoint hold (clusters) and the URI of the
     /// next attempt; `tried` are endpoint indexes of earlier attempts.
     fn next(
@@ -756,15 +821,7 @@ impl Target<'_> {
     ) -> Result<(client::UpstreamClient, Option<Pick>, Uri), Failure> {
         let cx = self.cx;
         let node = &cx.node;
-        let (addr, tls_name, pick) = match self.cluster {
-            Some(c) => {
-                let pick = c.pick(tried, Instant::now()).ok_or_else(|| {
-                    Failure::Connect(format!("cluster {} has no endpoints", c.name))
-                })?;
-                (pick.addr, c.tls_name.clone(), Some(pick))
-            }
-            None => (cx.original_dst, cx.upstream_tls.clone(), None),
-        };
+        let (addr, tls_name, pick) = self.endpoint(tried)?;
         let config = node.config.load();
         let tls_cfg = &config.tls;
         let upstream_tls = match &tls_name {
@@ -904,7 +961,7 @@ fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
 
 /// One access-log line per request, written when the response body ends
 /// (or the request is dropped), with the metrics.
-struct RequestLog {
+pub(crate) struct RequestLog {
     node: Arc<Node>,
     workload: Arc<str>,
     destination: Arc<str>,
@@ -922,7 +979,7 @@ struct RequestLog {
 }
 
 impl RequestLog {
-    fn start(cx: &ConnContext, req: &Request<Incoming>) -> Self {
+    pub(crate) fn start(cx: &ConnContext, req: &hyper::http::request::Parts) -> Self {
         RequestLog {
             node: Arc::clone(&cx.node),
             workload: cx
@@ -931,11 +988,11 @@ impl RequestLog {
                 .map_or_else(|| Arc::from("unknown"), |w| Arc::clone(&w.name)),
             destination: Arc::clone(&cx.destination.name),
             route: "-".into(),
-            method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            version: req.version(),
+            method: req.method.clone(),
+            path: req.uri.path().to_string(),
+            version: req.version,
             traceparent: req
-                .headers()
+                .headers
                 .get("traceparent")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
@@ -949,7 +1006,9 @@ impl RequestLog {
         }
     }
 
-    fn finish_refused(
+    /// Attaches this log to the response body: the line is written when
+    /// the body has been sent (or the client left).
+    fn finish_answered(
         mut self,
         resp: Response<ApiBody>,
         outcome: &'static str,
