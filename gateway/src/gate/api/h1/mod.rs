@@ -95,6 +95,7 @@ where
         upstream: None,
         http,
         idle: Arc::clone(&idle),
+        watchdog: Watchdog::new(),
     };
     let result = {
         let run = relay.run();
@@ -104,12 +105,16 @@ where
             // A stop ends idle connections at once; a request in flight
             // gets a moment to finish.
             _ = stop.cancelled() => {
-                if idle.load(Ordering::Relaxed) {
-                    Ok(())
-                } else {
-                    match tokio::time::timeout(STOP_GRACE, &mut run).await {
-                        Ok(r) => r,
-                        Err(_) => Err(ConnError::Stopping),
+                let grace = tokio::time::sleep(STOP_GRACE);
+                tokio::pin!(grace);
+                loop {
+                    if idle.load(Ordering::Relaxed) {
+                        break Ok(());
+                    }
+                    tokio::select! {
+                        r = &mut run => break r,
+                        () = &mut grace => break Err(ConnError::Stopping),
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
                     }
                 }
             }
@@ -223,6 +228,48 @@ struct Relay<S> {
     http: crate::config::HttpConfig,
     /// Between requests (a stop may end the connection at once).
     idle: Arc<AtomicBool>,
+    watchdog: Watchdog,
+}
+
+/// The one timer of a client connection, for its head and response waits.
+/// It is moved only when a wait needs an earlier deadline or after it
+/// fired early, instead of a timer registered and cancelled around every
+/// read (which showed in `cargo xtask bench api` profiles).
+struct Watchdog {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Watchdog {
+    fn new() -> Self {
+        Watchdog {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+        }
+    }
+
+    /// `fut`'s output, or `None` once `deadline` passed.
+    async fn within<F: std::future::Future>(
+        &mut self,
+        deadline: tokio::time::Instant,
+        fut: F,
+    ) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            if self.sleep.deadline() > deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                r = &mut fut => return Some(r),
+                () = self.sleep.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    // Fired for an earlier wait's deadline: move it on.
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
 }
 
 /// What an exchange with the upstream produced.
@@ -252,9 +299,6 @@ where
         let mut first = true;
         loop {
             self.idle.store(true, Ordering::Relaxed);
-            if self.cx.node.stop.is_cancelled() {
-                return Ok(());
-            }
             let Some(parts) = self.read_head(first).await? else {
                 return Ok(());
             };
@@ -342,10 +386,11 @@ where
                 self.buf.reserve(READ_CHUNK);
             }
             let deadline = head_deadline.unwrap_or(idle_deadline);
-            match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.buf)).await {
-                Err(_) if self.buf.is_empty() && first => return Err(ConnError::Silent(head_wait)),
-                Err(_) if self.buf.is_empty() => return Ok(None),
-                Err(_) => {
+            let read = self.watchdog.within(deadline, self.client.read_buf(&mut self.buf));
+            match read.await.ok_or(()) {
+                Err(()) if self.buf.is_empty() && first => return Err(ConnError::Silent(head_wait)),
+                Err(()) if self.buf.is_empty() => return Ok(None),
+                Err(()) => {
                     self.reject(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request head did not arrive in time")
                         .await;
                     return Err(ConnError::SlowHead(head_wait));
@@ -611,9 +656,10 @@ where
                 }
             }
         }
-        let read = tokio::time::timeout(timeout, self.read_response_head(&mut up, &parts.method));
-        match read.await {
-            Err(_) => Err(AttemptError::Failed(Failure::Timeout(timeout))),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let read = read_response_head(&mut self.client, &mut up, &parts.method);
+        match self.watchdog.within(deadline, read).await.ok_or(()) {
+            Err(()) => Err(AttemptError::Failed(Failure::Timeout(timeout))),
             Ok(Err(HeadRead::Io(e))) => Err(lost(e, &up)),
             Ok(Err(HeadRead::Closed)) => Err(lost(io::ErrorKind::UnexpectedEof.into(), &up)),
             Ok(Err(HeadRead::Bad(why))) => Err(AttemptError::Failed(Failure::Upstream(why))),
@@ -679,58 +725,6 @@ where
             },
             false,
         ))
-    }
-
-    /// Reads the final response head; interim 1xx responses (except 101)
-    /// go to the client as they come.
-    async fn read_response_head(
-        &mut self,
-        up: &mut Upstream,
-        method: &Method,
-    ) -> Result<UpstreamResponse, HeadRead> {
-        loop {
-            if !up.buf.is_empty() {
-                match parse_response(&up.buf) {
-                    Ok(Some((parts, len))) => {
-                        if parts.status.is_informational()
-                            && parts.status != StatusCode::SWITCHING_PROTOCOLS
-                        {
-                            let interim = up.buf.split_to(len);
-                            // 100 Continue was the gateway's to send.
-                            if parts.status != StatusCode::CONTINUE {
-                                self.client
-                                    .write_all(&interim)
-                                    .await
-                                    .map_err(HeadRead::Client)?;
-                            }
-                            continue;
-                        }
-                        up.buf.advance(len);
-                        let framing = framing::response(method, parts.status, &parts.headers)
-                            .map_err(|e| HeadRead::Bad(format!("response framing: {e}")))?;
-                        let close = wants_close(&parts.headers, parts.version == Version::HTTP_10);
-                        return Ok(UpstreamResponse {
-                            parts,
-                            framing,
-                            close,
-                        });
-                    }
-                    Ok(None) if up.buf.len() > 256 * 1024 => {
-                        return Err(HeadRead::Bad("response head larger than 256 KiB".into()))
-                    }
-                    Ok(None) => {}
-                    Err(why) => return Err(HeadRead::Bad(format!("malformed response: {why}"))),
-                }
-            }
-            if up.buf.capacity() - up.buf.len() < 1024 {
-                up.buf.reserve(READ_CHUNK);
-            }
-            match up.io.read_buf(&mut up.buf).await {
-                Ok(0) => return Err(HeadRead::Closed),
-                Ok(_) => {}
-                Err(e) => return Err(HeadRead::Io(e)),
-            }
-        }
     }
 
     /// Relays the upstream response to the client; returns whether the
@@ -930,6 +924,58 @@ where
             .await
             .map_err(ConnError::Client)?;
         Ok(body.len() as u64)
+    }
+}
+
+/// Reads the final response head; interim 1xx responses (except 101)
+/// go to the client as they come.
+async fn read_response_head<S: AsyncWrite + Unpin>(
+client: &mut S,
+up: &mut Upstream,
+method: &Method,
+) -> Result<UpstreamResponse, HeadRead> {
+    loop {
+        if !up.buf.is_empty() {
+            match parse_response(&up.buf) {
+                Ok(Some((parts, len))) => {
+                    if parts.status.is_informational()
+                        && parts.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        let interim = up.buf.split_to(len);
+                        // 100 Continue was the gateway's to send.
+                        if parts.status != StatusCode::CONTINUE {
+                            client
+                                .write_all(&interim)
+                                .await
+                                .map_err(HeadRead::Client)?;
+                        }
+                        continue;
+                    }
+                    up.buf.advance(len);
+                    let framing = framing::response(method, parts.status, &parts.headers)
+                        .map_err(|e| HeadRead::Bad(format!("response framing: {e}")))?;
+                    let close = wants_close(&parts.headers, parts.version == Version::HTTP_10);
+                    return Ok(UpstreamResponse {
+                        parts,
+                        framing,
+                        close,
+                    });
+                }
+                Ok(None) if up.buf.len() > 256 * 1024 => {
+                    return Err(HeadRead::Bad("response head larger than 256 KiB".into()))
+                }
+                Ok(None) => {}
+                Err(why) => return Err(HeadRead::Bad(format!("malformed response: {why}"))),
+            }
+        }
+        if up.buf.capacity() - up.buf.len() < 1024 {
+            up.buf.reserve(READ_CHUNK);
+        }
+        match up.io.read_buf(&mut up.buf).await {
+            Ok(0) => return Err(HeadRead::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(HeadRead::Io(e)),
+        }
     }
 }
 
@@ -1145,6 +1191,13 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
 /// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
 /// `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names spares the removals.
+    let any = headers
+        .keys()
+        .any(|k| k == header::CONNECTION || HOP_BY_HOP.contains(&k.as_str()));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
