@@ -561,7 +561,11 @@ impl CacheFill {
     /// How long this response may be served from the cache, when it may be
     /// stored at all: fresh by RFC 9111 and of a known length within the
     /// route's entry limit (else it streams through as a `bypass`).
-    pub(crate) fn admits(&self, status: StatusCode, headers: &hyper::HeaderMap) -> Option<Duration> {
+    pub(crate) fn admits(
+        &self,
+        status: StatusCode,
+        headers: &hyper::HeaderMap,
+    ) -> Option<Duration> {
         let length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -569,7 +573,12 @@ impl CacheFill {
         if length > self.max_entry {
             return None;
         }
-        cache::freshness(status, &self.request_headers, headers, self.store.default_ttl())
+        cache::freshness(
+            status,
+            &self.request_headers,
+            headers,
+            self.store.default_ttl(),
+        )
     }
 
     /// Stores a whole response admitted by [`CacheFill::admits`]; drops its
@@ -976,6 +985,8 @@ pub(crate) struct RequestLog {
     attempts: u32,
     bytes_out: u64,
     start: Instant,
+    /// The request metrics, when the transport looked them up already.
+    counters: Option<(prometheus::IntCounter, prometheus::Histogram)>,
 }
 
 impl RequestLog {
@@ -1003,6 +1014,7 @@ impl RequestLog {
             attempts: 1,
             bytes_out: 0,
             start: Instant::now(),
+            counters: None,
         }
     }
 
@@ -1027,17 +1039,40 @@ impl RequestLog {
     }
 }
 
+/// `trigate_http_requests_total` and `trigate_http_request_duration_seconds`
+/// of a connection's workload for one route and status.
+fn request_metrics(
+    cx: &ConnContext,
+    route: &str,
+    status: u16,
+) -> (prometheus::IntCounter, prometheus::Histogram) {
+    let m = &cx.node.metrics;
+    let workload = cx.workload.as_ref().map_or("unknown", |w| &*w.name);
+    (
+        m.http_requests
+            .with_label_values(&["api", route, workload, &status.to_string()]),
+        m.http_request_duration.with_label_values(&["api", route]),
+    )
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        let m = &self.node.metrics;
-        let status = self.status.to_string();
-        m.http_requests
-            .with_label_values(&["api", &self.route, &self.workload, &status])
-            .inc();
-        m.http_request_duration
-            .with_label_values(&["api", &self.route])
-            .observe(elapsed.as_secs_f64());
+        let (requests, duration) = self.counters.take().unwrap_or_else(|| {
+            let m = &self.node.metrics;
+            (
+                m.http_requests.with_label_values(&[
+                    "api",
+                    &self.route,
+                    &self.workload,
+                    &self.status.to_string(),
+                ]),
+                m.http_request_duration
+                    .with_label_values(&["api", &self.route]),
+            )
+        });
+        requests.inc();
+        duration.observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "trigate::access",
             gate = "api",

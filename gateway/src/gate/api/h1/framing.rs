@@ -235,7 +235,8 @@ impl Chunked {
                     };
                 }
                 State::Data => {
-                    let take = (buf.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                    let take =
+                        (buf.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                     data(i..i + take);
                     self.remaining -= take as u64;
                     self.payload += take as u64;
@@ -333,18 +334,33 @@ mod tests {
                 &[("content-length", "12"), ("content-length", "13")],
                 Err(FramingError::BadContentLength),
             ),
-            (&[("content-length", "+12")], Err(FramingError::BadContentLength)),
-            (&[("content-length", "0x10")], Err(FramingError::BadContentLength)),
-            (&[("content-length", "")], Err(FramingError::BadContentLength)),
+            (
+                &[("content-length", "+12")],
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                &[("content-length", "0x10")],
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                &[("content-length", "")],
+                Err(FramingError::BadContentLength),
+            ),
             (
                 &[("content-length", "99999999999999999999")],
                 Err(FramingError::BadContentLength),
             ),
             (&[("transfer-encoding", "chunked")], Ok(Framing::Chunked)),
             (&[("transfer-encoding", "Chunked")], Ok(Framing::Chunked)),
-            (&[("transfer-encoding", "gzip, chunked")], Ok(Framing::Chunked)),
             (
-                &[("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")],
+                &[("transfer-encoding", "gzip, chunked")],
+                Ok(Framing::Chunked),
+            ),
+            (
+                &[
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
                 Ok(Framing::Chunked),
             ),
             (
@@ -425,18 +441,27 @@ mod tests {
             if p.done {
                 return Ok((payload, at, true));
             }
-            assert_eq!(p.consumed, piece.len(), "an unfinished body consumes all it is given");
+            assert_eq!(
+                p.consumed,
+                piece.len(),
+                "an unfinished body consumes all it is given"
+            );
         }
         Ok((payload, at, false))
     }
 
     #[test]
     fn chunked_bodies_are_walked_in_any_split() {
-        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let body =
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
         for step in 1..=body.len() {
             let (payload, consumed, done) = walk(body, step).unwrap();
             assert_eq!(payload, b"hello world0123456789", "step {step}");
-            assert_eq!(consumed, body.len() - 4, "step {step}: the next message is left");
+            assert_eq!(
+                consumed,
+                body.len() - 4,
+                "step {step}: the next message is left"
+            );
             assert!(done);
         }
         assert_eq!(walk(b"0\r\n\r\n", 1).unwrap(), (vec![], 5, true));
@@ -461,7 +486,11 @@ mod tests {
             b"-1\r\n",
         ] {
             assert!(walk(bad, 1).is_err(), "{:?}", String::from_utf8_lossy(bad));
-            assert!(walk(bad, bad.len()).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                walk(bad, bad.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long_ext = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE], b"\r\n"].concat();
         assert_eq!(

@@ -31,6 +31,7 @@ use hyper::{
     http::{request, response},
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
 };
+use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::framing::{Chunked, Framing, FramingError};
@@ -88,7 +89,7 @@ where
     let stop = cx.node.stop.clone();
     let idle = Arc::new(AtomicBool::new(true));
     let mut relay = Relay {
-        cx,
+        cx: Arc::clone(&cx),
         client: io,
         buf,
         out: Vec::with_capacity(READ_CHUNK),
@@ -96,6 +97,8 @@ where
         http,
         idle: Arc::clone(&idle),
         watchdog: Watchdog::new(),
+        policy: cx.node.api.load_full(),
+        counters: Vec::new(),
     };
     let result = {
         let run = relay.run();
@@ -229,6 +232,10 @@ struct Relay<S> {
     /// Between requests (a stop may end the connection at once).
     idle: Arc<AtomicBool>,
     watchdog: Watchdog,
+    /// The api policy last read (see `run`).
+    policy: Arc<super::ApiPolicy>,
+    /// Request metrics by route and status (see `counters`).
+    counters: Vec<(String, u16, IntCounter, Histogram)>,
 }
 
 /// The one timer of a client connection, for its head and response waits.
@@ -304,7 +311,21 @@ where
             };
             self.idle.store(false, Ordering::Relaxed);
             first = false;
-            if !self.request(parts).await? {
+            // The policy in force, re-read per request; the Arc is only
+            // replaced after a reload (a shared count bumped per request
+            // would bounce between cores).
+            let current = self.cx.node.api.load();
+            if !Arc::ptr_eq(&current, &self.policy) {
+                self.policy = arc_swap::Guard::into_inner(current);
+            } else {
+                drop(current);
+            }
+            let policy = Arc::clone(&self.policy);
+            let mut rlog = RequestLog::start(&self.cx, &parts);
+            let keep = self.request(parts, &policy, &mut rlog).await;
+            rlog.counters = Some(self.counters(&rlog.route, rlog.status));
+            drop(rlog);
+            if !keep? {
                 return Ok(());
             }
         }
@@ -325,6 +346,24 @@ where
                 _ => break,
             }
         }
+    }
+
+    /// The request metrics of this connection's workload for a route and
+    /// status, looked up once per connection rather than per request.
+    fn counters(&mut self, route: &str, status: u16) -> (IntCounter, Histogram) {
+        if let Some((_, _, c, h)) = self
+            .counters
+            .iter()
+            .find(|(r, s, _, _)| *s == status && r == route)
+        {
+            return (c.clone(), h.clone());
+        }
+        let (c, h) = super::request_metrics(&self.cx, route, status);
+        if self.counters.len() < 16 {
+            self.counters
+                .push((route.to_string(), status, c.clone(), h.clone()));
+        }
+        (c, h)
     }
 
     /// Hands the upstream connection to the idle pool.
@@ -360,8 +399,12 @@ where
                     }
                     Ok(None) if self.buf.len() > self.http.max_header_bytes => {
                         let max = self.http.max_header_bytes;
-                        self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large", "the request head is too large")
-                            .await;
+                        self.reject(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "header_too_large",
+                            "the request head is too large",
+                        )
+                        .await;
                         return Err(ConnError::HeadTooLarge(max));
                     }
                     Ok(None) => {}
@@ -375,7 +418,8 @@ where
                         return Err(ConnError::HeadTooLarge(self.http.max_header_bytes));
                     }
                     Err(HeadError::Malformed(why)) => {
-                        self.reject(StatusCode::BAD_REQUEST, "bad_request", &why).await;
+                        self.reject(StatusCode::BAD_REQUEST, "bad_request", &why)
+                            .await;
                         return Err(ConnError::Malformed(why));
                     }
                 }
@@ -386,13 +430,21 @@ where
                 self.buf.reserve(READ_CHUNK);
             }
             let deadline = head_deadline.unwrap_or(idle_deadline);
-            let read = self.watchdog.within(deadline, self.client.read_buf(&mut self.buf));
+            let read = self
+                .watchdog
+                .within(deadline, self.client.read_buf(&mut self.buf));
             match read.await.ok_or(()) {
-                Err(()) if self.buf.is_empty() && first => return Err(ConnError::Silent(head_wait)),
+                Err(()) if self.buf.is_empty() && first => {
+                    return Err(ConnError::Silent(head_wait))
+                }
                 Err(()) if self.buf.is_empty() => return Ok(None),
                 Err(()) => {
-                    self.reject(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request head did not arrive in time")
-                        .await;
+                    self.reject(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request head did not arrive in time",
+                    )
+                    .await;
                     return Err(ConnError::SlowHead(head_wait));
                 }
                 Ok(Ok(0)) if self.buf.is_empty() => return Ok(None),
@@ -405,17 +457,25 @@ where
 
     /// Answers a request that could not be parsed, and closes.
     async fn reject(&mut self, status: StatusCode, kind: &str, message: &str) {
-        tracing::debug!(status = status.as_u16(), kind, message, "refusing a malformed request");
+        tracing::debug!(
+            status = status.as_u16(),
+            kind,
+            message,
+            "refusing a malformed request"
+        );
         let resp = refusal(status, kind, message);
         let _ = self.write_answer(resp, &Method::GET, true).await;
     }
 
     /// One request: the policy chain, then the upstream. Returns whether the
     /// connection may carry another request.
-    async fn request(&mut self, mut parts: request::Parts) -> Result<bool, ConnError> {
+    async fn request(
+        &mut self,
+        mut parts: request::Parts,
+        policy: &super::ApiPolicy,
+        rlog: &mut RequestLog,
+    ) -> Result<bool, ConnError> {
         let cx = Arc::clone(&self.cx);
-        let policy = cx.node.api.load_full();
-        let mut rlog = RequestLog::start(&cx, &parts);
         let http10 = parts.version == Version::HTTP_10;
         let client_close = wants_close(&parts.headers, http10);
         let body = match framing::request(http10, &parts.headers) {
@@ -435,7 +495,7 @@ where
                 "body_too_large",
                 &format!("the request body is larger than {max_body} bytes"),
             );
-            self.answer(resp, "body_too_large", &parts.method, true, &mut rlog)
+            self.answer(resp, "body_too_large", &parts.method, true, rlog)
                 .await?;
             return Err(ConnError::BodyTooLarge(max_body));
         }
@@ -445,7 +505,7 @@ where
                 "method_not_allowed",
                 "CONNECT is not proxied by the api gate",
             );
-            self.answer(resp, "method_not_allowed", &parts.method, true, &mut rlog)
+            self.answer(resp, "method_not_allowed", &parts.method, true, rlog)
                 .await?;
             return Ok(false);
         }
@@ -458,12 +518,12 @@ where
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         parts.headers.remove(header::EXPECT);
 
-        let plan = match decide(&cx, &policy, &mut parts, &mut rlog).await {
+        let plan = match decide(&cx, policy, &mut parts, rlog).await {
             Verdict::Answer(resp, outcome) => {
                 // An unread request body would be taken for the next
                 // request: close instead.
                 let close = client_close || body != Framing::Empty;
-                self.answer(resp, outcome, &parts.method, close, &mut rlog)
+                self.answer(resp, outcome, &parts.method, close, rlog)
                     .await?;
                 return Ok(!close);
             }
@@ -489,7 +549,10 @@ where
         let mut head = Vec::with_capacity(512);
         write_request_head(&mut head, &parts, upgrade.as_ref());
 
-        let resp = match self.exchange(&policy, &plan, &parts, &head, body, &mut rlog).await {
+        let resp = match self
+            .exchange(&policy, &plan, &parts, &head, body, rlog)
+            .await
+        {
             Ok(r) => r,
             Err(AttemptError::Client(e)) => return Err(e),
             Err(AttemptError::Failed(f) | AttemptError::Stale(f)) => {
@@ -501,13 +564,21 @@ where
                 // Part of a body may have been read: the connection cannot
                 // be trusted to be at a request boundary.
                 let close = client_close || body != Framing::Empty;
-                self.answer(f.response(), f.outcome(), &parts.method, close, &mut rlog)
+                self.answer(f.response(), f.outcome(), &parts.method, close, rlog)
                     .await?;
                 return Ok(!close);
             }
         };
-        self.respond(resp, &plan, &parts, upgrade.is_some(), http10, client_close, &mut rlog)
-            .await
+        self.respond(
+            resp,
+            &plan,
+            &parts,
+            upgrade.is_some(),
+            http10,
+            client_close,
+            rlog,
+        )
+        .await
     }
 
     /// Sends the request (head and body) and reads the response head, with
@@ -561,7 +632,9 @@ where
                     continue;
                 }
                 Err(AttemptError::Failed(Failure::Connect(_))) => true,
-                Err(AttemptError::Failed(Failure::Timeout(_)) | AttemptError::Stale(_)) => replayable,
+                Err(AttemptError::Failed(Failure::Timeout(_)) | AttemptError::Stale(_)) => {
+                    replayable
+                }
                 Err(AttemptError::Failed(Failure::Upstream(_))) => false,
                 Ok(r) => {
                     replayable
@@ -637,8 +710,12 @@ where
             .await
             {
                 Ok(_) => {}
-                Err(RelayError::Source(e)) => return Err(AttemptError::Client(ConnError::Client(e))),
-                Err(RelayError::SourceClosed) => return Err(AttemptError::Client(ConnError::ClientClosed)),
+                Err(RelayError::Source(e)) => {
+                    return Err(AttemptError::Client(ConnError::Client(e)))
+                }
+                Err(RelayError::SourceClosed) => {
+                    return Err(AttemptError::Client(ConnError::ClientClosed))
+                }
                 Err(RelayError::Stalled(t)) => {
                     return Err(AttemptError::Client(ConnError::ClientStalled(t)))
                 }
@@ -699,9 +776,14 @@ where
                 true,
             ));
         }
-        let tcp = upstream::connect(key.addr, &cx.netns, node.proxy.mark, node.proxy.connect_timeout)
-            .await
-            .map_err(|e| Failure::Connect(crate::error_chain(&e)))?;
+        let tcp = upstream::connect(
+            key.addr,
+            &cx.netns,
+            node.proxy.mark,
+            node.proxy.connect_timeout,
+        )
+        .await
+        .map_err(|e| Failure::Connect(crate::error_chain(&e)))?;
         let io = match &key.tls_name {
             None => UpStream::Plain(tcp),
             Some(name) => {
@@ -753,7 +835,9 @@ where
         rlog.outcome = "ok";
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if !upgrade {
-                let f = Failure::Upstream("101 Switching Protocols to a request without Upgrade".into());
+                let f = Failure::Upstream(
+                    "101 Switching Protocols to a request without Upgrade".into(),
+                );
                 self.answer(f.response(), f.outcome(), &req.method, true, rlog)
                     .await?;
                 return Ok(false);
@@ -769,11 +853,15 @@ where
                 (Some(fresh_for), Framing::Length(n)) => {
                     let body = self.read_whole(&mut up, n).await?;
                     fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
-                    parts.headers.insert("x-trigate-cache", HeaderValue::from_static("miss"));
+                    parts
+                        .headers
+                        .insert("x-trigate-cache", HeaderValue::from_static("miss"));
                     cached_body = Some(body);
                 }
                 _ => {
-                    parts.headers.insert("x-trigate-cache", HeaderValue::from_static("bypass"));
+                    parts
+                        .headers
+                        .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
                 }
             }
         }
@@ -868,7 +956,10 @@ where
             .map_err(ConnError::Client)?;
         let early = self.buf.split();
         if !early.is_empty() {
-            up.io.write_all(&early).await.map_err(|e| ConnError::Upstream(e.to_string()))?;
+            up.io
+                .write_all(&early)
+                .await
+                .map_err(|e| ConnError::Upstream(e.to_string()))?;
         }
         rlog.outcome = "upgraded";
         match tokio::io::copy_bidirectional(&mut self.client, &mut up.io).await {
@@ -911,7 +1002,9 @@ where
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         if !parts.headers.contains_key(header::DATE) {
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())) {
+            if let Ok(v) =
+                HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+            {
                 parts.headers.insert(header::DATE, v);
             }
         }
@@ -930,9 +1023,9 @@ where
 /// Reads the final response head; interim 1xx responses (except 101)
 /// go to the client as they come.
 async fn read_response_head<S: AsyncWrite + Unpin>(
-client: &mut S,
-up: &mut Upstream,
-method: &Method,
+    client: &mut S,
+    up: &mut Upstream,
+    method: &Method,
 ) -> Result<UpstreamResponse, HeadRead> {
     loop {
         if !up.buf.is_empty() {
@@ -944,10 +1037,7 @@ method: &Method,
                         let interim = up.buf.split_to(len);
                         // 100 Continue was the gateway's to send.
                         if parts.status != StatusCode::CONTINUE {
-                            client
-                                .write_all(&interim)
-                                .await
-                                .map_err(HeadRead::Client)?;
+                            client.write_all(&interim).await.map_err(HeadRead::Client)?;
                         }
                         continue;
                     }
@@ -1035,7 +1125,9 @@ where
         let done = match framing {
             Framing::Empty => true,
             Framing::Length(_) => {
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(pending.len());
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(pending.len());
                 out.extend_from_slice(&pending[..take]);
                 pending.advance(take);
                 left -= take as u64;

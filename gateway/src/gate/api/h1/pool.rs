@@ -73,10 +73,7 @@ pub(crate) fn is_idle_and_open(conn: &mut UpStream) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(Waker::noop());
-    matches!(
-        Pin::new(conn).poll_read(&mut cx, &mut buf),
-        Poll::Pending
-    )
+    matches!(Pin::new(conn).poll_read(&mut cx, &mut buf), Poll::Pending)
 }
 
 /// Whether an I/O error means the upstream dropped a connection we reused
@@ -125,7 +122,10 @@ mod tests {
 
         let (live, _live_peer) = pair(&l).await;
         pool.put(k.clone(), live, 4, long);
-        assert!(pool.take(&k, long).is_some(), "a live idle connection is reused");
+        assert!(
+            pool.take(&k, long).is_some(),
+            "a live idle connection is reused"
+        );
         assert!(pool.take(&k, long).is_none());
 
         // Closed by the upstream while idle.
@@ -133,7 +133,10 @@ mod tests {
         pool.put(k.clone(), closed, 4, long);
         drop(closed_peer);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool.take(&k, long).is_none(), "a closed connection is dropped");
+        assert!(
+            pool.take(&k, long).is_none(),
+            "a closed connection is dropped"
+        );
 
         // The upstream wrote while idle: out of sync, dropped.
         let (chatty, mut chatty_peer) = pair(&l).await;
@@ -145,7 +148,10 @@ mod tests {
         // Idle for longer than allowed.
         let (old, _old_peer) = pair(&l).await;
         pool.put(k.clone(), old, 4, long);
-        assert!(pool.take(&k, Duration::ZERO).is_none(), "too old is dropped");
+        assert!(
+            pool.take(&k, Duration::ZERO).is_none(),
+            "too old is dropped"
+        );
     }
 
     #[tokio::test]
