@@ -255,7 +255,7 @@ pub(crate) enum Verdict<'p> {
     /// the response and the outcome the access log records.
     Answer(Response<ApiBody>, &'static str),
     /// Go upstream, then apply [`Plan::finish`] to the response.
-    Forward(Plan<'p>),
+    Forward(Box<Plan<'p>>),
 }
 
 /// What the chain decided for a request that goes upstream.
@@ -289,6 +289,18 @@ async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBo
         Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
         Verdict::Forward(plan) => plan,
     };
+    // The body cap: a declared length over it is refused up front; a
+    // streamed body is cut where it crosses it.
+    let max_body = cx.node.config.load().http.max_request_body_bytes;
+    if body.size_hint().lower() > max_body {
+        let resp = refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {max_body} bytes"),
+        );
+        return rlog.finish_answered(resp, "body_too_large");
+    }
+    let body = http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
     let req = Request::from_parts(parts, body);
     let result = forward(cx, &policy, req, &plan, &mut rlog).await;
     let mut resp = match result {
@@ -501,19 +513,19 @@ pub(crate) async fn decide<'p>(
             .and_then(|r| r.timeout_ms)
             .unwrap_or(node.config.load().http.request_timeout_ms),
     );
-    Verdict::Forward(Plan {
+    Verdict::Forward(Box::new(Plan {
         route,
         authority,
         timeout,
         cors_headers,
         limit_headers,
         cache,
-    })
+    }))
 }
 
 impl Plan<'_> {
-    /// 8. Response rewrites, on the upstream response's head (after the
-    /// cache stored it: rewrites are per request).
+    /// Step 8, response rewrites, on the upstream response's head (after
+    /// the cache stored it: rewrites are per request).
     pub(crate) fn finish(&self, resp: &mut hyper::http::response::Parts) {
         if let Some(route) = self.route {
             apply_headers(&route.response_headers, &mut resp.headers);
@@ -671,7 +683,7 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// An HTTP/1.1 upgrade request (WebSocket and the like): `Connection`
 /// lists `upgrade` and an `Upgrade` header names the protocol.
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req
@@ -689,7 +701,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 async fn forward(
     cx: &Arc<ConnContext>,
     policy: &ApiPolicy,
-    mut req: Request<Incoming>,
+    mut req: Request<http_body_util::Limited<Incoming>>,
     plan: &Plan<'_>,
     rlog: &mut RequestLog,
 ) -> Result<Response<ApiBody>, Failure> {
@@ -743,7 +755,7 @@ async fn forward(
     if !replayable {
         let (client, pick, uri) = target.next(&[])?;
         parts.uri = uri;
-        let req = Request::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
+        let req = Request::from_parts(parts, body.boxed());
         let result = send(&client, req, timeout).await;
         report(pick, &result);
         let mut resp = result?;

@@ -319,9 +319,11 @@ mod tests {
         h
     }
 
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<Framing, FramingError>);
+
     #[test]
     fn request_framing_follows_rfc_9112() {
-        let cases: &[(&[(&str, &str)], Result<Framing, FramingError>)] = &[
+        let cases: &[Case] = &[
             (&[], Ok(Framing::Empty)),
             (&[("content-length", "0")], Ok(Framing::Empty)),
             (&[("content-length", "12")], Ok(Framing::Length(12))),

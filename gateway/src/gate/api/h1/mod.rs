@@ -550,7 +550,7 @@ where
         write_request_head(&mut head, &parts, upgrade.as_ref());
 
         let resp = match self
-            .exchange(&policy, &plan, &parts, &head, body, rlog)
+            .exchange(policy, &plan, &parts, &head, body, rlog)
             .await
         {
             Ok(r) => r,

@@ -1,1 +1,302 @@
+use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
+use super::*;
+
+fn parsed(raw: &str) -> request::Parts {
+    match parse_request(raw.as_bytes()) {
+        Ok(Some((p, n))) => {
+            assert_eq!(n, raw.find("\r\n\r\n").unwrap() + 4, "head length");
+            p
+        }
+        _ => panic!("{raw:?} should parse"),
+    }
+}
+
+#[test]
+fn request_heads_parse_or_say_why_not() {
+    let p = parsed("POST /v1/x?q=1 HTTP/1.1\r\nHost: api\r\nX-A: 1\r\nX-A: 2\r\n\r\nbody");
+    assert_eq!(p.method, Method::POST);
+    assert_eq!(p.uri.path_and_query().unwrap().as_str(), "/v1/x?q=1");
+    assert_eq!(p.version, Version::HTTP_11);
+    assert_eq!(p.headers.get_all("x-a").iter().count(), 2);
+    assert_eq!(parsed("GET / HTTP/1.0\r\n\r\n").version, Version::HTTP_10);
+    let abs = parsed("GET http://api.example/p HTTP/1.1\r\n\r\n");
+    assert_eq!(abs.uri.authority().unwrap().as_str(), "api.example");
+
+    assert!(matches!(
+        parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+        Ok(None)
+    ));
+    assert!(matches!(parse_request(b"GE"), Ok(None)));
+    for bad in [
+        &b"NOT HTTP AT ALL\r\n\r\n"[..],
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n folded: x\r\n\r\n",
+    ] {
+        assert!(
+            matches!(parse_request(bad), Err(HeadError::Malformed(_))),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+    let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    assert!(matches!(
+        parse_request(raw.as_bytes()),
+        Err(HeadError::TooMany)
+    ));
+}
+
+#[test]
+fn response_heads_parse() {
+    let (p, n) = parse_response(b"HTTP/1.1 404 Nope\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert_eq!(n, 40);
+    assert!(parse_response(b"HTTP/1.1 200 OK\r\n").unwrap().is_none());
+    assert!(parse_response(b"HTTP/1.1 999999 x\r\n\r\n").is_err());
+    assert!(parse_response(b"garbage\r\n\r\n").is_err());
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+#[test]
+fn connection_semantics() {
+    assert!(!wants_close(&headers(&[]), false));
+    assert!(
+        wants_close(&headers(&[]), true),
+        "HTTP/1.0 closes by default"
+    );
+    assert!(!wants_close(
+        &headers(&[("connection", "Keep-Alive")]),
+        true
+    ));
+    assert!(wants_close(
+        &headers(&[("connection", "foo, Close")]),
+        false
+    ));
+
+    let mut h = headers(&[
+        ("connection", "keep-alive, x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("proxy-authorization", "Basic x"),
+        ("transfer-encoding", "chunked"),
+        ("x-kept", "1"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["transfer-encoding", "x-kept"]);
+
+    let up =
+        parsed("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(upgrade_protocol(&up).unwrap(), "websocket");
+    let no = parsed("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    assert!(
+        upgrade_protocol(&no).is_none(),
+        "Connection must name upgrade"
+    );
+    let old = parsed("GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert!(upgrade_protocol(&old).is_none(), "not in HTTP/1.0");
+}
+
+#[test]
+fn heads_are_written_in_http11_form() {
+    let p = parsed("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut out = Vec::new();
+    write_request_head(&mut out, &p, None);
+    assert_eq!(out, b"OPTIONS * HTTP/1.1\r\nhost: a\r\n\r\n");
+
+    let p = parsed("GET http://a/p?q HTTP/1.0\r\nHost: a\r\n\r\n");
+    out.clear();
+    write_request_head(&mut out, &p, Some(&HeaderValue::from_static("websocket")));
+    assert_eq!(
+        out,
+        b"GET /p?q HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    );
+
+    let (mut r, _) = Response::new(()).into_parts();
+    r.status = StatusCode::TOO_MANY_REQUESTS;
+    r.headers.insert("retry-after", HeaderValue::from(3));
+    out.clear();
+    write_response_head(&mut out, &r, true, None);
+    assert_eq!(
+        out,
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\nconnection: close\r\n\r\n"
+    );
+}
+
+/// Runs `relay` from a peer that writes `input` (in two pieces, then
+/// closes if `close`) into a sink; returns the result, what the sink got
+/// and what stayed pending.
+async fn run_relay(
+    input: &[u8],
+    already: &[u8],
+    framing: Framing,
+    decode: bool,
+    max: Option<u64>,
+    close: bool,
+) -> (Result<u64, RelayError>, Vec<u8>, Vec<u8>) {
+    let (mut src, mut peer) = duplex(1 << 16);
+    let (mut sink, mut sink_peer) = duplex(1 << 20);
+    let input = input.to_vec();
+    let writer = tokio::spawn(async move {
+        let half = input.len() / 2;
+        peer.write_all(&input[..half]).await.unwrap();
+        tokio::task::yield_now().await;
+        peer.write_all(&input[half..]).await.unwrap();
+        if !close {
+            // Keep the connection open until the relay is done.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut pending = BytesMut::from(already);
+    let mut out = b"HEAD|".to_vec();
+    let result = relay(
+        &mut src,
+        &mut pending,
+        &mut sink,
+        &mut out,
+        framing,
+        decode,
+        max,
+        Duration::from_millis(200),
+    )
+    .await;
+    drop(sink);
+    let mut got = Vec::new();
+    sink_peer.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    (result, got, pending.to_vec())
+}
+
+#[tokio::test]
+async fn relay_copies_each_framing_and_leaves_what_follows() {
+    let (r, got, left) = run_relay(
+        b"",
+        b"hello worldGET /next",
+        Framing::Length(11),
+        false,
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(r.unwrap(), 11);
+    assert_eq!(got, b"HEAD|hello world");
+    assert_eq!(left, b"GET /next", "a pipelined request stays pending");
+    let (r, got, _) = run_relay(b"lo world", b"hel", Framing::Length(11), false, None, false).await;
+    assert_eq!(r.unwrap(), 11);
+    assert_eq!(
+        got, b"HEAD|hello world",
+        "read bytes follow the pending ones"
+    );
+
+    let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let (r, got, left) = run_relay(chunked, b"", Framing::Chunked, false, None, false).await;
+    assert_eq!(r.unwrap(), 11);
+    assert_eq!(
+        got,
+        [b"HEAD|".as_slice(), chunked].concat(),
+        "passed through as is"
+    );
+    assert!(left.is_empty());
+
+    let (r, got, _) = run_relay(chunked, b"", Framing::Chunked, true, None, false).await;
+    assert_eq!(r.unwrap(), 11);
+    assert_eq!(got, b"HEAD|hello world", "decoded for HTTP/1.0 clients");
+
+    let (r, got, _) = run_relay(
+        b"until the end",
+        b"",
+        Framing::UntilClose,
+        false,
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(r.unwrap(), 13);
+    assert_eq!(got, b"HEAD|until the end");
+
+    let (r, got, _) = run_relay(b"", b"", Framing::Empty, false, None, false).await;
+    assert_eq!(r.unwrap(), 0);
+    assert_eq!(got, b"HEAD|", "the head alone");
+}
+
+#[tokio::test]
+async fn relay_stops_on_bad_or_short_or_large_bodies() {
+    let (r, _, _) = run_relay(b"abc", b"", Framing::Length(10), false, None, true).await;
+    assert!(matches!(r, Err(RelayError::SourceClosed)), "{r:?}");
+    let (r, _, _) = run_relay(b"abc", b"", Framing::Length(10), false, None, false).await;
+    assert!(matches!(r, Err(RelayError::Stalled(_))), "{r:?}");
+    let (r, _, _) = run_relay(b"zz\r\n", b"", Framing::Chunked, false, None, false).await;
+    assert!(matches!(r, Err(RelayError::Framing(_))), "{r:?}");
+    let big = b"a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n";
+    let (r, _, _) = run_relay(big, b"", Framing::Chunked, false, Some(15), false).await;
+    assert!(matches!(r, Err(RelayError::TooLarge(15))), "{r:?}");
+    let (r, _, _) = run_relay(big, b"", Framing::Chunked, false, Some(20), false).await;
+    assert_eq!(r.unwrap(), 20, "exactly at the cap passes");
+}
+
+#[tokio::test]
+async fn prefixed_streams_replay_their_prefix_first() {
+    let (a, mut b) = duplex(64);
+    let mut p = Prefixed {
+        prefix: Bytes::from_static(b"PRI "),
+        io: a,
+    };
+    b.write_all(b"rest").await.unwrap();
+    drop(b);
+    let mut all = Vec::new();
+    p.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, b"PRI rest");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_times_out_and_moves_on() {
+    let mut w = Watchdog::new();
+    let now = tokio::time::Instant::now();
+    // Ready at once: no timeout.
+    assert_eq!(
+        w.within(now + Duration::from_secs(1), async { 7 }).await,
+        Some(7)
+    );
+    // Never ready: times out at its deadline, not earlier.
+    let r = w
+        .within(now + Duration::from_secs(2), std::future::pending::<()>())
+        .await;
+    assert_eq!(r, None);
+    assert!(tokio::time::Instant::now() >= now + Duration::from_secs(2));
+    // A later, longer wait is not cut short by the earlier deadline.
+    let start = tokio::time::Instant::now();
+    let r = w
+        .within(
+            start + Duration::from_secs(10),
+            tokio::time::sleep(Duration::from_secs(5)),
+        )
+        .await;
+    assert_eq!(r, Some(()));
+    // A shorter deadline than the timer's pulls it in.
+    let start = tokio::time::Instant::now();
+    let r = w
+        .within(
+            start + Duration::from_millis(100),
+            std::future::pending::<()>(),
+        )
+        .await;
+    assert_eq!(r, None);
+    assert!(tokio::time::Instant::now() - start < Duration::from_secs(1));
+}
