@@ -26,12 +26,19 @@ impl Upstream {
     /// Binds `ip` on an ephemeral port. `ip` must be one the test made
     /// (a pod's host-side veth address, or 127.0.0.x).
     pub fn start(ip: IpAddr) -> Result<Self> {
-        Self::start_with(ip, None, Duration::ZERO)
+        Self::start_with(ip, None, Duration::ZERO, false)
     }
 
     /// Answers each request only after `delay` (timeout tests).
+    /// Keeps connections open across requests and reads request bodies
+    /// (Content-Length or chunked); answers say how many body bytes came
+    /// (`body=N`).
+    pub fn start_keepalive(ip: IpAddr) -> Result<Self> {
+        Self::start_with(ip, None, Duration::ZERO, true)
+    }
+
     pub fn start_slow(ip: IpAddr, delay: Duration) -> Result<Self> {
-        Self::start_with(ip, None, delay)
+        Self::start_with(ip, None, delay, false)
     }
 
     /// The same over TLS, with a certificate from `ca` for `names`.
@@ -42,13 +49,14 @@ impl Upstream {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
-        Self::start_with(ip, Some(Arc::new(config)), Duration::ZERO)
+        Self::start_with(ip, Some(Arc::new(config)), Duration::ZERO, false)
     }
 
     fn start_with(
         ip: IpAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         delay: Duration,
+        keepalive: bool,
     ) -> Result<Self> {
         let is_tls = tls.is_some();
         let listener =
@@ -85,6 +93,9 @@ impl Upstream {
                     std::thread::spawn(move || {
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                         match tls {
+                            None if keepalive => {
+                                let _ = serve_keepalive(conn, peer, &requests, &heads);
+                            }
                             None => {
                                 let _ = serve(conn, peer, &requests, &heads, delay);
                             }
@@ -201,6 +212,106 @@ fn serve(
     );
     conn.write_all(resp.as_bytes())?;
     conn.flush()
+}
+
+/// Requests one after another on one connection, bodies read and counted.
+fn serve_keepalive(
+    mut conn: impl Read + Write,
+    peer: SocketAddr,
+    requests: &Mutex<Vec<(SocketAddr, String)>>,
+    heads: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = fill_until(&mut conn, &mut buf, |b| {
+            b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+        })?
+        else {
+            return Ok(());
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let lower = head.to_ascii_lowercase();
+        let path = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string();
+        let header = |name: &str| {
+            lower
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let body = if header("transfer-encoding:").is_some_and(|v| v.ends_with("chunked")) {
+            let mut total = 0;
+            loop {
+                let Some(line_end) = fill_until(&mut conn, &mut buf, |b| {
+                    b.windows(2).position(|w| w == b"\r\n").map(|p| p + 2)
+                })?
+                else {
+                    return Ok(());
+                };
+                let line = String::from_utf8_lossy(&buf[..line_end - 2]).to_string();
+                buf.drain(..line_end);
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                    .map_err(|_| std::io::Error::other("bad chunk size"))?;
+                if size == 0 {
+                    // No trailers from the clients used here: the final CRLF.
+                    if fill_until(&mut conn, &mut buf, |b| (b.len() >= 2).then_some(2))?.is_none() {
+                        return Ok(());
+                    }
+                    buf.drain(..2);
+                    break;
+                }
+                if fill_until(&mut conn, &mut buf, |b| (b.len() >= size + 2).then_some(0))?
+                    .is_none()
+                {
+                    return Ok(());
+                }
+                buf.drain(..size + 2);
+                total += size;
+            }
+            total
+        } else {
+            let n: usize = header("content-length:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if fill_until(&mut conn, &mut buf, |b| (b.len() >= n).then_some(0))?.is_none() {
+                return Ok(());
+            }
+            buf.drain(..n);
+            n
+        };
+        requests.lock().unwrap().push((peer, path.clone()));
+        heads.lock().unwrap().push(head.clone());
+        let text = format!("hello from upstream path={path} peer={peer} body={body}");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        conn.write_all(resp.as_bytes())?;
+        conn.flush()?;
+    }
+}
+
+/// Reads into `buf` until `done` finds what it needs; `None` at EOF.
+fn fill_until(
+    conn: &mut impl Read,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> Option<usize>,
+) -> std::io::Result<Option<usize>> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(n) = done(buf) {
+            return Ok(Some(n));
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 impl Drop for Upstream {

@@ -928,3 +928,121 @@ fn route_changes_apply_on_reload() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// The HTTP/1.1 relay: request bodies by length and chunked, the body cap,
+/// `Expect: 100-continue`, HTTP/1.0 clients, and upstream connections kept
+/// across client connections (one upstream connection serves them all).
+#[test]
+fn http11_bodies_limits_and_upstream_reuse() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start_keepalive(pod.host_ip.into())?;
+    let cfg = set_gate_api(
+        node.config()
+            .set("/http", json!({"max_request_body_bytes": 4096}))
+            .set("/routes", json!([{"name": "any"}]))
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let url = up.url("/upload");
+    let body_of = |n: usize| "x".repeat(n);
+
+    let (status, _, text) = curl(&pod, &["--data-binary", &body_of(1000), &url])?;
+    ensure!(
+        status == 200 && text.ends_with("body=1000"),
+        "{status} {text}"
+    );
+
+    // A body of unknown length (stdin) goes chunked.
+    let env = trigate_e2e::env()?;
+    let script = format!(
+        "head -c 3000 /dev/zero | {} -sS --noproxy '*' --max-time 10 \\
+         -H 'Transfer-Encoding: chunked' --data-binary @- {url}",
+        env.curl.display()
+    );
+    let out = pod
+        .run(
+            std::path::Path::new("/bin/sh"),
+            &["-c", &script],
+            CMD_TIMEOUT,
+        )?
+        .check("chunked upload")?;
+    ensure!(out.stdout.ends_with("body=3000"), "chunked: {}", out.stdout);
+    ensure!(
+        up.heads().last().is_some_and(|h| h
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")),
+        "the chunked framing goes upstream as sent"
+    );
+
+    // Expect: 100-continue is answered by the gateway once policy admits.
+    let (status, _, text) = curl(
+        &pod,
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            &body_of(2000),
+            &url,
+        ],
+    )?;
+    // curl -i prints the interim 100 first, then the final response.
+    ensure!(
+        status == 100 && text.starts_with("HTTP/1.1 200") && text.ends_with("body=2000"),
+        "{status} {text}"
+    );
+
+    // Over the cap: 413 before anything goes upstream.
+    let seen = up.requests().len();
+    let (status, _, text) = curl(&pod, &["--data-binary", &body_of(5000), &url])?;
+    ensure!(status == 413, "oversized body: {status} {text}");
+    ensure!(text.contains("body_too_large"), "{text}");
+    ensure!(
+        up.requests().len() == seen,
+        "a refused body must not reach the upstream"
+    );
+
+    // HTTP/1.0: a response, then the connection closes.
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("{ip}", {port}), timeout=5)
+s.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.split(b"\r\n")[0].decode(), data.endswith(b"body=0"))
+"#,
+        ip = up.ip(),
+        port = up.port()
+    );
+    let out = python(&pod, &script)?;
+    ensure!(
+        out.stdout.trim() == "HTTP/1.1 200 OK True",
+        "HTTP/1.0 client: {}",
+        out.stdout
+    );
+
+    // Two requests on one client connection, then more client connections:
+    // all of it on the one upstream connection (kept, then pooled).
+    let (status, _, _) = curl(&pod, &[&up.url("/a"), &up.url("/b")])?;
+    ensure!(status == 200);
+    ensure!(
+        up.accepted() == 1,
+        "upstream connections opened: {} (want 1: kept and pooled)",
+        up.accepted()
+    );
+    let logs = request_logs(&d);
+    ensure!(
+        logs.iter()
+            .filter(|l| log_str(l, "route") == Some("any"))
+            .count()
+            >= 6,
+        "one access-log line per request: {logs:?}"
+    );
+    Ok(())
+}
