@@ -392,11 +392,8 @@ where
         let mut head_deadline = None;
         loop {
             if !self.buf.is_empty() {
-                match parse_request(&self.buf) {
-                    Ok(Some((parts, len))) => {
-                        self.buf.advance(len);
-                        return Ok(Some(parts));
-                    }
+                match parse_request(&mut self.buf) {
+                    Ok(Some(parts)) => return Ok(Some(parts)),
                     Ok(None) if self.buf.len() > self.http.max_header_bytes => {
                         let max = self.http.max_header_bytes;
                         self.reject(
@@ -1029,19 +1026,17 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
 ) -> Result<UpstreamResponse, HeadRead> {
     loop {
         if !up.buf.is_empty() {
-            match parse_response(&up.buf) {
-                Ok(Some((parts, len))) => {
+            match parse_response(&mut up.buf) {
+                Ok(Some((parts, head))) => {
                     if parts.status.is_informational()
                         && parts.status != StatusCode::SWITCHING_PROTOCOLS
                     {
-                        let interim = up.buf.split_to(len);
                         // 100 Continue was the gateway's to send.
                         if parts.status != StatusCode::CONTINUE {
-                            client.write_all(&interim).await.map_err(HeadRead::Client)?;
+                            client.write_all(&head).await.map_err(HeadRead::Client)?;
                         }
                         continue;
                     }
-                    up.buf.advance(len);
                     let framing = framing::response(method, parts.status, &parts.headers)
                         .map_err(|e| HeadRead::Bad(format!("response framing: {e}")))?;
                     let close = wants_close(&parts.headers, parts.version == Version::HTTP_10);
@@ -1191,8 +1186,48 @@ enum HeadError {
     Malformed(String),
 }
 
-/// A complete request head at the start of `buf`, and its length.
-fn parse_request(buf: &[u8]) -> Result<Option<(request::Parts, usize)>, HeadError> {
+/// Where a head's header fields lie in its buffer (name and value
+/// offsets), so the map can share the buffer instead of copying each value.
+struct Spans {
+    fields: [(u32, u32, u32, u32); MAX_HEADERS],
+    len: usize,
+}
+
+impl Spans {
+    fn of(base: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+        let at = |s: &[u8]| (s.as_ptr() as usize - base.as_ptr() as usize) as u32;
+        let mut spans = Spans {
+            fields: [(0, 0, 0, 0); MAX_HEADERS],
+            len: headers.len(),
+        };
+        for (slot, h) in spans.fields.iter_mut().zip(headers) {
+            let name = at(h.name.as_bytes());
+            let value = at(h.value);
+            *slot = (
+                name,
+                name + h.name.len() as u32,
+                value,
+                value + h.value.len() as u32,
+            );
+        }
+        spans
+    }
+
+    /// The header map, its values slices of `head`.
+    fn map(&self, head: &Bytes) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.len);
+        for &(n0, n1, v0, v1) in &self.fields[..self.len] {
+            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).ok()?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize)).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
+    }
+}
+
+/// Takes a complete request head off the front of `buf`.
+fn parse_request(buf: &mut BytesMut) -> Result<Option<request::Parts>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -1204,26 +1239,31 @@ fn parse_request(buf: &[u8]) -> Result<Option<(request::Parts, usize)>, HeadErro
     let bad = |what: &str| HeadError::Malformed(what.to_string());
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| bad("invalid request target"))?;
+    let path = req.path.unwrap_or_default();
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let path = path_at..path_at + path.len();
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let map = header_map(req.headers).ok_or_else(|| bad("invalid header field"))?;
+    let spans = Spans::of(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let uri =
+        Uri::from_maybe_shared(head.slice(path)).map_err(|_| bad("invalid request target"))?;
+    let map = spans
+        .map(&head)
+        .ok_or_else(|| bad("invalid header field"))?;
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
     parts.headers = map;
-    Ok(Some((parts, len)))
+    Ok(Some(parts))
 }
 
-/// A complete response head at the start of `buf`, and its length.
-fn parse_response(buf: &[u8]) -> Result<Option<(response::Parts, usize)>, String> {
+/// Takes a complete response head off the front of `buf`; the head's bytes
+/// come along (interim responses are relayed as they are).
+fn parse_response(buf: &mut BytesMut) -> Result<Option<(response::Parts, Bytes)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -1232,25 +1272,18 @@ fn parse_response(buf: &[u8]) -> Result<Option<(response::Parts, usize)>, String
         Err(e) => return Err(e.to_string()),
     };
     let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|e| e.to_string())?;
-    let map = header_map(resp.headers).ok_or("invalid header field")?;
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = match resp.version {
+    let version = match resp.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    let spans = Spans::of(buf, resp.headers);
+    let head = buf.split_to(len).freeze();
+    let map = spans.map(&head).ok_or("invalid header field")?;
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
     parts.headers = map;
-    Ok(Some((parts, len)))
-}
-
-fn header_map(fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(f.value).ok()?;
-        map.append(name, value);
-    }
-    Some(map)
+    Ok(Some((parts, head)))
 }
 
 /// Whether the sender of these headers closes after this message:
@@ -1283,24 +1316,25 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
 /// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
 /// `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names spares the removals.
-    let any = headers
+    // One pass over the names finds what to remove (usually nothing, or
+    // `Connection` alone): removing absent names costs a lookup each.
+    let mut drop: Vec<HeaderName> = headers
         .keys()
-        .any(|k| k == header::CONNECTION || HOP_BY_HOP.contains(&k.as_str()));
-    if !any {
+        .filter(|k| *k == header::CONNECTION || HOP_BY_HOP.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if drop.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .collect();
-    for n in named {
+    drop.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()),
+    );
+    for n in drop {
         headers.remove(n);
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
     }
 }
 
