@@ -32,6 +32,18 @@ fn curl(pod: &Pod, args: &[&str]) -> Result<(u16, String, String)> {
     Ok((status, head.to_ascii_lowercase(), body.to_string()))
 }
 
+/// Waits for a request access-log line matching `want`.
+fn poll_until_logged(d: &Daemon, want: impl Fn(&Value) -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + LOG_WAIT;
+    while std::time::Instant::now() < deadline {
+        if request_logs(d).iter().any(&want) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("no matching request log line: {:?}", request_logs(d))
+}
+
 fn request_logs(d: &Daemon) -> Vec<Value> {
     d.access_logs()
         .into_iter()
@@ -952,6 +964,33 @@ fn http11_bodies_limits_and_upstream_reuse() -> Result<()> {
     ensure!(
         status == 200 && text.ends_with("body=1000"),
         "{status} {text}"
+    );
+    // No traceparent from the client: the gateway starts one, sends it
+    // upstream and logs it; a valid one from the client goes on unchanged.
+    let sent = |head: &str| {
+        head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("traceparent: ")
+                .map(str::to_string)
+        })
+    };
+    let generated = up.heads().last().and_then(|h| sent(h));
+    let generated = generated.ok_or_else(|| anyhow::anyhow!("no traceparent went upstream"))?;
+    ensure!(
+        generated.len() == 55 && generated.starts_with("00-"),
+        "{generated}"
+    );
+    poll_until_logged(&d, |l| {
+        log_str(l, "traceparent") == Some(generated.as_str())
+    })?;
+    let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    curl(
+        &pod,
+        &["-H", &format!("traceparent: {theirs}"), &up.url("/traced")],
+    )?;
+    ensure!(
+        up.heads().last().and_then(|h| sent(h)).as_deref() == Some(theirs),
+        "a valid traceparent is passed on unchanged"
     );
 
     // A body of unknown length (stdin) goes chunked.

@@ -2,6 +2,7 @@
 //! and registered on a registry the caller passes in.
 pub mod access;
 pub mod logging;
+pub mod trace;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

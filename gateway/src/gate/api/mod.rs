@@ -44,7 +44,10 @@ use crate::{
         auth::{authorize, Authenticator, Caller},
         limits::{Decision, Limiter},
     },
-    telemetry::access::{ConnectionLog, Outcome},
+    telemetry::{
+        access::{ConnectionLog, Outcome},
+        trace,
+    },
     workload::Workload,
 };
 
@@ -333,6 +336,21 @@ pub(crate) async fn decide<'p>(
     rlog: &mut RequestLog,
 ) -> Verdict<'p> {
     let node = &cx.node;
+    // 0. Trace context first, so refusals are logged with it too.
+    let valid = req
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(trace::is_valid);
+    if !valid {
+        let fresh = trace::generate();
+        if let Ok(v) = HeaderValue::from_str(&fresh) {
+            // A tracestate belongs to the traceparent it came with.
+            req.headers.remove("tracestate");
+            req.headers.insert("traceparent", v);
+            rlog.traceparent = Some(fresh);
+        }
+    }
     // 1. Route: every later step reads the matched route's policy.
     let authority = req
         .uri

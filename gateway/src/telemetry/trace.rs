@@ -1,0 +1,101 @@
+//! W3C Trace Context (`traceparent`): requests that arrive without a valid
+//! one get a fresh one, so the access log line and the upstream's own logs
+//! share a trace id. A valid one is passed on unchanged: the gateway does
+//! not export spans, so naming itself as the parent would break the chain.
+
+/// Whether `v` is a `traceparent` this gateway can pass on: version `00` in
+/// its exact form, or a later version whose first fields have that form
+/// (the spec asks to parse those by the version-00 rules).
+pub fn is_valid(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.len() < 55 || (b.len() > 55 && (b[0..2] == *b"00" || b[55] != b'-')) {
+        return false;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &[u8]| s.iter().all(|c| *c == b'0');
+    let (version, trace, parent, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+    b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && !zero(trace)
+        && hex(parent)
+        && !zero(parent)
+        && hex(flags)
+}
+
+/// A version-00 `traceparent` from 24 random bytes (16 for the trace id,
+/// 8 for the parent id), not sampled: no span of ours is recorded.
+pub fn from_random(random: [u8; 24]) -> String {
+    let mut ids = random;
+    // All-zero ids are invalid; make the (astronomically unlikely) case valid.
+    if ids[..16].iter().all(|b| *b == 0) {
+        ids[15] = 1;
+    }
+    if ids[16..].iter().all(|b| *b == 0) {
+        ids[23] = 1;
+    }
+    let hex: String = ids.iter().map(|b| format!("{b:02x}")).collect();
+    format!("00-{}-{}-00", &hex[..32], &hex[32..])
+}
+
+/// A fresh `traceparent`.
+pub fn generate() -> String {
+    let mut random = [0u8; 24];
+    // Without OS randomness, ids derived from the clock still correlate
+    // one request's log lines; they only lose global uniqueness.
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
+        random[..16].copy_from_slice(&nanos.to_le_bytes());
+        random[16..].copy_from_slice(&(nanos as u64).rotate_left(17).to_le_bytes());
+    }
+    from_random(random)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn validates_by_the_w3c_rules() {
+        assert!(is_valid(OK));
+        assert!(is_valid(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        // A later version may carry more fields after a dash.
+        assert!(is_valid(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(!is_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ones_are_valid_and_differ() {
+        let t = from_random([0xab; 24]);
+        assert_eq!(t, "00-abababababababababababababababab-abababababababab-00");
+        assert!(is_valid(&from_random([0; 24])), "zero ids are avoided");
+        let (a, b) = (generate(), generate());
+        assert!(is_valid(&a) && is_valid(&b));
+        assert_ne!(a, b);
+    }
+}
