@@ -79,6 +79,20 @@ pub async fn pump<C, U>(
             // was sent has been relayed, and the other side then sees the
             // same unannounced close.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok((0, 0)),
+            // The client finished and closed after an answer; passing its
+            // close on, the relay met an upstream that had closed already
+            // (a reset for our late FIN or TLS close_notify): what either
+            // side sent was delivered.
+            Err(e)
+                if client.eof
+                    && upstream.read > 0
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                Ok((0, 0))
+            }
             r => r.map_err(|e| (Outcome::IoError, e.to_string())),
         },
         _ = idle(start, &activity, settings.idle_timeout) => Err((
@@ -112,6 +126,8 @@ async fn idle(start: Instant, activity: &AtomicU64, limit: Duration) {
 struct Counted<S> {
     inner: S,
     read: u64,
+    /// A read returned end of stream.
+    eof: bool,
     start: Instant,
     activity: Arc<AtomicU64>,
 }
@@ -121,6 +137,7 @@ impl<S> Counted<S> {
         Counted {
             inner,
             read: 0,
+            eof: false,
             start,
             activity,
         }
@@ -144,6 +161,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         if n > 0 {
             self.read += n as u64;
             self.touch();
+        } else if matches!(r, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
+            self.eof = true;
         }
         r
     }
