@@ -54,6 +54,10 @@ pub enum Command {
 const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
+    // One TLS crypto provider for the process: libraries that build their
+    // rustls configs with the process default (the Redis client) get the
+    // same ring provider as the gateway's own configs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {

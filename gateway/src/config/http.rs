@@ -338,9 +338,14 @@ impl Default for HttpConfig {
 pub struct RateLimitBackend {
     /// `local` (this node's memory) or `redis` (shared by every node).
     pub backend: LimitBackendKind,
-    /// `redis://host:port/db` when the backend is redis.
+    /// `redis://host:port/db` (or `rediss://` for TLS) when the backend is
+    /// redis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// PEM CA certificate(s) that sign a `rediss://` server's certificate;
+    /// unset: the Mozilla roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// What to do when Redis does not answer: `open` (admit, counted in
     /// metrics) or `closed` (refuse with 503).
     pub fail_mode: super::FailMode,
@@ -353,6 +358,7 @@ impl Default for RateLimitBackend {
         RateLimitBackend {
             backend: LimitBackendKind::Local,
             redis_url: None,
+            redis_ca_file: None,
             fail_mode: super::FailMode::Open,
             timeout_ms: 50,
         }

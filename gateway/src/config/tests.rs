@@ -654,6 +654,19 @@ fn proxy_timeouts_must_be_positive() {
         "proxy.idle_timeout_secs",
         "more than 0",
     );
+    assert_single(
+        &with(|c| {
+            c.rate_limits.redis_url = Some("redis://127.0.0.1:6379".into());
+            c.rate_limits.redis_ca_file = Some("/etc/redis-ca.pem".into());
+        }),
+        "rate_limits.redis_ca_file",
+        "rediss://",
+    );
+    assert_single(
+        &with(|c| c.http.max_request_body_bytes = 0),
+        "http.max_request_body_bytes",
+        "more than 0",
+    );
 }
 
 #[test]

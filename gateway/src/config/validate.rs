@@ -333,6 +333,17 @@ fn check_http(config: &Config, p: &mut Problems) {
             );
         }
     }
+    if rl.redis_ca_file.is_some()
+        && !rl
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("rediss://"))
+    {
+        p.push(
+            "rate_limits.redis_ca_file",
+            "only used with a rediss:// redis_url",
+        );
+    }
     if rl.timeout_ms == 0 {
         p.push("rate_limits.timeout_ms", "must be more than 0");
     }

@@ -62,7 +62,7 @@ pub enum LimitError {
     MissingRedisUrl,
     #[error(
         "rate_limits.redis_url {url:?} is not usable: {source}; expected \
-         redis://[user:password@]host:port[/db] (rediss:// is not built in yet)"
+         redis://[user:password@]host:port[/db] or rediss://… for TLS"
     )]
     BadRedisUrl {
         /// The URL with any password replaced by `***`.
@@ -70,6 +70,14 @@ pub enum LimitError {
         #[source]
         source: ::redis::RedisError,
     },
+    #[error("rate_limits.redis_ca_file {path}: {source}")]
+    RedisCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rate_limits.redis_ca_file is set but rate_limits.redis_url is not rediss://")]
+    CaWithoutTls,
 }
 
 /// Takes tokens for requests, from the configured backend.
@@ -98,7 +106,19 @@ impl Limiter {
                     .ok_or(LimitError::MissingRedisUrl)?;
                 // 0 would fail every request; validation refuses it anyway.
                 let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-                Store::Redis(Box::new(RedisBuckets::new(url, timeout)?))
+                let ca = match &cfg.redis_ca_file {
+                    None => None,
+                    Some(_) if !url.starts_with("rediss://") => {
+                        return Err(LimitError::CaWithoutTls)
+                    }
+                    Some(path) => {
+                        Some(std::fs::read(path).map_err(|source| LimitError::RedisCa {
+                            path: path.clone(),
+                            source,
+                        })?)
+                    }
+                };
+                Store::Redis(Box::new(RedisBuckets::new(url, ca, timeout)?))
             }
         };
         Ok(Arc::new(Limiter {

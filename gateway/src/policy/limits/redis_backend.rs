@@ -119,8 +119,23 @@ struct Outage {
 }
 
 impl RedisBuckets {
-    pub(super) fn new(url: &str, timeout: Duration) -> Result<RedisBuckets, LimitError> {
-        let client = redis::Client::open(url).map_err(|source| LimitError::BadRedisUrl {
+    /// `ca`: PEM roots for a `rediss://` server (else the Mozilla roots).
+    pub(super) fn new(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<RedisBuckets, LimitError> {
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+        }
+        .map_err(|source| LimitError::BadRedisUrl {
             url: redact(url),
             source,
         })?;

@@ -30,12 +30,21 @@ impl RedisServer {
     }
 
     fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer::spawn(port, &["--port".to_string(), port.to_string()]);
+        server.wait_until_ready();
+        server
+    }
+
+    /// Starts redis-server with `listen` (its port arguments); does not
+    /// wait for it.
+    fn spawn(port: u16, listen: &[String]) -> RedisServer {
         let log = std::env::temp_dir().join(format!(
             "trigate-limits-redis-{}-{port}.log",
             std::process::id()
         ));
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(std::env::temp_dir())
             .arg("--logfile")
@@ -54,9 +63,7 @@ impl RedisServer {
                 }
                 panic!("could not start redis-server: {e}")
             });
-        let mut server = RedisServer { child, port, log };
-        server.wait_until_ready();
-        server
+        RedisServer { child, port, log }
     }
 
     fn wait_until_ready(&mut self) {
@@ -124,6 +131,7 @@ fn redis_limiter(url: &str, fail_mode: FailMode, timeout_ms: u64) -> Arc<Limiter
     Limiter::new(&RateLimitBackend {
         backend: LimitBackendKind::Redis,
         redis_url: Some(url.into()),
+        redis_ca_file: None,
         fail_mode,
         timeout_ms,
     })
@@ -440,4 +448,113 @@ async fn one_slow_answer_does_not_refuse_everyone() {
         other => panic!("{other:?}"),
     }
     assert!(!in_outage(&l));
+}
+
+/// A CA and a `redis-server` with TLS only, its certificate for 127.0.0.1
+/// signed by that CA.
+struct TlsRedis {
+    server: RedisServer,
+    ca_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let dir = std::env::temp_dir().join(format!(
+            "trigate-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.subject_alt_names = vec![SanType::IpAddress(Ipv4Addr::LOCALHOST.into())];
+        let leaf = leaf.signed_by(&key, &issuer).unwrap();
+        let path = |name: &str| dir.join(name);
+        std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(path("redis.pem"), leaf.pem()).unwrap();
+        std::fs::write(path("redis.key"), key.serialize_pem()).unwrap();
+        let port = free_port();
+        let tls_args = [
+            "--port".to_string(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path("redis.pem").display().to_string(),
+            "--tls-key-file".into(),
+            path("redis.key").display().to_string(),
+            "--tls-ca-cert-file".into(),
+            path("ca.pem").display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let server = RedisServer::spawn(port, &tls_args);
+        TlsRedis {
+            server,
+            ca_file: path("ca.pem"),
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.server.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn rediss_is_verified_against_the_configured_ca() {
+    let tls = TlsRedis::start();
+    let backend = |ca: Option<PathBuf>| {
+        Limiter::new(&RateLimitBackend {
+            backend: LimitBackendKind::Redis,
+            redis_url: Some(tls.url()),
+            redis_ca_file: ca,
+            fail_mode: FailMode::Closed,
+            timeout_ms: 1000,
+        })
+        .unwrap()
+    };
+    let lim = limit("tls", 2, 3600, None);
+    let trusted = backend(Some(tls.ca_file.clone()));
+    // The server takes a moment to accept TLS after it listens.
+    let first = wait_for_recovery(&trusted, &lim, "k", Duration::from_secs(10)).await;
+    assert!(
+        matches!(first, Decision::Allowed { remaining: 1, .. }),
+        "{first:?}"
+    );
+    assert!(matches!(
+        trusted.check("r", &lim, "k").await,
+        Decision::Allowed { .. }
+    ));
+    assert!(matches!(
+        trusted.check("r", &lim, "k").await,
+        Decision::Limited { .. }
+    ));
+    // Verified against the Mozilla roots, the test CA's certificate fails:
+    // the backend counts as down and this limiter fails closed.
+    let untrusted = backend(None);
+    let d = untrusted.check("r", &lim, "other").await;
+    assert!(
+        matches!(
+            d,
+            Decision::BackendDown {
+                admitted: false,
+                ..
+            }
+        ),
+        "an unverifiable server must not be used: {d:?}"
+    );
 }

@@ -309,10 +309,19 @@ fn config_errors_name_the_field() {
     assert!(e.contains("rate_limits.redis_url"), "{e}");
     assert!(!e.contains("hunter2"), "password in the error: {e}");
 
-    // No TLS in this build: refused at start, not at the first request.
+    // TLS URLs build; a CA file must exist and goes with rediss:// only.
     cfg.redis_url = Some("rediss://127.0.0.1:6379".into());
-    let e = Limiter::new(&cfg).err().map(|e| e.to_string());
-    assert!(e.is_some(), "rediss:// accepted without TLS support");
+    assert!(Limiter::new(&cfg).is_ok());
+    cfg.redis_ca_file = Some("/nonexistent/redis-ca.pem".into());
+    let e = Limiter::new(&cfg).err().unwrap().to_string();
+    assert!(
+        e.contains("rate_limits.redis_ca_file") && e.contains("/nonexistent"),
+        "{e}"
+    );
+    cfg.redis_url = Some("redis://127.0.0.1:6379".into());
+    let e = Limiter::new(&cfg).err().unwrap().to_string();
+    assert!(e.contains("not rediss://"), "{e}");
+    cfg.redis_ca_file = None;
 
     // A good URL needs no server to build the limiter.
     cfg.redis_url = Some("redis://127.0.0.1:1/0".into());
