@@ -286,8 +286,10 @@ fn serve_keepalive(
         requests.lock().unwrap().push((peer, path.clone()));
         heads.lock().unwrap().push(head.clone());
         let text = format!("hello from upstream path={path} peer={peer} body={body}");
+        // A HEAD answer has the GET's length and no body.
+        let payload = if head.starts_with("HEAD ") { "" } else { &text };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
             text.len()
         );
         conn.write_all(resp.as_bytes())?;

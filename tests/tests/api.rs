@@ -1042,6 +1042,32 @@ fn http11_bodies_limits_and_upstream_reuse() -> Result<()> {
         "a refused body must not reach the upstream"
     );
 
+    // Pipelined requests (two in one write) are answered in order; a HEAD
+    // answer has the length but no body, and the connection stays usable.
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("{ip}", {port}), timeout=5)
+s.sendall(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nHEAD /p2 HTTP/1.1\r\nHost: a\r\n\r\nGET /p3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+text = data.decode()
+print(text.count("HTTP/1.1 200"), text.count("path=/p1"), text.count("path=/p2"), text.count("path=/p3"), text.index("path=/p1") < text.index("path=/p3"))
+"#,
+        ip = up.ip(),
+        port = up.port()
+    );
+    let out = python(&pod, &script)?;
+    ensure!(
+        out.stdout.trim() == "3 1 0 1 True",
+        "pipelined GET, HEAD, GET: {}",
+        out.stdout
+    );
+
     // HTTP/1.0: a response, then the connection closes.
     let script = format!(
         r#"
