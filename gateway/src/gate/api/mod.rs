@@ -416,7 +416,9 @@ pub(crate) async fn decide<'p>(
         // 5. Limits: keyed by the identity established above.
         for limit in &route.limits {
             let key = limit_key(limit, route, &caller, &req.headers);
-            let decision = policy.limiter.check(&route.name, limit, &key).await;
+            // Boxed: routes without limits should not carry a Redis
+            // round trip's future in every request's state.
+            let decision = Box::pin(policy.limiter.check(&route.name, limit, &key)).await;
             let label = match &decision {
                 Decision::Allowed { .. } => "allowed",
                 Decision::Limited { .. } => "limited",
