@@ -326,6 +326,11 @@ pub fn unenroll(node: &Node, name: &str) -> Result<Arc<Workload>, EnrollError> {
         .ok_or_else(|| EnrollError::Unknown(name.to_string()))?;
     remove_from_maps(node, &workload);
     workload.stop.cancel();
+    // Idle upstream connections were made in its namespace, which may go
+    // away with it: close them rather than keep them for a reuse that
+    // cannot come.
+    node.api_clients.forget_workload(workload.id);
+    node.api_idle.forget_workload(workload.id);
     node.metrics
         .workloads_enrolled
         .set(node.workloads.len() as i64);

@@ -312,10 +312,26 @@ fn http2_clients_and_upstream_failures() -> Result<()> {
         log_u64(&line, "attempts") == Some(3),
         "expected 3 attempts: {line}"
     );
+    // A POST with a body is retried too when the connect failed: nothing
+    // of it had been sent.
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "--data-binary",
+            "payload",
+            &format!("http://{}:{dead_port}/gone-post", pod.host_ip),
+        ],
+    )?;
+    ensure!(status == 503, "dead upstream POST: {status} {body}");
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/gone-post"))?;
+    ensure!(
+        log_u64(&line, "attempts") == Some(3),
+        "a failed connect is retried for any method: {line}"
+    );
     ensure!(
         d.metrics()?
             .sum("trigate_http_retries_total", &[("route", "retrying")])
-            >= 2.0,
+            >= 4.0,
         "retries not counted"
     );
     ensure!(

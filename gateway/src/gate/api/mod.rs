@@ -767,12 +767,14 @@ async fn forward(
         pq: &pq,
     };
 
-    // Only requests without a body can be sent twice.
+    // Only requests without a body can be sent twice: any method after a
+    // failed connect (nothing was sent), idempotent ones after a timeout
+    // or a 502/503/504.
     let retries = route.map_or(0, |r| r.retries.attempts);
-    let replayable =
-        retries > 0 && idempotent(&parts.method) && body.size_hint().exact() == Some(0);
+    let bodyless = body.size_hint().exact() == Some(0);
+    let idempotent = idempotent(&parts.method);
     let route_name = rlog.route.clone();
-    if !replayable {
+    if !(retries > 0 && bodyless) {
         let (client, pick, uri) = target.next(&[])?;
         parts.uri = uri;
         let req = Request::from_parts(parts, body.boxed());
@@ -802,13 +804,17 @@ async fn forward(
         let result = send(&client, req, timeout).await;
         report(pick, &result);
         let retry = match &result {
-            Err(Failure::Connect(_)) | Err(Failure::Timeout(_)) => true,
-            Ok(r) => matches!(
-                r.status(),
-                StatusCode::BAD_GATEWAY
-                    | StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::GATEWAY_TIMEOUT
-            ),
+            Err(Failure::Connect(_)) => true,
+            Err(Failure::Timeout(_)) => idempotent,
+            Ok(r) => {
+                idempotent
+                    && matches!(
+                        r.status(),
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    )
+            }
             Err(Failure::Upstream(_)) => false,
         };
         if !retry || attempt >= retries {

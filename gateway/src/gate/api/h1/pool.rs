@@ -19,7 +19,13 @@ use super::super::client::{PoolKey, UpStream};
 #[derive(Default)]
 pub struct IdlePool {
     idle: Mutex<HashMap<PoolKey, Vec<(UpStream, Instant)>>>,
+    /// Check-ins since the last sweep of every key.
+    puts: std::sync::atomic::AtomicU64,
 }
+
+/// Every this many check-ins, connections idle too long are closed under
+/// every key, not only the one checked into (keys may never be used again).
+const SWEEP_EVERY: u64 = 256;
 
 impl IdlePool {
     /// A live idle connection for `key`, if one is kept and fresh. Dead ones
@@ -43,7 +49,15 @@ impl IdlePool {
             return;
         }
         let now = Instant::now();
+        let sweep = self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SWEEP_EVERY
+            == SWEEP_EVERY - 1;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if sweep {
+            idle.retain(|_, list| {
+                list.retain(|(_, since)| now.duration_since(*since) < max_idle_for);
+                !list.is_empty()
+            });
+        }
         let list = idle.entry(key).or_default();
         list.retain(|(_, since)| now.duration_since(*since) < max_idle_for);
         if list.len() >= max {
@@ -175,5 +189,28 @@ mod tests {
         assert_eq!(pool.len(&k), 2);
         pool.forget_workload(7);
         assert_eq!(pool.len(&k), 0);
+    }
+
+    #[tokio::test]
+    async fn sweeps_expired_connections_under_other_keys() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let old = key(l.local_addr().unwrap());
+        let mut other = old.clone();
+        other.workload = 9;
+        let pool = IdlePool::default();
+        let (c, _p) = pair(&l).await;
+        pool.put(old.clone(), c, 4, Duration::from_secs(60));
+        let mut peers = Vec::new();
+        for _ in 0..SWEEP_EVERY {
+            let (c, p) = pair(&l).await;
+            peers.push(p);
+            // Expired at once: every check-in is past its idle time.
+            pool.put(other.clone(), c, 1, Duration::ZERO);
+        }
+        assert_eq!(
+            pool.len(&old),
+            0,
+            "the sweep closed the idle one of another key"
+        );
     }
 }
