@@ -612,8 +612,14 @@ where
                 tls_name,
             };
             let result = self.attempt(key, parts, head, body, plan.timeout).await;
+            // Outlier ejection hears about the endpoint's failures only: a
+            // stale pooled connection or a failing client is not one.
             if let Some(pick) = pick {
-                pick.report(matches!(&result, Ok(r) if !r.parts.status.is_server_error()));
+                match &result {
+                    Ok(r) => pick.report(!r.parts.status.is_server_error()),
+                    Err(AttemptError::Failed(_)) => pick.report(false),
+                    Err(AttemptError::Stale(_) | AttemptError::Client(_)) => {}
+                }
             }
             let retry = match &result {
                 Err(AttemptError::Client(_)) => false,
