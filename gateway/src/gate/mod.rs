@@ -3,6 +3,7 @@
 //! HTTP with routes and the policy chain. The LLM and MCP gates will take
 //! the same [`Accepted`] value.
 pub mod api;
+pub mod llm;
 pub mod tcp;
 pub mod tls;
 
