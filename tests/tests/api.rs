@@ -378,7 +378,7 @@ fn slow_upstream_times_out_with_504() -> Result<()> {
 }
 
 #[test]
-fn terminate_with_the_api_gate_speaks_http2_to_the_client() -> Result<()> {
+fn terminate_with_the_api_gate_serves_http2_and_http11_clients() -> Result<()> {
     let node = Node::new()?;
     let pod = node.pod("pod-a")?;
     let test_ca = TestCa::new()?;
@@ -428,6 +428,36 @@ fn terminate_with_the_api_gate_speaks_http2_to_the_client() -> Result<()> {
     let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/tls-h2"))?;
     ensure!(
         log_str(&line, "route") == Some("all") && log_u64(&line, "status") == Some(200),
+        "{line}"
+    );
+    // An HTTP/1.1 client over the same terminated TLS goes through the
+    // HTTP/1.1 relay, which speaks TLS upstream itself.
+    let (status, head, body) = curl(
+        &pod,
+        &[
+            "--http1.1",
+            "--cacert",
+            &cafile,
+            "--resolve",
+            &resolve,
+            &format!("https://api.e2e.test:{}/tls-h1", up.port()),
+        ],
+    )?;
+    ensure!(
+        status == 200 && body.starts_with("hello from upstream path=/tls-h1 "),
+        "{status} {head} {body}"
+    );
+    ensure!(
+        head.starts_with("http/1.1 200"),
+        "HTTP/1.1 to the client: {head}"
+    );
+    ensure!(
+        head.contains("x-gw: 1"),
+        "route applied on the relay too: {head}"
+    );
+    let line = d.wait_for_access_log(LOG_WAIT, |l| log_str(l, "path") == Some("/tls-h1"))?;
+    ensure!(
+        log_str(&line, "version") == Some("HTTP/1.1") && log_u64(&line, "status") == Some(200),
         "{line}"
     );
     Ok(())
