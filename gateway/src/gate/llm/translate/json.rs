@@ -6,12 +6,12 @@ use serde_json::{Map, Value};
 
 use super::TranslateError;
 
-pub(super) type Object = Map<String, Value>;
+pub(crate) type Object = Map<String, Value>;
 
 pub(super) type Result<T> = std::result::Result<T, TranslateError>;
 
 /// `path.key`, or `key` at the top level (`path` empty).
-pub(super) fn field(path: &str, key: &str) -> String {
+pub(crate) fn field(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -19,18 +19,18 @@ pub(super) fn field(path: &str, key: &str) -> String {
     }
 }
 
-pub(super) fn index(path: &str, i: usize) -> String {
+pub(crate) fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-pub(super) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
     TranslateError::Invalid {
         field: field.into(),
         reason: reason.into(),
     }
 }
 
-pub(super) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
+pub(crate) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
     TranslateError::Unsupported {
         field: field.into(),
         reason: reason.into(),
@@ -64,7 +64,7 @@ pub(super) fn reject_unknown(o: &Object, known: &[&str], path: &str, target: &st
     }
 }
 
-pub(super) fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Object> {
+pub(crate) fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Object> {
     v.as_object()
         .ok_or_else(|| wrong_type(path, "an object", v))
 }
@@ -80,17 +80,17 @@ pub(super) fn as_array<'a>(v: &'a Value, path: &str) -> Result<&'a [Value]> {
 }
 
 /// A member, or `None` when absent or null.
-pub(super) fn get<'a>(o: &'a Object, key: &str) -> Option<&'a Value> {
+pub(crate) fn get<'a>(o: &'a Object, key: &str) -> Option<&'a Value> {
     o.get(key).filter(|v| !v.is_null())
 }
 
-pub(super) fn require<'a>(o: &'a Object, key: &str, path: &str) -> Result<&'a Value> {
+pub(crate) fn require<'a>(o: &'a Object, key: &str, path: &str) -> Result<&'a Value> {
     get(o, key).ok_or_else(|| TranslateError::Missing {
         field: field(path, key),
     })
 }
 
-pub(super) fn require_str<'a>(o: &'a Object, key: &str, path: &str) -> Result<&'a str> {
+pub(crate) fn require_str<'a>(o: &'a Object, key: &str, path: &str) -> Result<&'a str> {
     as_str(require(o, key, path)?, &field(path, key))
 }
 
@@ -98,13 +98,13 @@ pub(super) fn require_array<'a>(o: &'a Object, key: &str, path: &str) -> Result<
     as_array(require(o, key, path)?, &field(path, key))
 }
 
-pub(super) fn get_str<'a>(o: &'a Object, key: &str, path: &str) -> Result<Option<&'a str>> {
+pub(crate) fn get_str<'a>(o: &'a Object, key: &str, path: &str) -> Result<Option<&'a str>> {
     get(o, key)
         .map(|v| as_str(v, &field(path, key)))
         .transpose()
 }
 
-pub(super) fn get_array<'a>(o: &'a Object, key: &str, path: &str) -> Result<Option<&'a [Value]>> {
+pub(crate) fn get_array<'a>(o: &'a Object, key: &str, path: &str) -> Result<Option<&'a [Value]>> {
     get(o, key)
         .map(|v| as_array(v, &field(path, key)))
         .transpose()
@@ -119,7 +119,7 @@ pub(super) fn get_bool(o: &Object, key: &str, path: &str) -> Result<Option<bool>
         .transpose()
 }
 
-pub(super) fn get_u64(o: &Object, key: &str, path: &str) -> Result<Option<u64>> {
+pub(crate) fn get_u64(o: &Object, key: &str, path: &str) -> Result<Option<u64>> {
     get(o, key)
         .map(|v| {
             v.as_u64()

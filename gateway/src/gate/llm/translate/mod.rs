@@ -10,9 +10,9 @@
 //! `model` is copied as sent: choosing the served model is the gate's job,
 //! and the response functions take the name to report as an argument.
 mod content;
-mod json;
+pub(crate) mod json;
 mod request;
-mod response;
+pub(crate) mod response;
 #[cfg(test)]
 mod tests;
 

@@ -118,7 +118,7 @@ pub fn openai_response_to_anthropic(resp: &Value, requested_model: &str) -> Resu
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
-fn finish_reason(stop_reason: &str) -> Result<&'static str> {
+pub(crate) fn finish_reason(stop_reason: &str) -> Result<&'static str> {
     Ok(match stop_reason {
         "end_turn" | "stop_sequence" => "stop",
         "max_tokens" | "model_context_window_exceeded" => "length",
@@ -134,7 +134,7 @@ fn finish_reason(stop_reason: &str) -> Result<&'static str> {
 }
 
 /// OpenAI `finish_reason` → Anthropic `stop_reason`.
-fn stop_reason(finish_reason: &str) -> Result<&'static str> {
+pub(crate) fn stop_reason(finish_reason: &str) -> Result<&'static str> {
     Ok(match finish_reason {
         "stop" => "end_turn",
         "length" => "max_tokens",
@@ -167,7 +167,7 @@ fn counts<const N: usize>(usage: Option<&Value>, path: &str, keys: [&str; N]) ->
 /// counts the whole prompt and reports the cached part inside it. So
 /// `prompt_tokens` is the sum of all three, and dashboards and budgets built
 /// on it see every prompt token whichever provider served the request.
-fn openai_usage(usage: Option<&Value>) -> Result<Value> {
+pub(crate) fn openai_usage(usage: Option<&Value>) -> Result<Value> {
     let [input, output, cache_read, cache_write] = counts(
         usage,
         "usage",
@@ -189,7 +189,7 @@ fn openai_usage(usage: Option<&Value>) -> Result<Value> {
 
 /// The inverse of [`openai_usage`]. OpenAI does not report cache writes (its
 /// caching is automatic), so every uncached prompt token is `input_tokens`.
-fn anthropic_usage(usage: Option<&Value>) -> Result<Value> {
+pub(crate) fn anthropic_usage(usage: Option<&Value>) -> Result<Value> {
     let [prompt, completion] = counts(usage, "usage", ["prompt_tokens", "completion_tokens"])?;
     let details = usage
         .and_then(|u| u.get("prompt_tokens_details"))
