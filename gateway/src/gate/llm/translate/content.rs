@@ -221,3 +221,36 @@ pub(super) fn stop_sequences(stop: &Value, path: &str) -> Result<Value> {
         other => Err(wrong_type(path, "a string or an array of strings", other)),
     }
 }
+
+/// An Anthropic assistant turn's blocks (a request's history or a
+/// response) as OpenAI sees them: the text, joined, and the tool calls.
+/// `context` ends the message for an unknown block type.
+pub(crate) fn assistant_blocks(
+    blocks: &[Value],
+    path: &str,
+    context: &str,
+) -> Result<(String, Vec<Value>)> {
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let path = index(path, j);
+        let b = as_object(block, &path)?;
+        match require_str(b, "type", &path)? {
+            // Several text blocks are one text split for citations; they
+            // join without a separator.
+            "text" => content.push_str(require_str(b, "text", &path)?),
+            "tool_use" => calls.push(tool_use_to_tool_call(b, &path)?),
+            // Reasoning signed for Anthropic only: an OpenAI model can
+            // neither read nor verify it, and OpenAI's response has no
+            // place for it.
+            "thinking" | "redacted_thinking" => {}
+            other => {
+                return Err(invalid(
+                    path,
+                    format!("unknown content block type {other:?}{context}"),
+                ))
+            }
+        }
+    }
+    Ok((content, calls))
+}

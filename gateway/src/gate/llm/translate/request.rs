@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     content::{
-        image_part, openai_parts_to_blocks, openai_system_texts, stop_sequences, text,
-        tool_call_to_tool_use, tool_result_content, tool_use_to_tool_call,
+        assistant_blocks, image_part, openai_parts_to_blocks, openai_system_texts, stop_sequences,
+        text, tool_call_to_tool_use, tool_result_content,
     },
     json::{
         as_array, as_object, field, get, get_array, get_bool, get_number, get_str, get_u64, index,
@@ -581,27 +581,7 @@ fn anthropic_user(blocks: &[Value], path: &str, out: &mut Vec<Value>) -> Result<
 
 /// An assistant turn's blocks → one OpenAI assistant message.
 fn anthropic_assistant(blocks: &[Value], path: &str) -> Result<Value> {
-    let mut content = String::new();
-    let mut calls = Vec::new();
-    for (j, block) in blocks.iter().enumerate() {
-        let path = index(path, j);
-        let b = as_object(block, &path)?;
-        match require_str(b, "type", &path)? {
-            // Consecutive text blocks are one text split for citations; they
-            // join without a separator.
-            "text" => content.push_str(require_str(b, "text", &path)?),
-            "tool_use" => calls.push(tool_use_to_tool_call(b, &path)?),
-            // Earlier reasoning, signed for Anthropic only; an OpenAI model
-            // can neither read nor verify it.
-            "thinking" | "redacted_thinking" => {}
-            other => {
-                return Err(invalid(
-                    path,
-                    format!("unknown content block type {other:?} in an assistant message"),
-                ))
-            }
-        }
-    }
+    let (content, calls) = assistant_blocks(blocks, path, " in an assistant message")?;
     let mut message = Map::new();
     message.insert("role".into(), "assistant".into());
     // OpenAI allows null content only beside tool calls.

@@ -2,7 +2,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    content::{text, tool_call_to_tool_use, tool_use_to_tool_call},
+    content::{assistant_blocks, text, tool_call_to_tool_use},
     json::{
         as_object, field, get, get_array, get_str, get_u64, index, invalid, require, require_array,
         require_str, unsupported, Result,
@@ -23,26 +23,7 @@ pub fn anthropic_response_to_openai(
             format!("expected \"message\", got {kind:?}"),
         ));
     }
-    let mut content = String::new();
-    let mut calls = Vec::new();
-    for (i, block) in require_array(r, "content", "")?.iter().enumerate() {
-        let path = index("content", i);
-        let b = as_object(block, &path)?;
-        match require_str(b, "type", &path)? {
-            // Several text blocks are one answer split for citations.
-            "text" => content.push_str(require_str(b, "text", &path)?),
-            "tool_use" => calls.push(tool_use_to_tool_call(b, &path)?),
-            // Only sent when the request enabled thinking; OpenAI's response
-            // has no place for it.
-            "thinking" | "redacted_thinking" => {}
-            other => {
-                return Err(invalid(
-                    path,
-                    format!("unknown content block type {other:?}"),
-                ))
-            }
-        }
-    }
+    let (content, calls) = assistant_blocks(require_array(r, "content", "")?, "content", "")?;
     let mut message = Map::new();
     message.insert("role".into(), "assistant".into());
     message.insert(
