@@ -14,6 +14,16 @@ pub enum GateKind {
     L4,
     /// HTTP/1.1 and HTTP/2: routes, auth, limits, per-request logs.
     Api,
+    /// LLM provider APIs (OpenAI, Anthropic): the routes' policy, then
+    /// model routing, translation, accounting (config `llm`).
+    Llm,
+}
+
+impl GateKind {
+    /// Whether the gate speaks HTTP itself (and so needs to see it).
+    pub fn is_http(self) -> bool {
+        matches!(self, GateKind::Api | GateKind::Llm)
+    }
 }
 
 /// An HTTP route: requests it matches get its policy. Routes are tried in

@@ -22,6 +22,11 @@ pub use http::{
     LimitBackendKind, LoadBalancing, PathMatch, RateLimit, RateLimitBackend, ResponseCache,
     Retries, Route, RouteMatch,
 };
+mod llm;
+pub use llm::{
+    AwsAuth, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
+    ProviderKind, ReportModel, SecretSource,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +82,8 @@ pub struct Config {
     pub rate_limits: RateLimitBackend,
     /// Named upstream clusters routes can send to.
     pub clusters: Vec<Cluster>,
+    /// The LLM gate: providers, models, access, limits, prices.
+    pub llm: LlmConfig,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -141,6 +148,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             rate_limits: RateLimitBackend::default(),
             clusters: Vec::new(),
+            llm: LlmConfig::default(),
         }
     }
 }

@@ -1318,3 +1318,125 @@ routes:
         assert!(err.contains(field), "{field} missing in:\n{err}");
     }
 }
+
+// ------------------------------------------------------------- the llm gate
+
+const LLM_YAML: &str = "\
+destinations:
+  - name: openai
+    cidrs: [10.9.0.1]
+    ports: [80]
+    gate: llm
+llm:
+  report_model: requested
+  providers:
+    - name: anth
+      kind: anthropic
+      api_key: { file: /run/keys/anthropic }
+    - name: local
+      kind: openai-compatible
+      url: http://10.0.0.5:8000/v1
+  models:
+    - name: gpt-4o
+      targets:
+        - { provider: anth, model: claude-sonnet-4, priority: 0 }
+        - { provider: local, weight: 2, priority: 1 }
+      max_tokens: 1024
+      defaults: { temperature: 0.2 }
+    - name: \"llama*\"
+      targets: [{ provider: local }]
+  access:
+    - { workloads: [pod-a], models: [\"gpt-4o\"] }
+  limits:
+    - { name: tpm, workloads: [pod-a], input_tokens_per_minute: 1000, cost_per_day_usd: 2.5 }
+  prices:
+    - { model: \"claude-sonnet-4*\", input_per_mtok: 3, output_per_mtok: 15 }
+";
+
+#[test]
+fn llm_config_parses_with_defaults() {
+    let c = Config::from_yaml(LLM_YAML).unwrap();
+    assert_eq!(c.destinations[0].gate, GateKind::Llm);
+    let llm = &c.llm;
+    assert_eq!(llm.report_model, crate::config::ReportModel::Requested);
+    assert_eq!(llm.max_attempts, 3);
+    assert_eq!(
+        llm.providers[0].kind,
+        crate::config::ProviderKind::Anthropic
+    );
+    assert_eq!(llm.providers[0].timeout_ms, 120_000);
+    assert_eq!(llm.providers[0].cooldown_ms, 30_000);
+    assert!(!llm.providers[0].pass_client_key);
+    let t = &llm.models[0].targets;
+    assert_eq!((t[0].weight, t[0].priority), (1, 0));
+    assert_eq!(
+        (t[1].weight, t[1].priority, t[1].model.as_deref()),
+        (2, 1, None)
+    );
+    assert_eq!(llm.limits[0].cost_per_day_usd, Some(2.5));
+    assert_eq!(llm.prices[0].cached_input_per_mtok, None);
+}
+
+#[test]
+fn llm_problems_name_their_fields() {
+    let yaml = format!("{LLM_YAML}  max_attempts: 0\n");
+    let mut c: Config = serde_yaml_ng::from_str(&yaml).unwrap();
+    c.llm.providers[1].url = Some("ftp://x".into());
+    c.llm.providers.push(c.llm.providers[0].clone());
+    c.llm.providers[2].api_key = Some(crate::config::SecretSource {
+        file: None,
+        env: None,
+    });
+    c.llm.providers.push(crate::config::Provider {
+        kind: crate::config::ProviderKind::Bedrock,
+        name: "aws".into(),
+        ..c.llm.providers[1].clone()
+    });
+    c.llm.providers[3].url = None;
+    c.llm.models[0].targets[0].provider = "nobody".into();
+    c.llm.models[0].targets[1].weight = 0;
+    c.llm.models[1].name = "ll*ama".into();
+    c.llm.limits[0].input_tokens_per_minute = Some(0);
+    c.llm.limits[0].cost_per_day_usd = Some(-1.0);
+    let fields: Vec<String> = problems(&c).into_iter().map(|p| p.field).collect();
+    for want in [
+        "llm.providers[2].name",
+        "llm.providers[1].url",
+        "llm.providers[2].api_key",
+        "llm.providers[3].url",
+        "llm.providers[3].aws",
+        "llm.models[0].targets[0].provider",
+        "llm.models[0].targets[1].weight",
+        "llm.models[1].name",
+        "llm.limits[0].input_tokens_per_minute",
+        "llm.limits[0].cost_per_day_usd",
+        "llm.max_attempts",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == want),
+            "{want} missing from {fields:?}"
+        );
+    }
+}
+
+#[test]
+fn llm_destination_without_models_is_refused() {
+    let c = with(|c| {
+        let mut d = dest("openai", &[], &["10.9.0.1/32"], &[80]);
+        d.gate = GateKind::Llm;
+        c.destinations.push(d);
+    });
+    assert_single(&c, "llm.models", "no model is configured");
+}
+
+#[test]
+fn llm_destination_cannot_be_passthrough() {
+    let mut c = Config::from_yaml(LLM_YAML).unwrap();
+    c.destinations[0].tls = Some(crate::config::DestinationTls {
+        mode: crate::config::TlsMode::Passthrough,
+        sni_allow: vec![],
+        sni_deny: vec![],
+        upstream_name: None,
+    });
+    assert_single(&c, "destinations[0].gate", "terminate");
+}

@@ -43,6 +43,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_destinations(&config.destinations, &mut p);
     check_tls(config, &mut p);
     check_http(config, &mut p);
+    check_llm(config, &mut p);
     check_workloads(&config.workloads, config.listener.mode, &mut p);
     p.0
 }
@@ -100,9 +101,8 @@ fn check_tls(config: &Config, p: &mut Problems) {
 }
 
 fn check_http(config: &Config, p: &mut Problems) {
-    use super::GateKind;
     for (i, dest) in config.destinations.iter().enumerate() {
-        if dest.gate == GateKind::Api
+        if dest.gate.is_http()
             && dest
                 .tls
                 .as_ref()
@@ -110,7 +110,7 @@ fn check_http(config: &Config, p: &mut Problems) {
         {
             p.push(
                 format!("destinations[{i}].gate"),
-                "api needs to see HTTP: use tls.mode terminate (or originate), not passthrough",
+                "api and llm need to see HTTP: use tls.mode terminate (or originate), not passthrough",
             );
         }
     }
@@ -883,4 +883,150 @@ pub(super) fn workload_problems(workload: &WorkloadConfig, mode: ListenerMode) -
             problem
         })
         .collect()
+}
+
+fn check_llm(config: &Config, p: &mut Problems) {
+    use super::ProviderKind;
+    let llm = &config.llm;
+    check_unique_names(
+        "llm.providers",
+        llm.providers.iter().map(|x| x.name.as_str()),
+        p,
+    );
+    for (i, prov) in llm.providers.iter().enumerate() {
+        let at = format!("llm.providers[{i}]");
+        match (&prov.url, prov.kind.default_url()) {
+            (None, None) => p.push(
+                format!("{at}.url"),
+                format!("required for kind {}", prov.kind.as_str()),
+            ),
+            (Some(url), _) => match url.parse::<hyper::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                    if u.query().is_some() {
+                        p.push(format!("{at}.url"), "a base URL takes no query");
+                    }
+                }
+                _ => p.push(
+                    format!("{at}.url"),
+                    format!("{url:?} is not an http:// or https:// URL with a host"),
+                ),
+            },
+            (None, Some(_)) => {}
+        }
+        for (name, source) in
+            [("api_key", prov.api_key.as_ref())]
+                .into_iter()
+                .chain(prov.aws.iter().flat_map(|a| {
+                    [
+                        ("aws.access_key_id", Some(&a.access_key_id)),
+                        ("aws.secret_access_key", Some(&a.secret_access_key)),
+                        ("aws.session_token", a.session_token.as_ref()),
+                    ]
+                }))
+        {
+            if let Some(s) = source {
+                if s.file.is_some() == s.env.is_some() {
+                    p.push(format!("{at}.{name}"), "give exactly one of file and env");
+                }
+            }
+        }
+        if prov.kind == ProviderKind::Bedrock && prov.aws.is_none() {
+            p.push(
+                format!("{at}.aws"),
+                "required for kind bedrock (region and credentials)",
+            );
+        }
+        if prov.kind == ProviderKind::AzureOpenai && prov.api_version.is_none() {
+            p.push(
+                format!("{at}.api_version"),
+                "required for kind azure-openai",
+            );
+        }
+        if prov.timeout_ms == 0 {
+            p.push(format!("{at}.timeout_ms"), "must be more than 0");
+        }
+        for name in prov.headers.keys() {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(
+                    format!("{at}.headers"),
+                    format!("{name:?} is not a header name"),
+                );
+            }
+        }
+    }
+    for (i, m) in llm.models.iter().enumerate() {
+        let at = format!("llm.models[{i}]");
+        check_model_pattern(&m.name, &format!("{at}.name"), p);
+        if m.targets.is_empty() {
+            p.push(format!("{at}.targets"), "needs at least one provider");
+        }
+        for (j, t) in m.targets.iter().enumerate() {
+            if !llm.providers.iter().any(|x| x.name == t.provider) {
+                p.push(
+                    format!("{at}.targets[{j}].provider"),
+                    format!("no provider is named {:?}", t.provider),
+                );
+            }
+            if t.weight == 0 {
+                p.push(format!("{at}.targets[{j}].weight"), "must be more than 0");
+            }
+        }
+        if m.max_tokens == Some(0) {
+            p.push(format!("{at}.max_tokens"), "must be more than 0");
+        }
+    }
+    for (i, a) in llm.access.iter().enumerate() {
+        for (j, m) in a.models.iter().enumerate() {
+            check_model_pattern(m, &format!("llm.access[{i}].models[{j}]"), p);
+        }
+    }
+    check_unique_names("llm.limits", llm.limits.iter().map(|l| l.name.as_str()), p);
+    for (i, l) in llm.limits.iter().enumerate() {
+        let at = format!("llm.limits[{i}]");
+        for (field, v) in [
+            ("requests_per_minute", l.requests_per_minute),
+            ("input_tokens_per_minute", l.input_tokens_per_minute),
+            ("output_tokens_per_minute", l.output_tokens_per_minute),
+        ] {
+            if v == Some(0) {
+                p.push(
+                    format!("{at}.{field}"),
+                    "must be more than 0 (omit it for no limit)",
+                );
+            }
+        }
+        for (field, v) in [
+            ("cost_per_day_usd", l.cost_per_day_usd),
+            ("cost_per_month_usd", l.cost_per_month_usd),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+                p.push(format!("{at}.{field}"), "must be a positive amount");
+            }
+        }
+    }
+    for (i, price) in llm.prices.iter().enumerate() {
+        check_model_pattern(&price.model, &format!("llm.prices[{i}].model"), p);
+    }
+    if llm.max_attempts == 0 {
+        p.push("llm.max_attempts", "must be at least 1");
+    }
+    let llm_destinations = config
+        .destinations
+        .iter()
+        .any(|d| d.gate == super::GateKind::Llm);
+    if llm_destinations && llm.models.is_empty() {
+        p.push(
+            "llm.models",
+            "a destination has gate llm but no model is configured: every request would be refused",
+        );
+    }
+}
+
+/// Model names: exact, or a prefix with one trailing `*`.
+fn check_model_pattern(pattern: &str, field: &str, p: &mut Problems) {
+    if pattern.is_empty() {
+        p.push(field, "must not be empty");
+    } else if pattern.trim_end_matches('*').contains('*') {
+        p.push(field, "`*` is only allowed at the end");
+    }
 }

@@ -1,6 +1,7 @@
 //! Metrics, logs and the access log. Metric families are named once here
 //! and registered on a registry the caller passes in.
 pub mod access;
+pub mod genai;
 pub mod logging;
 pub mod trace;
 
@@ -37,6 +38,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub cluster_ejected: IntGaugeVec,
     pub http_connection_errors: IntCounterVec,
+    pub genai: genai::GenAiMetrics,
 }
 
 impl Metrics {
@@ -187,6 +189,7 @@ impl Metrics {
                 ),
                 &["gate"],
             )?,
+            genai: genai::GenAiMetrics::new(&registry)?,
             registry,
         };
         m.config_last_reload_success.set(1);

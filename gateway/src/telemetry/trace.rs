@@ -55,21 +55,26 @@ pub fn from_random(random: [u8; 24]) -> String {
 /// from the OS: W3C asks for random ids, not secret ones, and a system call
 /// per request showed in the api gate's profile.
 pub fn generate() -> String {
+    let mut random = [0u8; 24];
+    for chunk in random.chunks_mut(8) {
+        chunk.copy_from_slice(&random_u64().to_le_bytes());
+    }
+    from_random(random)
+}
+
+/// A random number from the per-thread generator (ids, weighted picks):
+/// not for secrets.
+pub fn random_u64() -> u64 {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
     }
-    let mut random = [0u8; 24];
     STATE.with(|s| {
-        for chunk in random.chunks_mut(8) {
-            // wyrand: a 64-bit generator with good statistical quality.
-            let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
-            s.set(x);
-            let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
-            let r = ((t >> 64) as u64) ^ (t as u64);
-            chunk.copy_from_slice(&r.to_le_bytes());
-        }
-    });
-    from_random(random)
+        // wyrand: a 64-bit generator with good statistical quality.
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
 }
 
 /// A per-thread seed from the OS; without one, the clock and thread still
