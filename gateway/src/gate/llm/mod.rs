@@ -6,5 +6,7 @@
 //! it as pure functions over JSON values: no I/O and no clock, so every
 //! mapping is pinned by golden files and a bad request becomes a 400 that
 //! names the field instead of a surprise from the provider.
+pub mod front;
+pub mod routing;
 pub mod stream;
 pub mod translate;
