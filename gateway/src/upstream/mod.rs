@@ -5,6 +5,7 @@
 //! made inside the pod's network namespace, so the connection leaves from the
 //! pod as it would have without trigate and the cluster's network policies
 //! still apply.
+pub mod sigv4;
 pub mod tls;
 
 use std::{io, net::SocketAddr, time::Duration};

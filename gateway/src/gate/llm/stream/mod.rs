@@ -16,6 +16,10 @@
 //! client's protocol) and closes the stream: the response is already a 200,
 //! so an error can only be said in the stream.
 mod anthropic_to_openai;
+#[cfg(test)]
+mod bedrock_tests;
+mod bedrock_to_openai;
+pub mod eventstream;
 mod openai_to_anthropic;
 mod sse;
 #[cfg(test)]
@@ -25,6 +29,8 @@ use serde_json::{json, Value};
 
 use super::translate::TranslateError;
 pub use anthropic_to_openai::AnthropicToOpenAi;
+pub use bedrock_to_openai::BedrockToOpenAi;
+pub use eventstream::{EventMessage, EventStreamDecoder, EventStreamError, HeaderValue};
 pub use openai_to_anthropic::OpenAiToAnthropic;
 pub use sse::{encode, SseError, SseEvent, SseParser, MAX_EVENT_BYTES};
 

@@ -9,6 +9,7 @@
 //!
 //! `model` is copied as sent: choosing the served model is the gate's job,
 //! and the response functions take the name to report as an argument.
+pub(crate) mod bedrock;
 mod content;
 pub(crate) mod json;
 mod request;
@@ -16,6 +17,7 @@ pub(crate) mod response;
 #[cfg(test)]
 mod tests;
 
+pub use bedrock::{bedrock_response_to_openai, openai_request_to_bedrock};
 pub use request::{anthropic_request_to_openai, openai_request_to_anthropic};
 pub use response::{anthropic_response_to_openai, openai_response_to_anthropic};
 

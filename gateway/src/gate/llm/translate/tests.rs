@@ -12,6 +12,8 @@ const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/gate/llm/gold
 /// the reported model comes from the argument.
 const REQUESTED_MODEL: &str = "client-requested-model";
 const CREATED: u64 = 1_700_000_000;
+/// The id the caller passes for providers whose answers carry none.
+const RESPONSE_ID: &str = "chatcmpl-gateway-1";
 
 /// The direction is the file-name prefix: `<direction>.<case>.in.json`.
 fn translate(direction: &str, input: &Value) -> Result<Value, TranslateError> {
@@ -22,6 +24,10 @@ fn translate(direction: &str, input: &Value) -> Result<Value, TranslateError> {
             anthropic_response_to_openai(input, REQUESTED_MODEL, CREATED)
         }
         "openai_to_anthropic_response" => openai_response_to_anthropic(input, REQUESTED_MODEL),
+        "openai_to_bedrock_request" => openai_request_to_bedrock(input),
+        "bedrock_to_openai_response" => {
+            bedrock_response_to_openai(input, REQUESTED_MODEL, RESPONSE_ID, CREATED)
+        }
         other => panic!("golden file for unknown direction {other:?}"),
     }
 }
@@ -83,6 +89,8 @@ fn golden() {
         "anthropic_to_openai_request",
         "anthropic_to_openai_response",
         "openai_to_anthropic_response",
+        "openai_to_bedrock_request",
+        "bedrock_to_openai_response",
     ] {
         let n = per_direction.get(direction).copied().unwrap_or(0);
         assert!(n >= 3, "{direction}: only {n} golden cases");
