@@ -57,23 +57,67 @@ pub fn take(
     refill_per_sec: f64,
     now: Instant,
 ) -> Result<f64, Duration> {
+    take_cost(bucket, capacity, refill_per_sec, 1.0, now)
+}
+
+/// Takes `cost` tokens at once, as [`take`] takes one (a cost of 1 is
+/// exactly [`take`]).
+///
+/// A bucket in debt (see [`adjust`]) admits nothing until the debt is
+/// refilled and `cost` tokens are there again. A cost the bucket can never
+/// hold (more than `capacity`) is refused with the time to refill a whole
+/// bucket from empty: no wait would be enough, and that answer is finite,
+/// names the limit's own time scale, and keeps a client that retries on it
+/// from retrying in a tight loop.
+pub fn take_cost(
+    bucket: &mut Bucket,
+    capacity: f64,
+    refill_per_sec: f64,
+    cost: f64,
+    now: Instant,
+) -> Result<f64, Duration> {
     let capacity = sanitize(capacity);
     let rate = sanitize(refill_per_sec);
-    if now > bucket.last {
-        bucket.tokens = refilled(bucket.tokens, now - bucket.last, rate, capacity);
-        bucket.last = now;
-    }
-    // Also applies a capacity lowered by a config reload.
-    bucket.tokens = bucket.tokens.min(capacity);
-    if has_one(bucket.tokens) {
-        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+    let cost = sanitize(cost);
+    bring_up_to_date(bucket, capacity, rate, now);
+    if has(bucket.tokens, cost) {
+        bucket.tokens = (bucket.tokens - cost).max(0.0);
         Ok(bucket.tokens)
     } else if capacity < 1.0 {
         // A bucket that cannot hold a whole token never admits.
         Err(MAX_WAIT)
+    } else if !has(capacity, cost) {
+        Err(time_to_refill(capacity, rate).max(Duration::from_nanos(1)))
     } else {
-        Err(wait_for_one(bucket.tokens, rate, capacity))
+        Err(wait_for(bucket.tokens, cost, rate, capacity))
     }
+}
+
+/// Charges `delta` more tokens (a refund when negative) at `now`, without
+/// asking: the request has already been served. A charge may take the
+/// bucket below zero, a debt that refills at the usual rate and that
+/// [`take_cost`] waits for; a refund fills the bucket at most to
+/// `capacity`.
+pub fn adjust(bucket: &mut Bucket, capacity: f64, refill_per_sec: f64, delta: f64, now: Instant) {
+    let capacity = sanitize(capacity);
+    let rate = sanitize(refill_per_sec);
+    bring_up_to_date(bucket, capacity, rate, now);
+    if delta.is_nan() {
+        return;
+    }
+    // The floor keeps an absurd charge finite, so later arithmetic never
+    // meets -inf; waits are capped at MAX_WAIT long before it.
+    bucket.tokens = (bucket.tokens - delta).clamp(-f64::MAX, capacity);
+}
+
+/// Refills the bucket up to `now` and applies a capacity lowered by a
+/// config reload.
+fn bring_up_to_date(bucket: &mut Bucket, capacity: f64, rate: f64, now: Instant) {
+    if now > bucket.last {
+        bucket.tokens = refilled(bucket.tokens, now - bucket.last, rate, capacity);
+        bucket.last = now;
+    }
+    bucket.tokens = bucket.tokens.min(capacity);
 }
 
 fn refilled(tokens: f64, elapsed: Duration, rate: f64, capacity: f64) -> f64 {
@@ -84,20 +128,21 @@ fn refilled(tokens: f64, elapsed: Duration, rate: f64, capacity: f64) -> f64 {
     (tokens + elapsed.as_secs_f64() * rate).min(capacity)
 }
 
-fn has_one(tokens: f64) -> bool {
-    tokens + TOKEN_EPSILON >= 1.0
+fn has(tokens: f64, cost: f64) -> bool {
+    tokens + TOKEN_EPSILON >= cost
 }
 
-/// The shortest wait after which [`take`] admits, in the same floating-point
-/// arithmetic `take` will use: the closed form is off by a nanosecond either
-/// way through rounding, so it is nudged until it is exact.
-fn wait_for_one(tokens: f64, rate: f64, capacity: f64) -> Duration {
+/// The shortest wait after which [`take_cost`] admits `cost`, in the same
+/// floating-point arithmetic it will use: the closed form is off by a
+/// nanosecond either way through rounding, so it is nudged until it is
+/// exact.
+fn wait_for(tokens: f64, cost: f64, rate: f64, capacity: f64) -> Duration {
     const NS: Duration = Duration::from_nanos(1);
-    let mut wait = time_to_refill(1.0 - TOKEN_EPSILON - tokens, rate).max(NS);
+    let mut wait = time_to_refill(cost - TOKEN_EPSILON - tokens, rate).max(NS);
     if wait >= MAX_WAIT {
         return MAX_WAIT;
     }
-    let enough = |d: Duration| has_one(refilled(tokens, d, rate, capacity));
+    let enough = |d: Duration| has(refilled(tokens, d, rate, capacity), cost);
     // A few steps are enough whenever a nanosecond is worth more than an
     // ulp of a token; at rates too slow for that, any of the equal answers
     // is exact.
@@ -331,5 +376,124 @@ mod tests {
         assert_eq!(time_to_refill(1.0, 0.0), MAX_WAIT);
         assert_eq!(time_to_refill(f64::INFINITY, 1.0), MAX_WAIT);
         assert_eq!(time_to_refill(1.0, f64::INFINITY), Duration::ZERO);
+    }
+
+    #[test]
+    fn take_cost_takes_several_tokens_at_once() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        assert_eq!(take_cost(&mut b, 10.0, 1.0, 4.0, t0), Ok(6.0));
+        assert_eq!(take_cost(&mut b, 10.0, 1.0, 6.0, t0), Ok(0.0));
+        // 3 tokens at 1/s: 3 s, exactly.
+        assert_eq!(
+            take_cost(&mut b, 10.0, 1.0, 3.0, t0),
+            Err(Duration::from_secs(3))
+        );
+        assert!(take_cost(&mut b, 10.0, 1.0, 3.0, t0 + ms(2999)).is_err());
+        assert_eq!(take_cost(&mut b, 10.0, 1.0, 3.0, t0 + ms(3000)), Ok(0.0));
+        // A cost of 1 is `take`.
+        let (mut x, mut y) = (Bucket::full(3.0, t0), Bucket::full(3.0, t0));
+        for i in 0..6 {
+            let now = t0 + ms(300 * i);
+            assert_eq!(
+                take(&mut x, 3.0, 0.7, now),
+                take_cost(&mut y, 3.0, 0.7, 1.0, now)
+            );
+            assert_eq!(x, y);
+        }
+    }
+
+    #[test]
+    fn a_cost_above_capacity_is_refused_with_the_time_to_fill_the_bucket() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        // 10 tokens at 2/s: 5 s, full bucket or not, and the bucket is not
+        // touched.
+        assert_eq!(
+            take_cost(&mut b, 10.0, 2.0, 11.0, t0),
+            Err(Duration::from_secs(5))
+        );
+        assert_eq!(b.tokens(), 10.0);
+        assert_eq!(
+            take_cost(&mut b, 10.0, 2.0, 11.0, t0 + Duration::from_secs(3600)),
+            Err(Duration::from_secs(5))
+        );
+        assert_eq!(
+            take_cost(&mut b, 10.0, 2.0, u64::MAX as f64, t0),
+            Err(Duration::from_secs(5))
+        );
+        // Never zero, never longer than MAX_WAIT.
+        assert_eq!(
+            take_cost(&mut b, 10.0, f64::INFINITY, 11.0, t0),
+            Err(Duration::from_nanos(1))
+        );
+        assert_eq!(take_cost(&mut b, 10.0, 0.0, 11.0, t0), Err(MAX_WAIT));
+        // Exactly the capacity is admitted from a full bucket.
+        assert_eq!(take_cost(&mut b, 10.0, 2.0, 10.0, t0), Ok(0.0));
+    }
+
+    #[test]
+    fn a_zero_cost_is_admitted_unless_in_debt() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(2.0, t0);
+        assert_eq!(take_cost(&mut b, 2.0, 1.0, 0.0, t0), Ok(2.0));
+        adjust(&mut b, 2.0, 1.0, 3.0, t0);
+        assert_eq!(
+            take_cost(&mut b, 2.0, 1.0, 0.0, t0),
+            Err(Duration::from_secs(1))
+        );
+        assert_eq!(take_cost(&mut b, 2.0, 1.0, 0.0, t0 + ms(1000)), Ok(0.0));
+    }
+
+    #[test]
+    fn debt_refills_before_anything_is_admitted() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        assert_eq!(take_cost(&mut b, 10.0, 1.0, 5.0, t0), Ok(5.0));
+        // The call used 25 tokens, not 5: 20 more, 15 of them debt.
+        adjust(&mut b, 10.0, 1.0, 20.0, t0);
+        assert_eq!(b.tokens(), -15.0);
+        // One token needs the debt repaid and one more: 16 s.
+        assert_eq!(take(&mut b, 10.0, 1.0, t0), Err(Duration::from_secs(16)));
+        assert_eq!(
+            take(&mut b, 10.0, 1.0, t0 + ms(10_000)),
+            Err(Duration::from_secs(6))
+        );
+        assert!(take(&mut b, 10.0, 1.0, t0 + ms(15_999)).is_err());
+        assert_eq!(take(&mut b, 10.0, 1.0, t0 + ms(16_000)), Ok(0.0));
+    }
+
+    #[test]
+    fn refunds_are_capped_at_capacity() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        take_cost(&mut b, 10.0, 1.0, 8.0, t0).unwrap();
+        adjust(&mut b, 10.0, 1.0, -5.0, t0);
+        assert_eq!(b.tokens(), 7.0);
+        adjust(&mut b, 10.0, 1.0, -1000.0, t0);
+        assert_eq!(b.tokens(), 10.0);
+        // Refill is brought up to date first, so it is not counted twice.
+        take_cost(&mut b, 10.0, 1.0, 10.0, t0).unwrap();
+        adjust(&mut b, 10.0, 1.0, -3.0, t0 + ms(4000));
+        assert_eq!(b.tokens(), 7.0);
+        assert_eq!(b.updated(), t0 + ms(4000));
+    }
+
+    #[test]
+    fn absurd_adjustments_stay_finite() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        adjust(&mut b, 10.0, 1.0, f64::NAN, t0);
+        assert_eq!(b.tokens(), 10.0);
+        adjust(&mut b, 10.0, 1.0, f64::INFINITY, t0);
+        assert!(b.tokens().is_finite() && b.tokens() < 0.0);
+        assert_eq!(take(&mut b, 10.0, 1.0, t0), Err(MAX_WAIT));
+        adjust(&mut b, 10.0, 1.0, f64::NEG_INFINITY, t0);
+        assert_eq!(b.tokens(), 10.0);
+        adjust(&mut b, 10.0, 1.0, i64::MAX as f64, t0);
+        assert_eq!(
+            take(&mut b, 10.0, 1e6, t0 + Duration::from_secs(3600)),
+            Err(MAX_WAIT)
+        );
     }
 }

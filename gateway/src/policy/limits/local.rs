@@ -10,7 +10,7 @@
 //! while keys that already have a bucket are limited as usual.
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::bucket::{self, Bucket};
@@ -79,40 +79,30 @@ impl LocalBuckets {
         }
     }
 
-    /// Takes one token from the bucket of (route, limit, key) at `now`.
+    /// Takes `cost` tokens from the bucket of (route, limit, key) at `now`.
     pub(super) fn take(
         &self,
         route: &str,
         limit: &str,
         key: &str,
         shape: Shape,
+        cost: u64,
         now: Instant,
     ) -> Result<Decision, Failure> {
-        let parts = (route, limit, key);
-        let hi = self.seeds[0].hash_one(parts);
-        let lo = self.seeds[1].hash_one(parts);
-        let id = (u128::from(hi) << 64) | u128::from(lo);
-        let mut shard = self.shards[(hi % SHARDS as u64) as usize]
-            .lock()
-            // The critical section cannot panic halfway through an update;
-            // a poisoned lock still guards consistent buckets.
-            .unwrap_or_else(PoisonError::into_inner);
-        if !shard.buckets.contains_key(&id) && !shard.make_room(now, self.per_shard) {
-            drop(shard);
-            self.warn_full(now);
-            return Err(Failure {
-                reason: "local bucket table full",
-                detail: String::new(),
-            });
-        }
+        let (shard, id) = self.shard(route, limit, key);
+        let mut shard = self.lock_with_room(shard, id, now)?;
         let entry = shard.buckets.entry(id).or_insert_with(|| Entry {
             bucket: Bucket::full(shape.capacity, now),
             full_at: now,
         });
-        let result = bucket::take(&mut entry.bucket, shape.capacity, shape.refill_per_sec, now);
-        let reset_after =
-            bucket::time_to_refill(shape.capacity - entry.bucket.tokens(), shape.refill_per_sec);
-        entry.full_at = now.max(entry.bucket.updated()) + reset_after;
+        let result = bucket::take_cost(
+            &mut entry.bucket,
+            shape.capacity,
+            shape.refill_per_sec,
+            cost as f64,
+            now,
+        );
+        let reset_after = entry.settle(shape, now);
         Ok(match result {
             Ok(remaining) => Decision::Allowed {
                 // `as` saturates: a capacity beyond u64 reports u64::MAX.
@@ -121,6 +111,87 @@ impl LocalBuckets {
             },
             Err(retry_after) => Decision::Limited { retry_after },
         })
+    }
+
+    /// Charges `delta` more tokens to the bucket of (route, limit, key), or
+    /// refunds them when negative; see [`bucket::adjust`].
+    pub(super) fn adjust(
+        &self,
+        route: &str,
+        limit: &str,
+        key: &str,
+        shape: Shape,
+        delta: i64,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let (shard, id) = self.shard(route, limit, key);
+        if delta <= 0 {
+            // A dropped bucket is a full one: refunding it changes nothing,
+            // and a refund must not need room in a full table.
+            let mut shard = self.lock(shard);
+            if let Some(entry) = shard.buckets.get_mut(&id) {
+                bucket::adjust(
+                    &mut entry.bucket,
+                    shape.capacity,
+                    shape.refill_per_sec,
+                    delta as f64,
+                    now,
+                );
+                entry.settle(shape, now);
+            }
+            return Ok(());
+        }
+        let mut shard = self.lock_with_room(shard, id, now)?;
+        let entry = shard.buckets.entry(id).or_insert_with(|| Entry {
+            bucket: Bucket::full(shape.capacity, now),
+            full_at: now,
+        });
+        bucket::adjust(
+            &mut entry.bucket,
+            shape.capacity,
+            shape.refill_per_sec,
+            delta as f64,
+            now,
+        );
+        entry.settle(shape, now);
+        Ok(())
+    }
+
+    /// The shard and id of (route, limit, key).
+    fn shard(&self, route: &str, limit: &str, key: &str) -> (usize, u128) {
+        let parts = (route, limit, key);
+        let hi = self.seeds[0].hash_one(parts);
+        let lo = self.seeds[1].hash_one(parts);
+        let id = (u128::from(hi) << 64) | u128::from(lo);
+        ((hi % SHARDS as u64) as usize, id)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard]
+            .lock()
+            // The critical section cannot panic halfway through an update;
+            // a poisoned lock still guards consistent buckets.
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shard, locked, once there is room in it for bucket `id` (or it
+    /// has one already); a failure when the table is full.
+    fn lock_with_room(
+        &self,
+        shard: usize,
+        id: u128,
+        now: Instant,
+    ) -> Result<MutexGuard<'_, Shard>, Failure> {
+        let mut guard = self.lock(shard);
+        if !guard.buckets.contains_key(&id) && !guard.make_room(now, self.per_shard) {
+            drop(guard);
+            self.warn_full(now);
+            return Err(Failure {
+                reason: "local bucket table full",
+                detail: String::new(),
+            });
+        }
+        Ok(guard)
     }
 
     /// At most once a minute: a flood of new keys must not flood the log.
@@ -173,6 +244,17 @@ impl LocalBuckets {
             })
             .max()
             .unwrap_or(0)
+    }
+}
+
+impl Entry {
+    /// Notes when the bucket is full again after a change; returns how long
+    /// that is from `now`.
+    fn settle(&mut self, shape: Shape, now: Instant) -> Duration {
+        let reset_after =
+            bucket::time_to_refill(shape.capacity - self.bucket.tokens(), shape.refill_per_sec);
+        self.full_at = now.max(self.bucket.updated()) + reset_after;
+        reset_after
     }
 }
 

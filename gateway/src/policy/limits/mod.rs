@@ -6,9 +6,20 @@
 //! Redis (`redis`: every node shares one budget, refilled by the Redis
 //! server's clock). When the backend cannot answer, `fail_mode` decides.
 //!
+//! A request may take more than one token ([`Limiter::take`], e.g. the
+//! tokens an LLM call is estimated to use) and settle the difference once
+//! the real use is known ([`Limiter::adjust`]); a charge after the fact may
+//! leave the bucket in debt, which refills before anything is admitted
+//! again.
+//!
+//! Spend budgets ([`Limiter::budget_check`], [`Limiter::budget_spend`]) are
+//! counters of micro-USD per UTC day or month, kept by the same backend and
+//! under the same `fail_mode`; see `budget`.
+//!
 //! The caller builds the key (`workload=pod-a`); this module does not know
 //! what it means, only that equal keys share a bucket.
 mod bucket;
+mod budget;
 mod local;
 mod redis_backend;
 #[cfg(test)]
@@ -17,12 +28,14 @@ mod redis_tests;
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FailMode, LimitBackendKind, RateLimit, RateLimitBackend};
 
-pub use bucket::{take, time_to_refill, Bucket};
+pub use bucket::{adjust, take, take_cost, time_to_refill, Bucket};
+pub use budget::{window_bounds, BudgetWindow};
 
+use budget::LocalBudgets;
 use local::LocalBuckets;
 use redis_backend::RedisBuckets;
 
@@ -35,8 +48,11 @@ pub enum Decision {
         remaining: u64,
         reset_after: Duration,
     },
-    /// Refused; a token is there again after `retry_after` (never zero, so
-    /// it rounds up to at least 1 s for `Retry-After`).
+    /// Refused; what was asked for is there again after `retry_after`
+    /// (never zero, so it rounds up to at least 1 s for `Retry-After`). A
+    /// cost larger than the bucket is never there: it is refused with the
+    /// time the bucket takes to fill from empty. A spent budget: until its
+    /// window ends.
     Limited { retry_after: Duration },
     /// The backend failed and `fail_mode` decided (open: admitted, closed:
     /// refused). `reason` is one of a few fixed phrases, fit for a metric
@@ -87,7 +103,9 @@ pub struct Limiter {
 }
 
 enum Store {
-    Local(LocalBuckets),
+    // Boxed like Redis: one allocation per limiter, and the enum stays
+    // small.
+    Local(Box<LocalStore>),
     // Boxed: the Redis client is large and a local limiter need not carry it.
     Redis(Box<RedisBuckets>),
 }
@@ -98,7 +116,10 @@ impl Limiter {
     /// starts (and reloads) while Redis is down.
     pub fn new(cfg: &RateLimitBackend) -> Result<Arc<Limiter>, LimitError> {
         let store = match cfg.backend {
-            LimitBackendKind::Local => Store::Local(LocalBuckets::new(local::MAX_BUCKETS)),
+            LimitBackendKind::Local => Store::Local(Box::new(LocalStore {
+                buckets: LocalBuckets::new(local::MAX_BUCKETS),
+                budgets: LocalBudgets::new(budget::MAX_BUDGETS),
+            })),
             LimitBackendKind::Redis => {
                 let url = cfg
                     .redis_url
@@ -130,11 +151,116 @@ impl Limiter {
     /// Takes one token from the bucket of (`route`, `limit.name`, `key`).
     /// Never waits longer than the backend's `timeout_ms` for Redis.
     pub async fn check(&self, route: &str, limit: &RateLimit, key: &str) -> Decision {
+        self.take(route, limit, key, 1).await
+    }
+
+    /// Takes `cost` tokens at once from the bucket of (`scope`,
+    /// `limit.name`, `key`): all of them or none. A cost larger than the
+    /// bucket (`burst`, default `requests`) can never be admitted and is
+    /// [`Decision::Limited`] with the time the bucket takes to fill from
+    /// empty. A cost of 0 is admitted unless the bucket is in debt.
+    pub async fn take(&self, scope: &str, limit: &RateLimit, key: &str, cost: u64) -> Decision {
         let shape = Shape::of(limit);
         let outcome = match &self.store {
-            Store::Local(buckets) => buckets.take(route, &limit.name, key, shape, Instant::now()),
-            Store::Redis(redis) => redis.take(route, &limit.name, key, shape).await,
+            Store::Local(local) => {
+                local
+                    .buckets
+                    .take(scope, &limit.name, key, shape, cost, Instant::now())
+            }
+            Store::Redis(redis) => redis.take(scope, &limit.name, key, shape, cost).await,
         };
+        self.decided(outcome)
+    }
+
+    /// Settles a [`take`](Self::take) once the real use is known: a
+    /// positive `delta` takes that many more tokens and may leave the
+    /// bucket in debt (below zero), which refills at the usual rate before
+    /// the next `take` is admitted; a negative one refunds, at most up to a
+    /// full bucket. Never refuses.
+    ///
+    /// `None` when recorded; `Some(reason)` when the backend failed and the
+    /// adjustment is lost, with the reason phrase of
+    /// [`Decision::BackendDown`] (the details are in the backend's log).
+    pub async fn adjust(
+        &self,
+        scope: &str,
+        limit: &RateLimit,
+        key: &str,
+        delta: i64,
+    ) -> Option<&'static str> {
+        if delta == 0 {
+            return None;
+        }
+        let shape = Shape::of(limit);
+        let outcome = match &self.store {
+            Store::Local(local) => {
+                local
+                    .buckets
+                    .adjust(scope, &limit.name, key, shape, delta, Instant::now())
+            }
+            Store::Redis(redis) => redis.adjust(scope, &limit.name, key, shape, delta).await,
+        };
+        outcome.err().map(|f| f.reason)
+    }
+
+    /// Whether the spend budget (`scope`, `name`, `key`) has money left in
+    /// the `window` that `now` falls in: [`Decision::Allowed`] while less
+    /// than `limit_micros` (micro-USD) is spent, with what is left and the
+    /// time until the window ends; otherwise [`Decision::Limited`] until the
+    /// window ends (the next 00:00 UTC, or the 1st of next month 00:00 UTC).
+    ///
+    /// Spend is recorded afterwards ([`budget_spend`](Self::budget_spend)),
+    /// so concurrent calls admitted at once may together overspend by what
+    /// they cost; a budget is a ceiling on what is started, not a hold.
+    pub async fn budget_check(
+        &self,
+        scope: &str,
+        name: &str,
+        key: &str,
+        window: BudgetWindow,
+        limit_micros: u64,
+        now: SystemTime,
+    ) -> Decision {
+        let outcome = match &self.store {
+            Store::Local(local) => local
+                .budgets
+                .check(scope, name, key, window, limit_micros, now),
+            Store::Redis(redis) => {
+                redis
+                    .budget_check(scope, name, key, window, limit_micros, now)
+                    .await
+            }
+        };
+        self.decided(outcome)
+    }
+
+    /// Adds `micros` (micro-USD) to the spend budget (`scope`, `name`,
+    /// `key`) in the `window` that `now` falls in. `None` when recorded;
+    /// `Some(reason)` as for [`adjust`](Self::adjust).
+    pub async fn budget_spend(
+        &self,
+        scope: &str,
+        name: &str,
+        key: &str,
+        window: BudgetWindow,
+        micros: u64,
+        now: SystemTime,
+    ) -> Option<&'static str> {
+        if micros == 0 {
+            return None;
+        }
+        let outcome = match &self.store {
+            Store::Local(local) => local.budgets.spend(scope, name, key, window, micros, now),
+            Store::Redis(redis) => {
+                redis
+                    .budget_spend(scope, name, key, window, micros, now)
+                    .await
+            }
+        };
+        outcome.err().map(|f| f.reason)
+    }
+
+    fn decided(&self, outcome: Result<Decision, Failure>) -> Decision {
         outcome.unwrap_or_else(|failure| Decision::BackendDown {
             admitted: self.fail_open,
             reason: failure.reason.to_string(),
@@ -144,10 +270,16 @@ impl Limiter {
     /// `local` or `redis`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match self.store {
-            Store::Local(_) => "local",
+            Store::Local(..) => "local",
             Store::Redis(_) => "redis",
         }
     }
+}
+
+/// The `local` backend's tables.
+struct LocalStore {
+    buckets: LocalBuckets,
+    budgets: LocalBudgets,
 }
 
 /// A limit's bucket in numbers.

@@ -14,20 +14,23 @@
 //! this: in fail-closed mode that would refuse everyone for a blip.
 use std::borrow::Cow;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 use super::bucket::{MAX_WAIT, TOKEN_EPSILON};
+use super::budget::{self, window_bounds, BudgetWindow};
 use super::{Decision, Failure, LimitError, Shape};
 
-/// The same arithmetic as `bucket::take`, in microseconds; change both
-/// together.
+/// The same arithmetic as `bucket::take_cost` and `bucket::adjust`, in
+/// microseconds; change both together.
 ///
 /// KEYS[1]: the bucket. ARGV: capacity, refill per second, longest wait
-/// (µs), token slack. Returns {admitted (0|1), whole tokens left (at most
-/// 2^53), µs until a token is there (when refused), µs until full}.
+/// (µs), token slack, cost (the tokens to take, or for `adjust` the tokens
+/// to charge, negative to refund), `take` or `adjust`. Returns {admitted
+/// (0|1; 1 for adjust), whole tokens left (at most 2^53, at least 0), µs
+/// until the cost is there (when refused), µs until full}.
 const SCRIPT: &str = r"
 -- Before Redis 5 a script must ask for effects replication to write after
 -- TIME; later versions always replicate effects and keep this as a no-op.
@@ -36,6 +39,8 @@ local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local max_us = tonumber(ARGV[3])
 local eps = tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local adjust = ARGV[6] == 'adjust'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -60,15 +65,23 @@ local function wait_us(need)
 end
 local admitted = 0
 local retry = 0
-if tokens + eps >= 1 then
-  tokens = math.max(0, tokens - 1)
+if adjust then
+  -- A charge may leave a debt below zero; a refund fills to capacity.
+  tokens = tokens - cost
+  if tokens > capacity then tokens = capacity end
+  admitted = 1
+elseif tokens + eps >= cost then
+  tokens = math.max(0, tokens - cost)
   admitted = 1
 elseif capacity < 1 then
   retry = max_us
+elseif capacity + eps < cost then
+  -- Never admitted: the time to refill a whole bucket.
+  retry = math.max(1, wait_us(capacity))
 else
-  retry = math.max(1, wait_us(1 - eps - tokens))
+  retry = math.max(1, wait_us(cost - eps - tokens))
   -- Rounding may leave the closed form a microsecond short.
-  if retry < max_us and tokens + retry * rate / 1000000 + eps < 1 then
+  if retry < max_us and tokens + retry * rate / 1000000 + eps < cost then
     retry = retry + 1
   end
 end
@@ -78,8 +91,12 @@ local full = wait_us(capacity - tokens)
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
   'ts', string.format('%.0f', ts))
 redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(full / 1000)))
-return {admitted, math.floor(math.min(tokens, 9007199254740992)), retry, full}
+return {admitted, math.floor(math.max(0, math.min(tokens, 9007199254740992))), retry, full}
 ";
+
+/// A budget's key outlives its window by this much: a node whose clock is
+/// behind still adds to (and reads) the window the others have left.
+pub(super) const BUDGET_EXPIRY_MARGIN: Duration = Duration::from_secs(3600);
 
 /// While Redis is known down, at most one request this often asks it.
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -116,6 +133,17 @@ struct Outage {
     reason: &'static str,
     /// Requests decided by `fail_mode` during the outage.
     decided: u64,
+    /// Adjustments and spends not recorded during the outage.
+    lost: u64,
+}
+
+/// What a call to Redis is for, to count what an outage cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    /// A request waits for the answer; without one, `fail_mode` decides.
+    Decide,
+    /// Usage is recorded after the fact; without Redis it is lost.
+    Record,
 }
 
 impl RedisBuckets {
@@ -149,21 +177,123 @@ impl RedisBuckets {
         })
     }
 
+    /// Takes `cost` tokens; see `bucket::take_cost`.
     pub(super) async fn take(
         &self,
         route: &str,
         limit: &str,
         key: &str,
         shape: Shape,
+        cost: u64,
     ) -> Result<Decision, Failure> {
-        if let Some(failure) = self.skip_during_outage() {
+        let key = bucket_key(route, limit, key);
+        let reply = self
+            .call(
+                Op::Decide,
+                self.run_script(&key, shape, cost.to_string(), "take"),
+            )
+            .await?;
+        Ok(reply.decision())
+    }
+
+    /// Charges (or refunds, when negative) `delta` tokens; see
+    /// `bucket::adjust`.
+    pub(super) async fn adjust(
+        &self,
+        route: &str,
+        limit: &str,
+        key: &str,
+        shape: Shape,
+        delta: i64,
+    ) -> Result<(), Failure> {
+        let key = bucket_key(route, limit, key);
+        self.call(
+            Op::Record,
+            self.run_script(&key, shape, delta.to_string(), "adjust"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the budget's window has `limit_micros` left.
+    pub(super) async fn budget_check(
+        &self,
+        scope: &str,
+        name: &str,
+        key: &str,
+        window: BudgetWindow,
+        limit_micros: u64,
+        now: SystemTime,
+    ) -> Result<Decision, Failure> {
+        let (id, ends_at) = window_bounds(window, now);
+        let key = budget_key(scope, name, key, window, &id);
+        let spent: Option<i64> = self
+            .call(Op::Decide, async {
+                let mut connection = self.connection().await?;
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let spent = u64::try_from(spent.unwrap_or(0)).unwrap_or(0);
+        Ok(budget::decide(spent, limit_micros, ends_at, now))
+    }
+
+    /// Adds `micros` to the budget's window; the key expires a margin after
+    /// the window ends.
+    pub(super) async fn budget_spend(
+        &self,
+        scope: &str,
+        name: &str,
+        key: &str,
+        window: BudgetWindow,
+        micros: u64,
+        now: SystemTime,
+    ) -> Result<(), Failure> {
+        let (id, ends_at) = window_bounds(window, now);
+        let key = budget_key(scope, name, key, window, &id);
+        let expire_at = (ends_at + BUDGET_EXPIRY_MARGIN)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Redis counters are i64; a spend beyond that (9 trillion USD) is
+        // recorded as the largest it can hold, and INCRBY refuses to
+        // overflow, which is logged as a backend error.
+        let micros = i64::try_from(micros).unwrap_or(i64::MAX);
+        self.call(Op::Record, async {
+            let mut connection = self.connection().await?;
+            // MULTI/EXEC: a key is never left without its expiry.
+            let () = redis::pipe()
+                .atomic()
+                .cmd("INCRBY")
+                .arg(&key)
+                .arg(micros)
+                .ignore()
+                .cmd("EXPIREAT")
+                .arg(&key)
+                .arg(expire_at)
+                .ignore()
+                .query_async(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `op` with the outage bookkeeping: skipped while Redis is known
+    /// down, bounded by the timeout, failures classified and counted.
+    async fn call<T>(
+        &self,
+        op: Op,
+        run: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Failure> {
+        if let Some(failure) = self.skip_during_outage(op) {
             return Err(failure);
         }
-        let key = bucket_key(route, limit, key);
-        let failure = match tokio::time::timeout(self.timeout, self.run(&key, shape)).await {
-            Ok(Ok(reply)) => {
+        let failure = match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(value)) => {
                 self.answered();
-                return Ok(reply.decision());
+                return Ok(value);
             }
             Ok(Err(e)) => Failure {
                 reason: classify(&e),
@@ -178,11 +308,11 @@ impl RedisBuckets {
                 ),
             },
         };
-        self.failed(&failure);
+        self.failed(op, &failure);
         Err(failure)
     }
 
-    async fn run(&self, key: &str, shape: Shape) -> redis::RedisResult<Reply> {
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
         let manager = self
             .connection
             .get_or_try_init(|| async {
@@ -199,7 +329,17 @@ impl RedisBuckets {
             })
             .await?;
         // A clone shares the one multiplexed connection.
-        let mut connection = manager.clone();
+        Ok(manager.clone())
+    }
+
+    async fn run_script(
+        &self,
+        key: &str,
+        shape: Shape,
+        cost: String,
+        mode: &str,
+    ) -> redis::RedisResult<Reply> {
+        let mut connection = self.connection().await?;
         let (admitted, remaining, retry_us, full_us): (i64, i64, i64, i64) = self
             .script
             .key(key)
@@ -208,6 +348,8 @@ impl RedisBuckets {
             .arg(format!("{:e}", shape.refill_per_sec))
             .arg(MAX_WAIT.as_micros() as u64)
             .arg(format!("{TOKEN_EPSILON:e}"))
+            .arg(cost)
+            .arg(mode)
             // EVALSHA, then SCRIPT LOAD and EVALSHA again on NOSCRIPT (a
             // restarted or flushed Redis).
             .invoke_async(&mut connection)
@@ -222,7 +364,7 @@ impl RedisBuckets {
 
     /// While Redis is known down, answers for it unless it is time to
     /// probe.
-    fn skip_during_outage(&self) -> Option<Failure> {
+    fn skip_during_outage(&self, op: Op) -> Option<Failure> {
         let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         let o = outage.as_mut()?;
         let next_probe = o.next_probe?;
@@ -233,7 +375,7 @@ impl RedisBuckets {
             o.next_probe = Some(now + PROBE_EVERY.max(self.timeout));
             return None;
         }
-        o.decided += 1;
+        o.count(op);
         Some(Failure {
             reason: o.reason,
             // The cause was logged when the outage began.
@@ -241,14 +383,14 @@ impl RedisBuckets {
         })
     }
 
-    fn failed(&self, failure: &Failure) {
+    fn failed(&self, op: Op, failure: &Failure) {
         let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let o = match outage.as_mut() {
             Some(o) => {
                 o.reason = failure.reason;
                 o.failures_in_a_row += 1;
-                o.decided += 1;
+                o.count(op);
                 tracing::debug!(backend = "redis", error = %failure.detail, "rate-limit backend still failing");
                 o
             }
@@ -258,15 +400,19 @@ impl RedisBuckets {
                     backend = "redis",
                     reason = failure.reason,
                     error = %failure.detail,
-                    "rate-limit backend failing: requests are decided by rate_limits.fail_mode until it answers again"
+                    "rate-limit backend failing: requests are decided by rate_limits.fail_mode, and usage \
+                     (adjustments, budget spend) goes unrecorded, until it answers again"
                 );
-                outage.insert(Outage {
+                let o = outage.insert(Outage {
                     since: now,
                     failures_in_a_row: 1,
                     next_probe: None,
                     reason: failure.reason,
-                    decided: 1,
-                })
+                    decided: 0,
+                    lost: 0,
+                });
+                o.count(op);
+                o
             }
         };
         // A lost connection is certain to fail the next request too (it waits
@@ -285,6 +431,7 @@ impl RedisBuckets {
                 url = %self.url,
                 down_for_ms = o.since.elapsed().as_millis() as u64,
                 decided_by_fail_mode = o.decided,
+                usage_records_lost = o.lost,
                 "rate-limit backend answers again"
             );
         }
@@ -296,6 +443,15 @@ impl RedisBuckets {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
+    }
+}
+
+impl Outage {
+    fn count(&mut self, op: Op) {
+        match op {
+            Op::Decide => self.decided += 1,
+            Op::Record => self.lost += 1,
+        }
     }
 }
 
@@ -341,6 +497,24 @@ fn classify(e: &redis::RedisError) -> &'static str {
 /// one key; the key is last and needs no escaping.
 pub(super) fn bucket_key(route: &str, limit: &str, key: &str) -> String {
     format!("trigate:rl:{}:{}:{key}", escape(route), escape(limit))
+}
+
+/// `trigate:budget:<scope>:<name>:<day|month>:<window id>:<key>`, escaped
+/// like [`bucket_key`]; the window id (`2025-03-14`, `2025-03`) needs no
+/// escaping.
+pub(super) fn budget_key(
+    scope: &str,
+    name: &str,
+    key: &str,
+    window: BudgetWindow,
+    id: &str,
+) -> String {
+    format!(
+        "trigate:budget:{}:{}:{}:{id}:{key}",
+        escape(scope),
+        escape(name),
+        window.as_str()
+    )
 }
 
 fn escape(s: &str) -> Cow<'_, str> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::redis_backend::{bucket_key, PROBE_EVERY, TRIP_AFTER};
+use super::redis_backend::{bucket_key, budget_key, BUDGET_EXPIRY_MARGIN, PROBE_EVERY, TRIP_AFTER};
 use super::tests::limit;
 use super::*;
 
@@ -141,7 +141,7 @@ fn redis_limiter(url: &str, fail_mode: FailMode, timeout_ms: u64) -> Arc<Limiter
 fn in_outage(l: &Limiter) -> bool {
     match &l.store {
         Store::Redis(r) => r.in_outage(),
-        Store::Local(_) => panic!("not redis"),
+        Store::Local(..) => panic!("not redis"),
     }
 }
 
@@ -557,4 +557,312 @@ async fn rediss_is_verified_against_the_configured_ca() {
         ),
         "an unverifiable server must not be used: {d:?}"
     );
+}
+
+fn remaining(d: &Decision) -> u64 {
+    match d {
+        Decision::Allowed { remaining, .. } => *remaining,
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+fn retry_after(d: &Decision) -> Duration {
+    match d {
+        Decision::Limited { retry_after } => *retry_after,
+        other => panic!("not limited: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn take_and_adjust_on_redis() {
+    let server = RedisServer::start();
+    let l = redis_limiter(&server.url(), FailMode::Closed, 1000);
+    // 100 per hour, burst 100: a token every 36 s, nothing refills here.
+    let lim = limit("tokens", 100, 3600, None);
+    assert_eq!(remaining(&l.take("r", &lim, "k", 30).await), 70);
+    assert_eq!(remaining(&l.check("r", &lim, "k").await), 69);
+    // Never fits: the time to fill the whole bucket; nothing is taken.
+    assert_eq!(
+        retry_after(&l.take("r", &lim, "k", 101).await),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(remaining(&l.take("r", &lim, "k", 0).await), 69);
+    // Refunds up to the bucket's size, no further.
+    assert_eq!(l.adjust("r", &lim, "k", -9).await, None);
+    assert_eq!(remaining(&l.take("r", &lim, "k", 0).await), 78);
+    assert_eq!(l.adjust("r", &lim, "k", -1000).await, None);
+    assert_eq!(remaining(&l.take("r", &lim, "k", 0).await), 100);
+    // A charge beyond what is there is a debt: 100 - 150 = -50, so one
+    // token is 51 × 36 s away, and the bucket lives until it is full.
+    assert_eq!(l.adjust("r", &lim, "k", 150).await, None);
+    let wait = retry_after(&l.take("r", &lim, "k", 1).await);
+    let want = Duration::from_secs(51 * 36);
+    assert!(
+        wait <= want && want - wait < Duration::from_secs(1),
+        "{wait:?}"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(bucket_key("r", "tokens", "k"))
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    assert!(ttl > 5_390_000 && ttl <= 5_400_000, "PTTL {ttl}");
+    // Refunding a key Redis has no bucket for leaves a full bucket.
+    assert_eq!(l.adjust("r", &lim, "fresh", -5).await, None);
+    assert_eq!(remaining(&l.take("r", &lim, "fresh", 1).await), 99);
+}
+
+#[tokio::test]
+async fn a_debt_on_redis_refills_by_the_server_clock() {
+    let server = RedisServer::start();
+    let l = redis_limiter(&server.url(), FailMode::Closed, 1000);
+    // 10 per second, burst 10.
+    let lim = limit("fast", 10, 1, None);
+    assert_eq!(remaining(&l.take("r", &lim, "k", 10).await), 0);
+    assert_eq!(l.adjust("r", &lim, "k", 3).await, None);
+    // -3 and one more: ~400 ms.
+    let wait = retry_after(&l.take("r", &lim, "k", 1).await);
+    assert!(
+        wait > Duration::from_millis(300) && wait <= Duration::from_millis(400),
+        "{wait:?}"
+    );
+    tokio::time::sleep(wait).await;
+    assert!(l.take("r", &lim, "k", 1).await.admitted());
+}
+
+#[tokio::test]
+async fn redis_and_local_agree_on_takes_and_adjustments() {
+    let server = RedisServer::start();
+    let on_redis = redis_limiter(&server.url(), FailMode::Closed, 1000);
+    let on_node = Limiter::new(&RateLimitBackend::default()).unwrap();
+    let lim = limit("tokens", 50, 3600, Some(40));
+    let steps: [(bool, i64); 14] = [
+        (true, 10),
+        (true, 25),
+        (true, 10),
+        (false, 12),
+        (true, 0),
+        (true, 1),
+        (false, -30),
+        (true, 41),
+        (true, 40),
+        (false, -7),
+        (true, 7),
+        (false, 100),
+        (true, 0),
+        (false, -1000),
+    ];
+    for (i, (is_take, n)) in steps.into_iter().enumerate() {
+        if is_take {
+            let cost = u64::try_from(n).unwrap();
+            let a = on_redis.take("r", &lim, "k", cost).await;
+            let b = on_node.take("r", &lim, "k", cost).await;
+            match (&a, &b) {
+                (
+                    Decision::Allowed { remaining: x, .. },
+                    Decision::Allowed { remaining: y, .. },
+                ) => assert_eq!(x, y, "step {i}"),
+                (Decision::Limited { retry_after: x }, Decision::Limited { retry_after: y }) => {
+                    let gap = if x > y { *x - *y } else { *y - *x };
+                    assert!(gap < Duration::from_millis(500), "step {i}: {a:?} {b:?}");
+                }
+                _ => panic!("step {i}: redis {a:?}, local {b:?}"),
+            }
+        } else {
+            assert_eq!(on_redis.adjust("r", &lim, "k", n).await, None);
+            assert_eq!(on_node.adjust("r", &lim, "k", n).await, None);
+        }
+    }
+    assert_eq!(remaining(&on_redis.take("r", &lim, "k", 0).await), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_on_redis_are_shared_and_expire_after_their_window() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let server = RedisServer::start();
+    let nodes = [
+        redis_limiter(&server.url(), FailMode::Closed, 1000),
+        redis_limiter(&server.url(), FailMode::Closed, 1000),
+    ];
+    let now = SystemTime::now();
+    let (day_id, day_end) = window_bounds(BudgetWindow::Day, now);
+    let until_end = day_end.duration_since(now).unwrap();
+    let limit_micros = 1_000_000;
+    match nodes[0]
+        .budget_check(
+            "api",
+            "daily",
+            "team=a",
+            BudgetWindow::Day,
+            limit_micros,
+            now,
+        )
+        .await
+    {
+        Decision::Allowed {
+            remaining,
+            reset_after,
+        } => {
+            assert_eq!(remaining, limit_micros);
+            assert_eq!(reset_after, until_end);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both nodes spend concurrently into one counter: 2 × 5 × 5 × 10 000.
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for _ in 0..5 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let r = node
+                        .budget_spend("api", "daily", "team=a", BudgetWindow::Day, 10_000, now)
+                        .await;
+                    assert_eq!(r, None);
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for node in &nodes {
+        assert_eq!(
+            remaining(
+                &node
+                    .budget_check(
+                        "api",
+                        "daily",
+                        "team=a",
+                        BudgetWindow::Day,
+                        limit_micros,
+                        now
+                    )
+                    .await
+            ),
+            500_000
+        );
+    }
+    assert_eq!(
+        nodes[1]
+            .budget_spend("api", "daily", "team=a", BudgetWindow::Day, 500_000, now)
+            .await,
+        None
+    );
+    let refused = nodes[0]
+        .budget_check(
+            "api",
+            "daily",
+            "team=a",
+            BudgetWindow::Day,
+            limit_micros,
+            now,
+        )
+        .await;
+    assert_eq!(
+        refused,
+        Decision::Limited {
+            retry_after: until_end.max(Duration::from_secs(1))
+        }
+    );
+
+    // The counter is a plain integer under a key naming the window, and
+    // expires an hour after the window ends.
+    let key = budget_key("api", "daily", "team=a", BudgetWindow::Day, &day_id);
+    assert!(key.starts_with("trigate:budget:api:daily:day:"), "{key}");
+    let mut conn = raw(&server).await;
+    let spent: i64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(spent, 1_000_000);
+    let expire_at: i64 = redis::cmd("EXPIRETIME")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let want = (day_end + BUDGET_EXPIRY_MARGIN)
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(u64::try_from(expire_at).unwrap(), want);
+
+    // The month window is another counter; the next day starts at zero.
+    assert!(nodes[0]
+        .budget_check(
+            "api",
+            "daily",
+            "team=a",
+            BudgetWindow::Month,
+            limit_micros,
+            now
+        )
+        .await
+        .admitted());
+    assert_eq!(
+        remaining(
+            &nodes[0]
+                .budget_check(
+                    "api",
+                    "daily",
+                    "team=a",
+                    BudgetWindow::Day,
+                    limit_micros,
+                    day_end
+                )
+                .await
+        ),
+        limit_micros
+    );
+}
+
+#[tokio::test]
+async fn redis_down_decides_budgets_by_fail_mode_and_loses_usage() {
+    let server = RedisServer::start();
+    let now = std::time::SystemTime::now();
+    let open = redis_limiter(&server.url(), FailMode::Open, 200);
+    let closed = redis_limiter(&server.url(), FailMode::Closed, 200);
+    let lim = limit("tokens", 100, 3600, None);
+    for l in [&open, &closed] {
+        assert!(l
+            .budget_check("r", "b", "k", BudgetWindow::Month, 10, now)
+            .await
+            .admitted());
+    }
+    drop(server);
+    for (l, admitted) in [(&open, true), (&closed, false)] {
+        match l
+            .budget_check("r", "b", "k", BudgetWindow::Month, 10, now)
+            .await
+        {
+            Decision::BackendDown {
+                admitted: a,
+                reason,
+            } => {
+                assert_eq!(a, admitted);
+                assert!(reason.starts_with("redis "), "{reason}");
+            }
+            other => panic!("Redis is down, yet {other:?}"),
+        }
+        assert!(matches!(
+            l.take("r", &lim, "k", 5).await,
+            Decision::BackendDown { .. }
+        ));
+        let started = Instant::now();
+        let reason = l.adjust("r", &lim, "k", 5).await;
+        assert!(
+            reason.is_some_and(|r| r.starts_with("redis ")),
+            "{reason:?}"
+        );
+        let reason = l
+            .budget_spend("r", "b", "k", BudgetWindow::Month, 5, now)
+            .await;
+        assert!(
+            reason.is_some_and(|r| r.starts_with("redis ")),
+            "{reason:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        assert!(in_outage(l));
+    }
 }
