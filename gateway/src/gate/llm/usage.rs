@@ -1,0 +1,493 @@
+//! Token use of an LLM call: read from a provider's answer, or estimated
+//! from a request before it is sent.
+//!
+//! Limits are taken before a call on an estimate ([`estimate_prompt_tokens`]
+//! plus the caller's guess of the output) and settled once the provider
+//! reports what was used ([`Usage::from_openai`], [`Usage::from_anthropic`]).
+//! Pure functions over JSON values: no I/O, no clock.
+//!
+//! Estimates use OpenAI's o200k_base tokenizer (GPT-4o, GPT-4.1, o-series).
+//! Other providers' tokenizers differ (Claude's counts are typically 10–30%
+//! higher for English), which is what the settling is for.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+/// Tokens one call used, as the provider bills them.
+///
+/// `input` includes the cached part (`cached_input` ≤ `input`), and
+/// `output` includes the reasoning part (`reasoning` ≤ `output`), as both
+/// providers report them: the parts say how to price, not what to add.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, cached or not.
+    pub input: u64,
+    /// Completion tokens, reasoning included.
+    pub output: u64,
+    /// Of `input`, those read from the provider's prompt cache.
+    pub cached_input: u64,
+    /// Of `output`, those spent on hidden reasoning.
+    pub reasoning: u64,
+    /// Counted by the gateway, not reported by the provider.
+    pub estimated: bool,
+}
+
+impl Usage {
+    /// Input and output together.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+
+    /// From an OpenAI `usage` object, or a body that has one (a chat
+    /// completion, the last chunk of a stream with `include_usage`, an
+    /// embeddings answer, a Responses API answer or its `response.completed`
+    /// event).
+    ///
+    /// Chat Completions and embeddings: `prompt_tokens`,
+    /// `completion_tokens`, `prompt_tokens_details.cached_tokens`,
+    /// `completion_tokens_details.reasoning_tokens`. Responses API:
+    /// `input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`,
+    /// `output_tokens_details.reasoning_tokens`. `None` when there is no
+    /// usage (a stream chunk before the last has `"usage": null`) or it
+    /// counts neither input nor output.
+    pub fn from_openai(body: &Value) -> Option<Usage> {
+        let usage = usage_object(body)?;
+        let chat = count(usage, &["prompt_tokens"]).is_some()
+            || count(usage, &["completion_tokens"]).is_some();
+        let (input, output, cached, reasoning) = if chat {
+            (
+                "prompt_tokens",
+                "completion_tokens",
+                ["prompt_tokens_details", "cached_tokens"],
+                ["completion_tokens_details", "reasoning_tokens"],
+            )
+        } else {
+            (
+                "input_tokens",
+                "output_tokens",
+                ["input_tokens_details", "cached_tokens"],
+                ["output_tokens_details", "reasoning_tokens"],
+            )
+        };
+        let input = count(usage, &[input]);
+        let output = count(usage, &[output]);
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let input = input.unwrap_or(0);
+        let output = output.unwrap_or(0);
+        Some(Usage {
+            input,
+            output,
+            cached_input: count(usage, &cached).unwrap_or(0).min(input),
+            reasoning: count(usage, &reasoning).unwrap_or(0).min(output),
+            estimated: false,
+        })
+    }
+
+    /// From an Anthropic `usage` object, or a body that has one (a message,
+    /// a `message_start` event's `message`, a `message_delta` event).
+    ///
+    /// Anthropic reports uncached input (`input_tokens`) apart from prompt
+    /// cache reads (`cache_read_input_tokens`) and writes
+    /// (`cache_creation_input_tokens`); all three are input here, and the
+    /// reads are `cached_input`. Thinking is part of `output_tokens` and is
+    /// not reported apart, so `reasoning` is 0. `None` when neither
+    /// `input_tokens` nor `output_tokens` is there.
+    ///
+    /// In a stream, `message_start` has the input and a first output count,
+    /// and each `message_delta` the cumulative output: the last one read
+    /// is the call's output.
+    pub fn from_anthropic(body: &Value) -> Option<Usage> {
+        let usage = usage_object(body)?;
+        let uncached = count(usage, &["input_tokens"]);
+        let output = count(usage, &["output_tokens"]);
+        if uncached.is_none() && output.is_none() {
+            return None;
+        }
+        let read = count(usage, &["cache_read_input_tokens"]).unwrap_or(0);
+        let written = count(usage, &["cache_creation_input_tokens"]).unwrap_or(0);
+        Some(Usage {
+            input: uncached
+                .unwrap_or(0)
+                .saturating_add(read)
+                .saturating_add(written),
+            output: output.unwrap_or(0),
+            cached_input: read,
+            reasoning: 0,
+            estimated: false,
+        })
+    }
+}
+
+/// `body.usage`, `body.response.usage`, `body.message.usage`, or `body`
+/// itself when it is an object without those.
+fn usage_object(body: &Value) -> Option<&Value> {
+    for path in [
+        &["usage"][..],
+        &["response", "usage"],
+        &["message", "usage"],
+    ] {
+        match get(body, path) {
+            Some(Value::Null) => return None,
+            Some(u @ Value::Object(_)) => return Some(u),
+            _ => {}
+        }
+    }
+    body.is_object().then_some(body)
+}
+
+fn get<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+/// A non-negative integer count at `path`; a float with no fraction counts
+/// (some proxies re-encode numbers), anything else is absent.
+fn count(v: &Value, path: &[&str]) -> Option<u64> {
+    let n = get(v, path)?;
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
+/// Tokens assumed per image: a fixed estimate, since the real count
+/// depends on the image's size (and OpenAI's `detail`), which would mean
+/// decoding it. 1 000 is between OpenAI's high-detail cost of a typical
+/// picture (765 for 4 tiles, 1 105 for 6) and Anthropic's ~1 600 for a
+/// full-size (1.15 megapixel) image; low-detail OpenAI images (85) are
+/// overestimated. Settling with the provider's count corrects it.
+pub const IMAGE_TOKENS: u64 = 1_000;
+
+/// Tokens assumed per attached file that is not plain text (a PDF, audio):
+/// a few pages' worth. The real count depends on the pages and is only
+/// known to the provider.
+pub const FILE_TOKENS: u64 = 3_000;
+
+/// Tokens each message adds for its role and delimiters, and tokens the
+/// reply's start adds once per request: OpenAI's published figures for its
+/// chat format (3 and 3); Anthropic's framing is of the same size.
+pub const MESSAGE_OVERHEAD: u64 = 3;
+/// See [`MESSAGE_OVERHEAD`].
+pub const REPLY_OVERHEAD: u64 = 3;
+
+/// Tokenizer input is cut into pieces of at most this many bytes, at
+/// whitespace where there is any. The tokenizer's pre-split regex
+/// backtracks: a long run of whitespace costs ~0.7 µs a byte and at around
+/// a megabyte makes tiktoken-rs panic (the regex engine's backtrack limit,
+/// unwrapped inside the crate). A cut costs at most a token or two of
+/// accuracy per piece.
+const PIECE_BYTES: usize = 8 * 1024;
+
+/// Bytes tokenized exactly per estimate (one [`estimate_tokens`] call, or
+/// one whole request in [`estimate_prompt_tokens`]); text beyond this is
+/// counted at the tokens-per-byte ratio seen so far. Bounds the CPU an
+/// estimate costs (≈15 ms of prose in a release build, ≈100 ms for the
+/// worst input seen) whatever a client sends; 256 KiB is ~60 000 tokens of
+/// English, so most prompts are counted exactly.
+const EXACT_BYTES: usize = 256 * 1024;
+
+/// Tokens per byte assumed before any text was tokenized: the usual 4
+/// bytes a token of English.
+const DEFAULT_TOKENS_PER_BYTE: f64 = 0.25;
+
+static O200K: LazyLock<CoreBPE> = LazyLock::new(|| {
+    // The vocabulary is compiled into tiktoken-rs; building it cannot fail
+    // short of a broken crate.
+    tiktoken_rs::o200k_base().expect("tiktoken-rs's bundled o200k_base vocabulary parses")
+});
+
+/// Builds the tokenizer now rather than in the first request that needs
+/// it: ~0.4 s of CPU in a release build (several seconds in a debug
+/// build). Call it from a blocking thread at start-up.
+pub fn warm_up() {
+    LazyLock::force(&O200K);
+}
+
+/// Tokens in `text` by the o200k_base tokenizer (exactly up to 256 KiB,
+/// extrapolated beyond; see the constants). CPU-bound: ~50 µs per KiB of
+/// prose in a release build.
+pub fn estimate_tokens(text: &str) -> u64 {
+    let mut counter = Counter::new();
+    counter.text(text);
+    counter.total()
+}
+
+/// Tokens the prompt of an OpenAI Chat Completions request or an Anthropic
+/// Messages request will take, estimated: system prompt, every message's
+/// text parts, tool definitions (as their JSON, which somewhat
+/// overestimates what providers render), tool calls' names and arguments,
+/// tool results, a JSON `response_format` schema, plus
+/// [`MESSAGE_OVERHEAD`] per message and [`REPLY_OVERHEAD`]. Images count
+/// [`IMAGE_TOKENS`] each and other files [`FILE_TOKENS`]. Also takes the
+/// `input` of an embeddings or Responses API request (a string, strings,
+/// token arrays or message items). Parts it does not know count nothing.
+pub fn estimate_prompt_tokens(body: &Value) -> u64 {
+    let mut c = Counter::new();
+    // Anthropic: a string or text blocks.
+    if let Some(system) = body.get("system") {
+        c.content(system);
+    }
+    // OpenAI Responses API.
+    if let Some(Value::String(s)) = body.get("instructions") {
+        c.text(s);
+    }
+    let mut messages = 0u64;
+    if let Some(Value::Array(list)) = body.get("messages") {
+        for m in list {
+            messages += 1;
+            c.message(m);
+        }
+    }
+    match body.get("input") {
+        Some(Value::String(s)) => c.text(s),
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::String(s) => c.text(s),
+                    // A pre-tokenized embeddings input.
+                    Value::Array(ids) if ids.iter().all(Value::is_number) => {
+                        c.exact += ids.len() as u64;
+                    }
+                    Value::Array(ids) => {
+                        for id in ids {
+                            c.content(id);
+                        }
+                    }
+                    Value::Object(_) => {
+                        messages += 1;
+                        c.message(item);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    // Tools in either format (and OpenAI's older `functions`): the
+    // definition as JSON.
+    for key in ["tools", "functions"] {
+        if let Some(Value::Array(tools)) = body.get(key) {
+            for tool in tools {
+                c.json(tool);
+            }
+        }
+    }
+    if let Some(schema) = get(body, &["response_format", "json_schema"]) {
+        c.json(schema);
+    }
+    let overhead = if messages > 0 {
+        messages
+            .saturating_mul(MESSAGE_OVERHEAD)
+            .saturating_add(REPLY_OVERHEAD)
+    } else {
+        0
+    };
+    c.total().saturating_add(overhead)
+}
+
+/// Adds up tokens: exactly while the byte budget lasts, then by ratio.
+struct Counter {
+    /// Tokens counted exactly (or fixed estimates).
+    exact: u64,
+    /// Bytes tokenized exactly, and the tokens they made.
+    sampled_bytes: u64,
+    sampled_tokens: u64,
+    /// Bytes left to tokenize exactly.
+    budget: usize,
+    /// Bytes beyond the budget, counted by ratio at the end.
+    over_budget: u64,
+}
+
+impl Counter {
+    fn new() -> Counter {
+        Counter {
+            exact: 0,
+            sampled_bytes: 0,
+            sampled_tokens: 0,
+            budget: EXACT_BYTES,
+            over_budget: 0,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        let ratio = if self.sampled_bytes == 0 {
+            DEFAULT_TOKENS_PER_BYTE
+        } else {
+            self.sampled_tokens as f64 / self.sampled_bytes as f64
+        };
+        let extrapolated = (self.over_budget as f64 * ratio).ceil() as u64;
+        self.exact
+            .saturating_add(self.sampled_tokens)
+            .saturating_add(extrapolated)
+    }
+
+    fn text(&mut self, text: &str) {
+        let mut rest = text;
+        while !rest.is_empty() && self.budget > 0 {
+            let piece = split_point(rest, PIECE_BYTES.min(self.budget));
+            let (now, later) = rest.split_at(piece);
+            self.sampled_tokens += tokenize(now);
+            self.sampled_bytes += now.len() as u64;
+            // A piece may be one character over a nearly spent budget.
+            self.budget = self.budget.saturating_sub(now.len());
+            rest = later;
+        }
+        self.over_budget += rest.len() as u64;
+    }
+
+    fn json(&mut self, v: &Value) {
+        // Serialising a Value cannot fail.
+        self.text(&serde_json::to_string(v).unwrap_or_default());
+    }
+
+    /// One message or Responses input item, in either provider's format.
+    fn message(&mut self, m: &Value) {
+        // Responses API items that are not messages.
+        match m.get("type").and_then(Value::as_str) {
+            Some("function_call") => return self.function_call(m),
+            Some("function_call_output") => {
+                if let Some(out) = m.get("output") {
+                    self.content(out);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(Value::String(name)) = m.get("name") {
+            self.text(name);
+        }
+        if let Some(content) = m.get("content") {
+            self.content(content);
+        }
+        // OpenAI assistant tool calls, and the older single function call.
+        if let Some(Value::Array(calls)) = m.get("tool_calls") {
+            for call in calls {
+                if let Some(f) = call.get("function") {
+                    self.function_call(f);
+                }
+            }
+        }
+        if let Some(f) = m.get("function_call") {
+            self.function_call(f);
+        }
+    }
+
+    fn function_call(&mut self, f: &Value) {
+        if let Some(Value::String(name)) = f.get("name") {
+            self.text(name);
+        }
+        match f.get("arguments") {
+            Some(Value::String(args)) => self.text(args),
+            Some(other) => self.json(other),
+            None => {}
+        }
+    }
+
+    /// Message content: a string, or a list of parts/blocks.
+    fn content(&mut self, content: &Value) {
+        match content {
+            Value::String(s) => self.text(s),
+            Value::Array(parts) => {
+                for part in parts {
+                    self.part(part);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn part(&mut self, part: &Value) {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            // OpenAI `image_url`, Anthropic `image`, Responses `input_image`.
+            "image_url" | "image" | "input_image" => self.exact += IMAGE_TOKENS,
+            // Anthropic tool call: the name and the input as JSON.
+            "tool_use" | "server_tool_use" => {
+                if let Some(Value::String(name)) = part.get("name") {
+                    self.text(name);
+                }
+                if let Some(input) = part.get("input") {
+                    self.json(input);
+                }
+            }
+            "tool_result" => {
+                if let Some(c) = part.get("content") {
+                    self.content(c);
+                }
+            }
+            "thinking" => {
+                if let Some(Value::String(t)) = part.get("thinking") {
+                    self.text(t);
+                }
+            }
+            // Anthropic documents with a text source are text; other
+            // documents and files (PDF, audio) get the fixed estimate.
+            "document" => match get(part, &["source", "type"]).and_then(Value::as_str) {
+                Some("text") => {
+                    if let Some(Value::String(t)) = get(part, &["source", "data"]) {
+                        self.text(t);
+                    }
+                }
+                Some("content") => {
+                    if let Some(c) = get(part, &["source", "content"]) {
+                        self.content(c);
+                    }
+                }
+                _ => self.exact += FILE_TOKENS,
+            },
+            "file" | "input_file" | "input_audio" => self.exact += FILE_TOKENS,
+            // `text`, `input_text`, `output_text` and anything else with
+            // text in it.
+            _ => {
+                if let Some(Value::String(t)) = part.get("text") {
+                    self.text(t);
+                }
+            }
+        }
+    }
+}
+
+/// How many bytes of `text` (at most `max`, at least one character) to
+/// tokenize next: up to the last whitespace in the second half of the
+/// window, so that words stay whole, else at a character boundary.
+fn split_point(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end == 0 {
+        // `max` is shorter than the first character.
+        return text.chars().next().map_or(text.len(), char::len_utf8);
+    }
+    let mut half = end / 2;
+    while !text.is_char_boundary(half) {
+        half += 1;
+    }
+    match text[half..end].rfind(char::is_whitespace) {
+        // The whitespace starts the next piece: the tokenizer attaches a
+        // leading space to the word after it.
+        Some(i) if half + i > 0 => half + i,
+        _ => end,
+    }
+}
+
+fn tokenize(piece: &str) -> u64 {
+    // Pieces are short enough that the tokenizer's regex does not give up
+    // (see PIECE_BYTES); should it panic anyway, 4 bytes a token is the
+    // answer rather than a failed request.
+    catch_unwind(AssertUnwindSafe(|| {
+        O200K.encode_ordinary(piece).len() as u64
+    }))
+    .unwrap_or_else(|_| (piece.len() as u64).div_ceil(4))
+}
+
+#[cfg(test)]
+#[path = "usage_tests.rs"]
+mod tests;
