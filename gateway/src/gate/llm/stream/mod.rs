@@ -20,6 +20,9 @@ mod anthropic_to_openai;
 mod bedrock_tests;
 mod bedrock_to_openai;
 pub mod eventstream;
+#[cfg(test)]
+mod gemini_tests;
+mod gemini_to_openai;
 mod openai_to_anthropic;
 mod sse;
 #[cfg(test)]
@@ -31,6 +34,7 @@ use super::translate::TranslateError;
 pub use anthropic_to_openai::AnthropicToOpenAi;
 pub use bedrock_to_openai::BedrockToOpenAi;
 pub use eventstream::{EventMessage, EventStreamDecoder, EventStreamError, HeaderValue};
+pub use gemini_to_openai::GeminiToOpenAi;
 pub use openai_to_anthropic::OpenAiToAnthropic;
 pub use sse::{encode, SseError, SseEvent, SseParser, MAX_EVENT_BYTES};
 

@@ -12,7 +12,13 @@ use super::*;
 const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/gate/llm/stream/golden");
 const REQUESTED_MODEL: &str = "client-requested-model";
 const CREATED: u64 = 1_700_000_000;
-const DIRECTIONS: [&str; 2] = ["anthropic_to_openai", "openai_to_anthropic"];
+/// The id the caller passes for upstreams whose streams carry none.
+const ID: &str = "chatcmpl-gateway-1";
+const DIRECTIONS: [&str; 3] = [
+    "anthropic_to_openai",
+    "openai_to_anthropic",
+    "gemini_to_openai",
+];
 
 /// The two directions behind one face, so the harness drives either.
 trait Translator {
@@ -45,6 +51,18 @@ impl Translator for OpenAiToAnthropic {
     }
 }
 
+impl Translator for GeminiToOpenAi {
+    fn event(&mut self, ev: &SseEvent) -> Result<Vec<String>, StreamError> {
+        GeminiToOpenAi::event(self, ev)
+    }
+    fn finish(&mut self) -> Vec<String> {
+        GeminiToOpenAi::finish(self)
+    }
+    fn error_frame(&self, e: &StreamError) -> String {
+        e.openai_frame()
+    }
+}
+
 /// `<direction>.<case>.in.sse`; a case named `*include_usage*` is a client
 /// that set `stream_options.include_usage`.
 fn translator(direction: &str, case: &str) -> Box<dyn Translator> {
@@ -55,6 +73,12 @@ fn translator(direction: &str, case: &str) -> Box<dyn Translator> {
             case.contains("include_usage"),
         )),
         "openai_to_anthropic" => Box::new(OpenAiToAnthropic::new(REQUESTED_MODEL)),
+        "gemini_to_openai" => Box::new(GeminiToOpenAi::new(
+            REQUESTED_MODEL,
+            ID.into(),
+            CREATED,
+            case.contains("include_usage"),
+        )),
         other => panic!("golden stream for unknown direction {other:?}"),
     }
 }

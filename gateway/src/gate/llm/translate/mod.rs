@@ -11,6 +11,9 @@
 //! and the response functions take the name to report as an argument.
 pub(crate) mod bedrock;
 mod content;
+pub(crate) mod gemini;
+#[cfg(test)]
+mod gemini_tests;
 pub(crate) mod json;
 mod request;
 pub(crate) mod response;
@@ -18,6 +21,7 @@ pub(crate) mod response;
 mod tests;
 
 pub use bedrock::{bedrock_response_to_openai, openai_request_to_bedrock};
+pub use gemini::{gemini_response_to_openai, openai_request_to_gemini};
 pub use request::{anthropic_request_to_openai, openai_request_to_anthropic};
 pub use response::{anthropic_response_to_openai, openai_response_to_anthropic};
 

@@ -28,6 +28,10 @@ fn translate(direction: &str, input: &Value) -> Result<Value, TranslateError> {
         "bedrock_to_openai_response" => {
             bedrock_response_to_openai(input, REQUESTED_MODEL, RESPONSE_ID, CREATED)
         }
+        "openai_to_gemini_request" => openai_request_to_gemini(input),
+        "gemini_to_openai_response" => {
+            gemini_response_to_openai(input, REQUESTED_MODEL, RESPONSE_ID, CREATED)
+        }
         other => panic!("golden file for unknown direction {other:?}"),
     }
 }
@@ -91,6 +95,8 @@ fn golden() {
         "openai_to_anthropic_response",
         "openai_to_bedrock_request",
         "bedrock_to_openai_response",
+        "openai_to_gemini_request",
+        "gemini_to_openai_response",
     ] {
         let n = per_direction.get(direction).copied().unwrap_or(0);
         assert!(n >= 3, "{direction}: only {n} golden cases");
