@@ -133,6 +133,7 @@ pub struct Destination {
     cidrs: Vec<String>,
     ports: Vec<u16>,
     tls: Option<Value>,
+    gate: Option<String>,
 }
 
 impl Destination {
@@ -144,6 +145,7 @@ impl Destination {
             cidrs: vec![],
             ports: vec![],
             tls: None,
+            gate: None,
         }
     }
     pub fn redirect(name: &str) -> Self {
@@ -178,6 +180,11 @@ impl Destination {
         self.tls = Some(tls);
         self
     }
+    /// `gate:` (`l4`, `api`, `llm`).
+    pub fn gate(mut self, gate: &str) -> Self {
+        self.gate = Some(gate.to_string());
+        self
+    }
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("name".into(), json!(self.name));
@@ -191,6 +198,9 @@ impl Destination {
         m.insert("action".into(), json!(self.action));
         if let Some(tls) = &self.tls {
             m.insert("tls".into(), tls.clone());
+        }
+        if let Some(gate) = &self.gate {
+            m.insert("gate".into(), json!(gate));
         }
         Value::Object(m)
     }

@@ -62,6 +62,40 @@ fn check() -> Result<Env> {
     })
 }
 
+/// The venv's interpreter (`<workspace>/.venv/bin/python3`) with the
+/// packages of tests/requirements.txt (the official `openai` and
+/// `anthropic` SDKs), for tests that drive the gateway with real clients.
+pub fn sdk_python() -> Result<&'static Path> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(|| check_sdk_python().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(|e| anyhow::anyhow!("e2e precondition failed: {e}"))
+}
+
+fn check_sdk_python() -> Result<PathBuf> {
+    let py = workspace_root().join(".venv/bin/python3");
+    if !py.exists() {
+        bail!(
+            "{} is missing: run `cargo xtask setup` (it creates .venv from tests/requirements.txt)",
+            py.display()
+        );
+    }
+    let out = std::process::Command::new(&py)
+        .args(["-c", "import openai, anthropic"])
+        .output()
+        .with_context(|| format!("running {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} cannot import openai and anthropic ({}): run `cargo xtask setup` or \
+             `.venv/bin/pip install -r tests/requirements.txt`",
+            py.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(py)
+}
+
 /// `TRIGATE_BIN`, else `<target dir>/debug/trigate`.
 fn trigate_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("TRIGATE_BIN") {

@@ -3,7 +3,7 @@
 //! A test builds a [`Node`] (one attach cgroup and one daemon instance name),
 //! adds [`Pod`]s (network namespace + veth + child cgroup) or [`HostPod`]s
 //! (child cgroup only), starts [`Upstream`] fake servers on addresses those
-//! pods created, writes a [`Config`] and starts the real daemon
+//! pods created (or [`FakeLlm`] providers for the LLM gate), writes a [`Config`] and starts the real daemon
 //! ([`Daemon`]). Every object removes what it created when dropped, also
 //! when the test panics. See `tests/README.md`.
 //!
@@ -16,6 +16,7 @@ mod config;
 mod daemon;
 mod dns;
 mod env;
+mod fake_llm;
 mod http;
 mod metrics;
 mod names;
@@ -30,7 +31,8 @@ pub use client::{ClientMode, ClientRequest, ClientResult};
 pub use config::{Config, Destination, FailMode, Workload};
 pub use daemon::{is_access_log, log_field, log_str, log_u64, Daemon, LogLine, READY_TIMEOUT};
 pub use dns::FakeDns;
-pub use env::{env, Env};
+pub use env::{env, sdk_python, Env};
+pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, StreamRecord};
 pub use http::{http_request, HttpResponse};
 pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;

@@ -1,0 +1,1321 @@
+//! The LLM gate end to end: a pod runs the official OpenAI and Anthropic
+//! Python SDKs against an address whose destination has `gate: llm`; the
+//! eBPF redirect hands the connection to the daemon, which routes the model
+//! to fake providers speaking the real wire formats (tests/src/fake_llm.rs),
+//! translating between the two APIs, failing over, enforcing token and
+//! cost limits, injecting provider keys, and accounting in metrics and
+//! access logs.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use trigate_e2e::{
+    free_port, log_field, log_str, log_u64, poll_until, Config, Daemon, Destination, FakeKind,
+    FakeLlm, Metrics, Node, Pod, Runner, TempFile, CMD_TIMEOUT,
+};
+
+const LOG_WAIT: Duration = Duration::from_secs(5);
+/// SDK clients start slowly (imports) and some scenarios stream for a while.
+const SDK_TIMEOUT: Duration = Duration::from_secs(90);
+/// The key pods present; providers must never see it.
+const POD_KEY: &str = "sk-pod-key";
+
+// ------------------------------------------------------------- the clients
+
+/// The OpenAI SDK. Argument: `{"base_url", "api_key"?, "op", "request"?, "read"?}`.
+/// Prints one JSON object: what the op returned, or `error` with the
+/// exception's class, status, body and headers (plus what had been read).
+const OPENAI_PY: &str = r#"
+import json, sys
+import openai
+a = json.loads(sys.argv[1])
+client = openai.OpenAI(base_url=a["base_url"], api_key=a.get("api_key", "sk-pod-key"),
+                       timeout=60.0, max_retries=0)
+req = a.get("request", {})
+out = {}
+try:
+    op = a["op"]
+    if op == "chat":
+        raw = client.chat.completions.with_raw_response.create(**req)
+        out["status"] = raw.status_code
+        out["headers"] = dict(raw.headers)
+        out["completion"] = raw.parse().model_dump()
+    elif op == "stream":
+        out["chunks"] = []
+        for chunk in client.chat.completions.create(stream=True, **req):
+            out["chunks"].append(chunk.model_dump())
+        out["text"] = "".join(c["choices"][0]["delta"].get("content") or ""
+                              for c in out["chunks"] if c["choices"])
+    elif op == "disconnect":
+        stream = client.chat.completions.create(stream=True, **req)
+        n = 0
+        for chunk in stream:
+            n += 1
+            if n >= a["read"]:
+                break
+        stream.close()
+        out["read"] = n
+    elif op == "models":
+        out["models"] = sorted(m.id for m in client.models.list())
+    else:
+        raise ValueError("unknown op " + op)
+except openai.APIStatusError as e:
+    out["error"] = {"class": type(e).__name__, "status": e.status_code, "body": e.body,
+                    "headers": dict(e.response.headers)}
+except openai.APIError as e:
+    out["error"] = {"class": type(e).__name__, "message": str(e), "body": e.body}
+except Exception as e:
+    out["error"] = {"class": type(e).__name__, "message": str(e)}
+print(json.dumps(out, default=str))
+"#;
+
+/// The Anthropic SDK, same contract as [`OPENAI_PY`].
+const ANTHROPIC_PY: &str = r#"
+import json, sys
+import anthropic
+a = json.loads(sys.argv[1])
+client = anthropic.Anthropic(base_url=a["base_url"], api_key=a.get("api_key", "sk-pod-key"),
+                             timeout=60.0, max_retries=0)
+req = a.get("request", {})
+out = {}
+try:
+    op = a["op"]
+    if op == "create":
+        raw = client.messages.with_raw_response.create(**req)
+        out["status"] = raw.status_code
+        out["headers"] = dict(raw.headers)
+        out["message"] = raw.parse().model_dump()
+    elif op == "stream":
+        out["texts"] = []
+        with client.messages.stream(**req) as s:
+            for t in s.text_stream:
+                out["texts"].append(t)
+            out["message"] = s.get_final_message().model_dump()
+        out["text"] = "".join(out["texts"])
+    elif op == "count":
+        out["input_tokens"] = client.messages.count_tokens(**req).input_tokens
+    else:
+        raise ValueError("unknown op " + op)
+except anthropic.APIStatusError as e:
+    out["error"] = {"class": type(e).__name__, "status": e.status_code, "body": e.body,
+                    "headers": dict(e.response.headers)}
+except anthropic.APIError as e:
+    out["error"] = {"class": type(e).__name__, "message": str(e), "body": e.body}
+except Exception as e:
+    out["error"] = {"class": type(e).__name__, "message": str(e)}
+print(json.dumps(out, default=str))
+"#;
+
+/// Runs `script` with the venv's interpreter in `pod` (or on the host when
+/// `pod` is `None`) and parses the JSON it printed last.
+fn sdk(pod: Option<&Pod>, script: &str, arg: &Value) -> Result<Value> {
+    let py = trigate_e2e::sdk_python()?;
+    let arg_s = arg.to_string();
+    let out = match pod {
+        Some(pod) => pod.run(py, &["-c", script, &arg_s], SDK_TIMEOUT)?,
+        None => {
+            let mut cmd = std::process::Command::new(py);
+            cmd.args(["-c", script, &arg_s]);
+            for var in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"] {
+                cmd.env_remove(var);
+            }
+            trigate_e2e::run_with_timeout(cmd, SDK_TIMEOUT)?
+        }
+    };
+    let line = out.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| {
+        format!(
+            "the SDK script printed no result ({}) for {arg_s}: stdout={:?} stderr={:?}",
+            out.status, out.stdout, out.stderr
+        )
+    })
+}
+
+fn openai(pod: &Pod, base: &str, op: &str, request: Value) -> Result<Value> {
+    sdk(
+        Some(pod),
+        OPENAI_PY,
+        &json!({"base_url": base, "api_key": POD_KEY, "op": op, "request": request}),
+    )
+}
+
+fn anthropic(pod: &Pod, base: &str, op: &str, request: Value) -> Result<Value> {
+    sdk(
+        Some(pod),
+        ANTHROPIC_PY,
+        &json!({"base_url": base, "api_key": POD_KEY, "op": op, "request": request}),
+    )
+}
+
+/// Fails with the result when the client saw an error.
+fn no_error(what: &str, r: Value) -> Result<Value> {
+    ensure!(r.get("error").is_none(), "{what}: the client failed: {r:#}");
+    Ok(r)
+}
+
+fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+/// curl in `pod`: status, lower-cased head, body.
+fn curl(pod: &Pod, args: &[&str]) -> Result<(u16, String, String)> {
+    let env = trigate_e2e::env()?;
+    let mut all = vec!["-sS", "--noproxy", "*", "--max-time", "20", "-i"];
+    all.extend_from_slice(args);
+    let out = pod.run(&env.curl, &all, CMD_TIMEOUT)?.check("curl")?;
+    let text = out.stdout.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_ascii_lowercase(), body.to_string()))
+}
+
+// ------------------------------------------------------------ the setting
+
+/// Where pods send LLM traffic: an unused port on `pod`'s host-side
+/// address, matched by an `llm` destination (the redirect happens at
+/// connect(), so nothing listens there).
+fn llm_address(pod: &Pod) -> Result<SocketAddr> {
+    let ip = pod.host_ip.into();
+    Ok(SocketAddr::new(ip, free_port(ip)?))
+}
+
+fn llm_destination(addr: SocketAddr) -> Destination {
+    Destination::redirect("llm")
+        .addr(addr.ip())
+        .port(addr.port())
+        .gate("llm")
+}
+
+/// The base URL an SDK gets: OpenAI's ends in `/v1`, Anthropic's does not.
+fn openai_base(addr: SocketAddr) -> String {
+    format!("http://{addr}/v1")
+}
+fn anthropic_base(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// A `llm.providers[]` entry for `fake` (`openai-compatible` for OpenAI
+/// fakes unless `kind` says otherwise).
+fn provider(name: &str, fake: &FakeLlm) -> Value {
+    let kind = match fake.kind() {
+        FakeKind::OpenAi => "openai-compatible",
+        FakeKind::Anthropic => "anthropic",
+    };
+    json!({"name": name, "kind": kind, "url": fake.base_url()})
+}
+
+fn llm_config(node: &Node, addr: SocketAddr, llm: Value) -> Config {
+    node.config()
+        .destination(llm_destination(addr))
+        .set("/llm", llm)
+}
+
+/// Request access-log lines of the llm gate.
+fn llm_logs(d: &Daemon) -> Vec<Value> {
+    d.access_logs()
+        .into_iter()
+        .filter(|l| log_str(l, "message") == Some("request") && log_str(l, "gate") == Some("llm"))
+        .collect()
+}
+
+/// Waits until at least `n` llm request lines are logged.
+fn wait_llm_logs(d: &Daemon, n: usize) -> Result<Vec<Value>> {
+    poll_until(LOG_WAIT, &format!("{n} llm request log lines"), || {
+        let logs = llm_logs(d);
+        Ok((logs.len() >= n).then_some(logs))
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}; llm access lines: {:#?}", llm_logs(d)))
+}
+
+fn log_f64(line: &Value, key: &str) -> Option<f64> {
+    match log_field(line, key)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 + b.abs() * 1e-6
+}
+
+/// `gen_ai_client_token_usage` `_sum` and `_count` for one token type and
+/// the given labels.
+fn token_usage(m: &Metrics, token_type: &str, labels: &[(&str, &str)]) -> (f64, f64) {
+    let mut all = vec![("gen_ai_token_type", token_type)];
+    all.extend_from_slice(labels);
+    (
+        m.sum("gen_ai_client_token_usage_sum", &all),
+        m.sum("gen_ai_client_token_usage_count", &all),
+    )
+}
+
+// ------------------------------------------------------------- the fakes
+
+/// The fakes answer the SDKs directly (no gateway): their wire formats
+/// are what the official clients parse.
+#[test]
+fn fakes_speak_what_the_sdks_expect() -> Result<()> {
+    let ip = "127.0.0.1".parse()?;
+    let oa = FakeLlm::openai(ip)?;
+    let an = FakeLlm::anthropic(ip)?;
+    oa.usage(3, 4);
+    an.usage(5, 6);
+    let run =
+        |script, arg: Value| -> Result<Value> { no_error("direct", sdk(None, script, &arg)?) };
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+
+    let r = run(
+        OPENAI_PY,
+        json!({"base_url": oa.base_url(), "op": "chat", "request": {"model": "m1", "messages": user("hi")}}),
+    )?;
+    let c = &r["completion"];
+    ensure!(
+        c["choices"][0]["message"]["content"] == "hello from fake-openai"
+            && c["model"] == "m1"
+            && c["usage"]["total_tokens"] == 7,
+        "{r:#}"
+    );
+    let r = run(
+        OPENAI_PY,
+        json!({"base_url": oa.base_url(), "op": "stream", "request": {"model": "m1", "messages": user("hi"),
+            "stream_options": {"include_usage": true}}}),
+    )?;
+    let chunks = r["chunks"].as_array().context("chunks")?;
+    ensure!(
+        r["text"] == "hello from fake-openai"
+            && chunks
+                .last()
+                .is_some_and(|c| c["usage"]["completion_tokens"] == 4),
+        "{r:#}"
+    );
+    let r = run(
+        OPENAI_PY,
+        json!({"base_url": oa.base_url(), "op": "stream", "request": {"model": "m1",
+            "messages": user("use the tool"), "tools": tools}}),
+    )?;
+    let args: String = r["chunks"]
+        .as_array()
+        .context("chunks")?
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    ensure!(args == r#"{"city":"Paris"}"#, "{r:#}");
+
+    let r = run(
+        ANTHROPIC_PY,
+        json!({"base_url": an.base_url(), "op": "create", "request": {"model": "c1", "max_tokens": 10,
+            "messages": user("hi")}}),
+    )?;
+    ensure!(
+        r["message"]["content"][0]["text"] == "hello from fake-anthropic"
+            && r["message"]["usage"]["input_tokens"] == 5,
+        "{r:#}"
+    );
+    let r = run(
+        ANTHROPIC_PY,
+        json!({"base_url": an.base_url(), "op": "stream", "request": {"model": "c1", "max_tokens": 10,
+            "messages": user("hi")}}),
+    )?;
+    ensure!(
+        r["text"] == "hello from fake-anthropic"
+            && r["message"]["usage"]["output_tokens"] == 6
+            && r["message"]["stop_reason"] == "end_turn",
+        "{r:#}"
+    );
+    let r = run(
+        ANTHROPIC_PY,
+        json!({"base_url": an.base_url(), "op": "count", "request": {"model": "c1", "messages": user("hi")}}),
+    )?;
+    ensure!(r["input_tokens"] == 5, "{r:#}");
+    let r = sdk(
+        None,
+        ANTHROPIC_PY,
+        &json!({"base_url": an.base_url(), "op": "create", "request": {"model": "c1", "max_tokens": 0,
+            "messages": user("hi")}}),
+    )?;
+    ensure!(
+        r["error"]["status"] == 400
+            && r["error"]["body"]["error"]["type"] == "invalid_request_error",
+        "max_tokens 0: {r:#}"
+    );
+    an.fail_with(529);
+    let r = sdk(
+        None,
+        ANTHROPIC_PY,
+        &json!({"base_url": an.base_url(), "op": "create", "request": {"model": "c1", "max_tokens": 5,
+            "messages": user("hi")}}),
+    )?;
+    ensure!(
+        r["error"]["status"] == 529 && r["error"]["body"]["error"]["type"] == "overloaded_error",
+        "{r:#}"
+    );
+    let seen = an.requests();
+    ensure!(
+        seen[0].path == "/v1/messages"
+            // Recent SDKs send the key as a Bearer token, older ones as x-api-key.
+            && (seen[0].header("x-api-key") == Some("sk-pod-key")
+                || seen[0].header("authorization") == Some("Bearer sk-pod-key"))
+            && seen[0].body["max_tokens"] == 10,
+        "{seen:#?}"
+    );
+    ensure!(oa.count() == 3, "{:#?}", oa.requests());
+    Ok(())
+}
+
+// -------------------------------------------------------------- scenarios
+
+/// (a) OpenAI SDK → Anthropic provider and back, plain, streamed and with a
+/// tool call; `report_model: requested` on one model, `served` (default)
+/// on the other; tokens, cost and the access log.
+#[test]
+fn openai_clients_are_served_by_an_anthropic_provider() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::anthropic(pod.host_ip.into())?;
+    fake.usage(21, 9);
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-anthropic", &fake)],
+            "models": [
+                {"name": "gpt-4o", "report_model": "requested",
+                 "targets": [{"provider": "fake-anthropic", "model": "claude-3-5-sonnet-latest"}]},
+                {"name": "gpt-4o-mini",
+                 "targets": [{"provider": "fake-anthropic", "model": "claude-3-5-haiku-latest"}]},
+            ],
+            "prices": [{"model": "claude-3-5-sonnet*", "input_per_mtok": 3.0, "output_per_mtok": 15.0}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let messages = json!([
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hello."}
+    ]);
+
+    // Plain.
+    let r = no_error(
+        "chat",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": messages, "max_tokens": 100}),
+        )?,
+    )?;
+    let c = &r["completion"];
+    ensure!(
+        c["object"] == "chat.completion"
+            && c["choices"][0]["message"]["content"] == "hello from fake-anthropic"
+            && c["choices"][0]["message"]["role"] == "assistant"
+            && c["choices"][0]["finish_reason"] == "stop",
+        "completion: {r:#}"
+    );
+    ensure!(
+        c["model"] == "gpt-4o",
+        "report_model requested: {}",
+        c["model"]
+    );
+    ensure!(
+        c["usage"]["prompt_tokens"] == 21
+            && c["usage"]["completion_tokens"] == 9
+            && c["usage"]["total_tokens"] == 30,
+        "usage: {}",
+        c["usage"]
+    );
+    let seen = fake.requests();
+    ensure!(seen.len() == 1, "{seen:#?}");
+    let up = &seen[0];
+    ensure!(
+        up.method == "POST" && up.path == "/v1/messages",
+        "{} {}",
+        up.method,
+        up.path
+    );
+    ensure!(
+        up.body["model"] == "claude-3-5-sonnet-latest"
+            && up.body["max_tokens"] == 100
+            && up.body["messages"][0]["role"] == "user"
+            && up.body.get("stream").is_none_or(|s| s == false),
+        "the provider got: {:#}",
+        up.body
+    );
+    ensure!(
+        up.body["system"].to_string().contains("You are terse."),
+        "the system message must become `system`: {:#}",
+        up.body
+    );
+    ensure!(
+        up.header("anthropic-version").is_some(),
+        "no anthropic-version header: {:?}",
+        up.headers
+    );
+
+    // Streamed, usage asked for.
+    let r = no_error(
+        "stream",
+        openai(
+            &pod,
+            &base,
+            "stream",
+            json!({"model": "gpt-4o", "messages": messages, "stream_options": {"include_usage": true}}),
+        )?,
+    )?;
+    let chunks = r["chunks"].as_array().context("chunks")?;
+    ensure!(r["text"] == "hello from fake-anthropic", "stream: {r:#}");
+    ensure!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "gpt-4o"),
+        "chunks must be chat.completion.chunk naming gpt-4o: {r:#}"
+    );
+    ensure!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop"),
+        "no finish_reason stop: {r:#}"
+    );
+    let last = chunks.last().context("no chunks")?;
+    ensure!(
+        last["choices"] == json!([])
+            && last["usage"]["prompt_tokens"] == 21
+            && last["usage"]["completion_tokens"] == 9,
+        "the last chunk must carry the usage: {last:#}"
+    );
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.body["stream"] == true && up.body["model"] == "claude-3-5-sonnet-latest",
+        "{:#}",
+        up.body
+    );
+    ensure!(
+        up.body["max_tokens"].as_u64().is_some_and(|n| n > 0),
+        "Anthropic needs max_tokens even when the client sent none: {:#}",
+        up.body
+    );
+
+    // A tool call, there and back.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let r = no_error(
+        "tool",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("Please use the tool for Paris"), "tools": tools}),
+        )?,
+    )?;
+    let choice = &r["completion"]["choices"][0];
+    let call = &choice["message"]["tool_calls"][0];
+    ensure!(
+        choice["finish_reason"] == "tool_calls"
+            && call["type"] == "function"
+            && call["function"]["name"] == "get_weather"
+            && call["id"].as_str().is_some_and(|s| !s.is_empty()),
+        "tool call: {r:#}"
+    );
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))?;
+    ensure!(args == json!({"city": "Paris"}), "arguments: {args}");
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.body["tools"][0]["name"] == "get_weather"
+            && up.body["tools"][0]["input_schema"]["properties"]["city"]["type"] == "string",
+        "tools must reach Anthropic as name + input_schema: {:#}",
+        up.body
+    );
+
+    // report_model served (the default): the provider's model.
+    let r = no_error(
+        "served",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o-mini", "messages": user("hi")}),
+        )?,
+    )?;
+    ensure!(
+        r["completion"]["model"] == "claude-3-5-haiku-latest",
+        "report_model served: {r:#}"
+    );
+
+    // Access log: one line per request.
+    let logs = wait_llm_logs(&d, 4)?;
+    let first = &logs[0];
+    ensure!(
+        log_str(first, "model_requested") == Some("gpt-4o")
+            && log_str(first, "model_served") == Some("claude-3-5-sonnet-latest")
+            && log_str(first, "provider") == Some("fake-anthropic")
+            && log_u64(first, "input_tokens") == Some(21)
+            && log_u64(first, "output_tokens") == Some(9)
+            && log_str(first, "finish_reason") == Some("stop")
+            && log_u64(first, "status") == Some(200)
+            && log_str(first, "workload") == Some("pod-a"),
+        "access line: {first:#}"
+    );
+    let cost = log_f64(first, "cost_usd").context("no cost_usd")?;
+    let want = (21.0 * 3.0 + 9.0 * 15.0) / 1e6;
+    ensure!(close(cost, want), "cost_usd {cost}, expected {want}");
+    ensure!(
+        log_field(first, "stream") == Some(&json!(false))
+            && log_field(&logs[1], "stream") == Some(&json!(true)),
+        "stream field: {:#} / {:#}",
+        first,
+        logs[1]
+    );
+    ensure!(
+        log_str(&logs[2], "finish_reason") == Some("tool_calls"),
+        "{:#}",
+        logs[2]
+    );
+
+    // Metrics.
+    let m = d.metrics()?;
+    let sonnet = [
+        ("gen_ai_request_model", "gpt-4o"),
+        ("gen_ai_response_model", "claude-3-5-sonnet-latest"),
+        ("gen_ai_operation_name", "chat"),
+        ("workload", "pod-a"),
+    ];
+    let (sum, count) = token_usage(&m, "input", &sonnet);
+    ensure!(
+        sum == 63.0 && count == 3.0,
+        "input tokens of gpt-4o: sum {sum} count {count}\n{}",
+        m.text
+    );
+    let (sum, count) = token_usage(&m, "output", &sonnet);
+    ensure!(sum == 27.0 && count == 3.0, "output tokens: {sum} {count}");
+    let providers: Vec<&str> = m
+        .find("gen_ai_client_token_usage_count", &sonnet)
+        .filter_map(|s| s.labels.get("gen_ai_provider_name").map(String::as_str))
+        .collect();
+    ensure!(
+        !providers.is_empty()
+            && providers
+                .iter()
+                .all(|p| *p == "anthropic" || *p == "fake-anthropic"),
+        "gen_ai_provider_name: {providers:?}"
+    );
+    let (sum, _) = token_usage(
+        &m,
+        "input",
+        &[("gen_ai_response_model", "claude-3-5-haiku-latest")],
+    );
+    ensure!(sum == 21.0, "haiku input tokens {sum}");
+    let spent = m.sum(
+        "trigate_llm_cost_usd_total",
+        &[
+            ("workload", "pod-a"),
+            ("gen_ai_response_model", "claude-3-5-sonnet-latest"),
+        ],
+    );
+    ensure!(close(spent, 3.0 * want), "cost total {spent}");
+    ensure!(
+        m.sum(
+            "gen_ai_server_request_duration_seconds_count",
+            &[("gen_ai_request_model", "gpt-4o")]
+        ) == 3.0,
+        "request duration histogram: {}",
+        m.text
+    );
+    ensure!(
+        m.sum(
+            "gen_ai_server_time_to_first_token_seconds_count",
+            &[("gen_ai_request_model", "gpt-4o")]
+        ) >= 1.0,
+        "time to first token of the stream"
+    );
+    Ok(())
+}
+
+/// (b) Anthropic SDK → an OpenAI-compatible provider: plain and streamed.
+#[test]
+fn anthropic_clients_are_served_by_an_openai_compatible_provider() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::openai(pod.host_ip.into())?;
+    fake.usage(13, 5);
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-openai", &fake)],
+            "models": [{"name": "claude-3-5-sonnet-latest",
+                        "targets": [{"provider": "fake-openai", "model": "llama-3.1-8b"}]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = anthropic_base(addr);
+    let request = json!({"model": "claude-3-5-sonnet-latest", "max_tokens": 100,
+        "system": "Be brief.", "messages": user("Say hello.")});
+
+    let r = no_error("create", anthropic(&pod, &base, "create", request.clone())?)?;
+    let msg = &r["message"];
+    ensure!(
+        msg["type"] == "message"
+            && msg["role"] == "assistant"
+            && msg["content"][0]["type"] == "text"
+            && msg["content"][0]["text"] == "hello from fake-openai"
+            && msg["stop_reason"] == "end_turn",
+        "message: {r:#}"
+    );
+    ensure!(
+        msg["model"] == "llama-3.1-8b",
+        "report_model served: {}",
+        msg["model"]
+    );
+    ensure!(
+        msg["usage"]["input_tokens"] == 13 && msg["usage"]["output_tokens"] == 5,
+        "usage: {}",
+        msg["usage"]
+    );
+    let up = fake.requests().pop().context("the provider got nothing")?;
+    ensure!(up.path == "/v1/chat/completions", "{}", up.path);
+    ensure!(
+        up.body["model"] == "llama-3.1-8b"
+            && up.body["messages"][0]["role"] == "system"
+            && up.body["messages"][0]["content"]
+                .to_string()
+                .contains("Be brief.")
+            && up.body["messages"][1]["role"] == "user",
+        "the provider got: {:#}",
+        up.body
+    );
+    ensure!(
+        up.body["max_tokens"] == 100 || up.body["max_completion_tokens"] == 100,
+        "max_tokens lost: {:#}",
+        up.body
+    );
+
+    let r = no_error("stream", anthropic(&pod, &base, "stream", request)?)?;
+    ensure!(r["text"] == "hello from fake-openai", "stream: {r:#}");
+    let msg = &r["message"];
+    ensure!(
+        msg["stop_reason"] == "end_turn"
+            && msg["usage"]["input_tokens"] == 13
+            && msg["usage"]["output_tokens"] == 5,
+        "final message of the stream: {msg:#}"
+    );
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.body["stream"] == true && up.body["stream_options"]["include_usage"] == true,
+        "a translated stream must ask for usage: {:#}",
+        up.body
+    );
+
+    let logs = wait_llm_logs(&d, 2)?;
+    for (l, stream) in logs.iter().zip([false, true]) {
+        ensure!(
+            log_str(l, "model_requested") == Some("claude-3-5-sonnet-latest")
+                && log_str(l, "model_served") == Some("llama-3.1-8b")
+                && log_str(l, "provider") == Some("fake-openai")
+                && log_u64(l, "input_tokens") == Some(13)
+                && log_u64(l, "output_tokens") == Some(5)
+                && log_field(l, "stream") == Some(&json!(stream))
+                && log_field(l, "cost_usd").is_some()
+                && log_field(l, "finish_reason").is_some(),
+            "access line: {l:#}"
+        );
+    }
+    let m = d.metrics()?;
+    let labels = [
+        ("gen_ai_request_model", "claude-3-5-sonnet-latest"),
+        ("gen_ai_response_model", "llama-3.1-8b"),
+        ("gen_ai_operation_name", "chat"),
+    ];
+    ensure!(
+        token_usage(&m, "input", &labels) == (26.0, 2.0)
+            && token_usage(&m, "output", &labels) == (10.0, 2.0),
+        "token usage: {}",
+        m.text
+    );
+    Ok(())
+}
+
+/// (c) The first-priority provider answers 500: the next one serves.
+#[test]
+fn a_failing_provider_fails_over_to_the_next_priority() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let bad = FakeLlm::anthropic(pod.host_ip.into())?;
+    bad.fail_with(500);
+    let good = FakeLlm::openai(pod.host_ip.into())?;
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "max_attempts": 3,
+            "providers": [provider("fake-bad", &bad), provider("fake-good", &good)],
+            "models": [{"name": "gpt-4o", "targets": [
+                {"provider": "fake-bad", "model": "claude-3-5-sonnet-latest", "priority": 0},
+                {"provider": "fake-good", "model": "gpt-4o-2024-08-06", "priority": 1},
+            ]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let r = no_error(
+        "failover",
+        openai(
+            &pod,
+            &openai_base(addr),
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("hi")}),
+        )?,
+    )?;
+    ensure!(
+        r["completion"]["choices"][0]["message"]["content"] == "hello from fake-openai",
+        "the healthy provider must answer: {r:#}"
+    );
+    ensure!(bad.count() >= 1, "the priority-0 provider was never tried");
+    ensure!(good.count() == 1, "{:#?}", good.requests());
+    let m = d.metrics()?;
+    let failovers = m.sum("trigate_llm_failovers_total", &[]);
+    ensure!(
+        failovers >= 1.0,
+        "trigate_llm_failovers_total {failovers}: {}",
+        m.text
+    );
+    ensure!(
+        m.find("trigate_llm_failovers_total", &[]).any(|s| s
+            .labels
+            .get("provider")
+            .map(String::as_str)
+            == Some("fake-bad")),
+        "the failover must name the failed provider: {}",
+        m.text
+    );
+    let logs = wait_llm_logs(&d, 1)?;
+    ensure!(
+        log_str(&logs[0], "provider") == Some("fake-good")
+            && log_str(&logs[0], "model_served") == Some("gpt-4o-2024-08-06")
+            && log_u64(&logs[0], "failovers").is_some_and(|n| n >= 1)
+            && log_u64(&logs[0], "status") == Some(200),
+        "access line: {:#}",
+        logs[0]
+    );
+    Ok(())
+}
+
+/// (d) An input-token limit for pod-a only: pod-a is refused once spent,
+/// pod-b is not.
+#[test]
+fn token_limits_refuse_one_workload_and_not_another() -> Result<()> {
+    let node = Node::new()?;
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    // The daemon reaches the fake from pod-b's namespace too.
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let fake = FakeLlm::anthropic(pod_a.host_ip.into())?;
+    // Each answer reports more input tokens than the minute allows, so
+    // the first request spends the budget whatever the estimate was.
+    fake.usage(60, 5);
+    let addr = llm_address(&pod_a)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-anthropic", &fake)],
+            "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-anthropic", "model": "claude-3-5-sonnet-latest"}]}],
+            "limits": [{"name": "tpm", "workloads": ["pod-a"], "input_tokens_per_minute": 50}],
+        }),
+    )
+    .workload(pod_a.workload())
+    .workload(pod_b.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let req = json!({"model": "gpt-4o", "messages": user("hi")});
+
+    no_error("pod-a first", openai(&pod_a, &base, "chat", req.clone())?)?;
+    let r = openai(&pod_a, &base, "chat", req.clone())?;
+    let err = &r["error"];
+    ensure!(
+        err["class"] == "RateLimitError" && err["status"] == 429,
+        "pod-a's second request must be refused: {r:#}"
+    );
+    ensure!(
+        err["body"]["code"] == "rate_limit_exceeded"
+            || err["body"]["error"]["code"] == "rate_limit_exceeded",
+        "OpenAI error code: {r:#}"
+    );
+    ensure!(
+        err["headers"].get("retry-after").is_some(),
+        "429 without Retry-After: {r:#}"
+    );
+    for i in 0..2 {
+        no_error(
+            &format!("pod-b request {i}"),
+            openai(&pod_b, &base, "chat", req.clone())?,
+        )?;
+    }
+    ensure!(
+        fake.count() == 3,
+        "the refused request must not reach the provider: {:#?}",
+        fake.requests()
+    );
+    let m = d.metrics()?;
+    ensure!(
+        m.sum(
+            "trigate_llm_limit_refusals_total",
+            &[("limit", "tpm"), ("workload", "pod-a")]
+        ) == 1.0
+            && m.sum("trigate_llm_limit_refusals_total", &[("workload", "pod-b")]) == 0.0,
+        "limit refusals: {}",
+        m.text
+    );
+    let logs = wait_llm_logs(&d, 4)?;
+    ensure!(
+        logs.iter()
+            .filter(|l| log_u64(l, "status") == Some(429))
+            .all(|l| log_str(l, "workload") == Some("pod-a"))
+            && logs.iter().any(|l| log_u64(l, "status") == Some(429)),
+        "access lines: {logs:#?}"
+    );
+    Ok(())
+}
+
+/// (e) A daily cost budget: the first request passes and spends it, the
+/// next is refused (Anthropic client, Anthropic error shape).
+#[test]
+fn a_cost_budget_runs_out() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::anthropic(pod.host_ip.into())?;
+    // 1000 × $3/M + 1000 × $15/M = $0.018 a request; the day allows $0.01.
+    fake.usage(1000, 1000);
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-anthropic", &fake)],
+            "models": [{"name": "claude-3-5-sonnet-latest", "targets": [{"provider": "fake-anthropic"}]}],
+            "limits": [{"name": "budget", "workloads": ["pod-a"], "cost_per_day_usd": 0.01}],
+            "prices": [{"model": "claude-3-5-sonnet*", "input_per_mtok": 3.0, "output_per_mtok": 15.0}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = anthropic_base(addr);
+    let req =
+        json!({"model": "claude-3-5-sonnet-latest", "max_tokens": 50, "messages": user("hi")});
+    no_error("first", anthropic(&pod, &base, "create", req.clone())?)?;
+    let r = anthropic(&pod, &base, "create", req)?;
+    let err = &r["error"];
+    ensure!(
+        err["class"] == "RateLimitError"
+            && err["status"] == 429
+            && err["body"]["type"] == "error"
+            && err["body"]["error"]["type"] == "rate_limit_error",
+        "the budget is spent: {r:#}"
+    );
+    ensure!(
+        err["headers"].get("retry-after").is_some(),
+        "429 without Retry-After: {r:#}"
+    );
+    ensure!(fake.count() == 1, "{:#?}", fake.requests());
+    let logs = wait_llm_logs(&d, 2)?;
+    let cost = log_f64(&logs[0], "cost_usd").context("no cost_usd")?;
+    ensure!(close(cost, 0.018), "cost_usd {cost}: {:#}", logs[0]);
+    let m = d.metrics()?;
+    let spent = m.sum("trigate_llm_cost_usd_total", &[("workload", "pod-a")]);
+    ensure!(close(spent, 0.018), "trigate_llm_cost_usd_total {spent}");
+    ensure!(
+        m.sum(
+            "trigate_llm_limit_refusals_total",
+            &[("limit", "budget"), ("workload", "pod-a")]
+        ) == 1.0,
+        "{}",
+        m.text
+    );
+    Ok(())
+}
+
+/// (f) The gateway sends its own provider keys; the pod's key never
+/// leaves the node and the gateway's key is never logged.
+#[test]
+fn provider_keys_are_injected_and_pod_keys_never_forwarded() -> Result<()> {
+    const GATEWAY_KEY: &str = "sk-gateway-key";
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let an = FakeLlm::anthropic(pod.host_ip.into())?;
+    an.usage(17, 3);
+    let oa = FakeLlm::openai(pod.host_ip.into())?;
+    let key = TempFile::new("provider-key", GATEWAY_KEY)?;
+    let key_ref = json!({"file": key.path()});
+    let mut p_an = provider("fake-anthropic", &an);
+    p_an["api_key"] = key_ref.clone();
+    let mut p_oa = provider("fake-openai", &oa);
+    p_oa["kind"] = json!("openai");
+    p_oa["api_key"] = key_ref;
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [p_an, p_oa],
+            "models": [
+                {"name": "claude-3-5-sonnet-latest", "targets": [{"provider": "fake-anthropic"}]},
+                {"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]},
+            ],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+
+    let ab = anthropic_base(addr);
+    no_error(
+        "anthropic",
+        anthropic(
+            &pod,
+            &ab,
+            "create",
+            json!({"model": "claude-3-5-sonnet-latest", "max_tokens": 20, "messages": user("hi")}),
+        )?,
+    )?;
+    let r = no_error(
+        "count_tokens",
+        anthropic(
+            &pod,
+            &ab,
+            "count",
+            json!({"model": "claude-3-5-sonnet-latest", "messages": user("hi")}),
+        )?,
+    )?;
+    ensure!(
+        r["input_tokens"] == 17,
+        "count_tokens from the provider: {r:#}"
+    );
+    no_error(
+        "openai",
+        openai(
+            &pod,
+            &openai_base(addr),
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("hi")}),
+        )?,
+    )?;
+
+    let an_seen = an.requests();
+    ensure!(
+        an_seen.len() == 2
+            && an_seen
+                .iter()
+                .any(|r| r.path == "/v1/messages/count_tokens"),
+        "{an_seen:#?}"
+    );
+    for r in &an_seen {
+        // The API takes `x-api-key` (and, as recent SDKs send it, a Bearer
+        // token); either carries the gateway's key, never the pod's.
+        ensure!(
+            r.header("x-api-key") == Some(GATEWAY_KEY)
+                || r.header("authorization") == Some(&format!("Bearer {GATEWAY_KEY}")),
+            "Anthropic must get the gateway's key: {:?}",
+            r.headers
+        );
+    }
+    let oa_seen = oa.requests();
+    ensure!(oa_seen.len() == 1, "{oa_seen:#?}");
+    ensure!(
+        oa_seen[0].header("authorization") == Some(&format!("Bearer {GATEWAY_KEY}")),
+        "OpenAI must get the gateway's key: {:?}",
+        oa_seen[0].headers
+    );
+    for r in an_seen.iter().chain(&oa_seen) {
+        ensure!(
+            !r.headers.values().any(|v| v.contains(POD_KEY)) && !r.raw_body.contains(POD_KEY),
+            "the pod's key reached a provider: {r:#?}"
+        );
+    }
+    wait_llm_logs(&d, 3)?;
+    let dump = d.dump();
+    ensure!(
+        !dump.contains(GATEWAY_KEY),
+        "the daemon logged the provider key"
+    );
+    ensure!(!dump.contains(POD_KEY), "the daemon logged the pod's key");
+    Ok(())
+}
+
+/// (g) A client that stops reading mid-stream and closes: the gateway
+/// drops the provider's stream long before it would have ended.
+#[test]
+fn a_client_leaving_mid_stream_cancels_the_provider_stream() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::anthropic(pod.host_ip.into())?;
+    // 40 events 150 ms apart: 6 s if nobody leaves.
+    let events = 40;
+    fake.slow_stream(events, Duration::from_millis(150));
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-anthropic", &fake)],
+            "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-anthropic", "model": "claude-3-5-sonnet-latest"}]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let started = Instant::now();
+    let r = no_error(
+        "disconnect",
+        sdk(
+            Some(&pod),
+            OPENAI_PY,
+            &json!({"base_url": openai_base(addr), "api_key": POD_KEY, "op": "disconnect", "read": 4,
+                "request": {"model": "gpt-4o", "messages": user("count slowly")}}),
+        )?,
+    )?;
+    ensure!(r["read"] == 4, "{r:#}");
+    let stream = poll_until(Duration::from_secs(15), "the fake's stream to end", || {
+        Ok(fake.streams().pop())
+    })?;
+    ensure!(
+        stream.client_gone && !stream.completed,
+        "the provider stream ran to its end although the client left: {stream:?}"
+    );
+    ensure!(
+        stream.written < events,
+        "all {events} events were sent: {stream:?}"
+    );
+    let lasted = stream.ended - stream.started;
+    ensure!(
+        lasted < Duration::from_millis(150 * events as u64 / 2),
+        "the provider stream lasted {lasted:?} (client run {:?}): {stream:?}",
+        started.elapsed()
+    );
+    let logs = wait_llm_logs(&d, 1)?;
+    ensure!(
+        log_field(&logs[0], "stream") == Some(&json!(true)),
+        "{:#}",
+        logs[0]
+    );
+    Ok(())
+}
+
+/// (h) Bad input is refused in the caller's protocol; a provider's broken
+/// stream ends the client's stream with an error; the daemon keeps serving.
+#[test]
+fn bad_input_and_broken_streams_are_errors_in_the_callers_protocol() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let good = FakeLlm::anthropic(pod.host_ip.into())?;
+    let broken = FakeLlm::anthropic(pod.host_ip.into())?;
+    broken.malformed_stream();
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-good", &good), provider("fake-broken", &broken)],
+            "models": [
+                {"name": "gpt-4o", "targets": [{"provider": "fake-good", "model": "claude-3-5-sonnet-latest"}]},
+                {"name": "broken", "targets": [{"provider": "fake-broken", "model": "claude-3-5-sonnet-latest"}]},
+            ],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+
+    // Not JSON, OpenAI path: OpenAI error object.
+    let url = format!("{base}/chat/completions");
+    let (status, head, body) = curl(
+        &pod,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "authorization: Bearer sk-pod-key",
+            "--data-raw",
+            "{\"model\": \"gpt-4o\", \"messages\": [",
+            &url,
+        ],
+    )?;
+    ensure!(status == 400, "invalid JSON: {status} {body}");
+    ensure!(head.contains("application/json"), "{head}");
+    let v: Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+    let e = &v["error"];
+    ensure!(
+        e["type"] == "invalid_request_error"
+            && e["message"].is_string()
+            && e.get("param").is_some()
+            && e.get("code").is_some(),
+        "OpenAI error shape: {body}"
+    );
+
+    // Not JSON, Anthropic path: Anthropic error object.
+    let url = format!("{}/v1/messages", anthropic_base(addr));
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-api-key: sk-pod-key",
+            "-H",
+            "anthropic-version: 2023-06-01",
+            "--data-raw",
+            "{oops",
+            &url,
+        ],
+    )?;
+    ensure!(status == 400, "invalid JSON: {status} {body}");
+    let v: Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+    ensure!(
+        v["type"] == "error"
+            && v["error"]["type"] == "invalid_request_error"
+            && v["error"]["message"].is_string(),
+        "Anthropic error shape: {body}"
+    );
+
+    // A model nobody serves.
+    let r = openai(
+        &pod,
+        &base,
+        "chat",
+        json!({"model": "no-such-model", "messages": user("hi")}),
+    )?;
+    let err = &r["error"];
+    ensure!(
+        err["class"] == "NotFoundError"
+            && err["status"] == 404
+            && (err["body"]["code"] == "model_not_found"
+                || err["body"]["error"]["code"] == "model_not_found"),
+        "unknown model: {r:#}"
+    );
+    ensure!(
+        good.count() == 0 && broken.count() == 0,
+        "refused requests reached a provider"
+    );
+
+    // The provider's stream breaks: the client's stream ends in an error
+    // event (the SDK raises APIError with the error object), not a clean end.
+    let r = openai(
+        &pod,
+        &base,
+        "stream",
+        json!({"model": "broken", "messages": user("hi")}),
+    )?;
+    ensure!(broken.count() == 1, "{:#?}", broken.requests());
+    let err = &r["error"];
+    ensure!(
+        err["class"] == "APIError" && err["body"].is_object(),
+        "a broken provider stream must end the client's stream with an error event: {r:#}"
+    );
+    ensure!(
+        !r["chunks"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["choices"][0]["finish_reason"] == "stop")),
+        "a broken stream must not look finished: {r:#}"
+    );
+
+    // Still serving.
+    let r = no_error(
+        "after",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("hi")}),
+        )?,
+    )?;
+    ensure!(
+        r["completion"]["choices"][0]["message"]["content"] == "hello from fake-anthropic",
+        "{r:#}"
+    );
+    let logs = wait_llm_logs(&d, 5)?;
+    ensure!(
+        logs.iter().any(|l| log_u64(l, "status") == Some(404)
+            && log_str(l, "model_requested") == Some("no-such-model")),
+        "{logs:#?}"
+    );
+    Ok(())
+}
+
+/// (i) `GET /v1/models` lists exactly the models the workload may use.
+#[test]
+fn the_model_list_follows_access_rules() -> Result<()> {
+    let node = Node::new()?;
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let fake = FakeLlm::openai(pod_a.host_ip.into())?;
+    let addr = llm_address(&pod_a)?;
+    let target = json!([{"provider": "fake-openai"}]);
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-openai", &fake)],
+            "models": [
+                {"name": "gpt-4o", "targets": target},
+                {"name": "gpt-4o-mini", "targets": target},
+                {"name": "claude-3-5-haiku", "targets": target},
+                {"name": "llama-3", "targets": target},
+            ],
+            "access": [
+                {"workloads": ["pod-a"], "models": ["gpt-4o*"]},
+                {"workloads": ["pod-b"], "models": ["claude-3-5-haiku"]},
+            ],
+        }),
+    )
+    .workload(pod_a.workload())
+    .workload(pod_b.workload());
+    let _d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let r = no_error("pod-a models", openai(&pod_a, &base, "models", json!({}))?)?;
+    ensure!(
+        r["models"] == json!(["gpt-4o", "gpt-4o-mini"]),
+        "pod-a: {r:#}"
+    );
+    let r = no_error("pod-b models", openai(&pod_b, &base, "models", json!({}))?)?;
+    ensure!(r["models"] == json!(["claude-3-5-haiku"]), "pod-b: {r:#}");
+
+    // A model outside the workload's list is refused before any provider.
+    let r = openai(
+        &pod_b,
+        &base,
+        "chat",
+        json!({"model": "gpt-4o", "messages": user("hi")}),
+    )?;
+    let status = r["error"]["status"].as_u64().unwrap_or(0);
+    ensure!(
+        status == 403 || status == 404,
+        "pod-b may not use gpt-4o: {r:#}"
+    );
+    ensure!(fake.count() == 0, "{:#?}", fake.requests());
+    no_error(
+        "pod-a gpt-4o",
+        openai(
+            &pod_a,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("hi")}),
+        )?,
+    )?;
+    ensure!(fake.count() == 1, "{:#?}", fake.requests());
+    Ok(())
+}
