@@ -68,6 +68,8 @@ pub struct Node {
     pub api_clients: Clients,
     /// Idle upstream connections of the api gate's HTTP/1.1 relay.
     pub api_idle: crate::gate::api::h1::pool::IdlePool,
+    /// Providers, models, access and limits of the LLM gate.
+    pub llm: ArcSwap<crate::gate::llm::LlmPolicy>,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -147,6 +149,7 @@ pub async fn run(
     });
 
     let api = Arc::new(ApiPolicy::build(&config, &stop, None).map_err(|e| anyhow::anyhow!(e))?);
+    let llm = crate::gate::llm::LlmPolicy::build(&config.llm).map_err(|e| anyhow::anyhow!(e))?;
     let node = Arc::new(Node {
         proxy: ProxySettings {
             mark: config.intercept.mark,
@@ -170,6 +173,7 @@ pub async fn run(
         api: ArcSwap::new(api),
         api_clients: Clients::default(),
         api_idle: Default::default(),
+        llm: ArcSwap::from_pointee(llm),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

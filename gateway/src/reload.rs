@@ -33,6 +33,8 @@ pub enum ReloadError {
     Destinations(#[from] InterceptError),
     #[error("api gate: {0}")]
     Api(String),
+    #[error("llm gate: {0}")]
+    Llm(String),
     #[error("some workloads could not be enrolled: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Workloads(Vec<EnrollError>),
 }
@@ -114,6 +116,11 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     } else {
         None
     };
+    let llm_policy = if new.llm != old.llm {
+        Some(crate::gate::llm::LlmPolicy::build(&new.llm).map_err(ReloadError::Llm)?)
+    } else {
+        None
+    };
 
     if new.log.level != old.log.level {
         if let Err(e) = node.log.set(&new.log.level) {
@@ -140,6 +147,9 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
 
     if let Some(policy) = api_policy {
         node.api.store(Arc::new(policy));
+    }
+    if let Some(policy) = llm_policy {
+        node.llm.store(Arc::new(policy));
     }
 
     let (remove, add) = workload_plan(&old.workloads, &new.workloads);

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::gate::llm::price::Price;
+
 /// The LLM gate. Destinations with `gate: llm` are served by it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -254,17 +256,4 @@ pub struct LlmLimit {
     /// Spend per UTC calendar month, in USD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_per_month_usd: Option<f64>,
-}
-
-/// A model's price per 1M tokens (USD).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Exact model name, or a prefix ending in `*`.
-    pub model: String,
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-    /// Cached input tokens; default: the input price.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_input_per_mtok: Option<f64>,
 }

@@ -1004,8 +1004,10 @@ fn check_llm(config: &Config, p: &mut Problems) {
             }
         }
     }
-    for (i, price) in llm.prices.iter().enumerate() {
-        check_model_pattern(&price.model, &format!("llm.prices[{i}].model"), p);
+    for message in crate::gate::llm::price::validate(&llm.prices, "llm.prices") {
+        // The price module starts each message with the field's path.
+        let (field, rest) = message.split_once(' ').unwrap_or(("llm.prices", &message));
+        p.push(field, rest);
     }
     if llm.max_attempts == 0 {
         p.push("llm.max_attempts", "must be at least 1");

@@ -11,7 +11,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::{tcp::pump, Accepted};
 use crate::{
-    config::{DestinationTls, GateKind, TlsConfig, TlsMode},
+    config::{DestinationTls, TlsConfig, TlsMode},
     daemon::Node,
     detect::{self, Protocol},
     intercept::destinations::Destination,
@@ -184,7 +184,7 @@ pub async fn serve(node: &Arc<Node>, mut accepted: Accepted, destination: &Desti
     }
     // The api gate speaks HTTP itself on both sides; otherwise the bytes
     // are relayed between the two TLS sessions.
-    let api = destination.gate == GateKind::Api;
+    let api = destination.gate.is_http();
     match (policy.mode, hello) {
         (TlsMode::Passthrough, _) => super::tcp::forward(accepted, &node.proxy, stop).await,
         (TlsMode::Terminate, Some((sni, _))) if api => {

@@ -14,7 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::GateKind,
     daemon::Node,
     gate::{self, Accepted},
     intercept::origdst::{self, comm, ip_from_key, tuple_key},
@@ -142,9 +141,7 @@ async fn serve(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr, ctx: &List
     let destination = accepted.destination.clone();
     match destination.as_deref() {
         Some(d) if d.tls.is_some() => gate::tls::serve(node, accepted, d).await,
-        Some(d) if d.gate == GateKind::Api => {
-            gate::api::serve_accepted(node, accepted, d, None).await
-        }
+        Some(d) if d.gate.is_http() => gate::api::serve_accepted(node, accepted, d, None).await,
         _ => gate::tcp::forward(accepted, &node.proxy, &node.stop).await,
     }
 }

@@ -171,3 +171,19 @@ impl Drop for ConnectionLog {
         );
     }
 }
+
+/// What the LLM gate adds to a request's access-log line. Never request
+/// or response content, never keys: names, numbers and the outcome.
+#[derive(Debug, Default)]
+pub struct LlmRecord {
+    pub model_requested: String,
+    pub model_served: Option<String>,
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub usage: Option<crate::gate::llm::usage::Usage>,
+    /// Micro-USD; `None` when the served model has no price.
+    pub cost_micros: Option<u64>,
+    pub finish_reason: Option<String>,
+    pub failovers: u32,
+    pub ttft: Option<std::time::Duration>,
+}

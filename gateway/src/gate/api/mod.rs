@@ -45,7 +45,7 @@ use crate::{
         limits::{Decision, Limiter},
     },
     telemetry::{
-        access::{ConnectionLog, Outcome},
+        access::{ConnectionLog, LlmRecord, Outcome},
         trace,
     },
     workload::Workload,
@@ -184,7 +184,14 @@ pub async fn serve_io<S>(
         netns,
         upstream_tls,
     });
-    h1::serve(cx, io, log).await;
+    // The LLM gate reads whole JSON bodies and streams SSE back: hyper
+    // serves it on both HTTP versions. The api gate's HTTP/1.1 relay is
+    // for byte-for-byte forwarding.
+    if cx.destination.gate == crate::config::GateKind::Llm {
+        serve(cx, io, log).await;
+    } else {
+        h1::serve(cx, io, log).await;
+    }
 }
 
 /// Serves a client connection with hyper (HTTP/2 clients, which the
@@ -214,7 +221,12 @@ where
     let service = hyper::service::service_fn(move |req| {
         let cx = Arc::clone(&service_cx);
         seen.store(true, std::sync::atomic::Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(handle(&cx, req).await) }
+        async move {
+            Ok::<_, Infallible>(match cx.destination.gate {
+                crate::config::GateKind::Llm => crate::gate::llm::handle(&cx, req).await,
+                _ => handle(&cx, req).await,
+            })
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -245,7 +257,11 @@ where
             cx.node
                 .metrics
                 .http_connection_errors
-                .with_label_values(&["api"])
+                .with_label_values(&[if cx.destination.gate == crate::config::GateKind::Llm {
+                    "llm"
+                } else {
+                    "api"
+                }])
                 .inc();
             log.fail(Outcome::IoError, format!("HTTP connection: {e}"));
         }
@@ -1010,21 +1026,25 @@ fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
 /// (or the request is dropped), with the metrics.
 pub(crate) struct RequestLog {
     node: Arc<Node>,
-    workload: Arc<str>,
+    /// `api` or `llm`: the LLM gate runs the same route policy first.
+    pub(crate) gate: &'static str,
+    pub(crate) workload: Arc<str>,
     destination: Arc<str>,
-    route: String,
+    pub(crate) route: String,
     method: Method,
     path: String,
     version: Version,
     traceparent: Option<String>,
     caller: String,
-    status: u16,
-    outcome: &'static str,
-    attempts: u32,
-    bytes_out: u64,
+    pub(crate) status: u16,
+    pub(crate) outcome: &'static str,
+    pub(crate) attempts: u32,
+    pub(crate) bytes_out: u64,
     start: Instant,
     /// The request metrics, when the transport looked them up already.
     counters: Option<(prometheus::IntCounter, prometheus::Histogram)>,
+    /// What the LLM gate adds to the line.
+    pub(crate) llm: Option<Box<LlmRecord>>,
 }
 
 impl RequestLog {
@@ -1053,12 +1073,14 @@ impl RequestLog {
             bytes_out: 0,
             start: Instant::now(),
             counters: None,
+            gate: "api",
+            llm: None,
         }
     }
 
     /// Attaches this log to the response body: the line is written when
     /// the body has been sent (or the client left).
-    fn finish_answered(
+    pub(crate) fn finish_answered(
         mut self,
         resp: Response<ApiBody>,
         outcome: &'static str,
@@ -1100,20 +1122,21 @@ impl Drop for RequestLog {
             let m = &self.node.metrics;
             (
                 m.http_requests.with_label_values(&[
-                    "api",
+                    self.gate,
                     &self.route,
                     &self.workload,
                     &self.status.to_string(),
                 ]),
                 m.http_request_duration
-                    .with_label_values(&["api", &self.route]),
+                    .with_label_values(&[self.gate, &self.route]),
             )
         });
         requests.inc();
         duration.observe(elapsed.as_secs_f64());
+        let llm = self.llm.as_deref();
         tracing::info!(
             target: "trigate::access",
-            gate = "api",
+            gate = self.gate,
             workload = &*self.workload,
             destination = &*self.destination,
             route = %self.route,
@@ -1127,6 +1150,19 @@ impl Drop for RequestLog {
             bytes_sent = self.bytes_out,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             traceparent = self.traceparent.as_deref(),
+            model_requested = llm.map(|l| l.model_requested.as_str()),
+            model_served = llm.and_then(|l| l.model_served.as_deref()),
+            provider = llm.and_then(|l| l.provider.as_deref()),
+            stream = llm.map(|l| l.stream),
+            input_tokens = llm.and_then(|l| l.usage.map(|u| u.input)),
+            output_tokens = llm.and_then(|l| l.usage.map(|u| u.output)),
+            cached_input_tokens = llm.and_then(|l| l.usage.map(|u| u.cached_input)),
+            reasoning_tokens = llm.and_then(|l| l.usage.map(|u| u.reasoning)),
+            tokens_estimated = llm.and_then(|l| l.usage.map(|u| u.estimated)),
+            cost_usd = llm.and_then(|l| l.cost_micros).map(|c| c as f64 / 1e6),
+            finish_reason = llm.and_then(|l| l.finish_reason.as_deref()),
+            failovers = llm.map(|l| l.failovers),
+            ttft_ms = llm.and_then(|l| l.ttft).map(|t| t.as_secs_f64() * 1000.0),
             "request"
         );
     }

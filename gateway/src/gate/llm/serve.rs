@@ -1,0 +1,1210 @@
+//! One LLM request, end to end: the route policy the api gate applies to
+//! every HTTP request, then the model policy (which model, may this
+//! workload use it, limits), then provider attempts in order with
+//! failover, then the answer in the client's protocol and the accounting.
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderName, HeaderValue},
+    http::request::Parts,
+    Method, Request, Response, StatusCode,
+};
+use serde_json::{json, Map, Value};
+
+use super::{
+    front::{Api, Dialect, Refusal},
+    provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
+    routing::{self, Candidate, Who},
+    streaming::{StreamSpec, Translator},
+    usage::{self, Usage},
+    LlmPolicy,
+};
+use crate::{
+    config::{ModelRoute, ReportModel},
+    gate::api::{
+        client::{ApiBody, BoxError, Connector, PoolKey},
+        decide, ConnContext, RequestLog, Verdict,
+    },
+    policy::limits::{BudgetWindow, Decision, Limiter},
+    telemetry::access::LlmRecord,
+};
+
+/// Largest non-streamed provider answer read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest provider error body read for its message.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// Serves one request on an `llm` destination.
+pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBody> {
+    let api_policy = cx.node.api.load_full();
+    let (mut parts, body) = req.into_parts();
+    let mut rlog = RequestLog::start(cx, &parts);
+    rlog.gate = "llm";
+    // The routes' policy first (authn, authz, route limits): an LLM
+    // destination is an HTTP destination like any other, and a caller the
+    // routes refuse must not reach the model policy or spend tokens.
+    match decide(cx, &api_policy, &mut parts, &mut rlog).await {
+        Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
+        Verdict::Forward(_) => {}
+    }
+    let llm = cx.node.llm.load_full();
+    let Some(api) = Api::detect(&parts.method, parts.uri.path(), &parts.headers) else {
+        let dialect = super::front::dialect_of(&parts.headers);
+        let refusal = Refusal::NotServed(format!("{} {}", parts.method, parts.uri.path()));
+        return refuse(rlog, &refusal, dialect);
+    };
+    let limiter = Arc::clone(&api_policy.limiter);
+    let call = Call {
+        cx: Arc::clone(cx),
+        llm,
+        limiter,
+        api,
+    };
+    match call.run(parts, body, &mut rlog).await {
+        Ok((resp, outcome)) => finish(rlog, resp, outcome),
+        Err(refusal) => refuse(rlog, &refusal, api.dialect()),
+    }
+}
+
+fn refuse(rlog: RequestLog, refusal: &Refusal, dialect: Dialect) -> Response<ApiBody> {
+    tracing::info!(
+        workload = &*rlog.workload,
+        outcome = refusal.outcome(),
+        reason = %refusal.message(),
+        "llm request refused"
+    );
+    rlog.finish_answered(refusal.response(dialect), refusal.outcome())
+}
+
+/// The request's log line goes with the body: a stream's is written when
+/// the stream ends, with the usage it reported.
+fn finish(mut rlog: RequestLog, resp: Answer, outcome: &'static str) -> Response<ApiBody> {
+    match resp {
+        Answer::Whole(r) => rlog.finish_answered(r, outcome),
+        Answer::Stream(r) => {
+            let (parts, mut body) = r.into_parts();
+            rlog.status = parts.status.as_u16();
+            rlog.outcome = outcome;
+            body.log = Some(rlog);
+            Response::from_parts(parts, body.boxed())
+        }
+    }
+}
+
+enum Answer {
+    Whole(Response<ApiBody>),
+    /// The body settles the accounting when the stream ends.
+    Stream(Response<Box<LlmStream>>),
+}
+
+struct Call {
+    cx: Arc<ConnContext>,
+    llm: Arc<LlmPolicy>,
+    limiter: Arc<Limiter>,
+    api: Api,
+}
+
+/// Which limits of the policy apply to this workload, and what was taken
+/// from them before the call (settled after it).
+#[derive(Default)]
+struct Charges {
+    limits: Vec<usize>,
+    estimated_input: u64,
+}
+
+impl Call {
+    fn workload_name(&self) -> &str {
+        self.cx.workload.as_ref().map_or("unknown", |w| &w.name)
+    }
+
+    async fn run(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        rlog: &mut RequestLog,
+    ) -> Result<(Answer, &'static str), Refusal> {
+        if let Api::Models(dialect) = self.api {
+            return Ok((Answer::Whole(self.models(dialect)), "ok"));
+        }
+        let body = self.read_body(body).await?;
+        let mut request: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(Refusal::InvalidRequest(
+                    "body: must be a JSON object".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Refusal::InvalidRequest(format!(
+                    "body: not valid JSON: {e}"
+                )))
+            }
+        };
+        let requested = match request.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(_) => {
+                return Err(Refusal::InvalidRequest(
+                    "model: must be a non-empty string".into(),
+                ))
+            }
+            None => {
+                return Err(Refusal::InvalidRequest(
+                    "model: required field is missing".into(),
+                ))
+            }
+        };
+        let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        rlog.llm = Some(Box::new(LlmRecord {
+            model_requested: requested.clone(),
+            stream,
+            ..LlmRecord::default()
+        }));
+
+        // Model policy: which entry serves the name, and may this
+        // workload use it. Before limits: a refused model spends nothing.
+        let route = routing::find(&self.llm.cfg.models, &requested)
+            .ok_or_else(|| Refusal::UnknownModel(requested.clone()))?;
+        let who = self.cx.workload.as_ref().map(|w| Who {
+            name: &w.name,
+            labels: &w.labels,
+        });
+        if !routing::allowed(&self.llm.cfg.access, who.as_ref(), &requested) {
+            return Err(Refusal::ModelNotAllowed {
+                model: requested,
+                workload: self.workload_name().to_owned(),
+            });
+        }
+        routing::shape(&mut request, route);
+        let estimated_input = usage::estimate_prompt_tokens(&Value::Object(request.clone()));
+
+        // count_tokens is answered here when no Anthropic provider serves
+        // the model: the estimate is what the gateway itself limits on.
+        let candidates = routing::order(
+            route,
+            &requested,
+            |n| self.llm.provider_index(n),
+            |i| self.llm.providers[i].cooling(self.llm.now_ms()),
+            crate::telemetry::trace::random_u64(),
+        );
+        if self.api == Api::CountTokens
+            && !candidates
+                .iter()
+                .any(|c| self.llm.providers[c.provider].wire == Wire::Anthropic)
+        {
+            let body = json!({ "input_tokens": estimated_input });
+            return Ok((Answer::Whole(json_response(StatusCode::OK, &body)), "ok"));
+        }
+
+        // Limits after the model policy, before any provider: token
+        // limits see the estimated prompt now and the reported usage after.
+        let charges = if self.api == Api::CountTokens {
+            Charges::default()
+        } else {
+            self.admit(who.as_ref(), estimated_input).await?
+        };
+
+        self.attempts(
+            &parts, &request, route, &requested, candidates, stream, charges, rlog,
+        )
+        .await
+    }
+
+    async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
+        let max = self.cx.node.config.load().http.max_request_body_bytes;
+        if body.size_hint().lower() > max {
+            return Err(Refusal::BodyTooLarge(max));
+        }
+        let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+        match limited.collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(Refusal::BodyTooLarge(max))
+            }
+            Err(e) => Err(Refusal::InvalidRequest(format!(
+                "body: reading it failed: {e}"
+            ))),
+        }
+    }
+
+    /// `GET /v1/models`: the exact names this workload may ask for.
+    fn models(&self, dialect: Dialect) -> Response<ApiBody> {
+        let who = self.cx.workload.as_ref().map(|w| Who {
+            name: &w.name,
+            labels: &w.labels,
+        });
+        let names: Vec<&str> = self
+            .llm
+            .cfg
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|n| !n.ends_with('*'))
+            .filter(|n| routing::allowed(&self.llm.cfg.access, who.as_ref(), n))
+            .collect();
+        let body = match dialect {
+            Dialect::OpenAi => json!({
+                "object": "list",
+                "data": names.iter().map(|n| json!({
+                    "id": n, "object": "model", "created": 0, "owned_by": "trigate",
+                })).collect::<Vec<_>>(),
+            }),
+            Dialect::Anthropic => json!({
+                "data": names.iter().map(|n| json!({
+                    "type": "model", "id": n, "display_name": n,
+                    "created_at": "1970-01-01T00:00:00Z",
+                })).collect::<Vec<_>>(),
+                "has_more": false,
+                "first_id": names.first(),
+                "last_id": names.last(),
+            }),
+        };
+        json_response(StatusCode::OK, &body)
+    }
+
+    /// Every applicable limit must admit the request. Requests and input
+    /// tokens are taken now; output tokens and spend can only be known
+    /// after, so a workload already over them is refused until they
+    /// refill (or the window turns).
+    async fn admit(&self, who: Option<&Who<'_>>, estimated_input: u64) -> Result<Charges, Refusal> {
+        let key = self.workload_name().to_owned();
+        let mut charges = Charges {
+            limits: Vec::new(),
+            estimated_input,
+        };
+        let now = SystemTime::now();
+        for (i, limit) in self.llm.limits.iter().enumerate() {
+            if !routing::selects(&limit.cfg.workloads, &limit.cfg.labels, who) {
+                continue;
+            }
+            let checks = [
+                ("requests", limit.requests.as_ref(), 1, false),
+                (
+                    "input_tokens",
+                    limit.input_tokens.as_ref(),
+                    estimated_input.max(1),
+                    true,
+                ),
+                ("output_tokens", limit.output_tokens.as_ref(), 1, true),
+            ];
+            for (kind, bucket, cost, tokens) in checks {
+                let Some(bucket) = bucket else { continue };
+                let decision = self.limiter.take("llm", bucket, &key, cost).await;
+                self.judge(decision, &limit.cfg.name, kind, tokens, || {
+                    format!(
+                        "{} per minute of limit {:?} exceeded for workload {key:?}",
+                        kind.replace('_', " "),
+                        limit.cfg.name
+                    )
+                })?;
+            }
+            let budgets = [
+                (
+                    "cost_per_day",
+                    limit.cfg.cost_per_day_usd,
+                    BudgetWindow::Day,
+                ),
+                (
+                    "cost_per_month",
+                    limit.cfg.cost_per_month_usd,
+                    BudgetWindow::Month,
+                ),
+            ];
+            for (kind, usd, window) in budgets {
+                let Some(usd) = usd else { continue };
+                let micros = (usd * 1e6).round() as u64;
+                let decision = self
+                    .limiter
+                    .budget_check("llm", &limit.cfg.name, &key, window, micros, now)
+                    .await;
+                self.judge(decision, &limit.cfg.name, kind, true, || {
+                    format!(
+                        "the spend budget {kind} (${usd}) of limit {:?} is used up for workload {key:?}",
+                        limit.cfg.name
+                    )
+                })?;
+            }
+            charges.limits.push(i);
+        }
+        Ok(charges)
+    }
+
+    fn judge(
+        &self,
+        decision: Decision,
+        limit: &str,
+        kind: &str,
+        tokens: bool,
+        message: impl FnOnce() -> String,
+    ) -> Result<(), Refusal> {
+        let refused = |label| {
+            self.cx
+                .node
+                .metrics
+                .genai
+                .limit_refusals
+                .with_label_values(&[limit, label, self.workload_name()])
+                .inc();
+        };
+        match decision {
+            Decision::Allowed { .. } | Decision::BackendDown { admitted: true, .. } => Ok(()),
+            Decision::Limited { retry_after } => {
+                refused(kind);
+                Err(Refusal::Limited {
+                    message: message(),
+                    retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                    tokens,
+                })
+            }
+            Decision::BackendDown {
+                admitted: false, ..
+            } => {
+                refused("backend_down");
+                Err(Refusal::LimitsUnavailable)
+            }
+        }
+    }
+
+    /// Tries the candidates in order (cycling while attempts remain, with
+    /// backoff before a provider is tried again) until one answers.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        parts: &Parts,
+        request: &Map<String, Value>,
+        route: &ModelRoute,
+        requested: &str,
+        candidates: Vec<Candidate>,
+        stream: bool,
+        charges: Charges,
+        rlog: &mut RequestLog,
+    ) -> Result<(Answer, &'static str), Refusal> {
+        let max = self.llm.cfg.max_attempts.max(1) as usize;
+        let mut last: Option<Refusal> = None;
+        let mut unsupported: Option<Refusal> = None;
+        let mut failovers = 0u32;
+        let report = route.report_model.unwrap_or(self.llm.cfg.report_model);
+        let started = Instant::now();
+        for (n, cand) in candidates.iter().cycle().take(max.max(1)).enumerate() {
+            if candidates.is_empty() {
+                break;
+            }
+            if n >= candidates.len() {
+                let backoff = self.llm.cfg.retry_backoff_ms << (n / candidates.len() - 1).min(6);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            let p = &self.llm.providers[cand.provider];
+            let path = match p.path(self.api, &cand.model, stream) {
+                Ok(path) => path,
+                Err(r) => {
+                    unsupported = Some(r);
+                    continue;
+                }
+            };
+            let shown = match report {
+                ReportModel::Served => cand.model.clone(),
+                ReportModel::Requested => requested.to_owned(),
+            };
+            let (body, added_usage) =
+                provider::request_body(self.api, p.wire, request, &cand.model, stream)
+                    .map_err(|e| Refusal::InvalidRequest(e.to_string()))?;
+            let body = Bytes::from(body.to_string());
+            if let Some(l) = rlog.llm.as_mut() {
+                l.provider = Some(p.name().to_owned());
+                l.model_served = Some(cand.model.clone());
+                l.failovers = failovers;
+            }
+            rlog.attempts = n as u32 + 1;
+            let result = self.send(parts, p, &path, body).await;
+            let failure = match result {
+                Ok(resp) if resp.status().is_success() => {
+                    let ctx = Settle {
+                        node: Arc::clone(&self.cx.node),
+                        llm: Arc::clone(&self.llm),
+                        limiter: Arc::clone(&self.limiter),
+                        workload: self.workload_name().to_owned(),
+                        operation: self.api.operation(),
+                        provider: p.cfg.kind.as_str(),
+                        provider_name: p.name().to_owned(),
+                        requested: requested.to_owned(),
+                        served: cand.model.clone(),
+                        charges,
+                        started,
+                        request_for_estimate: None,
+                    };
+                    return if stream {
+                        let include_usage = request
+                            .get("stream_options")
+                            .and_then(|o| o.get("include_usage"))
+                            .and_then(Value::as_bool)
+                            == Some(true);
+                        let translator = Translator::new(
+                            self.api.dialect(),
+                            p.wire,
+                            StreamSpec {
+                                model: shown,
+                                rewrite_model: report == ReportModel::Requested,
+                                include_usage,
+                                added_usage,
+                                id: format!(
+                                    "chatcmpl-{:016x}",
+                                    crate::telemetry::trace::random_u64()
+                                ),
+                                created: unix_now(),
+                            },
+                        );
+                        Ok((Answer::Stream(self.stream(resp, translator, ctx)), "ok"))
+                    } else {
+                        let mut ctx = ctx;
+                        ctx.request_for_estimate = Some(Value::Object(request.clone()));
+                        self.whole(resp, p.wire, &shown, ctx, rlog).await
+                    };
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = read_limited(resp.into_body(), MAX_ERROR_BYTES).await;
+                    let message =
+                        provider::error_message(&body).unwrap_or_else(|| "no error message".into());
+                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                        Failure {
+                            reason: if status == StatusCode::TOO_MANY_REQUESTS {
+                                "status_429"
+                            } else {
+                                "status_5xx"
+                            },
+                            refusal: Refusal::Upstream(format!(
+                                "provider {:?} answered {status}: {message}",
+                                p.name()
+                            )),
+                        }
+                    } else {
+                        // The request itself is wrong for the provider:
+                        // another would refuse it too.
+                        let resp =
+                            upstream_error(self.api.dialect(), p.wire, status, &body, &message);
+                        return Ok((Answer::Whole(resp), "upstream_refused"));
+                    }
+                }
+                Err(f) => f,
+            };
+            tracing::warn!(
+                provider = p.name(),
+                reason = failure.reason,
+                error = %failure.refusal.message(),
+                "llm provider attempt failed"
+            );
+            p.cool_down(self.llm.now_ms());
+            self.cx
+                .node
+                .metrics
+                .genai
+                .failovers
+                .with_label_values(&[p.name(), failure.reason])
+                .inc();
+            failovers += 1;
+            last = Some(failure.refusal);
+        }
+        // Nothing was served: give back what the limits took up front.
+        settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
+        Err(last.or(unsupported).unwrap_or_else(|| {
+            Refusal::Upstream(format!(
+                "no provider is configured for the model {requested:?}"
+            ))
+        }))
+    }
+
+    /// One request to one provider, until its response head.
+    async fn send(
+        &self,
+        parts: &Parts,
+        p: &ProviderRt,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Failure> {
+        let node = &self.cx.node;
+        let addr = resolve(p, &node.config.load()).await.map_err(|e| Failure {
+            reason: "resolve_error",
+            refusal: Refusal::Upstream(e),
+        })?;
+        let config = node.config.load();
+        let tls = if p.https {
+            let tls = node.tls.upstream(&config.tls).map_err(|e| Failure {
+                reason: "tls_error",
+                refusal: Refusal::Upstream(e),
+            })?;
+            Some((p.host.clone(), tls))
+        } else {
+            None
+        };
+        let key = PoolKey {
+            workload: self.cx.workload.as_ref().map_or(0, |w| w.id),
+            addr,
+            tls_name: tls.as_ref().map(|t| t.0.clone()),
+        };
+        let handshake_timeout = Duration::from_millis(config.tls.handshake_timeout_ms);
+        let client = node.api_clients.get(
+            key,
+            || Connector {
+                addr,
+                netns: self.cx.netns.clone(),
+                mark: node.proxy.mark,
+                connect_timeout: node.proxy.connect_timeout,
+                tls,
+                handshake_timeout,
+            },
+            config.http.pool_max_idle,
+        );
+        let scheme = if p.https { "https" } else { "http" };
+        let uri: hyper::Uri = format!("{scheme}://{}{path}", p.authority())
+            .parse()
+            .map_err(|e| Failure {
+                reason: "bad_url",
+                refusal: Refusal::Upstream(format!("provider {:?}: bad URL: {e}", p.name())),
+            })?;
+        let mut req = Request::builder().method(Method::POST).uri(uri);
+        let headers = req.headers_mut().expect("a fresh builder has headers");
+        self.upstream_headers(parts, p, headers)
+            .map_err(|e| Failure {
+                reason: "credentials",
+                refusal: Refusal::Upstream(e),
+            })?;
+        if p.wire == Wire::Bedrock {
+            let mut signed: Vec<(String, String)> = headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            signed.push(("host".into(), p.authority()));
+            let add = p.sign(path, &signed, &body).map_err(|e| Failure {
+                reason: "credentials",
+                refusal: Refusal::Upstream(e),
+            })?;
+            for (k, v) in add {
+                if let (Ok(k), Ok(mut v)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    v.set_sensitive(true);
+                    headers.insert(k, v);
+                }
+            }
+        }
+        let req = req
+            .body(Full::new(body).map_err(|e| match e {}).boxed())
+            .map_err(|e| Failure {
+                reason: "bad_request",
+                refusal: Refusal::Upstream(format!("building the upstream request: {e}")),
+            })?;
+        let timeout = Duration::from_millis(p.cfg.timeout_ms);
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Failure {
+                reason: "connect_error",
+                refusal: Refusal::Upstream(format!("provider {:?}: {}", p.name(), error_chain(&e))),
+            }),
+            Err(_) => Err(Failure {
+                reason: "timeout",
+                refusal: Refusal::Timeout(format!(
+                    "provider {:?} did not answer within {} ms",
+                    p.name(),
+                    p.cfg.timeout_ms
+                )),
+            }),
+        }
+    }
+
+    /// What goes upstream besides the body: the provider's credentials
+    /// (the pod's are never copied unless configured), its protocol
+    /// version, and the few client headers that mean the same there.
+    fn upstream_headers(
+        &self,
+        parts: &Parts,
+        p: &ProviderRt,
+        out: &mut hyper::HeaderMap,
+    ) -> Result<(), String> {
+        out.insert(
+            header::HOST,
+            HeaderValue::from_str(&p.authority()).map_err(|e| e.to_string())?,
+        );
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let same_protocol = matches!(
+            (self.api.dialect(), p.wire),
+            (Dialect::OpenAi, Wire::OpenAi) | (Dialect::Anthropic, Wire::Anthropic)
+        );
+        let mut pass: Vec<&str> = vec!["user-agent", "traceparent", "tracestate", "accept"];
+        if same_protocol {
+            pass.extend([
+                "openai-organization",
+                "openai-project",
+                "openai-beta",
+                "anthropic-beta",
+                "anthropic-version",
+            ]);
+        }
+        for name in pass {
+            if let Some(v) = parts.headers.get(name) {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    out.insert(n, v.clone());
+                }
+            }
+        }
+        if p.wire == Wire::Anthropic {
+            let version = p.cfg.api_version.as_deref().unwrap_or("2023-06-01");
+            if p.cfg.api_version.is_some() || !out.contains_key("anthropic-version") {
+                out.insert(
+                    "anthropic-version",
+                    HeaderValue::from_str(version).map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        for (k, v) in &p.cfg.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                out.insert(k, v);
+            }
+        }
+        for name in CLIENT_KEY_HEADERS {
+            out.remove(*name);
+        }
+        for (k, v) in p.auth_headers(&parts.headers)? {
+            out.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// A non-streamed answer: read whole, translated, accounted.
+    async fn whole(
+        &self,
+        resp: Response<Incoming>,
+        wire: Wire,
+        shown: &str,
+        ctx: Settle,
+        rlog: &mut RequestLog,
+    ) -> Result<(Answer, &'static str), Refusal> {
+        let (head, body) = resp.into_parts();
+        let bytes = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                ctx.refund();
+                return Err(Refusal::Upstream(format!(
+                    "reading provider {:?}'s answer failed: {e}",
+                    ctx.provider_name
+                )));
+            }
+        };
+        let upstream: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.refund();
+                return Err(Refusal::Upstream(format!(
+                    "provider {:?} answered with invalid JSON: {e}",
+                    ctx.provider_name
+                )));
+            }
+        };
+        if self.api == Api::CountTokens {
+            // A count, not a generation: nothing to account.
+            ctx.refund();
+            let mut out = json_response(StatusCode::OK, &upstream);
+            copy_response_headers(&head.headers, out.headers_mut());
+            return Ok((Answer::Whole(out), "ok"));
+        }
+        let id = format!("chatcmpl-{:016x}", crate::telemetry::trace::random_u64());
+        let (body, usage) =
+            match provider::response_body(self.api, wire, &upstream, shown, &id, unix_now()) {
+                Ok(x) => x,
+                Err(e) => {
+                    ctx.refund();
+                    return Err(Refusal::Upstream(format!(
+                        "provider {:?}'s answer could not be translated: {e}",
+                        ctx.provider_name
+                    )));
+                }
+            };
+        let finish_reason = body
+            .pointer("/choices/0/finish_reason")
+            .or_else(|| body.get("stop_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let usage = usage.or_else(|| {
+            // Not reported: estimate both sides, marked as estimated.
+            let input = ctx
+                .request_for_estimate
+                .as_ref()
+                .map_or(0, usage::estimate_prompt_tokens);
+            let output = usage::estimate_tokens(&answer_text(&body));
+            Some(Usage {
+                input,
+                output,
+                estimated: true,
+                ..Usage::default()
+            })
+        });
+        let record = ctx.settle(usage, None, None);
+        if let Some(l) = rlog.llm.as_mut() {
+            l.usage = usage;
+            l.cost_micros = record;
+            l.finish_reason = finish_reason;
+        }
+        let mut out = json_response(StatusCode::OK, &body);
+        copy_response_headers(&head.headers, out.headers_mut());
+        Ok((Answer::Whole(out), "ok"))
+    }
+
+    /// A streamed answer: the body translates as bytes arrive and settles
+    /// when the stream ends or the client leaves.
+    fn stream(
+        &self,
+        resp: Response<Incoming>,
+        translator: Translator,
+        ctx: Settle,
+    ) -> Response<Box<LlmStream>> {
+        let (head, body) = resp.into_parts();
+        let mut out = Response::new(Box::new(LlmStream {
+            upstream: body,
+            translator,
+            settle: Some(ctx),
+            // Given by `finish`, which owns the request's log line.
+            log: None,
+            done: false,
+            first: None,
+        }));
+        copy_response_headers(&head.headers, out.headers_mut());
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        out.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out
+    }
+}
+
+/// Why one attempt failed, and what the client gets if it was the last.
+struct Failure {
+    reason: &'static str,
+    refusal: Refusal,
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The provider's address: configured, a literal, the config's `dns.hosts`,
+/// or the system resolver.
+async fn resolve(p: &ProviderRt, config: &crate::config::Config) -> Result<SocketAddr, String> {
+    if let Some(a) = p.cfg.address {
+        return Ok(a);
+    }
+    if let Ok(ip) = p.host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, p.port));
+    }
+    if let Some(ip) = config.dns.hosts.get(&p.host).and_then(|a| a.first()) {
+        return Ok(SocketAddr::new(*ip, p.port));
+    }
+    tokio::net::lookup_host((p.host.as_str(), p.port))
+        .await
+        .map_err(|e| format!("resolving {} for provider {:?}: {e}", p.host, p.name()))?
+        .next()
+        .ok_or_else(|| format!("{} has no address (provider {:?})", p.host, p.name()))
+}
+
+/// Provider headers worth passing on: request ids and rate-limit hints.
+fn copy_response_headers(from: &hyper::HeaderMap, to: &mut hyper::HeaderMap) {
+    for (k, v) in from {
+        let name = k.as_str();
+        if name == "request-id"
+            || name == "x-request-id"
+            || name.starts_with("x-ratelimit-")
+            || name.starts_with("anthropic-ratelimit-")
+        {
+            to.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// A provider's 4xx, in the client's protocol: as it is when the protocols
+/// match, else re-shaped with the provider's message.
+fn upstream_error(
+    dialect: Dialect,
+    wire: Wire,
+    status: StatusCode,
+    body: &[u8],
+    message: &str,
+) -> Response<ApiBody> {
+    let same = matches!(
+        (dialect, wire),
+        (Dialect::OpenAi, Wire::OpenAi) | (Dialect::Anthropic, Wire::Anthropic)
+    );
+    let json_body = if same && serde_json::from_slice::<Value>(body).is_ok() {
+        Bytes::copy_from_slice(body)
+    } else {
+        let v = match dialect {
+            Dialect::OpenAi => json!({ "error": {
+                "message": message, "type": "invalid_request_error", "param": null, "code": null,
+            }}),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": anthropic_error_type(status), "message": message },
+            }),
+        };
+        Bytes::from(v.to_string())
+    };
+    let mut resp = Response::new(Full::new(json_body).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        _ => "invalid_request_error",
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn read_limited(body: Incoming, max: usize) -> Bytes {
+    Limited::new(body, max)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The answer's text, for estimating output tokens when none are reported.
+fn answer_text(body: &Value) -> String {
+    let mut s = String::new();
+    if let Some(t) = body
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+    {
+        s.push_str(t);
+    }
+    if let Some(blocks) = body.get("content").and_then(Value::as_array) {
+        for b in blocks {
+            if let Some(t) = b.get("text").and_then(Value::as_str) {
+                s.push_str(t);
+            }
+        }
+    }
+    s
+}
+
+/// Everything accounting needs once the usage is known.
+struct Settle {
+    node: Arc<crate::daemon::Node>,
+    llm: Arc<LlmPolicy>,
+    limiter: Arc<Limiter>,
+    workload: String,
+    operation: &'static str,
+    /// The provider kind, as `gen_ai_provider_name`.
+    provider: &'static str,
+    provider_name: String,
+    requested: String,
+    served: String,
+    charges: Charges,
+    started: Instant,
+    /// For estimating usage a provider did not report.
+    request_for_estimate: Option<Value>,
+}
+
+impl Settle {
+    /// Records metrics and charges the limits; returns the cost.
+    fn settle(
+        self,
+        usage: Option<Usage>,
+        ttft: Option<Duration>,
+        stream_end: Option<Instant>,
+    ) -> Option<u64> {
+        let m = &self.node.metrics.genai;
+        let labels = [
+            self.operation,
+            self.provider,
+            self.requested.as_str(),
+            self.served.as_str(),
+            self.workload.as_str(),
+        ];
+        m.request_duration
+            .with_label_values(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(t) = ttft {
+            m.time_to_first_token
+                .with_label_values(&labels)
+                .observe(t.as_secs_f64());
+        }
+        let usage = usage.unwrap_or_default();
+        if let (Some(t), Some(end)) = (ttft, stream_end) {
+            if usage.output > 1 {
+                let after_first = end.duration_since(self.started).saturating_sub(t);
+                m.time_per_output_token
+                    .with_label_values(&labels)
+                    .observe(after_first.as_secs_f64() / (usage.output - 1) as f64);
+            }
+        }
+        let typed = |kind: &'static str| {
+            let mut l = vec![kind];
+            l.extend_from_slice(&labels);
+            l
+        };
+        for (kind, n, histogram) in [
+            ("input", usage.input, true),
+            ("output", usage.output, true),
+            ("cached_input", usage.cached_input, false),
+            ("reasoning", usage.reasoning, false),
+        ] {
+            if histogram {
+                m.token_usage
+                    .with_label_values(&typed(kind))
+                    .observe(n as f64);
+            }
+            m.tokens.with_label_values(&typed(kind)).inc_by(n);
+        }
+        let cost = self.llm.prices.cost_micros(&self.served, &usage);
+        if let Some(c) = cost {
+            m.cost_usd
+                .with_label_values(&[&self.workload, self.provider, &self.served])
+                .inc_by(c as f64 / 1e6);
+        }
+        self.charge(usage, cost);
+        cost
+    }
+
+    /// The difference between what was taken up front and what was used,
+    /// and the spend; in the background (a Redis round trip must not hold
+    /// the answer).
+    fn charge(self, usage: Usage, cost: Option<u64>) {
+        if self.charges.limits.is_empty() {
+            return;
+        }
+        let limiter = Arc::clone(&self.limiter);
+        let llm = Arc::clone(&self.llm);
+        let key = self.workload;
+        let charges = self.charges;
+        tokio::spawn(async move {
+            let now = SystemTime::now();
+            for &i in &charges.limits {
+                let limit = &llm.limits[i];
+                if let Some(b) = &limit.input_tokens {
+                    let taken = charges.estimated_input.max(1);
+                    let delta = i64::try_from(usage.input).unwrap_or(i64::MAX)
+                        - i64::try_from(taken).unwrap_or(i64::MAX);
+                    if delta != 0 {
+                        limiter.adjust("llm", b, &key, delta).await;
+                    }
+                }
+                if let Some(b) = &limit.output_tokens {
+                    let delta = i64::try_from(usage.output).unwrap_or(i64::MAX) - 1;
+                    if delta != 0 {
+                        limiter.adjust("llm", b, &key, delta).await;
+                    }
+                }
+                if let Some(c) = cost.filter(|c| *c > 0) {
+                    for (usd, window) in [
+                        (limit.cfg.cost_per_day_usd, BudgetWindow::Day),
+                        (limit.cfg.cost_per_month_usd, BudgetWindow::Month),
+                    ] {
+                        if usd.is_some() {
+                            limiter
+                                .budget_spend("llm", &limit.cfg.name, &key, window, c, now)
+                                .await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Nothing was served: the tokens taken up front go back.
+    fn refund(&self) {
+        settle_refund(&self.limiter, &self.llm, &self.charges, &self.workload);
+    }
+}
+
+fn settle_refund(limiter: &Arc<Limiter>, llm: &Arc<LlmPolicy>, charges: &Charges, key: &str) {
+    if charges.limits.is_empty() {
+        return;
+    }
+    let limiter = Arc::clone(limiter);
+    let llm = Arc::clone(llm);
+    let key = key.to_owned();
+    let limits = charges.limits.clone();
+    let taken = charges.estimated_input.max(1);
+    tokio::spawn(async move {
+        for i in limits {
+            let limit = &llm.limits[i];
+            if let Some(b) = &limit.input_tokens {
+                limiter
+                    .adjust("llm", b, &key, -i64::try_from(taken).unwrap_or(i64::MAX))
+                    .await;
+            }
+            if let Some(b) = &limit.output_tokens {
+                limiter.adjust("llm", b, &key, -1).await;
+            }
+        }
+    });
+}
+
+/// The client's stream: upstream bytes in, translated frames out, one
+/// upstream chunk at a time. Dropping it (the client left) drops the
+/// upstream body, which closes the provider connection: the generation
+/// is cancelled, not left running.
+struct LlmStream {
+    upstream: Incoming,
+    translator: Translator,
+    settle: Option<Settle>,
+    log: Option<RequestLog>,
+    done: bool,
+    first: Option<Duration>,
+}
+
+impl LlmStream {
+    fn end(&mut self, outcome: &'static str) {
+        self.done = true;
+        let summary = self.translator.summary();
+        if let Some(settle) = self.settle.take() {
+            let usage = summary.usage.or_else(|| {
+                settle.request_for_estimate.as_ref().map(|r| Usage {
+                    input: usage::estimate_prompt_tokens(r),
+                    estimated: true,
+                    ..Usage::default()
+                })
+            });
+            let cost = settle.settle(usage, self.first, Some(Instant::now()));
+            if let Some(log) = self.log.as_mut() {
+                log.outcome = outcome;
+                if let Some(l) = log.llm.as_mut() {
+                    l.usage = usage;
+                    l.cost_micros = cost;
+                    l.finish_reason = summary.finish_reason;
+                    l.ttft = self.first;
+                }
+            }
+        }
+        // The line is written now, not when hyper drops the body.
+        self.log.take();
+    }
+}
+
+impl Body for LlmStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers: nothing to pass on
+                    };
+                    match this.translator.push(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => {
+                            if this.first.is_none() {
+                                this.first = this.settle.as_ref().map(|s| s.started.elapsed());
+                            }
+                            if let Some(log) = this.log.as_mut() {
+                                log.bytes_out += out.len() as u64;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
+                            let frame = this.translator.error_frame(&e);
+                            this.end("upstream_stream_error");
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let e = crate::gate::llm::stream::StreamError::Upstream {
+                        kind: "api_error".into(),
+                        message: format!("the provider's stream broke: {e}"),
+                    };
+                    tracing::warn!(error = %e, "llm stream from the provider broke");
+                    let frame = this.translator.error_frame(&e);
+                    this.end("upstream_body_error");
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
+                }
+                Poll::Ready(None) => {
+                    let tail = this.translator.finish();
+                    let out = match tail {
+                        Ok(t) => t,
+                        Err(e) => this.translator.error_frame(&e).into_bytes(),
+                    };
+                    this.end("ok");
+                    if out.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LlmStream {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away mid-stream: account what was used so far.
+            self.end("client_closed");
+        }
+    }
+}
