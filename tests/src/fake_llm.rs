@@ -46,6 +46,8 @@ pub struct RecordedRequest {
     /// The body parsed as JSON, `Null` when it was not JSON (or empty).
     pub body: Value,
     pub raw_body: String,
+    /// When the head arrived.
+    pub received: Instant,
 }
 
 impl RecordedRequest {
@@ -254,6 +256,7 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         else {
             return Ok(());
         };
+        let received = Instant::now();
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
         buf.drain(..end);
         let mut lines = head.split("\r\n");
@@ -284,6 +287,7 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             headers,
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             raw_body,
+            received,
         };
         shared.requests.lock().unwrap().push(req.clone());
         let close = req
@@ -905,6 +909,7 @@ mod tests {
             headers: BTreeMap::new(),
             raw_body: body.to_string(),
             body,
+            received: Instant::now(),
         }
     }
 

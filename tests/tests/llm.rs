@@ -656,6 +656,7 @@ fn anthropic_clients_are_served_by_an_openai_compatible_provider() -> Result<()>
             "providers": [provider("fake-openai", &fake)],
             "models": [{"name": "claude-3-5-sonnet-latest",
                         "targets": [{"provider": "fake-openai", "model": "llama-3.1-8b"}]}],
+            "prices": [{"model": "llama-3.1*", "input_per_mtok": 1.0, "output_per_mtok": 2.0}],
         }),
     )
     .workload(pod.workload());
@@ -727,7 +728,7 @@ fn anthropic_clients_are_served_by_an_openai_compatible_provider() -> Result<()>
                 && log_u64(l, "input_tokens") == Some(13)
                 && log_u64(l, "output_tokens") == Some(5)
                 && log_field(l, "stream") == Some(&json!(stream))
-                && log_field(l, "cost_usd").is_some()
+                && log_f64(l, "cost_usd").is_some_and(|c| close(c, (13.0 * 1.0 + 5.0 * 2.0) / 1e6))
                 && log_field(l, "finish_reason").is_some(),
             "access line: {l:#}"
         );
