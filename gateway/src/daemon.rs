@@ -150,6 +150,10 @@ pub async fn run(
 
     let api = Arc::new(ApiPolicy::build(&config, &stop, None).map_err(|e| anyhow::anyhow!(e))?);
     let llm = crate::gate::llm::LlmPolicy::build(&config.llm).map_err(|e| anyhow::anyhow!(e))?;
+    if !config.llm.models.is_empty() {
+        // The tokenizer takes ~0.4 s to build; not on the first request.
+        tokio::task::spawn_blocking(crate::gate::llm::usage::warm_up);
+    }
     let node = Arc::new(Node {
         proxy: ProxySettings {
             mark: config.intercept.mark,

@@ -185,7 +185,7 @@ impl Call {
             });
         }
         routing::shape(&mut request, route);
-        let estimated_input = usage::estimate_prompt_tokens(&Value::Object(request.clone()));
+        let (estimated_input, request) = estimate(request, body.len()).await?;
 
         // count_tokens is answered here when no Anthropic provider serves
         // the model: the estimate is what the gateway itself limits on.
@@ -442,7 +442,6 @@ impl Call {
                         served: cand.model.clone(),
                         charges,
                         started,
-                        request_for_estimate: None,
                     };
                     return if stream {
                         let include_usage = request
@@ -467,8 +466,6 @@ impl Call {
                         );
                         Ok((Answer::Stream(self.stream(resp, translator, ctx)), "ok"))
                     } else {
-                        let mut ctx = ctx;
-                        ctx.request_for_estimate = Some(Value::Object(request.clone()));
                         self.whole(resp, p.wire, &shown, ctx, rlog).await
                     };
                 }
@@ -744,10 +741,7 @@ impl Call {
             .map(str::to_owned);
         let usage = usage.or_else(|| {
             // Not reported: estimate both sides, marked as estimated.
-            let input = ctx
-                .request_for_estimate
-                .as_ref()
-                .map_or(0, usage::estimate_prompt_tokens);
+            let input = ctx.charges.estimated_input;
             let output = usage::estimate_tokens(&answer_text(&body));
             Some(Usage {
                 input,
@@ -793,6 +787,28 @@ impl Call {
         out.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out
+    }
+}
+
+/// Prompt tokens, estimated with the tokenizer. Big prompts are counted
+/// on the blocking pool: tokenizing costs up to ~0.1 s of CPU, which must
+/// not stall the other connections on this worker.
+async fn estimate(
+    request: Map<String, Value>,
+    body_bytes: usize,
+) -> Result<(u64, Map<String, Value>), Refusal> {
+    const INLINE_BYTES: usize = 16 * 1024;
+    let value = Value::Object(request);
+    let (n, value) = if body_bytes <= INLINE_BYTES {
+        (usage::estimate_prompt_tokens(&value), value)
+    } else {
+        tokio::task::spawn_blocking(move || (usage::estimate_prompt_tokens(&value), value))
+            .await
+            .map_err(|e| Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}")))?
+    };
+    match value {
+        Value::Object(m) => Ok((n, m)),
+        _ => Ok((n, Map::new())),
     }
 }
 
@@ -954,8 +970,6 @@ struct Settle {
     served: String,
     charges: Charges,
     started: Instant,
-    /// For estimating usage a provider did not report.
-    request_for_estimate: Option<Value>,
 }
 
 impl Settle {
@@ -1112,13 +1126,13 @@ impl LlmStream {
         self.done = true;
         let summary = self.translator.summary();
         if let Some(settle) = self.settle.take() {
-            let usage = summary.usage.or_else(|| {
-                settle.request_for_estimate.as_ref().map(|r| Usage {
-                    input: usage::estimate_prompt_tokens(r),
-                    estimated: true,
-                    ..Usage::default()
-                })
-            });
+            // A stream without usage: the prompt estimate, marked as one;
+            // output is unknown (counted as 0).
+            let usage = summary.usage.or(Some(Usage {
+                input: settle.charges.estimated_input,
+                estimated: true,
+                ..Usage::default()
+            }));
             let cost = settle.settle(usage, self.first, Some(Instant::now()));
             if let Some(log) = self.log.as_mut() {
                 log.outcome = outcome;
