@@ -7,12 +7,15 @@
 //! policy (authn, authz, route limits) → [`serve`] (model policy, limits,
 //! provider attempts with failover) → [`provider`] (URL, credentials, body
 //! in the provider's protocol, via [`translate`]) → the answer back through
-//! [`translate`] or, streamed, [`streaming`] → accounting ([`usage`],
-//! [`price`], the limiter, GenAI metrics, the access log).
+//! [`translate`] or, streamed, [`streaming`] inside the body `answer`
+//! builds → `account` ([`usage`], [`price`], the limiter, GenAI metrics,
+//! the access log).
 //!
 //! Translation is pure functions over JSON values: no I/O and no clock, so
 //! every mapping is pinned by golden files and a bad request becomes a 400
 //! that names the field instead of a surprise from the provider.
+mod account;
+mod answer;
 pub mod front;
 pub mod price;
 pub mod provider;

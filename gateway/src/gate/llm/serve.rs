@@ -4,14 +4,12 @@
 //! failover, then the answer in the client's protocol and the accounting.
 use std::{
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     body::Incoming,
@@ -22,6 +20,8 @@ use hyper::{
 use serde_json::{json, Map, Value};
 
 use super::{
+    account::{settle_refund, Charges, Settle},
+    answer::LlmStream,
     front::{Api, Dialect, Refusal},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
     routing::{self, Candidate, Who},
@@ -32,7 +32,7 @@ use super::{
 use crate::{
     config::{ModelRoute, ReportModel},
     gate::api::{
-        client::{ApiBody, BoxError, Connector, PoolKey},
+        client::{ApiBody, Connector, PoolKey},
         decide, ConnContext, RequestLog, Verdict,
     },
     policy::limits::{BudgetWindow, Decision, Limiter},
@@ -112,14 +112,6 @@ struct Call {
     llm: Arc<LlmPolicy>,
     limiter: Arc<Limiter>,
     api: Api,
-}
-
-/// Which limits of the policy apply to this workload, and what was taken
-/// from them before the call (settled after it).
-#[derive(Default)]
-struct Charges {
-    limits: Vec<usize>,
-    estimated_input: u64,
 }
 
 impl Call {
@@ -804,7 +796,9 @@ async fn estimate(
     } else {
         tokio::task::spawn_blocking(move || (usage::estimate_prompt_tokens(&value), value))
             .await
-            .map_err(|e| Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}")))?
+            .map_err(|e| {
+                Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}"))
+            })?
     };
     match value {
         Value::Object(m) => Ok((n, m)),
@@ -954,271 +948,4 @@ fn answer_text(body: &Value) -> String {
         }
     }
     s
-}
-
-/// Everything accounting needs once the usage is known.
-struct Settle {
-    node: Arc<crate::daemon::Node>,
-    llm: Arc<LlmPolicy>,
-    limiter: Arc<Limiter>,
-    workload: String,
-    operation: &'static str,
-    /// The provider kind, as `gen_ai_provider_name`.
-    provider: &'static str,
-    provider_name: String,
-    requested: String,
-    served: String,
-    charges: Charges,
-    started: Instant,
-}
-
-impl Settle {
-    /// Records metrics and charges the limits; returns the cost.
-    fn settle(
-        self,
-        usage: Option<Usage>,
-        ttft: Option<Duration>,
-        stream_end: Option<Instant>,
-    ) -> Option<u64> {
-        let m = &self.node.metrics.genai;
-        let labels = [
-            self.operation,
-            self.provider,
-            self.requested.as_str(),
-            self.served.as_str(),
-            self.workload.as_str(),
-        ];
-        m.request_duration
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        if let Some(t) = ttft {
-            m.time_to_first_token
-                .with_label_values(&labels)
-                .observe(t.as_secs_f64());
-        }
-        let usage = usage.unwrap_or_default();
-        if let (Some(t), Some(end)) = (ttft, stream_end) {
-            if usage.output > 1 {
-                let after_first = end.duration_since(self.started).saturating_sub(t);
-                m.time_per_output_token
-                    .with_label_values(&labels)
-                    .observe(after_first.as_secs_f64() / (usage.output - 1) as f64);
-            }
-        }
-        let typed = |kind: &'static str| {
-            let mut l = vec![kind];
-            l.extend_from_slice(&labels);
-            l
-        };
-        for (kind, n, histogram) in [
-            ("input", usage.input, true),
-            ("output", usage.output, true),
-            ("cached_input", usage.cached_input, false),
-            ("reasoning", usage.reasoning, false),
-        ] {
-            if histogram {
-                m.token_usage
-                    .with_label_values(&typed(kind))
-                    .observe(n as f64);
-            }
-            m.tokens.with_label_values(&typed(kind)).inc_by(n);
-        }
-        let cost = self.llm.prices.cost_micros(&self.served, &usage);
-        if let Some(c) = cost {
-            m.cost_usd
-                .with_label_values(&[&self.workload, self.provider, &self.served])
-                .inc_by(c as f64 / 1e6);
-        }
-        self.charge(usage, cost);
-        cost
-    }
-
-    /// The difference between what was taken up front and what was used,
-    /// and the spend; in the background (a Redis round trip must not hold
-    /// the answer).
-    fn charge(self, usage: Usage, cost: Option<u64>) {
-        if self.charges.limits.is_empty() {
-            return;
-        }
-        let limiter = Arc::clone(&self.limiter);
-        let llm = Arc::clone(&self.llm);
-        let key = self.workload;
-        let charges = self.charges;
-        tokio::spawn(async move {
-            let now = SystemTime::now();
-            for &i in &charges.limits {
-                let limit = &llm.limits[i];
-                if let Some(b) = &limit.input_tokens {
-                    let taken = charges.estimated_input.max(1);
-                    let delta = i64::try_from(usage.input).unwrap_or(i64::MAX)
-                        - i64::try_from(taken).unwrap_or(i64::MAX);
-                    if delta != 0 {
-                        limiter.adjust("llm", b, &key, delta).await;
-                    }
-                }
-                if let Some(b) = &limit.output_tokens {
-                    let delta = i64::try_from(usage.output).unwrap_or(i64::MAX) - 1;
-                    if delta != 0 {
-                        limiter.adjust("llm", b, &key, delta).await;
-                    }
-                }
-                if let Some(c) = cost.filter(|c| *c > 0) {
-                    for (usd, window) in [
-                        (limit.cfg.cost_per_day_usd, BudgetWindow::Day),
-                        (limit.cfg.cost_per_month_usd, BudgetWindow::Month),
-                    ] {
-                        if usd.is_some() {
-                            limiter
-                                .budget_spend("llm", &limit.cfg.name, &key, window, c, now)
-                                .await;
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    /// Nothing was served: the tokens taken up front go back.
-    fn refund(&self) {
-        settle_refund(&self.limiter, &self.llm, &self.charges, &self.workload);
-    }
-}
-
-fn settle_refund(limiter: &Arc<Limiter>, llm: &Arc<LlmPolicy>, charges: &Charges, key: &str) {
-    if charges.limits.is_empty() {
-        return;
-    }
-    let limiter = Arc::clone(limiter);
-    let llm = Arc::clone(llm);
-    let key = key.to_owned();
-    let limits = charges.limits.clone();
-    let taken = charges.estimated_input.max(1);
-    tokio::spawn(async move {
-        for i in limits {
-            let limit = &llm.limits[i];
-            if let Some(b) = &limit.input_tokens {
-                limiter
-                    .adjust("llm", b, &key, -i64::try_from(taken).unwrap_or(i64::MAX))
-                    .await;
-            }
-            if let Some(b) = &limit.output_tokens {
-                limiter.adjust("llm", b, &key, -1).await;
-            }
-        }
-    });
-}
-
-/// The client's stream: upstream bytes in, translated frames out, one
-/// upstream chunk at a time. Dropping it (the client left) drops the
-/// upstream body, which closes the provider connection: the generation
-/// is cancelled, not left running.
-struct LlmStream {
-    upstream: Incoming,
-    translator: Translator,
-    settle: Option<Settle>,
-    log: Option<RequestLog>,
-    done: bool,
-    first: Option<Duration>,
-}
-
-impl LlmStream {
-    fn end(&mut self, outcome: &'static str) {
-        self.done = true;
-        let summary = self.translator.summary();
-        if let Some(settle) = self.settle.take() {
-            // A stream without usage: the prompt estimate, marked as one;
-            // output is unknown (counted as 0).
-            let usage = summary.usage.or(Some(Usage {
-                input: settle.charges.estimated_input,
-                estimated: true,
-                ..Usage::default()
-            }));
-            let cost = settle.settle(usage, self.first, Some(Instant::now()));
-            if let Some(log) = self.log.as_mut() {
-                log.outcome = outcome;
-                if let Some(l) = log.llm.as_mut() {
-                    l.usage = usage;
-                    l.cost_micros = cost;
-                    l.finish_reason = summary.finish_reason;
-                    l.ttft = self.first;
-                }
-            }
-        }
-        // The line is written now, not when hyper drops the body.
-        self.log.take();
-    }
-}
-
-impl Body for LlmStream {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers: nothing to pass on
-                    };
-                    match this.translator.push(&data) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => {
-                            if this.first.is_none() {
-                                this.first = this.settle.as_ref().map(|s| s.started.elapsed());
-                            }
-                            if let Some(log) = this.log.as_mut() {
-                                log.bytes_out += out.len() as u64;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
-                            let frame = this.translator.error_frame(&e);
-                            this.end("upstream_stream_error");
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
-                        }
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let e = crate::gate::llm::stream::StreamError::Upstream {
-                        kind: "api_error".into(),
-                        message: format!("the provider's stream broke: {e}"),
-                    };
-                    tracing::warn!(error = %e, "llm stream from the provider broke");
-                    let frame = this.translator.error_frame(&e);
-                    this.end("upstream_body_error");
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
-                }
-                Poll::Ready(None) => {
-                    let tail = this.translator.finish();
-                    let out = match tail {
-                        Ok(t) => t,
-                        Err(e) => this.translator.error_frame(&e).into_bytes(),
-                    };
-                    this.end("ok");
-                    if out.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for LlmStream {
-    fn drop(&mut self) {
-        if !self.done {
-            // The client went away mid-stream: account what was used so far.
-            self.end("client_closed");
-        }
-    }
 }
