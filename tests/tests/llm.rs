@@ -23,15 +23,24 @@ const POD_KEY: &str = "sk-pod-key";
 
 // ------------------------------------------------------------- the clients
 
-/// The OpenAI SDK. Argument: `{"base_url", "api_key"?, "op", "request"?, "read"?}`.
+/// The OpenAI SDK. Argument: `{"base_url", "api_key"?, "op", "request"?,
+/// "read"?, "ca"?, "resolve"?}`: `ca` is the only CA the client trusts,
+/// `resolve` maps host names to addresses (pods have no DNS here).
 /// Prints one JSON object: what the op returned, or `error` with the
 /// exception's class, status, body and headers (plus what had been read).
 const OPENAI_PY: &str = r#"
 import json, sys
 import openai
 a = json.loads(sys.argv[1])
+if a.get("resolve"):
+    import socket
+    _getaddrinfo = socket.getaddrinfo
+    socket.getaddrinfo = lambda host, *r, **k: _getaddrinfo(a["resolve"].get(host, host), *r, **k)
+http_client = None
+if a.get("ca"):
+    http_client = openai.DefaultHttpxClient(verify=a["ca"])
 client = openai.OpenAI(base_url=a["base_url"], api_key=a.get("api_key", "sk-pod-key"),
-                       timeout=60.0, max_retries=0)
+                       timeout=60.0, max_retries=0, http_client=http_client)
 req = a.get("request", {})
 out = {}
 try:
@@ -1318,5 +1327,71 @@ fn the_model_list_follows_access_rules() -> Result<()> {
         )?,
     )?;
     ensure!(fake.count() == 1, "{:#?}", fake.requests());
+    Ok(())
+}
+
+#[test]
+fn an_sdk_over_tls_is_terminated_with_the_node_ca() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::anthropic(pod.host_ip.into())?;
+    let addr = llm_address(&pod)?;
+    let name = "api.openai.e2e.test";
+    let ca_dir = TempFile::new("README", "node CA of one e2e test\n")?;
+    let ca_cert = ca_dir.path().parent().context("temp dir")?.join("ca.crt");
+    let ca_key = ca_dir.path().parent().context("temp dir")?.join("ca.key");
+    let cfg = node
+        .config()
+        .set("/tls", json!({"ca_cert": ca_cert, "ca_key": ca_key}))
+        .dns_host(name, &[addr.ip()])
+        .destination(
+            Destination::redirect("openai")
+                .host(name)
+                .port(addr.port())
+                .tls(json!({"mode": "terminate"}))
+                .gate("llm"),
+        )
+        .set(
+            "/llm",
+            json!({
+                "providers": [provider("fake-anthropic", &fake)],
+                "models": [{"name": "gpt-4o",
+                            "targets": [{"provider": "fake-anthropic", "model": "claude-sonnet-4-5"}]}],
+            }),
+        )
+        .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let arg = |op: &str| {
+        json!({
+            "base_url": format!("https://{name}:{}/v1", addr.port()),
+            "ca": ca_cert,
+            "resolve": {name: addr.ip().to_string()},
+            "op": op,
+            "request": {"model": "gpt-4o", "messages": user("Say hello."), "max_tokens": 50},
+        })
+    };
+    // The SDK trusts only the node CA: the gateway answered with its leaf.
+    let r = no_error("chat over tls", sdk(Some(&pod), OPENAI_PY, &arg("chat"))?)?;
+    ensure!(
+        r["completion"]["choices"][0]["message"]["content"] == "hello from fake-anthropic"
+            && r["completion"]["model"] == "claude-sonnet-4-5",
+        "completion over tls: {r:#}"
+    );
+    let r = no_error(
+        "stream over tls",
+        sdk(Some(&pod), OPENAI_PY, &arg("stream"))?,
+    )?;
+    ensure!(
+        r["text"] == "hello from fake-anthropic",
+        "stream over tls: {r:#}"
+    );
+    ensure!(fake.requests().len() == 2, "{:#?}", fake.requests());
+    let logs = wait_llm_logs(&d, 2)?;
+    ensure!(
+        logs.iter()
+            .all(|l| log_str(l, "model_served") == Some("claude-sonnet-4-5")
+                && log_str(l, "destination") == Some("openai")),
+        "{logs:#?}"
+    );
     Ok(())
 }
