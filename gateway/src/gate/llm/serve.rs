@@ -177,7 +177,21 @@ impl Call {
             });
         }
         routing::shape(&mut request, route);
-        let (estimated_input, request) = estimate(request, body.len()).await?;
+        // The prompt is tokenized only when something needs the count
+        // before the answer: an input-token limit, a local count_tokens, or
+        // a stream (whose usage, if the provider leaves it out, can only
+        // be estimated). A plain answer without usage is estimated later.
+        let needs_estimate = stream
+            || self.api == Api::CountTokens
+            || self.llm.limits.iter().any(|l| {
+                l.input_tokens.is_some()
+                    && routing::selects(&l.cfg.workloads, &l.cfg.labels, who.as_ref())
+            });
+        let (estimated_input, request) = if needs_estimate {
+            estimate(request, body.len()).await?
+        } else {
+            (0, request)
+        };
 
         // count_tokens is answered here when no Anthropic provider serves
         // the model: the estimate is what the gateway itself limits on.
@@ -458,7 +472,7 @@ impl Call {
                         );
                         Ok((Answer::Stream(self.stream(resp, translator, ctx)), "ok"))
                     } else {
-                        self.whole(resp, p.wire, &shown, ctx, rlog).await
+                        self.whole(resp, p.wire, &shown, request, ctx, rlog).await
                     };
                 }
                 Ok(resp) => {
@@ -683,6 +697,7 @@ impl Call {
         resp: Response<Incoming>,
         wire: Wire,
         shown: &str,
+        request: &Map<String, Value>,
         ctx: Settle,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
@@ -733,7 +748,7 @@ impl Call {
             .map(str::to_owned);
         let usage = usage.or_else(|| {
             // Not reported: estimate both sides, marked as estimated.
-            let input = ctx.charges.estimated_input;
+            let input = usage::estimate_prompt_tokens(&Value::Object(request.clone()));
             let output = usage::estimate_tokens(&answer_text(&body));
             Some(Usage {
                 input,
