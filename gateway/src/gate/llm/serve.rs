@@ -404,9 +404,6 @@ impl Call {
         let report = route.report_model.unwrap_or(self.llm.cfg.report_model);
         let started = Instant::now();
         for (n, cand) in candidates.iter().cycle().take(max.max(1)).enumerate() {
-            if candidates.is_empty() {
-                break;
-            }
             if n >= candidates.len() {
                 let backoff = self.llm.cfg.retry_backoff_ms << (n / candidates.len() - 1).min(6);
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -495,6 +492,7 @@ impl Call {
                     } else {
                         // The request itself is wrong for the provider:
                         // another would refuse it too.
+                        settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
                         let resp =
                             upstream_error(self.api.dialect(), p.wire, status, &body, &message);
                         return Ok((Answer::Whole(resp), "upstream_refused"));
