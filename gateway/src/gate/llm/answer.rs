@@ -24,6 +24,10 @@ pub(super) struct LlmStream {
     pub(super) log: Option<RequestLog>,
     pub(super) done: bool,
     pub(super) first: Option<Duration>,
+    /// The first bytes, read before the answer was committed to.
+    pub(super) pending: Option<Bytes>,
+    /// The upstream body ended while those were read.
+    pub(super) upstream_ended: bool,
 }
 
 impl LlmStream {
@@ -63,6 +67,15 @@ impl Body for LlmStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(first) = this.pending.take() {
+            if let Some(log) = this.log.as_mut() {
+                log.bytes_out += first.len() as u64;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.upstream_ended && !this.done {
+            this.end("ok");
+        }
         loop {
             if this.done {
                 return Poll::Ready(None);

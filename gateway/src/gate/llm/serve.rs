@@ -394,7 +394,7 @@ impl Call {
         requested: &str,
         candidates: Vec<Candidate>,
         stream: bool,
-        charges: Charges,
+        mut charges: Charges,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         let max = self.llm.cfg.max_attempts.max(1) as usize;
@@ -446,31 +446,47 @@ impl Call {
                         charges,
                         started,
                     };
-                    return if stream {
-                        let include_usage = request
-                            .get("stream_options")
-                            .and_then(|o| o.get("include_usage"))
-                            .and_then(Value::as_bool)
-                            == Some(true);
-                        let translator = Translator::new(
-                            self.api.dialect(),
-                            p.wire,
-                            StreamSpec {
-                                model: shown,
-                                rewrite_model: report == ReportModel::Requested,
-                                include_usage,
-                                added_usage,
-                                id: format!(
-                                    "chatcmpl-{:016x}",
-                                    crate::telemetry::trace::random_u64()
-                                ),
-                                created: unix_now(),
-                            },
-                        );
-                        Ok((Answer::Stream(self.stream(resp, translator, ctx)), "ok"))
-                    } else {
-                        self.whole(resp, p.wire, &shown, request, ctx, rlog).await
-                    };
+                    if !stream {
+                        return self.whole(resp, p.wire, &shown, request, ctx, rlog).await;
+                    }
+                    let include_usage = request
+                        .get("stream_options")
+                        .and_then(|o| o.get("include_usage"))
+                        .and_then(Value::as_bool)
+                        == Some(true);
+                    let translator = Translator::new(
+                        self.api.dialect(),
+                        p.wire,
+                        StreamSpec {
+                            model: shown,
+                            rewrite_model: report == ReportModel::Requested,
+                            include_usage,
+                            added_usage,
+                            id: format!("chatcmpl-{:016x}", crate::telemetry::trace::random_u64()),
+                            created: unix_now(),
+                        },
+                    );
+                    // Nothing has reached the client until the first
+                    // translated bytes exist: a stream that fails before
+                    // them (an overloaded error event, a cut, silence) can
+                    // still go to the next provider.
+                    let timeout = Duration::from_millis(p.cfg.timeout_ms);
+                    match first_bytes(resp, translator, timeout).await {
+                        Ok(started) => {
+                            return Ok((Answer::Stream(self.stream(started, ctx)), "ok"));
+                        }
+                        Err(message) => {
+                            // The next attempt accounts for the request.
+                            charges = ctx.charges;
+                            Failure {
+                                reason: "stream_error",
+                                refusal: Refusal::Upstream(format!(
+                                    "provider {:?}'s stream failed before its first event: {message}",
+                                    p.name()
+                                )),
+                            }
+                        }
+                    }
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -768,13 +784,15 @@ impl Call {
 
     /// A streamed answer: the body translates as bytes arrive and settles
     /// when the stream ends or the client leaves.
-    fn stream(
-        &self,
-        resp: Response<Incoming>,
-        translator: Translator,
-        ctx: Settle,
-    ) -> Response<Box<LlmStream>> {
-        let (head, body) = resp.into_parts();
+    fn stream(&self, started: Started, ctx: Settle) -> Response<Box<LlmStream>> {
+        let Started {
+            head,
+            body,
+            translator,
+            first,
+            ended,
+        } = started;
+        let ttft = ctx.started.elapsed();
         let mut out = Response::new(Box::new(LlmStream {
             upstream: body,
             translator,
@@ -782,7 +800,9 @@ impl Call {
             // Given by `finish`, which owns the request's log line.
             log: None,
             done: false,
-            first: None,
+            first: Some(ttft),
+            pending: Some(first),
+            upstream_ended: ended,
         }));
         copy_response_headers(&head.headers, out.headers_mut());
         out.headers_mut().insert(
@@ -793,6 +813,59 @@ impl Call {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out
     }
+}
+
+/// A provider stream that produced its first client bytes.
+struct Started {
+    head: hyper::http::response::Parts,
+    body: Incoming,
+    translator: Translator,
+    first: Bytes,
+    /// The upstream body already ended (a short answer in one read).
+    ended: bool,
+}
+
+/// Reads the provider's stream until the translator has bytes for the
+/// client; `Err` says why it failed before that.
+async fn first_bytes(
+    resp: Response<Incoming>,
+    mut translator: Translator,
+    timeout: Duration,
+) -> Result<Started, String> {
+    let (head, mut body) = resp.into_parts();
+    let read = async {
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let out = translator.push(&data).map_err(|e| e.to_string())?;
+                    if !out.is_empty() {
+                        return Ok((Bytes::from(out), false));
+                    }
+                }
+                Some(Err(e)) => return Err(format!("reading it failed: {e}")),
+                None => {
+                    let out = translator.finish().map_err(|e| e.to_string())?;
+                    if out.is_empty() {
+                        return Err("it ended without an event".to_owned());
+                    }
+                    return Ok((Bytes::from(out), true));
+                }
+            }
+        }
+    };
+    let (first, ended) = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| format!("no event within {} ms", timeout.as_millis()))??;
+    Ok(Started {
+        head,
+        body,
+        translator,
+        first,
+        ended,
+    })
 }
 
 /// Prompt tokens, estimated with the tokenizer. Big prompts are counted
