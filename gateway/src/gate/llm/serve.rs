@@ -1035,3 +1035,104 @@ fn answer_text(body: &Value) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(resp: Response<ApiBody>) -> Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn provider_refusals_keep_their_status_in_the_callers_shape() {
+        let openai_body = br#"{"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":null}}"#;
+        // Same protocol: passed on as the provider sent it.
+        let r = upstream_error(
+            Dialect::OpenAi,
+            Wire::OpenAi,
+            StatusCode::BAD_REQUEST,
+            openai_body,
+            "bad temperature",
+        );
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body_json(r).await["error"]["param"], "temperature");
+        // Across protocols: re-shaped with the provider's message.
+        let r = upstream_error(
+            Dialect::Anthropic,
+            Wire::OpenAi,
+            StatusCode::NOT_FOUND,
+            openai_body,
+            "bad temperature",
+        );
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let v = body_json(r).await;
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["message"], "bad temperature");
+        let r = upstream_error(
+            Dialect::OpenAi,
+            Wire::Anthropic,
+            StatusCode::UNAUTHORIZED,
+            b"<html>",
+            "no error message",
+        );
+        let v = body_json(r).await;
+        assert_eq!(v["error"]["message"], "no error message");
+        assert!(v["error"].get("param").is_some());
+    }
+
+    #[test]
+    fn anthropic_error_types_follow_the_status() {
+        for (status, kind) in [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (413, "request_too_large"),
+            (429, "rate_limit_error"),
+            (422, "invalid_request_error"),
+        ] {
+            assert_eq!(
+                anthropic_error_type(StatusCode::from_u16(status).unwrap()),
+                kind
+            );
+        }
+    }
+
+    #[test]
+    fn answer_text_reads_both_shapes() {
+        let openai = json!({"choices": [{"message": {"content": "hello"}}]});
+        assert_eq!(answer_text(&openai), "hello");
+        let anthropic = json!({"content": [{"type": "text", "text": "a"}, {"type": "tool_use"}, {"type": "text", "text": "b"}]});
+        assert_eq!(answer_text(&anthropic), "ab");
+        assert_eq!(answer_text(&json!({})), "");
+    }
+
+    #[test]
+    fn only_request_ids_and_rate_limit_hints_are_copied() {
+        let mut from = hyper::HeaderMap::new();
+        for (k, v) in [
+            ("x-request-id", "r1"),
+            ("x-ratelimit-remaining-tokens", "10"),
+            ("anthropic-ratelimit-requests-limit", "5"),
+            ("set-cookie", "a=b"),
+            ("openai-organization", "org-secret"),
+        ] {
+            from.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let mut to = hyper::HeaderMap::new();
+        copy_response_headers(&from, &mut to);
+        let mut names: Vec<_> = to.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "anthropic-ratelimit-requests-limit",
+                "x-ratelimit-remaining-tokens",
+                "x-request-id"
+            ]
+        );
+    }
+}
