@@ -35,13 +35,16 @@ impl LlmStream {
         self.done = true;
         let summary = self.translator.summary();
         if let Some(settle) = self.settle.take() {
-            // A stream without usage: the prompt estimate, marked as one;
-            // output is unknown (counted as 0).
-            let usage = summary.usage.or(Some(Usage {
-                input: settle.charges.estimated_input,
-                estimated: true,
-                ..Usage::default()
-            }));
+            // A stream without usage: the prompt estimate and the text
+            // sent, tokenized, marked as estimated.
+            let usage = summary.usage.or_else(|| {
+                Some(Usage {
+                    input: settle.charges.estimated_input,
+                    output: self.translator.estimated_output().unwrap_or(0),
+                    estimated: true,
+                    ..Usage::default()
+                })
+            });
             let cost = settle.settle(usage, self.first, Some(Instant::now()));
             if let Some(log) = self.log.as_mut() {
                 log.outcome = outcome;

@@ -42,7 +42,15 @@ pub struct Translator {
     kind: Kind,
     dialect: Dialect,
     finish_reason: Option<String>,
+    /// What the client was sent, kept (up to [`MAX_RECORDED`]) only from
+    /// OpenAI-protocol upstreams, the one kind that may leave usage out
+    /// (servers that ignore `include_usage`): the output is then estimated
+    /// from it.
+    sent: Option<Vec<u8>>,
 }
+
+/// The most of a stream kept for estimating its output tokens.
+const MAX_RECORDED: usize = 1 << 20;
 
 enum Kind {
     /// Same protocol: events pass as they are, except the model name when
@@ -140,11 +148,46 @@ impl Translator {
             kind,
             dialect: client,
             finish_reason: None,
+            sent: (wire == Wire::OpenAi).then(Vec::new),
         }
     }
 
     /// The client's bytes for one upstream body chunk.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, StreamError> {
+        let out = self.translate(bytes)?;
+        self.record(&out);
+        Ok(out)
+    }
+
+    fn record(&mut self, out: &[u8]) {
+        if let Some(sent) = self.sent.as_mut() {
+            let room = MAX_RECORDED.saturating_sub(sent.len());
+            sent.extend_from_slice(&out[..out.len().min(room)]);
+        }
+    }
+
+    /// Output tokens estimated from the text the client was sent (chunk
+    /// deltas of either protocol), for a stream that reported no usage.
+    pub fn estimated_output(&self) -> Option<u64> {
+        let sent = self.sent.as_ref()?;
+        let mut parser = SseParser::default();
+        let mut text = String::new();
+        for ev in parser.push(sent).ok()? {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
+            let piece = v
+                .pointer("/choices/0/delta/content")
+                .or_else(|| v.pointer("/delta/text"))
+                .and_then(Value::as_str);
+            if let Some(t) = piece {
+                text.push_str(t);
+            }
+        }
+        Some(super::usage::estimate_tokens(&text))
+    }
+
+    fn translate(&mut self, bytes: &[u8]) -> Result<Vec<u8>, StreamError> {
         let mut out = Vec::with_capacity(bytes.len() + 64);
         let sse_error = |e: super::stream::SseError| StreamError::Upstream {
             kind: "api_error".into(),
@@ -205,6 +248,12 @@ impl Translator {
 
     /// The trailing frames when the upstream body ended.
     pub fn finish(&mut self) -> Result<Vec<u8>, StreamError> {
+        let out = self.finish_inner()?;
+        self.record(&out);
+        Ok(out)
+    }
+
+    fn finish_inner(&mut self) -> Result<Vec<u8>, StreamError> {
         let mut out = Vec::new();
         match &mut self.kind {
             Kind::Same { .. } => {}
@@ -528,6 +577,38 @@ mod tests {
         assert!(out.contains("event: message_stop"), "{out}");
         let u = t.summary().usage.unwrap();
         assert_eq!((u.input, u.output), (9, 2));
+    }
+
+    #[test]
+    fn streams_without_usage_are_estimated_from_what_was_sent() {
+        let mut t = Translator::new(
+            Dialect::OpenAi,
+            Wire::OpenAi,
+            spec("m", false, false, false),
+        );
+        run(&mut t, &openai_stream(false), 9);
+        assert_eq!(t.summary().usage, None);
+        assert_eq!(
+            t.estimated_output(),
+            Some(super::super::usage::estimate_tokens("Hello"))
+        );
+        let mut t = Translator::new(
+            Dialect::Anthropic,
+            Wire::OpenAi,
+            spec("m", false, false, false),
+        );
+        run(&mut t, &openai_stream(false), 9);
+        assert_eq!(
+            t.estimated_output(),
+            Some(super::super::usage::estimate_tokens("Hello"))
+        );
+        // Upstreams that always report usage are not recorded.
+        let t = Translator::new(
+            Dialect::OpenAi,
+            Wire::Anthropic,
+            spec("m", false, false, false),
+        );
+        assert_eq!(t.estimated_output(), None);
     }
 
     #[test]
