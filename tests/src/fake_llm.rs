@@ -1,7 +1,11 @@
 //! Fake LLM providers speaking the real wire formats: OpenAI Chat
-//! Completions (`POST /v1/chat/completions`) and Anthropic Messages
-//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`), both plain and
-//! streamed (server-sent events), tool calls included.
+//! Completions (`POST /v1/chat/completions`), Anthropic Messages
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`), Gemini
+//! (`POST /v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`, [`gemini`]) and Bedrock Converse
+//! (`POST /model/{modelId}/converse` and `/converse-stream` as AWS event
+//! stream frames, [`bedrock`]; requests must carry a SigV4 signature,
+//! checked by [`sigv4`]), all plain and streamed, tool calls included.
 //!
 //! A test starts one on an address it made (a pod's host-side veth
 //! address, so the daemon reaches it from the pod's namespace), points a
@@ -26,6 +30,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod bedrock;
+mod gemini;
+mod sigv4;
+
+pub use sigv4::SigV4Check;
+
 /// Which provider API a fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FakeKind {
@@ -33,6 +43,10 @@ pub enum FakeKind {
     OpenAi,
     /// Anthropic Messages; base URL without `/v1`.
     Anthropic,
+    /// Gemini `generateContent`; base URL without `/v1beta`.
+    Gemini,
+    /// Bedrock Runtime Converse; base URL without `/model`.
+    Bedrock,
 }
 
 /// One request as the fake received it.
@@ -48,6 +62,8 @@ pub struct RecordedRequest {
     pub raw_body: String,
     /// When the head arrived.
     pub received: Instant,
+    /// Bedrock only: what the fake made of the SigV4 signature.
+    pub sigv4: Option<SigV4Check>,
 }
 
 impl RecordedRequest {
@@ -84,8 +100,12 @@ struct Behaviour {
     fail: Option<u16>,
     /// (content events, delay before each).
     slow: Option<(usize, Duration)>,
-    /// Streams break off with an event that is not JSON.
+    /// Streams break off with an event that is not JSON (Bedrock: a
+    /// frame whose checksum is wrong).
     malformed_stream: bool,
+    /// Bedrock: the credentials signatures are checked against; without
+    /// them only the form of the signature is checked.
+    aws: Option<sigv4::AwsKey>,
 }
 
 struct Shared {
@@ -118,6 +138,18 @@ impl FakeLlm {
         Self::start(ip, FakeKind::Anthropic)
     }
 
+    /// A Gemini fake on `ip` (ephemeral port), replying
+    /// `hello from fake-gemini`.
+    pub fn gemini(ip: IpAddr) -> Result<Self> {
+        Self::start(ip, FakeKind::Gemini)
+    }
+
+    /// A Bedrock Converse fake on `ip` (ephemeral port), replying
+    /// `hello from fake-bedrock`; see [`FakeLlm::expect_aws`].
+    pub fn bedrock(ip: IpAddr) -> Result<Self> {
+        Self::start(ip, FakeKind::Bedrock)
+    }
+
     /// `ip` must be one the test made (a pod's host-side veth address or
     /// 127.0.0.x).
     pub fn start(ip: IpAddr, kind: FakeKind) -> Result<Self> {
@@ -127,6 +159,8 @@ impl FakeLlm {
         let reply = match kind {
             FakeKind::OpenAi => "hello from fake-openai",
             FakeKind::Anthropic => "hello from fake-anthropic",
+            FakeKind::Gemini => "hello from fake-gemini",
+            FakeKind::Bedrock => "hello from fake-bedrock",
         };
         let shared = Arc::new(Shared {
             kind,
@@ -137,6 +171,7 @@ impl FakeLlm {
                 fail: None,
                 slow: None,
                 malformed_stream: false,
+                aws: None,
             }),
             requests: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
@@ -179,12 +214,15 @@ impl FakeLlm {
     }
 
     /// What a provider's `url` should be: `http://<addr>/v1` for OpenAI
-    /// (the gateway appends `/chat/completions`), `http://<addr>` for
-    /// Anthropic (the gateway appends `/v1/messages`).
+    /// (the gateway appends `/chat/completions`), `http://<addr>` for the
+    /// others (the gateway appends `/v1/messages`, `/v1beta/models/…`,
+    /// `/model/…`).
     pub fn base_url(&self) -> String {
         match self.shared.kind {
             FakeKind::OpenAi => format!("http://{}/v1", self.addr),
-            FakeKind::Anthropic => format!("http://{}", self.addr),
+            FakeKind::Anthropic | FakeKind::Gemini | FakeKind::Bedrock => {
+                format!("http://{}", self.addr)
+            }
         }
     }
 
@@ -219,6 +257,18 @@ impl FakeLlm {
     /// end without finishing.
     pub fn malformed_stream(&self) {
         self.with(|b| b.malformed_stream = true);
+    }
+
+    /// Bedrock: verify every signature with these credentials (scope
+    /// `<date>/<region>/bedrock/aws4_request`) and refuse, as AWS does
+    /// with a 403, what does not verify.
+    pub fn expect_aws(&self, access_key_id: &str, secret_access_key: &str, region: &str) {
+        let key = sigv4::AwsKey {
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.to_string(),
+            region: region.to_string(),
+        };
+        self.with(|b| b.aws = Some(key));
     }
 
     /// Every request received, in order.
@@ -280,6 +330,18 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         let body = read_body(&mut conn, &mut buf, &headers)?;
         let Some(body) = body else { return Ok(()) };
+        let behaviour = shared.behaviour.lock().unwrap().clone();
+        // Checked on the bytes as they came: the signature covers them.
+        let sigv4 = (shared.kind == FakeKind::Bedrock).then(|| {
+            sigv4::check(
+                &method,
+                &path,
+                &headers,
+                &body,
+                behaviour.aws.as_ref(),
+                SystemTime::now(),
+            )
+        });
         let raw_body = String::from_utf8_lossy(&body).into_owned();
         let req = RecordedRequest {
             method,
@@ -288,15 +350,18 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             raw_body,
             received,
+            sigv4,
         };
         shared.requests.lock().unwrap().push(req.clone());
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let behaviour = shared.behaviour.lock().unwrap().clone();
         let id = shared.ids.fetch_add(1, Ordering::SeqCst);
         match answer(shared.kind, &req, &behaviour, id) {
-            Answer::Json(status, v) => {
+            Answer::Json(status, mut v) => {
+                // Bedrock (restJson1) names the error in a header; the
+                // body holds only the message.
+                let error_type = v.as_object_mut().and_then(|o| o.remove("__type"));
                 let body = v.to_string();
                 let mut resp = format!(
                     "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}",
@@ -304,6 +369,11 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     body.len(),
                     request_id_header(shared.kind, id),
                 );
+                if let Some(Value::String(ty)) = error_type {
+                    resp.push_str(&format!(
+                        "x-amzn-errortype: {ty}:http://internal.amazon.com/coral/com.amazon.bedrock/\r\n"
+                    ));
+                }
                 if status == 429 {
                     resp.push_str("retry-after: 1\r\n");
                 }
@@ -316,8 +386,12 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 conn.flush()?;
             }
             Answer::Stream(events, delay, content_events) => {
+                let content_type = match shared.kind {
+                    FakeKind::Bedrock => "application/vnd.amazon.eventstream",
+                    _ => "text/event-stream; charset=utf-8",
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n{}\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n{}\r\n",
                     request_id_header(shared.kind, id),
                 );
                 let started = Instant::now();
@@ -328,8 +402,10 @@ fn serve(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         if ev.content && !delay.is_zero() {
                             std::thread::sleep(delay);
                         }
-                        let chunk = format!("{:x}\r\n{}\r\n", ev.text.len(), ev.text);
-                        result = conn.write_all(chunk.as_bytes()).and_then(|_| conn.flush());
+                        let mut chunk = format!("{:x}\r\n", ev.data.len()).into_bytes();
+                        chunk.extend_from_slice(&ev.data);
+                        chunk.extend_from_slice(b"\r\n");
+                        result = conn.write_all(&chunk).and_then(|_| conn.flush());
                         if result.is_err() {
                             break;
                         }
@@ -452,6 +528,9 @@ fn request_id_header(kind: FakeKind, id: u64) -> String {
     match kind {
         FakeKind::OpenAi => format!("x-request-id: req_fake{id}\r\n"),
         FakeKind::Anthropic => format!("request-id: req_fake{id}\r\n"),
+        // Google's front ends send no request id.
+        FakeKind::Gemini => String::new(),
+        FakeKind::Bedrock => format!("x-amzn-requestid: 00000000-0000-4000-8000-{id:012}\r\n"),
     }
 }
 
@@ -469,11 +548,11 @@ fn readable(listener: &TcpListener, timeout_ms: i32) -> bool {
 
 // ----------------------------------------------------------- the answers
 
-/// One server-sent event; `content` marks the events a slow stream
-/// spaces out.
+/// One server-sent event (Bedrock: one event-stream frame); `content`
+/// marks the events a slow stream spaces out.
 #[derive(Debug, Clone)]
 struct Event {
-    text: String,
+    data: Vec<u8>,
     content: bool,
 }
 
@@ -490,6 +569,10 @@ fn answer(kind: FakeKind, req: &RecordedRequest, b: &Behaviour, id: u64) -> Answ
         return Answer::Json(status, error_body(kind, status, "the fake provider fails"));
     }
     match (kind, req.method.as_str(), path) {
+        (FakeKind::Gemini, "POST", p) if p.starts_with("/v1beta/models/") => {
+            gemini::answer(req, b, id)
+        }
+        (FakeKind::Bedrock, "POST", p) if p.starts_with("/model/") => bedrock::answer(req, b, id),
         (FakeKind::OpenAi, "POST", "/v1/chat/completions") => openai_chat(req, b, id),
         (FakeKind::Anthropic, "POST", "/v1/messages") => anthropic_messages(req, b, id),
         (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
@@ -535,6 +618,8 @@ fn error_body(kind: FakeKind, status: u16, message: &str) -> Value {
             };
             json!({"type": "error", "error": {"type": ty, "message": message}})
         }
+        FakeKind::Gemini => gemini::error_body(status, message),
+        FakeKind::Bedrock => bedrock::error_body(status, message),
     }
 }
 
@@ -577,6 +662,8 @@ fn wanted_tool(kind: FakeKind, body: &Value) -> Option<String> {
     let name = match kind {
         FakeKind::OpenAi => tools[0]["function"]["name"].as_str(),
         FakeKind::Anthropic => tools[0]["name"].as_str(),
+        FakeKind::Gemini => tools[0]["functionDeclarations"][0]["name"].as_str(),
+        FakeKind::Bedrock => tools[0]["toolSpec"]["name"].as_str(),
     };
     Some(name.unwrap_or("tool").to_string())
 }
@@ -603,14 +690,14 @@ fn pieces(text: &str, n: usize) -> Vec<String> {
 
 fn sse_data(v: &Value) -> Event {
     Event {
-        text: format!("data: {v}\n\n"),
+        data: format!("data: {v}\n\n").into_bytes(),
         content: false,
     }
 }
 
 fn sse_event(name: &str, v: &Value) -> Event {
     Event {
-        text: format!("event: {name}\ndata: {v}\n\n"),
+        data: format!("event: {name}\ndata: {v}\n\n").into_bytes(),
         content: false,
     }
 }
@@ -626,9 +713,11 @@ fn garbage(kind: FakeKind) -> Event {
     let text = match kind {
         FakeKind::OpenAi => "data: {\"id\":\"chatcmpl-broken\",\"choices\":[{\"delta\n\n",
         FakeKind::Anthropic => "event: content_block_delta\ndata: {\"type\":\"content_blo\n\n",
+        FakeKind::Gemini => "data: {\"candidates\": [{\"content\": {\"par\n\n",
+        FakeKind::Bedrock => return bedrock::garbage(),
     };
     Event {
-        text: text.to_string(),
+        data: text.as_bytes().to_vec(),
         content: true,
     }
 }
@@ -756,7 +845,7 @@ fn openai_chat(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         })));
     }
     events.push(Event {
-        text: "data: [DONE]\n\n".to_string(),
+        data: b"data: [DONE]\n\n".to_vec(),
         content: false,
     });
     Answer::Stream(events, delay, planned)
@@ -910,6 +999,7 @@ mod tests {
             raw_body: body.to_string(),
             body,
             received: Instant::now(),
+            sigv4: None,
         }
     }
 
@@ -921,6 +1011,7 @@ mod tests {
             fail: None,
             slow: None,
             malformed_stream: false,
+            aws: None,
         }
     }
 
@@ -931,9 +1022,14 @@ mod tests {
         };
         events
             .iter()
-            .flat_map(|e| e.text.lines())
-            .filter_map(|l| l.strip_prefix("data: "))
-            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
+            .flat_map(|e| {
+                String::from_utf8_lossy(&e.data)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| l.strip_prefix("data: ").map(str::to_string))
+            .map(|d| serde_json::from_str(&d).unwrap_or_else(|_| json!(d)))
             .collect()
     }
 
@@ -995,6 +1091,86 @@ mod tests {
                 "message_stop"
             ]
         );
+    }
+
+    #[test]
+    fn gemini_refuses_openai_fields_and_streams_usage_last() {
+        let b = behaviour();
+        let mut req = post(
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json!({"model": "gemini-2.0-flash",
+                   "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        );
+        req.headers.insert("x-goog-api-key".into(), "k".into());
+        let Answer::Json(400, err) = answer(FakeKind::Gemini, &req, &b, 1) else {
+            panic!("a `model` field accepted")
+        };
+        assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
+
+        req.body.as_object_mut().unwrap().remove("model");
+        let Answer::Json(200, v) = answer(FakeKind::Gemini, &req, &b, 1) else {
+            panic!()
+        };
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["text"],
+            "one two three four"
+        );
+        assert_eq!(v["usageMetadata"]["totalTokenCount"], 14);
+
+        req.path = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse".into();
+        let d = datas(&answer(FakeKind::Gemini, &req, &b, 1));
+        assert_eq!(d.len(), 3);
+        let text: String = d
+            .iter()
+            .filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, "one two three four");
+        assert!(d[..2]
+            .iter()
+            .all(|c| c["candidates"][0].get("finishReason").is_none()));
+        assert_eq!(d[2]["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(d[2]["usageMetadata"]["candidatesTokenCount"], 9);
+
+        req.headers.clear();
+        assert!(matches!(
+            answer(FakeKind::Gemini, &req, &b, 1),
+            Answer::Json(403, _)
+        ));
+    }
+
+    #[test]
+    fn bedrock_answers_only_signed_requests() {
+        let b = behaviour();
+        let mut req = post(
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}),
+        );
+        let Answer::Json(403, err) = answer(FakeKind::Bedrock, &req, &b, 1) else {
+            panic!("an unsigned request accepted")
+        };
+        assert_eq!(err["__type"], "MissingAuthenticationTokenException");
+        req.sigv4 = Some(SigV4Check::Verified);
+        let Answer::Json(200, v) = answer(FakeKind::Bedrock, &req, &b, 1) else {
+            panic!()
+        };
+        assert_eq!(
+            v["output"]["message"]["content"][0]["text"],
+            "one two three four"
+        );
+        assert_eq!(v["usage"]["totalTokens"], 14);
+        assert_eq!(v["stopReason"], "end_turn");
+        req.body["model"] = json!("m");
+        assert!(matches!(
+            answer(FakeKind::Bedrock, &req, &b, 1),
+            Answer::Json(400, _)
+        ));
+        req.body.as_object_mut().unwrap().remove("model");
+        req.path = req.path.replace("/converse", "/converse-stream");
+        let Answer::Stream(events, _, 3) = answer(FakeKind::Bedrock, &req, &b, 1) else {
+            panic!()
+        };
+        // messageStart, 3 deltas, contentBlockStop, messageStop, metadata.
+        assert_eq!(events.len(), 7);
     }
 
     #[test]

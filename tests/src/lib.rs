@@ -32,7 +32,7 @@ pub use config::{Config, Destination, FailMode, Workload};
 pub use daemon::{is_access_log, log_field, log_str, log_u64, Daemon, LogLine, READY_TIMEOUT};
 pub use dns::FakeDns;
 pub use env::{env, sdk_python, Env};
-pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, StreamRecord};
+pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, SigV4Check, StreamRecord};
 pub use http::{http_request, HttpResponse};
 pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use trigate_e2e::{
     free_port, log_field, log_str, log_u64, poll_until, Config, Daemon, Destination, FakeKind,
-    FakeLlm, Metrics, Node, Pod, Runner, TempFile, CMD_TIMEOUT,
+    FakeLlm, Metrics, Node, Pod, Runner, SigV4Check, TempFile, CMD_TIMEOUT,
 };
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
@@ -215,6 +215,8 @@ fn provider(name: &str, fake: &FakeLlm) -> Value {
     let kind = match fake.kind() {
         FakeKind::OpenAi => "openai-compatible",
         FakeKind::Anthropic => "anthropic",
+        FakeKind::Gemini => "gemini",
+        FakeKind::Bedrock => "bedrock",
     };
     json!({"name": name, "kind": kind, "url": fake.base_url()})
 }
@@ -1392,6 +1394,338 @@ fn an_sdk_over_tls_is_terminated_with_the_node_ca() -> Result<()> {
             .all(|l| log_str(l, "model_served") == Some("claude-sonnet-4-5")
                 && log_str(l, "destination") == Some("openai")),
         "{logs:#?}"
+    );
+    Ok(())
+}
+
+// ------------------------------------------- Gemini and Bedrock providers
+
+/// (k) OpenAI SDK → a Gemini provider: plain, streamed and a tool call.
+/// The gateway writes `generateContent` / `streamGenerateContent?alt=sse`
+/// bodies (no `model`, the system message as `systemInstruction`), sends
+/// the key from its file as `x-goog-api-key`, and reads the answers back
+/// as OpenAI's.
+#[test]
+fn openai_clients_are_served_by_a_gemini_provider() -> Result<()> {
+    const GEMINI_KEY: &str = "AIza-fake-gemini-key";
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::gemini(pod.host_ip.into())?;
+    fake.usage(19, 8);
+    let key = TempFile::new("gemini-key", &format!("{GEMINI_KEY}\n"))?;
+    let mut p = provider("fake-gemini", &fake);
+    p["api_key"] = json!({"file": key.path()});
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [p],
+            "models": [{"name": "gpt-4o",
+                        "targets": [{"provider": "fake-gemini", "model": "gemini-2.0-flash"}]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let messages = json!([
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hello."}
+    ]);
+
+    // Plain.
+    let r = no_error(
+        "chat",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": messages, "max_tokens": 50}),
+        )?,
+    )?;
+    let c = &r["completion"];
+    ensure!(
+        c["object"] == "chat.completion"
+            && c["choices"][0]["message"]["role"] == "assistant"
+            && c["choices"][0]["message"]["content"] == "hello from fake-gemini"
+            && c["choices"][0]["finish_reason"] == "stop",
+        "completion: {r:#}"
+    );
+    ensure!(
+        c["usage"]["prompt_tokens"] == 19
+            && c["usage"]["completion_tokens"] == 8
+            && c["usage"]["total_tokens"] == 27,
+        "usage: {}",
+        c["usage"]
+    );
+    let seen = fake.requests();
+    ensure!(seen.len() == 1, "{seen:#?}");
+    let up = &seen[0];
+    ensure!(
+        up.method == "POST" && up.path == "/v1beta/models/gemini-2.0-flash:generateContent",
+        "{} {}",
+        up.method,
+        up.path
+    );
+    ensure!(
+        up.header("x-goog-api-key") == Some(GEMINI_KEY),
+        "Gemini must get the key from the file: {:?}",
+        up.headers
+    );
+    ensure!(
+        up.body.get("model").is_none()
+            && up.body["contents"][0]["role"] == "user"
+            && up.body["contents"][0]["parts"][0]["text"] == "Say hello."
+            && up.body["contents"].as_array().is_some_and(|c| c.len() == 1)
+            && up.body["systemInstruction"]
+                .to_string()
+                .contains("You are terse.")
+            && up.body["generationConfig"]["maxOutputTokens"] == 50,
+        "the provider got: {:#}",
+        up.body
+    );
+
+    // Streamed, usage asked for.
+    let r = no_error(
+        "stream",
+        openai(
+            &pod,
+            &base,
+            "stream",
+            json!({"model": "gpt-4o", "messages": messages, "stream_options": {"include_usage": true}}),
+        )?,
+    )?;
+    let chunks = r["chunks"].as_array().context("chunks")?;
+    ensure!(r["text"] == "hello from fake-gemini", "stream: {r:#}");
+    ensure!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+            && chunks
+                .iter()
+                .any(|c| c["choices"][0]["finish_reason"] == "stop"),
+        "chunks: {r:#}"
+    );
+    let last = chunks.last().context("no chunks")?;
+    ensure!(
+        last["usage"]["prompt_tokens"] == 19 && last["usage"]["completion_tokens"] == 8,
+        "the last chunk must carry the usage: {last:#}"
+    );
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.path == "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+            && up.header("x-goog-api-key") == Some(GEMINI_KEY)
+            && up.body.get("model").is_none()
+            && up.body.get("stream").is_none()
+            && up.body["contents"][0]["parts"][0]["text"] == "Say hello.",
+        "{} {:#}",
+        up.path,
+        up.body
+    );
+    let streams = fake.streams();
+    ensure!(
+        streams.len() == 1 && streams[0].completed,
+        "the provider's stream: {streams:#?}"
+    );
+
+    // A tool call: functionDeclarations there, functionCall back.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let r = no_error(
+        "tool",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("Please use the tool for Paris"), "tools": tools}),
+        )?,
+    )?;
+    let choice = &r["completion"]["choices"][0];
+    let call = &choice["message"]["tool_calls"][0];
+    ensure!(
+        choice["finish_reason"] == "tool_calls" && call["function"]["name"] == "get_weather",
+        "tool call: {r:#}"
+    );
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))?;
+    ensure!(args == json!({"city": "Paris"}), "arguments: {args}");
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather",
+        "tools must reach Gemini as functionDeclarations: {:#}",
+        up.body
+    );
+
+    for r in fake.requests() {
+        ensure!(
+            !r.headers.values().any(|v| v.contains(POD_KEY)) && !r.raw_body.contains(POD_KEY),
+            "the pod's key reached Gemini: {r:#?}"
+        );
+    }
+    let logs = wait_llm_logs(&d, 3)?;
+    for (l, stream) in logs.iter().zip([false, true, false]) {
+        ensure!(
+            log_str(l, "provider") == Some("fake-gemini")
+                && log_str(l, "model_requested") == Some("gpt-4o")
+                && log_str(l, "model_served") == Some("gemini-2.0-flash")
+                && log_u64(l, "input_tokens") == Some(19)
+                && log_u64(l, "output_tokens") == Some(8)
+                && log_u64(l, "status") == Some(200)
+                && log_field(l, "stream") == Some(&json!(stream)),
+            "access line: {l:#}"
+        );
+    }
+    ensure!(
+        !d.dump().contains(GEMINI_KEY),
+        "the daemon logged the Gemini key"
+    );
+    Ok(())
+}
+
+/// (l) Anthropic SDK → a Bedrock provider: plain and streamed. The
+/// gateway writes Converse bodies to `/model/<id>/converse(-stream)` with
+/// the id's `:` percent-encoded, signs them with SigV4 from credentials
+/// in files (the fake recomputes the signature), and reads the JSON and
+/// the event-stream frames back as Anthropic's.
+#[test]
+fn anthropic_clients_are_served_by_a_bedrock_provider() -> Result<()> {
+    const KEY_ID: &str = "AKIDFAKEBEDROCK01";
+    const SECRET: &str = "fake/Bedrock+Secret0123456789abcdefghij";
+    const MODEL_ID: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+    const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0";
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::bedrock(pod.host_ip.into())?;
+    fake.usage(23, 6);
+    fake.expect_aws(KEY_ID, SECRET, "us-east-1");
+    let key_id = TempFile::new("aws-access-key-id", &format!("{KEY_ID}\n"))?;
+    let secret = TempFile::new("aws-secret-access-key", &format!("{SECRET}\n"))?;
+    let mut p = provider("fake-bedrock", &fake);
+    p["aws"] = json!({
+        "region": "us-east-1",
+        "access_key_id": {"file": key_id.path()},
+        "secret_access_key": {"file": secret.path()},
+    });
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [p],
+            "models": [{"name": "claude-3-haiku",
+                        "targets": [{"provider": "fake-bedrock", "model": MODEL_ID}]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = anthropic_base(addr);
+    let request = json!({"model": "claude-3-haiku", "max_tokens": 100,
+        "system": "Be brief.", "messages": user("Say hello.")});
+
+    let signed = |up: &trigate_e2e::RecordedRequest| -> Result<()> {
+        ensure!(
+            up.sigv4 == Some(SigV4Check::Verified),
+            "the SigV4 signature must verify: {:?}\nheaders: {:#?}",
+            up.sigv4,
+            up.headers
+        );
+        let auth = up.header("authorization").unwrap_or_default();
+        ensure!(
+            auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={KEY_ID}/"))
+                && auth.contains("/us-east-1/bedrock/aws4_request, SignedHeaders=")
+                && auth.contains("host")
+                && auth.contains("x-amz-date"),
+            "authorization: {auth}"
+        );
+        Ok(())
+    };
+
+    // Plain.
+    let r = no_error("create", anthropic(&pod, &base, "create", request.clone())?)?;
+    let msg = &r["message"];
+    ensure!(
+        msg["type"] == "message"
+            && msg["role"] == "assistant"
+            && msg["content"][0]["type"] == "text"
+            && msg["content"][0]["text"] == "hello from fake-bedrock"
+            && msg["stop_reason"] == "end_turn",
+        "message: {r:#}"
+    );
+    ensure!(
+        msg["usage"]["input_tokens"] == 23 && msg["usage"]["output_tokens"] == 6,
+        "usage: {}",
+        msg["usage"]
+    );
+    let seen = fake.requests();
+    ensure!(seen.len() == 1, "{seen:#?}");
+    let up = &seen[0];
+    ensure!(
+        up.method == "POST" && up.path == format!("{MODEL_PATH}/converse"),
+        "{} {}",
+        up.method,
+        up.path
+    );
+    signed(up)?;
+    ensure!(
+        up.body.get("model").is_none()
+            && up.body["messages"][0]["role"] == "user"
+            && up.body["messages"][0]["content"][0]["text"] == "Say hello."
+            && up.body["system"][0]["text"] == "Be brief."
+            && up.body["inferenceConfig"]["maxTokens"] == 100,
+        "the provider got: {:#}",
+        up.body
+    );
+
+    // Streamed.
+    let r = no_error("stream", anthropic(&pod, &base, "stream", request)?)?;
+    ensure!(r["text"] == "hello from fake-bedrock", "stream: {r:#}");
+    let msg = &r["message"];
+    ensure!(
+        msg["stop_reason"] == "end_turn"
+            && msg["usage"]["input_tokens"] == 23
+            && msg["usage"]["output_tokens"] == 6,
+        "final message of the stream: {msg:#}"
+    );
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.path == format!("{MODEL_PATH}/converse-stream"),
+        "{}",
+        up.path
+    );
+    signed(&up)?;
+    ensure!(
+        up.body.get("model").is_none() && up.body.get("stream").is_none(),
+        "{:#}",
+        up.body
+    );
+    let streams = fake.streams();
+    ensure!(
+        streams.len() == 1 && streams[0].completed,
+        "the provider's stream: {streams:#?}"
+    );
+
+    for r in fake.requests() {
+        ensure!(
+            !r.headers.values().any(|v| v.contains(POD_KEY)) && !r.raw_body.contains(POD_KEY),
+            "the pod's key reached Bedrock: {r:#?}"
+        );
+    }
+    let logs = wait_llm_logs(&d, 2)?;
+    for (l, stream) in logs.iter().zip([false, true]) {
+        ensure!(
+            log_str(l, "provider") == Some("fake-bedrock")
+                && log_str(l, "model_requested") == Some("claude-3-haiku")
+                && log_str(l, "model_served") == Some(MODEL_ID)
+                && log_u64(l, "input_tokens") == Some(23)
+                && log_u64(l, "output_tokens") == Some(6)
+                && log_u64(l, "status") == Some(200)
+                && log_field(l, "stream") == Some(&json!(stream)),
+            "access line: {l:#}"
+        );
+    }
+    ensure!(
+        !d.dump().contains(SECRET),
+        "the daemon logged the AWS secret"
     );
     Ok(())
 }
