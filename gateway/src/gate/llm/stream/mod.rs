@@ -19,6 +19,9 @@ mod anthropic_to_openai;
 #[cfg(test)]
 mod bedrock_tests;
 mod bedrock_to_openai;
+mod chat_to_responses;
+#[cfg(test)]
+mod chat_to_responses_tests;
 pub mod eventstream;
 #[cfg(test)]
 mod gemini_tests;
@@ -33,6 +36,7 @@ use serde_json::{json, Value};
 use super::translate::TranslateError;
 pub use anthropic_to_openai::AnthropicToOpenAi;
 pub use bedrock_to_openai::BedrockToOpenAi;
+pub use chat_to_responses::ChatToResponses;
 pub use eventstream::{EventMessage, EventStreamDecoder, EventStreamError, HeaderValue};
 pub use gemini_to_openai::GeminiToOpenAi;
 pub use openai_to_anthropic::OpenAiToAnthropic;

@@ -14,10 +14,13 @@ const REQUESTED_MODEL: &str = "client-requested-model";
 const CREATED: u64 = 1_700_000_000;
 /// The id the caller passes for upstreams whose streams carry none.
 const ID: &str = "chatcmpl-gateway-1";
-const DIRECTIONS: [&str; 3] = [
+/// The id the caller makes up for a Responses API answer.
+const RESPONSE_ID: &str = "resp_gateway-1";
+const DIRECTIONS: [&str; 4] = [
     "anthropic_to_openai",
     "openai_to_anthropic",
     "gemini_to_openai",
+    "chat_to_responses",
 ];
 
 /// The two directions behind one face, so the harness drives either.
@@ -63,6 +66,18 @@ impl Translator for GeminiToOpenAi {
     }
 }
 
+impl Translator for ChatToResponses {
+    fn event(&mut self, ev: &SseEvent) -> Result<Vec<String>, StreamError> {
+        ChatToResponses::event(self, ev)
+    }
+    fn finish(&mut self) -> Vec<String> {
+        ChatToResponses::finish(self)
+    }
+    fn error_frame(&self, e: &StreamError) -> String {
+        self.error_frames(e)
+    }
+}
+
 /// `<direction>.<case>.in.sse`; a case named `*include_usage*` is a client
 /// that set `stream_options.include_usage`.
 fn translator(direction: &str, case: &str) -> Box<dyn Translator> {
@@ -78,6 +93,11 @@ fn translator(direction: &str, case: &str) -> Box<dyn Translator> {
             ID.into(),
             CREATED,
             case.contains("include_usage"),
+        )),
+        "chat_to_responses" => Box::new(ChatToResponses::new(
+            REQUESTED_MODEL,
+            RESPONSE_ID.into(),
+            CREATED,
         )),
         other => panic!("golden stream for unknown direction {other:?}"),
     }

@@ -17,6 +17,9 @@ mod gemini_tests;
 pub(crate) mod json;
 mod request;
 pub(crate) mod response;
+pub(crate) mod responses;
+#[cfg(test)]
+mod responses_tests;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +27,7 @@ pub use bedrock::{bedrock_response_to_openai, openai_request_to_bedrock};
 pub use gemini::{gemini_response_to_openai, openai_request_to_gemini};
 pub use request::{anthropic_request_to_openai, openai_request_to_anthropic};
 pub use response::{anthropic_response_to_openai, openai_response_to_anthropic};
+pub use responses::{chat_response_to_responses, echo_request, responses_request_to_chat};
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

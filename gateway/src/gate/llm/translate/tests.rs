@@ -14,6 +14,8 @@ const REQUESTED_MODEL: &str = "client-requested-model";
 const CREATED: u64 = 1_700_000_000;
 /// The id the caller passes for providers whose answers carry none.
 const RESPONSE_ID: &str = "chatcmpl-gateway-1";
+/// The id the caller makes up for a Responses API answer.
+const RESPONSES_ID: &str = "resp_gateway-1";
 
 /// The direction is the file-name prefix: `<direction>.<case>.in.json`.
 fn translate(direction: &str, input: &Value) -> Result<Value, TranslateError> {
@@ -31,6 +33,10 @@ fn translate(direction: &str, input: &Value) -> Result<Value, TranslateError> {
         "openai_to_gemini_request" => openai_request_to_gemini(input),
         "gemini_to_openai_response" => {
             gemini_response_to_openai(input, REQUESTED_MODEL, RESPONSE_ID, CREATED)
+        }
+        "responses_to_chat_request" => responses_request_to_chat(input),
+        "chat_to_responses_response" => {
+            chat_response_to_responses(input, REQUESTED_MODEL, RESPONSES_ID, CREATED)
         }
         other => panic!("golden file for unknown direction {other:?}"),
     }
@@ -97,6 +103,8 @@ fn golden() {
         "bedrock_to_openai_response",
         "openai_to_gemini_request",
         "gemini_to_openai_response",
+        "responses_to_chat_request",
+        "chat_to_responses_response",
     ] {
         let n = per_direction.get(direction).copied().unwrap_or(0);
         assert!(n >= 3, "{direction}: only {n} golden cases");
