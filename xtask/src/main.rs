@@ -73,6 +73,17 @@ enum Bench {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Cost of the LLM gate per chat completion (trigate vs direct vs nginx
+    /// plain-proxying vs LiteLLM's proxy, with wrk; plus time to first
+    /// token on a stream): runs the trigate-e2e `bench-llm` binary
+    /// (release) with the release daemon. Needs nginx and wrk; installs
+    /// LiteLLM from PyPI into target/bench-venv the first time.
+    Llm {
+        /// Passed to bench-llm, e.g. `-- --rounds 3 --secs 4`
+        /// (`--no-litellm` leaves LiteLLM out).
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +112,9 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Bench {
             bench: Bench::Api { args },
         } => bench_bin(&root, "bench-api", &args),
+        Cmd::Bench {
+            bench: Bench::Llm { args },
+        } => bench_bin(&root, "bench-llm", &args),
     }
 }
 
