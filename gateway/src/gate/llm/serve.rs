@@ -598,11 +598,14 @@ impl Call {
                 refusal: Refusal::Upstream(e),
             })?;
         if p.wire == Wire::Bedrock {
-            let mut signed: Vec<(String, String)> = headers
+            // Only what the gateway itself sets is signed (`Host` is
+            // already among them): a client header changed on the way
+            // would otherwise break the signature.
+            let signed: Vec<(String, String)> = headers
                 .iter()
+                .filter(|(k, _)| *k == header::HOST || *k == header::CONTENT_TYPE)
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect();
-            signed.push(("host".into(), p.authority()));
             let add = p.sign(path, &signed, &body).map_err(|e| Failure {
                 reason: "credentials",
                 refusal: Refusal::Upstream(e),
