@@ -67,6 +67,12 @@ try:
         out["read"] = n
     elif op == "models":
         out["models"] = sorted(m.id for m in client.models.list())
+    elif op == "responses":
+        out["response"] = client.responses.create(**req).model_dump()
+    elif op == "responses_stream":
+        with client.responses.stream(**req) as stream:
+            out["events"] = [e.type for e in stream]
+            out["response"] = stream.get_final_response().model_dump()
     else:
         raise ValueError("unknown op " + op)
 except openai.APIStatusError as e:
@@ -1726,6 +1732,72 @@ fn anthropic_clients_are_served_by_a_bedrock_provider() -> Result<()> {
     ensure!(
         !d.dump().contains(SECRET),
         "the daemon logged the AWS secret"
+    );
+    Ok(())
+}
+
+#[test]
+fn responses_api_clients_are_served_through_chat_by_an_anthropic_provider() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::anthropic(pod.host_ip.into())?;
+    fake.usage(17, 4);
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-anthropic", &fake)],
+            "models": [{"name": "gpt-4o", "report_model": "requested",
+                        "targets": [{"provider": "fake-anthropic", "model": "claude-sonnet-4-5"}]}],
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let request = json!({"model": "gpt-4o", "instructions": "Be brief.", "input": "Say hello.",
+                         "max_output_tokens": 60});
+    let r = no_error(
+        "responses",
+        openai(&pod, &base, "responses", request.clone())?,
+    )?;
+    let resp = &r["response"];
+    ensure!(
+        resp["object"] == "response"
+            && resp["status"] == "completed"
+            && resp["model"] == "gpt-4o"
+            && resp["output"][0]["content"][0]["text"] == "hello from fake-anthropic"
+            && resp["usage"]["input_tokens"] == 17
+            && resp["usage"]["output_tokens"] == 4,
+        "response: {r:#}"
+    );
+    let up = fake.requests().pop().context("no request")?;
+    ensure!(
+        up.path == "/v1/messages"
+            && up.body["model"] == "claude-sonnet-4-5"
+            && up.body["max_tokens"] == 60
+            && up.body["system"].to_string().contains("Be brief."),
+        "the provider got: {:#}",
+        up.body
+    );
+    let r = no_error(
+        "responses stream",
+        openai(&pod, &base, "responses_stream", request)?,
+    )?;
+    let resp = &r["response"];
+    ensure!(
+        resp["output"][0]["content"][0]["text"] == "hello from fake-anthropic"
+            && resp["usage"]["output_tokens"] == 4
+            && r["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|t| t == "response.output_text.delta")),
+        "streamed response: {r:#}"
+    );
+    let logs = wait_llm_logs(&d, 2)?;
+    ensure!(
+        logs.iter().all(|l| log_u64(l, "input_tokens") == Some(17)
+            && log_str(l, "provider") == Some("fake-anthropic")),
+        "{logs:#?}"
     );
     Ok(())
 }

@@ -26,11 +26,12 @@ use super::{
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
     routing::{self, Candidate, Who},
     streaming::{StreamSpec, Translator},
+    translate,
     usage::{self, Usage},
     LlmPolicy,
 };
 use crate::{
-    config::{ModelRoute, ReportModel},
+    config::{ModelRoute, ProviderKind, ReportModel},
     gate::api::{
         client::{ApiBody, Connector, PoolKey},
         decide, ConnContext, RequestLog, Verdict,
@@ -409,7 +410,15 @@ impl Call {
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
             let p = &self.llm.providers[cand.provider];
-            let path = match p.path(self.api, &cand.model, stream) {
+            // The Responses API goes to OpenAI as it is; every other
+            // provider gets it as Chat Completions, translated back after.
+            let via_chat = self.api == Api::Responses && p.cfg.kind != ProviderKind::Openai;
+            let wire_api = if via_chat {
+                Api::ChatCompletions
+            } else {
+                self.api
+            };
+            let path = match p.path(wire_api, &cand.model, stream) {
                 Ok(path) => path,
                 Err(r) => {
                     unsupported = Some(r);
@@ -420,8 +429,19 @@ impl Call {
                 ReportModel::Served => cand.model.clone(),
                 ReportModel::Requested => requested.to_owned(),
             };
+            let chat;
+            let client_body = if via_chat {
+                chat = match translate::responses_request_to_chat(&Value::Object(request.clone())) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => Map::new(),
+                    Err(e) => return Err(Refusal::InvalidRequest(e.to_string())),
+                };
+                &chat
+            } else {
+                request
+            };
             let (body, added_usage) =
-                provider::request_body(self.api, p.wire, request, &cand.model, stream)
+                provider::request_body(wire_api, p.wire, client_body, &cand.model, stream)
                     .map_err(|e| Refusal::InvalidRequest(e.to_string()))?;
             let body = Bytes::from(body.to_string());
             if let Some(l) = rlog.llm.as_mut() {
@@ -447,7 +467,16 @@ impl Call {
                         started,
                     };
                     if !stream {
-                        return self.whole(resp, p.wire, &shown, request, ctx, rlog).await;
+                        return self
+                            .whole(
+                                resp,
+                                p.wire,
+                                &shown,
+                                (wire_api, request, via_chat),
+                                ctx,
+                                rlog,
+                            )
+                            .await;
                     }
                     let include_usage = request
                         .get("stream_options")
@@ -460,10 +489,13 @@ impl Call {
                         StreamSpec {
                             model: shown,
                             rewrite_model: report == ReportModel::Requested,
-                            include_usage,
-                            added_usage,
+                            // The Responses stream is built from chat chunks
+                            // and needs their usage chunk.
+                            include_usage: include_usage || via_chat,
+                            added_usage: added_usage && !via_chat,
                             id: format!("chatcmpl-{:016x}", crate::telemetry::trace::random_u64()),
                             created: unix_now(),
+                            responses: via_chat.then(|| Value::Object(request.clone())),
                         },
                     );
                     // Nothing has reached the client until the first
@@ -714,7 +746,9 @@ impl Call {
         resp: Response<Incoming>,
         wire: Wire,
         shown: &str,
-        request: &Map<String, Value>,
+        // The API the provider was asked, and the Responses request when
+        // the answer must be turned back into one.
+        (wire_api, request, via_chat): (Api, &Map<String, Value>, bool),
         ctx: Settle,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
@@ -748,7 +782,7 @@ impl Call {
         }
         let id = format!("chatcmpl-{:016x}", crate::telemetry::trace::random_u64());
         let (body, usage) =
-            match provider::response_body(self.api, wire, &upstream, shown, &id, unix_now()) {
+            match provider::response_body(wire_api, wire, &upstream, shown, &id, unix_now()) {
                 Ok(x) => x,
                 Err(e) => {
                     ctx.refund();
@@ -780,6 +814,20 @@ impl Call {
             l.cost_micros = record;
             l.finish_reason = finish_reason;
         }
+        let body = match via_chat.then_some(request) {
+            Some(req) => {
+                let id = format!("resp_{:016x}", crate::telemetry::trace::random_u64());
+                let mut out = translate::chat_response_to_responses(&body, shown, &id, unix_now())
+                    .map_err(|e| {
+                        Refusal::Upstream(format!(
+                            "the answer could not be given as a response: {e}"
+                        ))
+                    })?;
+                translate::echo_request(&mut out, &Value::Object(req.clone()));
+                out
+            }
+            None => body,
+        };
         let mut out = json_response(StatusCode::OK, &body);
         copy_response_headers(&head.headers, out.headers_mut());
         Ok((Answer::Whole(out), "ok"))

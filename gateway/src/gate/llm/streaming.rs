@@ -8,8 +8,8 @@ use super::{
     front::Dialect,
     provider::Wire,
     stream::{
-        encode, AnthropicToOpenAi, BedrockToOpenAi, EventStreamDecoder, GeminiToOpenAi,
-        OpenAiToAnthropic, SseEvent, SseParser, StreamError,
+        encode, AnthropicToOpenAi, BedrockToOpenAi, ChatToResponses, EventStreamDecoder,
+        GeminiToOpenAi, OpenAiToAnthropic, SseEvent, SseParser, StreamError,
     },
     usage::Usage,
 };
@@ -36,6 +36,10 @@ pub struct StreamSpec {
     /// Chunk id and creation time where the upstream gives none.
     pub id: String,
     pub created: u64,
+    /// A Responses API client served through Chat Completions: its
+    /// request (echoed in the response object). The stream is built as
+    /// OpenAI chat chunks, then turned into Responses events.
+    pub responses: Option<Value>,
 }
 
 pub struct Translator {
@@ -47,6 +51,8 @@ pub struct Translator {
     /// (servers that ignore `include_usage`): the output is then estimated
     /// from it.
     sent: Option<Vec<u8>>,
+    /// Chat chunks → Responses events, for a Responses API client.
+    responses: Option<Box<(SseParser, ChatToResponses)>>,
 }
 
 /// The most of a stream kept for estimating its output tokens.
@@ -112,7 +118,13 @@ impl Translator {
             added_usage,
             id,
             created,
+            responses,
         } = spec;
+        let responses = responses.map(|req| {
+            let mut t = ChatToResponses::new(&model, format!("resp_{id}"), created);
+            t.echo_request(&req);
+            Box::new((SseParser::default(), t))
+        });
         let model = model.as_str();
         let chain = || (client == Dialect::Anthropic).then(|| Chain::new(model));
         // A chained OpenAI hop always carries usage, which the Anthropic
@@ -149,6 +161,7 @@ impl Translator {
             dialect: client,
             finish_reason: None,
             sent: (wire == Wire::OpenAi).then(Vec::new),
+            responses,
         }
     }
 
@@ -156,6 +169,26 @@ impl Translator {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, StreamError> {
         let out = self.translate(bytes)?;
         self.record(&out);
+        self.as_responses(out, false)
+    }
+
+    /// For a Responses client: the chat chunks as Responses events.
+    fn as_responses(&mut self, chat: Vec<u8>, end: bool) -> Result<Vec<u8>, StreamError> {
+        let Some(post) = self.responses.as_mut() else {
+            return Ok(chat);
+        };
+        let (parser, t) = &mut **post;
+        let mut out = Vec::new();
+        let events = parser.push(&chat).map_err(|e| StreamError::Upstream {
+            kind: "api_error".into(),
+            message: e.to_string(),
+        })?;
+        for ev in events {
+            extend(&mut out, t.event(&ev)?);
+        }
+        if end {
+            extend(&mut out, t.finish());
+        }
         Ok(out)
     }
 
@@ -250,7 +283,7 @@ impl Translator {
     pub fn finish(&mut self) -> Result<Vec<u8>, StreamError> {
         let out = self.finish_inner()?;
         self.record(&out);
-        Ok(out)
+        self.as_responses(out, true)
     }
 
     fn finish_inner(&mut self) -> Result<Vec<u8>, StreamError> {
@@ -279,6 +312,9 @@ impl Translator {
 
     /// The error frame in the client's protocol.
     pub fn error_frame(&self, e: &StreamError) -> String {
+        if let Some(post) = &self.responses {
+            return post.1.error_frames(e);
+        }
         match self.dialect {
             Dialect::OpenAi => e.openai_frame(),
             Dialect::Anthropic => e.anthropic_frame(),
@@ -470,6 +506,7 @@ mod tests {
             added_usage,
             id: "x".into(),
             created: 1,
+            responses: None,
         }
     }
 
