@@ -763,6 +763,39 @@ impl Call {
                 )));
             }
         };
+        // Same protocol, same model name: the answer goes back as the
+        // provider sent it, and only the members accounting needs are
+        // read (no JSON tree built and written again).
+        let same_protocol = matches!(
+            (self.api.dialect(), wire),
+            (Dialect::OpenAi, Wire::OpenAi) | (Dialect::Anthropic, Wire::Anthropic)
+        );
+        if same_protocol && !via_chat && shown == ctx.served && self.api != Api::CountTokens {
+            if let Ok(h) = serde_json::from_slice::<AnswerHead>(&bytes) {
+                let usage = h.usage.as_ref().and_then(|u| match wire {
+                    Wire::Anthropic => Usage::from_anthropic(u),
+                    _ => Usage::from_openai(u),
+                });
+                if let Some(usage) = usage {
+                    let finish = h
+                        .stop_reason
+                        .or_else(|| h.choices.into_iter().next().and_then(|c| c.finish_reason));
+                    let cost = ctx.settle(Some(usage), None, None);
+                    if let Some(l) = rlog.llm.as_mut() {
+                        l.usage = Some(usage);
+                        l.cost_micros = cost;
+                        l.finish_reason = finish;
+                    }
+                    let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
+                    out.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    copy_response_headers(&head.headers, out.headers_mut());
+                    return Ok((Answer::Whole(out), "ok"));
+                }
+            }
+        }
         let upstream: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -941,6 +974,26 @@ async fn estimate(
         Value::Object(m) => Ok((n, m)),
         _ => Ok((n, Map::new())),
     }
+}
+
+/// What accounting reads from an answer passed on unchanged; serde skips
+/// everything else without building it.
+#[derive(serde::Deserialize)]
+struct AnswerHead {
+    #[serde(default)]
+    usage: Option<Value>,
+    /// Anthropic.
+    #[serde(default)]
+    stop_reason: Option<String>,
+    /// OpenAI.
+    #[serde(default)]
+    choices: Vec<ChoiceHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceHead {
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 /// Why one attempt failed, and what the client gets if it was the last.
