@@ -10,6 +10,7 @@
 //! Network rule: test traffic goes only to 127.0.0.0/8 or to addresses on
 //! veths the test created; nothing here ever adds a default route.
 
+pub mod bench;
 mod bpftool;
 mod client;
 mod config;

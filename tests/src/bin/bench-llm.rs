@@ -56,6 +56,9 @@ use nix::{
     unistd::Pid,
 };
 use serde_json::{json, Value};
+use trigate_e2e::bench::{
+    children, cpu_ticks, find_tool, median, parse_wrk, peak_rss_kib, TempDir, Wrk,
+};
 use trigate_e2e::{
     env, free_port, http_request, log_str, Config, Destination, HostPod, Metrics, Node, Pod, Runner,
 };
@@ -275,118 +278,7 @@ fn lua_string(s: &str) -> String {
 
 // ------------------------------------------------------------------- wrk
 
-/// What one `wrk --latency` run printed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Wrk {
-    requests: u64,
-    secs: f64,
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    /// Socket errors (connect, read, write, timeout) plus non-2xx/3xx.
-    errors: u64,
-}
-
-/// Parses wrk 4's text report (`--latency` prints the 50/75/90/99th
-/// percentiles).
-fn parse_wrk(out: &str) -> Result<Wrk> {
-    let mut w = Wrk::default();
-    let (mut p50, mut p99, mut reqs, mut rps) = (None, None, None, None);
-    let mut in_distribution = false;
-    for line in out.lines() {
-        let t = line.trim();
-        if t == "Latency Distribution" {
-            in_distribution = true;
-            continue;
-        }
-        if in_distribution {
-            if let Some((p, v)) = t.split_once('%') {
-                match p.trim() {
-                    "50" => p50 = Some(time_us(v.trim())?),
-                    "99" => p99 = Some(time_us(v.trim())?),
-                    _ => {}
-                }
-                continue;
-            }
-            in_distribution = false;
-        }
-        let words: Vec<&str> = t.split_whitespace().collect();
-        if words.get(1) == Some(&"requests") && words.get(2) == Some(&"in") {
-            reqs = Some(words[0].parse::<u64>()?);
-            w.secs = time_us(words.get(3).context("duration")?.trim_end_matches(','))? / 1e6;
-        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
-            rps = Some(v.trim().parse::<f64>()?);
-        } else if let Some(v) = t.strip_prefix("Socket errors:") {
-            for part in v.split(',') {
-                w.errors += part
-                    .split_whitespace()
-                    .nth(1)
-                    .context("socket errors")?
-                    .parse::<u64>()?;
-            }
-        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            w.errors += v.trim().parse::<u64>()?;
-        }
-    }
-    w.p50_us = p50.context("no 50% line (wrk without --latency?)")?;
-    w.p99_us = p99.context("no 99% line")?;
-    w.requests = reqs.context("no `N requests in` line")?;
-    w.rps = rps.context("no Requests/sec line")?;
-    Ok(w)
-}
-
-/// wrk's time units (`21.00us`, `1.23ms`, `5.00s`, `1.00m`) in µs.
-fn time_us(s: &str) -> Result<f64> {
-    for (unit, scale) in [
-        ("us", 1.0),
-        ("ms", 1e3),
-        ("s", 1e6),
-        ("m", 60e6),
-        ("h", 3600e6),
-    ] {
-        if let Some(n) = s.strip_suffix(unit) {
-            return Ok(n.parse::<f64>().with_context(|| format!("time {s:?}"))? * scale);
-        }
-    }
-    bail!("unknown time unit in {s:?}")
-}
-
 // ------------------------------------------------------------- processes
-
-/// A directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Result<TempDir> {
-        let mut n = 0;
-        loop {
-            let p = std::env::temp_dir().join(format!(
-                "trigate-bench-llm-{}-{what}-{n}",
-                std::process::id()
-            ));
-            match std::fs::create_dir(&p) {
-                Ok(()) => return Ok(TempDir(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
-                Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
-            }
-        }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `/proc/PID/task/PID/children`: the direct children of a process.
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
 
 /// A process and all its descendants.
 fn tree(pid: i32) -> Vec<i32> {
@@ -398,26 +290,6 @@ fn tree(pid: i32) -> Vec<i32> {
         i += 1;
     }
     all
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: i32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the parenthesised comm: state is #3, utime #14, stime #15.
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-/// Peak resident set size (VmHWM) of a process, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn clock_hz() -> f64 {
@@ -1269,23 +1141,6 @@ fn ttft(pod: &Pod, addr: SocketAddr, n: usize) -> Result<Vec<f64>> {
 
 // ------------------------------------------------------------------ bench
 
-/// A tool from PATH or the sbin directories (nginx lives in /usr/sbin).
-fn find_tool(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!("{name} not found in PATH or /usr/sbin: `cargo xtask setup --test-deps` installs it (Debian package {name})")
-        })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -1709,28 +1564,6 @@ fn bench(a: &Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_wrk_report() {
-        let w = parse_wrk(
-            "Running 2s test @ http://127.0.0.1:18082/
-  1 threads and 1 connections
-  Latency Distribution
-     50%   21.00us
-     75%  535.00us
-     90%    2.33ms
-     99%    6.75ms
-  50513 requests in 2.01s, 7.23MB read
-  Socket errors: connect 0, read 2, write 0, timeout 1
-  Non-2xx or 3xx responses: 4
-Requests/sec:  25110.74
-",
-        )
-        .unwrap();
-        assert_eq!(w.requests, 50513);
-        assert!((w.p99_us - 6750.0).abs() < 1e-9);
-        assert_eq!(w.errors, 7);
-    }
 
     #[test]
     fn lua_strings_cannot_end_early() {
