@@ -152,6 +152,35 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// nginx's config for a bench: master + 1 worker in the foreground, logs,
+/// pid and temp files in `dir`, access logs off (trigate's are on: that is
+/// part of what it costs, and nginx's plain proxying is the reference),
+/// keep-alive that never runs out during a run; `http` is the body of its
+/// `http {}` block.
+pub fn nginx_conf(dir: &std::path::Path, http: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+{http}
+}}
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@ use nix::{
 };
 use serde_json::json;
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, parse_wrk, peak_rss_kib, TempDir, Wrk,
+    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, TempDir, Wrk,
 };
 use trigate_e2e::{free_port, http_request, Daemon, HostPod, Node, Pod, Runner};
 
@@ -91,28 +91,7 @@ impl Nginx {
     fn start(nginx: &Path, runner: &impl Runner, what: &'static str, http: &str) -> Result<Nginx> {
         let dir = TempDir::new(what)?;
         let d = dir.0.display();
-        // Logs and temp files stay in the dir; access logs off, as for
-        // trigate; client and upstream keep-alive never run out during a run.
-        let conf = format!(
-            "daemon off;
-master_process on;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-{http}
-}}
-"
-        );
+        let conf = nginx_conf(&dir.0, http);
         let conf_path = dir.0.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let err_log = dir.0.join("error.log");

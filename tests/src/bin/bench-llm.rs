@@ -57,7 +57,7 @@ use nix::{
 };
 use serde_json::{json, Value};
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, parse_wrk, peak_rss_kib, TempDir, Wrk,
+    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, TempDir, Wrk,
 };
 use trigate_e2e::{
     env, free_port, http_request, log_str, Config, Destination, HostPod, Metrics, Node, Pod, Runner,
@@ -406,29 +406,7 @@ fn spawn(
 fn start_nginx(nginx: &Path, runner: &impl Runner, what: &'static str, http: &str) -> Result<Proc> {
     let dir = TempDir::new(&format!("{what}-conf"))?;
     let d = dir.0.display();
-    // Access logs off (trigate's are on: that is part of what it costs,
-    // and nginx's plain proxying is the reference); keep-alive never runs
-    // out during a run.
-    let conf = format!(
-        "daemon off;
-master_process on;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-{http}
-}}
-"
-    );
+    let conf = nginx_conf(&dir.0, http);
     let conf_path = dir.0.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let err_log = dir.0.join("error.log");

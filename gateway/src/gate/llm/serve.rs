@@ -583,11 +583,11 @@ impl Call {
         body: Bytes,
     ) -> Result<Response<Incoming>, Failure> {
         let node = &self.cx.node;
-        let addr = resolve(p, &node.config.load()).await.map_err(|e| Failure {
+        let config = node.config.load();
+        let addr = resolve(p, &config).await.map_err(|e| Failure {
             reason: "resolve_error",
             refusal: Refusal::Upstream(e),
         })?;
-        let config = node.config.load();
         let tls = if p.https {
             let tls = node.tls.upstream(&config.tls).map_err(|e| Failure {
                 reason: "tls_error",
