@@ -24,6 +24,15 @@ impl GateKind {
     pub fn is_http(self) -> bool {
         matches!(self, GateKind::Api | GateKind::Llm)
     }
+
+    /// The `gate` label of metrics and log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            GateKind::L4 => "l4",
+            GateKind::Api => "api",
+            GateKind::Llm => "llm",
+        }
+    }
 }
 
 /// An HTTP route: requests it matches get its policy. Routes are tried in

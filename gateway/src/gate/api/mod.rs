@@ -184,14 +184,8 @@ pub async fn serve_io<S>(
         netns,
         upstream_tls,
     });
-    // The LLM gate reads whole JSON bodies and streams SSE back: hyper
-    // serves it on both HTTP versions. The api gate's HTTP/1.1 relay is
-    // for byte-for-byte forwarding.
-    if cx.destination.gate == crate::config::GateKind::Llm {
-        serve(cx, io, log).await;
-    } else {
-        h1::serve(cx, io, log).await;
-    }
+    // HTTP/1.1 on the relay (both gates), HTTP/2 through hyper.
+    h1::serve(cx, io, log).await;
 }
 
 /// Serves a client connection with hyper (HTTP/2 clients, which the
@@ -257,11 +251,7 @@ where
             cx.node
                 .metrics
                 .http_connection_errors
-                .with_label_values(&[if cx.destination.gate == crate::config::GateKind::Llm {
-                    "llm"
-                } else {
-                    "api"
-                }])
+                .with_label_values(&[cx.destination.gate.label()])
                 .inc();
             log.fail(Outcome::IoError, format!("HTTP connection: {e}"));
         }
@@ -662,7 +652,7 @@ fn mark(mut resp: Response<ApiBody>, how: &'static str) -> Response<ApiBody> {
 }
 
 /// Why a request got no upstream response.
-enum Failure {
+pub(crate) enum Failure {
     Connect(String),
     Timeout(Duration),
     Upstream(String),
@@ -687,6 +677,14 @@ impl Failure {
                 "upstream_error",
                 &format!("upstream error: {e}"),
             ),
+        }
+    }
+
+    /// What went wrong, for a message of the caller's own.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            Failure::Connect(e) | Failure::Upstream(e) => e.clone(),
+            Failure::Timeout(t) => format!("no answer within {} ms", t.as_millis()),
         }
     }
 
@@ -1073,7 +1071,7 @@ impl RequestLog {
             bytes_out: 0,
             start: Instant::now(),
             counters: None,
-            gate: "api",
+            gate: cx.destination.gate.label(),
             llm: None,
         }
     }
@@ -1108,10 +1106,11 @@ fn request_metrics(
 ) -> (prometheus::IntCounter, prometheus::Histogram) {
     let m = &cx.node.metrics;
     let workload = cx.workload.as_ref().map_or("unknown", |w| &*w.name);
+    let gate = cx.destination.gate.label();
     (
         m.http_requests
-            .with_label_values(&["api", route, workload, &status.to_string()]),
-        m.http_request_duration.with_label_values(&["api", route]),
+            .with_label_values(&[gate, route, workload, &status.to_string()]),
+        m.http_request_duration.with_label_values(&[gate, route]),
     )
 }
 

@@ -8,17 +8,16 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 
-use super::{account::Settle, streaming::Translator, usage::Usage};
-use crate::gate::api::{client::BoxError, RequestLog};
+use super::{account::Settle, stream::StreamError, streaming::Translator, usage::Usage};
+use crate::gate::api::{client::BoxError, h1::outbound::UpBody, RequestLog};
 
 /// The client's stream: upstream bytes in, translated frames out, one
 /// upstream chunk at a time. Dropping it (the client left) drops the
 /// upstream body, which closes the provider connection: the generation
 /// is cancelled, not left running.
-pub(super) struct LlmStream {
-    pub(super) upstream: Incoming,
+pub(crate) struct LlmStream {
+    pub(super) upstream: UpBody,
     pub(super) translator: Translator,
     pub(super) settle: Option<Settle>,
     pub(super) log: Option<RequestLog>,
@@ -28,9 +27,44 @@ pub(super) struct LlmStream {
     pub(super) pending: Option<Bytes>,
     /// The upstream body ended while those were read.
     pub(super) upstream_ended: bool,
+    /// The upstream stream broke after the bytes last given out: the
+    /// error event comes next.
+    pub(super) broken: Option<StreamError>,
+    /// How it ended, kept for a transport that holds the log line itself
+    /// (see [`LlmStream::end_into`]).
+    pub(super) ended: Option<Ended>,
+}
+
+/// What the end of a stream adds to its request's log line.
+pub(super) struct Ended {
+    outcome: &'static str,
+    usage: Option<Usage>,
+    cost: Option<u64>,
+    finish_reason: Option<String>,
+    ttft: Option<Duration>,
+}
+
+impl Ended {
+    fn apply(&self, log: &mut RequestLog) {
+        log.outcome = self.outcome;
+        if let Some(l) = log.llm.as_mut() {
+            l.usage = self.usage;
+            l.cost_micros = self.cost;
+            l.finish_reason.clone_from(&self.finish_reason);
+            l.ttft = self.ttft;
+        }
+    }
 }
 
 impl LlmStream {
+    /// The error event that ends a stream the provider broke.
+    fn broke(&mut self, e: &StreamError) -> Frame<Bytes> {
+        tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
+        let frame = self.translator.error_frame(e);
+        self.end("upstream_stream_error");
+        Frame::data(Bytes::from(frame))
+    }
+
     fn end(&mut self, outcome: &'static str) {
         self.done = true;
         let summary = self.translator.summary();
@@ -46,18 +80,32 @@ impl LlmStream {
                 })
             });
             let cost = settle.settle(usage, self.first, Some(Instant::now()));
+            let ended = Ended {
+                outcome,
+                usage,
+                cost,
+                finish_reason: summary.finish_reason,
+                ttft: self.first,
+            };
             if let Some(log) = self.log.as_mut() {
-                log.outcome = outcome;
-                if let Some(l) = log.llm.as_mut() {
-                    l.usage = usage;
-                    l.cost_micros = cost;
-                    l.finish_reason = summary.finish_reason;
-                    l.ttft = self.first;
-                }
+                ended.apply(log);
             }
+            self.ended = Some(ended);
         }
         // The line is written now, not when hyper drops the body.
         self.log.take();
+    }
+
+    /// Ends the stream (as cut by the client if it had not ended) and
+    /// writes how it ended into `log`, for a transport that sent the
+    /// frames itself and owns the request's log line.
+    pub(crate) fn end_into(mut self: Box<Self>, log: &mut RequestLog) {
+        if !self.done {
+            self.end("client_closed");
+        }
+        if let Some(ended) = self.ended.take() {
+            ended.apply(log);
+        }
     }
 }
 
@@ -76,6 +124,9 @@ impl Body for LlmStream {
             }
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
+        if let Some(e) = this.broken.take() {
+            return Poll::Ready(Some(Ok(this.broke(&e))));
+        }
         if this.upstream_ended && !this.done {
             this.end("ok");
         }
@@ -89,24 +140,21 @@ impl Body for LlmStream {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: nothing to pass on
                     };
-                    match this.translator.push(&data) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => {
-                            if this.first.is_none() {
-                                this.first = this.settle.as_ref().map(|s| s.started.elapsed());
-                            }
-                            if let Some(log) = this.log.as_mut() {
-                                log.bytes_out += out.len() as u64;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
-                            let frame = this.translator.error_frame(&e);
-                            this.end("upstream_stream_error");
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
+                    let pushed = this.translator.push(&data);
+                    if pushed.out.is_empty() {
+                        match pushed.error {
+                            Some(e) => return Poll::Ready(Some(Ok(this.broke(&e)))),
+                            None => continue,
                         }
                     }
+                    if this.first.is_none() {
+                        this.first = this.settle.as_ref().map(|s| s.started.elapsed());
+                    }
+                    if let Some(log) = this.log.as_mut() {
+                        log.bytes_out += pushed.out.len() as u64;
+                    }
+                    this.broken = pushed.error;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(pushed.out)))));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let e = crate::gate::llm::stream::StreamError::Upstream {

@@ -15,7 +15,7 @@
 //! every mapping is pinned by golden files and a bad request becomes a 400
 //! that names the field instead of a surprise from the provider.
 mod account;
-mod answer;
+pub(crate) mod answer;
 pub mod front;
 pub mod price;
 pub mod provider;

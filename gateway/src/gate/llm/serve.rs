@@ -33,7 +33,8 @@ use super::{
 use crate::{
     config::{ModelRoute, ProviderKind, ReportModel},
     gate::api::{
-        client::{ApiBody, Connector, PoolKey},
+        client::{ApiBody, PoolKey},
+        h1::{outbound::{self, UpBody}, write_fields},
         decide, ConnContext, RequestLog, Verdict,
     },
     policy::limits::{BudgetWindow, Decision, Limiter},
@@ -45,12 +46,13 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest provider error body read for its message.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
-/// Serves one request on an `llm` destination.
+/// Serves one request on an `llm` destination that came through hyper
+/// (HTTP/2 clients; HTTP/1.1 ones are served by the api gate's relay,
+/// which calls [`respond`] itself).
 pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBody> {
     let api_policy = cx.node.api.load_full();
     let (mut parts, body) = req.into_parts();
     let mut rlog = RequestLog::start(cx, &parts);
-    rlog.gate = "llm";
     // The routes' policy first (authn, authz, route limits): an LLM
     // destination is an HTTP destination like any other, and a caller the
     // routes refuse must not reach the model policy or spend tokens.
@@ -58,47 +60,101 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
         Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
         Verdict::Forward(_) => {}
     }
-    let llm = cx.node.llm.load_full();
-    let Some(api) = Api::detect(&parts.method, parts.uri.path(), &parts.headers) else {
-        let dialect = super::front::dialect_of(&parts.headers);
-        let refusal = Refusal::NotServed(format!("{} {}", parts.method, parts.uri.path()));
-        return refuse(rlog, &refusal, dialect);
+    let body = match read_body(cx, body).await {
+        Ok(b) => b,
+        Err(refusal) => {
+            let dialect = super::front::dialect_of(&parts.headers);
+            let (resp, outcome) = refuse(&rlog, &refusal, dialect);
+            return rlog.finish_answered(resp, outcome);
+        }
     };
-    let limiter = Arc::clone(&api_policy.limiter);
-    let call = Call {
-        cx: Arc::clone(cx),
-        llm,
-        limiter,
-        api,
-    };
-    match call.run(parts, body, &mut rlog).await {
-        Ok((resp, outcome)) => finish(rlog, resp, outcome),
-        Err(refusal) => refuse(rlog, &refusal, api.dialect()),
-    }
-}
-
-fn refuse(rlog: RequestLog, refusal: &Refusal, dialect: Dialect) -> Response<ApiBody> {
-    tracing::info!(
-        workload = &*rlog.workload,
-        outcome = refusal.outcome(),
-        reason = %refusal.message(),
-        "llm request refused"
-    );
-    rlog.finish_answered(refusal.response(dialect), refusal.outcome())
-}
-
-/// The request's log line goes with the body: a stream's is written when
-/// the stream ends, with the usage it reported.
-fn finish(mut rlog: RequestLog, resp: Answer, outcome: &'static str) -> Response<ApiBody> {
-    match resp {
-        Answer::Whole(r) => rlog.finish_answered(r, outcome),
-        Answer::Stream(r) => {
+    match respond(cx, &api_policy, parts, body, &mut rlog).await {
+        Reply::Whole(resp, outcome) => rlog.finish_answered(resp, outcome),
+        Reply::Stream(r, outcome) => {
+            // The request's log line goes with the body: it is written
+            // when the stream ends, with the usage it reported.
             let (parts, mut body) = r.into_parts();
             rlog.status = parts.status.as_u16();
             rlog.outcome = outcome;
             body.log = Some(rlog);
             Response::from_parts(parts, body.boxed())
         }
+    }
+}
+
+/// The LLM gate proper, once the route policy admitted the request and its
+/// body was read: the model policy, limits, provider attempts, the answer
+/// in the client's protocol. Both transports call it.
+pub(crate) async fn respond(
+    cx: &Arc<ConnContext>,
+    api_policy: &crate::gate::api::ApiPolicy,
+    parts: Parts,
+    body: Bytes,
+    rlog: &mut RequestLog,
+) -> Reply {
+    let llm = cx.node.llm.load_full();
+    let Some(api) = Api::detect(&parts.method, parts.uri.path(), &parts.headers) else {
+        let dialect = super::front::dialect_of(&parts.headers);
+        let refusal = Refusal::NotServed(format!("{} {}", parts.method, parts.uri.path()));
+        let (resp, outcome) = refuse(rlog, &refusal, dialect);
+        return Reply::Whole(resp, outcome);
+    };
+    let call = Call {
+        cx: Arc::clone(cx),
+        llm,
+        limiter: Arc::clone(&api_policy.limiter),
+        api,
+    };
+    match call.run(parts, body, rlog).await {
+        Ok((Answer::Whole(resp), outcome)) => Reply::Whole(resp, outcome),
+        Ok((Answer::Stream(resp), outcome)) => Reply::Stream(resp, outcome),
+        Err(refusal) => {
+            let (resp, outcome) = refuse(rlog, &refusal, api.dialect());
+            Reply::Whole(resp, outcome)
+        }
+    }
+}
+
+/// What [`respond`] produced.
+pub(crate) enum Reply {
+    /// A whole answer (or a refusal) and the outcome to log.
+    Whole(Response<ApiBody>, &'static str),
+    /// A stream; its body settles the accounting when it ends.
+    Stream(Response<Box<LlmStream>>, &'static str),
+}
+
+fn refuse(
+    rlog: &RequestLog,
+    refusal: &Refusal,
+    dialect: Dialect,
+) -> (Response<ApiBody>, &'static str) {
+    tracing::info!(
+        workload = &*rlog.workload,
+        outcome = refusal.outcome(),
+        reason = %refusal.message(),
+        "llm request refused"
+    );
+    (refusal.response(dialect), refusal.outcome())
+}
+
+/// The request body through hyper, up to the configured cap.
+async fn read_body(cx: &ConnContext, body: Incoming) -> Result<Bytes, Refusal> {
+    let max = cx.node.config.load().http.max_request_body_bytes;
+    if body.size_hint().lower() > max {
+        return Err(Refusal::BodyTooLarge(max));
+    }
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal::BodyTooLarge(max))
+        }
+        Err(e) => Err(Refusal::InvalidRequest(format!(
+            "body: reading it failed: {e}"
+        ))),
     }
 }
 
@@ -123,13 +179,12 @@ impl Call {
     async fn run(
         &self,
         parts: Parts,
-        body: Incoming,
+        body: Bytes,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         if let Api::Models(dialect) = self.api {
             return Ok((Answer::Whole(self.models(dialect)), "ok"));
         }
-        let body = self.read_body(body).await?;
         let mut request: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
@@ -224,26 +279,6 @@ impl Call {
             &parts, &request, route, &requested, candidates, stream, charges, rlog,
         )
         .await
-    }
-
-    async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
-        let max = self.cx.node.config.load().http.max_request_body_bytes;
-        if body.size_hint().lower() > max {
-            return Err(Refusal::BodyTooLarge(max));
-        }
-        let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
-        match limited.collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(Refusal::BodyTooLarge(max))
-            }
-            Err(e) => Err(Refusal::InvalidRequest(format!(
-                "body: reading it failed: {e}"
-            ))),
-        }
     }
 
     /// `GET /v1/models`: the exact names this workload may ask for.
@@ -581,50 +616,19 @@ impl Call {
         p: &ProviderRt,
         path: &str,
         body: Bytes,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpBody>, Failure> {
         let node = &self.cx.node;
-        let config = node.config.load();
-        let addr = resolve(p, &config).await.map_err(|e| Failure {
+        let addr = resolve(p, &node.config.load()).await.map_err(|e| Failure {
             reason: "resolve_error",
             refusal: Refusal::Upstream(e),
         })?;
-        let tls = if p.https {
-            let tls = node.tls.upstream(&config.tls).map_err(|e| Failure {
-                reason: "tls_error",
-                refusal: Refusal::Upstream(e),
-            })?;
-            Some((p.host.clone(), tls))
-        } else {
-            None
-        };
         let key = PoolKey {
             workload: self.cx.workload.as_ref().map_or(0, |w| w.id),
             addr,
-            tls_name: tls.as_ref().map(|t| t.0.clone()),
+            tls_name: p.https.then(|| p.host.clone()),
         };
-        let handshake_timeout = Duration::from_millis(config.tls.handshake_timeout_ms);
-        let client = node.api_clients.get(
-            key,
-            || Connector {
-                addr,
-                netns: self.cx.netns.clone(),
-                mark: node.proxy.mark,
-                connect_timeout: node.proxy.connect_timeout,
-                tls,
-                handshake_timeout,
-            },
-            config.http.pool_max_idle,
-        );
-        let scheme = if p.https { "https" } else { "http" };
-        let uri: hyper::Uri = format!("{scheme}://{}{path}", p.authority())
-            .parse()
-            .map_err(|e| Failure {
-                reason: "bad_url",
-                refusal: Refusal::Upstream(format!("provider {:?}: bad URL: {e}", p.name())),
-            })?;
-        let mut req = Request::builder().method(Method::POST).uri(uri);
-        let headers = req.headers_mut().expect("a fresh builder has headers");
-        self.upstream_headers(parts, p, headers)
+        let mut headers = hyper::HeaderMap::with_capacity(8);
+        self.upstream_headers(parts, p, &mut headers)
             .map_err(|e| Failure {
                 reason: "credentials",
                 refusal: Refusal::Upstream(e),
@@ -652,18 +656,23 @@ impl Call {
                 }
             }
         }
-        let req = req
-            .body(Full::new(body).map_err(|e| match e {}).boxed())
-            .map_err(|e| Failure {
-                reason: "bad_request",
-                refusal: Refusal::Upstream(format!("building the upstream request: {e}")),
-            })?;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(b"POST ");
+        head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        write_fields(&mut head, &headers);
+        head.extend_from_slice(b"\r\n");
         let timeout = Duration::from_millis(p.cfg.timeout_ms);
-        match tokio::time::timeout(timeout, client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
+        let sent = outbound::send(&self.cx, key, &Method::POST, &head, &body);
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok((head, body))) => Ok(Response::from_parts(head, body)),
             Ok(Err(e)) => Err(Failure {
-                reason: "connect_error",
-                refusal: Refusal::Upstream(format!("provider {:?}: {}", p.name(), error_chain(&e))),
+                reason: match e {
+                    crate::gate::api::Failure::Connect(_) => "connect_error",
+                    _ => "connection_error",
+                },
+                refusal: Refusal::Upstream(format!("provider {:?}: {}", p.name(), e.detail())),
             }),
             Err(_) => Err(Failure {
                 reason: "timeout",
@@ -743,7 +752,7 @@ impl Call {
     /// A non-streamed answer: read whole, translated, accounted.
     async fn whole(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<UpBody>,
         wire: Wire,
         shown: &str,
         // The API the provider was asked, and the Responses request when
@@ -875,6 +884,7 @@ impl Call {
             translator,
             first,
             ended,
+            broken,
         } = started;
         let ttft = ctx.started.elapsed();
         let mut out = Response::new(Box::new(LlmStream {
@@ -887,6 +897,8 @@ impl Call {
             first: Some(ttft),
             pending: Some(first),
             upstream_ended: ended,
+            broken,
+            ended: None,
         }));
         copy_response_headers(&head.headers, out.headers_mut());
         out.headers_mut().insert(
@@ -902,17 +914,19 @@ impl Call {
 /// A provider stream that produced its first client bytes.
 struct Started {
     head: hyper::http::response::Parts,
-    body: Incoming,
+    body: UpBody,
     translator: Translator,
     first: Bytes,
     /// The upstream body already ended (a short answer in one read).
     ended: bool,
+    /// The stream broke right after the first bytes.
+    broken: Option<crate::gate::llm::stream::StreamError>,
 }
 
 /// Reads the provider's stream until the translator has bytes for the
 /// client; `Err` says why it failed before that.
 async fn first_bytes(
-    resp: Response<Incoming>,
+    resp: Response<UpBody>,
     mut translator: Translator,
     timeout: Duration,
 ) -> Result<Started, String> {
@@ -924,9 +938,12 @@ async fn first_bytes(
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let out = translator.push(&data).map_err(|e| e.to_string())?;
-                    if !out.is_empty() {
-                        return Ok((Bytes::from(out), false));
+                    let pushed = translator.push(&data);
+                    if !pushed.out.is_empty() {
+                        return Ok((Bytes::from(pushed.out), false, pushed.error));
+                    }
+                    if let Some(e) = pushed.error {
+                        return Err(e.to_string());
                     }
                 }
                 Some(Err(e)) => return Err(format!("reading it failed: {e}")),
@@ -935,12 +952,12 @@ async fn first_bytes(
                     if out.is_empty() {
                         return Err("it ended without an event".to_owned());
                     }
-                    return Ok((Bytes::from(out), true));
+                    return Ok((Bytes::from(out), true, None));
                 }
             }
         }
     };
-    let (first, ended) = tokio::time::timeout(timeout, read)
+    let (first, ended, broken) = tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| format!("no event within {} ms", timeout.as_millis()))??;
     Ok(Started {
@@ -949,6 +966,7 @@ async fn first_bytes(
         translator,
         first,
         ended,
+        broken,
     })
 }
 
@@ -1000,17 +1018,6 @@ struct ChoiceHead {
 struct Failure {
     reason: &'static str,
     refusal: Refusal,
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// The provider's address: configured, a literal, the config's `dns.hosts`,
@@ -1107,7 +1114,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
     resp
 }
 
-async fn read_limited(body: Incoming, max: usize) -> Bytes {
+async fn read_limited(body: UpBody, max: usize) -> Bytes {
     Limited::new(body, max)
         .collect()
         .await

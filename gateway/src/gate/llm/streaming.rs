@@ -165,11 +165,21 @@ impl Translator {
         }
     }
 
-    /// The client's bytes for one upstream body chunk.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, StreamError> {
-        let out = self.translate(bytes)?;
+    /// The client's bytes for one upstream body chunk, and the error that
+    /// broke the stream after them if one did: the events before a broken
+    /// one still reach the client, however the upstream's bytes were split
+    /// into reads.
+    pub fn push(&mut self, bytes: &[u8]) -> Pushed {
+        let mut out = Vec::with_capacity(bytes.len() + 64);
+        let error = self.translate(bytes, &mut out).err();
         self.record(&out);
-        self.as_responses(out, false)
+        match self.as_responses(out, false) {
+            Ok(out) => Pushed { out, error },
+            Err(e) => Pushed {
+                out: Vec::new(),
+                error: Some(error.unwrap_or(e)),
+            },
+        }
     }
 
     /// For a Responses client: the chat chunks as Responses events.
@@ -220,8 +230,7 @@ impl Translator {
         Some(super::usage::estimate_tokens(&text))
     }
 
-    fn translate(&mut self, bytes: &[u8]) -> Result<Vec<u8>, StreamError> {
-        let mut out = Vec::with_capacity(bytes.len() + 64);
+    fn translate(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         let sse_error = |e: super::stream::SseError| StreamError::Upstream {
             kind: "api_error".into(),
             message: e.to_string(),
@@ -241,27 +250,27 @@ impl Translator {
                         *strip_usage_chunk,
                         usage,
                         &mut self.finish_reason,
-                        &mut out,
+                        out,
                     );
                 }
             }
             Kind::AnthropicToOpenAi(parser, t) => {
                 for ev in parser.push(bytes).map_err(sse_error)? {
                     note_finish(&ev, &mut self.finish_reason);
-                    extend(&mut out, t.event(&ev)?);
+                    extend(out, t.event(&ev)?);
                 }
             }
             Kind::OpenAiToAnthropic(parser, t) => {
                 for ev in parser.push(bytes).map_err(sse_error)? {
                     note_finish(&ev, &mut self.finish_reason);
-                    extend(&mut out, t.event(&ev)?);
+                    extend(out, t.event(&ev)?);
                 }
             }
             Kind::Gemini(parser, t, chain) => {
                 for ev in parser.push(bytes).map_err(sse_error)? {
                     let frames = t.event(&ev)?;
                     note_finish_frames(&frames, &mut self.finish_reason);
-                    emit(frames, chain.as_deref_mut(), &mut out)?;
+                    emit(frames, chain.as_deref_mut(), out)?;
                 }
             }
             Kind::Bedrock(decoder, t, chain) => {
@@ -272,11 +281,11 @@ impl Translator {
                 for m in messages {
                     let frames = t.message(&m)?;
                     note_finish_frames(&frames, &mut self.finish_reason);
-                    emit(frames, chain.as_deref_mut(), &mut out)?;
+                    emit(frames, chain.as_deref_mut(), out)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The trailing frames when the upstream body ended.
@@ -332,6 +341,23 @@ impl Translator {
         StreamSummary {
             usage,
             finish_reason: self.finish_reason.clone(),
+        }
+    }
+}
+
+/// What [`Translator::push`] produced.
+pub struct Pushed {
+    pub out: Vec<u8>,
+    /// The stream broke after `out`.
+    pub error: Option<StreamError>,
+}
+
+impl Pushed {
+    /// The bytes, or the error when there was one.
+    pub fn into_result(self) -> Result<Vec<u8>, StreamError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
         }
     }
 }
@@ -534,7 +560,7 @@ mod tests {
     fn run(t: &mut Translator, input: &str, step: usize) -> String {
         let mut out = Vec::new();
         for piece in input.as_bytes().chunks(step) {
-            out.extend(t.push(piece).unwrap());
+            out.extend(t.push(piece).into_result().unwrap());
         }
         out.extend(t.finish().unwrap());
         String::from_utf8(out).unwrap()
@@ -655,7 +681,7 @@ mod tests {
             Wire::OpenAi,
             spec("m", false, false, false),
         );
-        let e = t.push(b"data: {not json\n\n").unwrap_err();
+        let e = t.push(b"data: {not json\n\n").into_result().unwrap_err();
         let frame = t.error_frame(&e);
         assert!(frame.starts_with("event: error"), "{frame}");
         let mut t = Translator::new(
@@ -663,7 +689,27 @@ mod tests {
             Wire::Anthropic,
             spec("m", false, false, false),
         );
-        let e = t.push(b"event: message_start\ndata: []\n\n").unwrap_err();
+        let e = t.push(b"event: message_start\ndata: []\n\n").into_result().unwrap_err();
         assert!(t.error_frame(&e).contains("\"error\""));
+    }
+
+    #[test]
+    fn events_before_a_broken_one_are_kept_whatever_the_reads() {
+        // A good chunk and a broken one arriving in one read: the good one
+        // is given out, then the error (as when they arrive apart).
+        let good = concat!(
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"}}]}"#,
+            "\n\n"
+        );
+        let input = format!("{good}data: {{not json\n\n");
+        let mut t = Translator::new(
+            Dialect::Anthropic,
+            Wire::OpenAi,
+            spec("m", false, false, false),
+        );
+        let pushed = t.push(input.as_bytes());
+        let out = String::from_utf8(pushed.out).unwrap();
+        assert!(out.contains("hi"), "{out}");
+        assert!(pushed.error.is_some());
     }
 }

@@ -11,6 +11,7 @@
 //! parser); the framing rules are in [`framing`]. HTTP/2 clients (h2c prior
 //! knowledge, or ALPN h2 after `terminate`) are handed to hyper.
 pub mod framing;
+pub(crate) mod outbound;
 pub mod pool;
 
 use std::{
@@ -35,6 +36,7 @@ use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::framing::{Chunked, Framing, FramingError};
+use crate::gate::llm::{answer::LlmStream, serve::Reply};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
     decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, Verdict,
@@ -81,7 +83,7 @@ where
             cx.node
                 .metrics
                 .http_connection_errors
-                .with_label_values(&["api"])
+                .with_label_values(&[cx.destination.gate.label()])
                 .inc();
             return log.fail(Outcome::IoError, format!("HTTP connection: {e}"));
         }
@@ -136,7 +138,7 @@ where
                     .node
                     .metrics
                     .http_connection_errors
-                    .with_label_values(&["api"])
+                    .with_label_values(&[cx.destination.gate.label()])
                     .inc();
             }
             log.fail(Outcome::IoError, format!("HTTP connection: {e}"));
@@ -528,6 +530,12 @@ where
                 .map_err(ConnError::Client)?;
         }
 
+        if cx.destination.gate == crate::config::GateKind::Llm {
+            // Boxed: the LLM gate's future is large and api requests
+            // should not carry its size.
+            return Box::pin(self.llm(parts, body, http10, client_close, policy, rlog)).await;
+        }
+
         strip_hop_by_hop(&mut parts.headers);
         if !parts.headers.contains_key(header::HOST) {
             let host = plan
@@ -571,6 +579,167 @@ where
             rlog,
         )
         .await
+    }
+
+    /// A request on an `llm` destination: its whole body, then the LLM
+    /// gate ([`crate::gate::llm::serve::respond`]), then its answer, whole
+    /// or streamed event by event.
+    async fn llm(
+        &mut self,
+        parts: request::Parts,
+        body: Framing,
+        http10: bool,
+        client_close: bool,
+        policy: &super::ApiPolicy,
+        rlog: &mut RequestLog,
+    ) -> Result<bool, ConnError> {
+        let bytes = match self.read_body(body).await {
+            Ok(b) => b,
+            Err(ConnError::BodyTooLarge(max)) => {
+                let dialect = crate::gate::llm::front::dialect_of(&parts.headers);
+                let refusal = crate::gate::llm::front::Refusal::BodyTooLarge(max);
+                let resp = refusal.response(dialect);
+                self.answer(resp, refusal.outcome(), &parts.method, true, rlog)
+                    .await?;
+                return Err(ConnError::BodyTooLarge(max));
+            }
+            Err(e) => return Err(e),
+        };
+        let method = parts.method.clone();
+        match crate::gate::llm::serve::respond(&self.cx, policy, parts, bytes, rlog).await {
+            Reply::Whole(resp, outcome) => {
+                self.answer(resp, outcome, &method, client_close, rlog)
+                    .await?;
+                Ok(!client_close)
+            }
+            Reply::Stream(resp, outcome) => {
+                let (parts, mut body) = resp.into_parts();
+                rlog.status = parts.status.as_u16();
+                rlog.outcome = outcome;
+                let close = client_close || http10;
+                let result = self.stream_out(parts, &mut body, http10, close, rlog).await;
+                // How the stream ended (its usage, or the client leaving)
+                // goes into the request's log line.
+                body.end_into(rlog);
+                result.map(|()| !close)
+            }
+        }
+    }
+
+    /// The whole request body (an LLM request is read whole: it is parsed
+    /// before anything goes upstream).
+    async fn read_body(&mut self, body: Framing) -> Result<Bytes, ConnError> {
+        let max = self.http.max_request_body_bytes;
+        match body {
+            Framing::Empty => return Ok(Bytes::new()),
+            Framing::Length(n) if n > max => return Err(ConnError::BodyTooLarge(max)),
+            // Usually all there with the head: no copy.
+            Framing::Length(n) if self.buf.len() as u64 >= n => {
+                return Ok(self.buf.split_to(n as usize).freeze());
+            }
+            _ => {}
+        }
+        let mut whole = Vec::new();
+        self.out.clear();
+        let idle = self.cx.node.proxy.idle_timeout;
+        relay(
+            &mut self.client,
+            &mut self.buf,
+            &mut whole,
+            &mut self.out,
+            body,
+            true,
+            Some(max),
+            idle,
+        )
+        .await
+        .map_err(|e| match e {
+            RelayError::Source(e) | RelayError::Sink(e) => ConnError::Client(e),
+            RelayError::SourceClosed => ConnError::ClientClosed,
+            RelayError::Stalled(t) => ConnError::ClientStalled(t),
+            RelayError::Framing(e) => ConnError::Malformed(e.to_string()),
+            RelayError::TooLarge(n) => ConnError::BodyTooLarge(n),
+        })?;
+        Ok(Bytes::from(whole))
+    }
+
+    /// Sends a streamed LLM answer: chunked (to HTTP/1.0 clients as it
+    /// is, ended by the close), every event written as soon as it exists;
+    /// events ready together share one write. A client that closes ends
+    /// the stream, and dropping it ends the provider's generation.
+    async fn stream_out(
+        &mut self,
+        mut parts: response::Parts,
+        body: &mut LlmStream,
+        http10: bool,
+        close: bool,
+        rlog: &mut RequestLog,
+    ) -> Result<(), ConnError> {
+        if !http10 {
+            parts
+                .headers
+                .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        {
+            parts.headers.insert(header::DATE, v);
+        }
+        self.out.clear();
+        write_response_head(&mut self.out, &parts, close, None);
+        loop {
+            let frame = if self.out.is_empty() {
+                tokio::select! {
+                    biased;
+                    f = body.frame() => f,
+                    // Read while waiting, to see the client leave; bytes
+                    // it sends (a pipelined request) stay for later.
+                    r = self.client.read_buf(&mut self.buf), if self.buf.len() < READ_CHUNK => {
+                        match r {
+                            Ok(0) => return Err(ConnError::ClientClosed),
+                            Ok(_) => continue,
+                            Err(e) => return Err(ConnError::Client(e)),
+                        }
+                    }
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    f = body.frame() => f,
+                    () = std::future::ready(()) => {
+                        write_out(&mut self.client, &mut self.out)
+                            .await
+                            .map_err(ConnError::Client)?;
+                        continue;
+                    }
+                }
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    rlog.bytes_out += data.len() as u64;
+                    if !http10 {
+                        self.out
+                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    }
+                    self.out.extend_from_slice(&data);
+                    if !http10 {
+                        self.out.extend_from_slice(b"\r\n");
+                    }
+                }
+                Some(Err(e)) => return Err(ConnError::Upstream(e.to_string())),
+                None => {
+                    if !http10 {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    return write_out(&mut self.client, &mut self.out)
+                        .await
+                        .map_err(ConnError::Client);
+                }
+            }
+        }
     }
 
     /// Sends the request (head and body) and reads the response head, with
@@ -1393,7 +1562,7 @@ fn write_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+pub(crate) fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
