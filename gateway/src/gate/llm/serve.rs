@@ -34,8 +34,12 @@ use crate::{
     config::{ModelRoute, ProviderKind, ReportModel},
     gate::api::{
         client::{ApiBody, PoolKey},
-        h1::{outbound::{self, UpBody}, write_fields},
-        decide, ConnContext, RequestLog, Verdict,
+        decide,
+        h1::{
+            outbound::{self, UpBody},
+            write_fields,
+        },
+        ConnContext, RequestLog, Verdict,
     },
     policy::limits::{BudgetWindow, Decision, Limiter},
     telemetry::access::LlmRecord,

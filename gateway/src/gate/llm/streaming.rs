@@ -689,7 +689,10 @@ mod tests {
             Wire::Anthropic,
             spec("m", false, false, false),
         );
-        let e = t.push(b"event: message_start\ndata: []\n\n").into_result().unwrap_err();
+        let e = t
+            .push(b"event: message_start\ndata: []\n\n")
+            .into_result()
+            .unwrap_err();
         assert!(t.error_frame(&e).contains("\"error\""));
     }
 

@@ -36,12 +36,12 @@ use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use self::framing::{Chunked, Framing, FramingError};
-use crate::gate::llm::{answer::LlmStream, serve::Reply};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
     decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, Verdict,
     HOP_BY_HOP,
 };
+use crate::gate::llm::{answer::LlmStream, serve::Reply};
 use crate::{
     telemetry::access::{ConnectionLog, Outcome},
     upstream,
@@ -676,9 +676,10 @@ where
         rlog: &mut RequestLog,
     ) -> Result<(), ConnError> {
         if !http10 {
-            parts
-                .headers
-                .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
         }
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
         {
@@ -715,7 +716,9 @@ where
             };
             match frame {
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     if data.is_empty() {
                         continue;
                     }
