@@ -149,26 +149,26 @@ impl Drop for ConnectionLog {
         m.connection_duration
             .with_label_values(&[w, d])
             .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "trigate::access",
-            workload = w,
-            destination = d,
-            original_dst = %self.original_dst,
-            client = %self.client,
-            source = self.source.as_str(),
-            pid = self.process.pid,
-            uid = self.process.uid,
-            comm = %self.process.comm,
-            bytes_sent = self.bytes_sent,
-            bytes_received = self.bytes_received,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            outcome = self.outcome.as_str(),
-            error = self.error.as_deref(),
-            protocol = self.protocol,
-            sni = self.sni.as_deref(),
-            tls_mode = self.tls_mode,
-            "connection"
-        );
+        let Some(mut line) = super::logging::AccessLine::start("connection") else {
+            return;
+        };
+        line.field("workload", w)
+            .field("destination", d)
+            .display("original_dst", &self.original_dst)
+            .display("client", &self.client)
+            .field("source", self.source.as_str())
+            .field("pid", self.process.pid)
+            .field("uid", self.process.uid)
+            .display("comm", &self.process.comm)
+            .field("bytes_sent", self.bytes_sent)
+            .field("bytes_received", self.bytes_received)
+            .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
+            .field("outcome", self.outcome.as_str())
+            .field("error", self.error.as_deref())
+            .field("protocol", self.protocol)
+            .field("sni", self.sni.as_deref())
+            .field("tls_mode", self.tls_mode);
+        line.write();
     }
 }
 

@@ -47,6 +47,10 @@ impl Drop for FlushGuard {
 /// configured level, as operators expect.
 pub fn init(level: &str, format: LogFormat) -> (LogHandle, FlushGuard) {
     let (writer, guard) = BatchWriter::start(std::io::stdout());
+    let _ = SINK.set(Sink {
+        writer: writer.clone(),
+        json: format == LogFormat::Json,
+    });
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -255,5 +259,242 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(&*sink.0.lock().unwrap(), b"one line\n");
+    }
+}
+
+/// Where access lines go: the same buffer as every other log line.
+struct Sink {
+    writer: BatchWriter,
+    json: bool,
+}
+
+static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// One access-log line (target `trigate::access`), written straight into
+/// the log buffer in the configured format.
+///
+/// Why not `tracing::info!`: these are the daemon's busiest lines (one per
+/// request); tracing's JSON formatter sends every field through
+/// `fmt::Write` with a UTF-8 check per piece, several percent of the CPU
+/// per request in `cargo xtask bench llm` profiles. The lines look the
+/// same and obey the same filter (`trigate::access` at `info`).
+pub struct AccessLine {
+    buf: Vec<u8>,
+    json: bool,
+}
+
+/// A field value; `None` leaves the field out, as `tracing` does.
+pub enum Val<'a> {
+    Str(&'a str),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    None,
+}
+
+impl<'a> From<&'a str> for Val<'a> {
+    fn from(v: &'a str) -> Self {
+        Val::Str(v)
+    }
+}
+impl From<u64> for Val<'_> {
+    fn from(v: u64) -> Self {
+        Val::U64(v)
+    }
+}
+impl From<u32> for Val<'_> {
+    fn from(v: u32) -> Self {
+        Val::U64(v.into())
+    }
+}
+impl From<u16> for Val<'_> {
+    fn from(v: u16) -> Self {
+        Val::U64(v.into())
+    }
+}
+impl From<f64> for Val<'_> {
+    fn from(v: f64) -> Self {
+        Val::F64(v)
+    }
+}
+impl From<bool> for Val<'_> {
+    fn from(v: bool) -> Self {
+        Val::Bool(v)
+    }
+}
+impl<'a, T: Into<Val<'a>>> From<Option<T>> for Val<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Val::None, Into::into)
+    }
+}
+
+impl AccessLine {
+    /// A new line, or `None` when the filter leaves access lines out (or
+    /// logging was not set up, as in unit tests).
+    pub fn start(message: &str) -> Option<AccessLine> {
+        let sink = SINK.get()?;
+        if !tracing::enabled!(target: "trigate::access", tracing::Level::INFO) {
+            return None;
+        }
+        let mut line = AccessLine {
+            buf: Vec::with_capacity(640),
+            json: sink.json,
+        };
+        let now = std::time::SystemTime::now();
+        if line.json {
+            line.buf.extend_from_slice(b"{\"timestamp\":\"");
+            rfc3339_micros(now, &mut line.buf);
+            line.buf
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"trigate::access\"");
+            line.field("message", message);
+        } else {
+            rfc3339_micros(now, &mut line.buf);
+            line.buf.extend_from_slice(b"  INFO trigate::access: ");
+            line.buf.extend_from_slice(message.as_bytes());
+        }
+        Some(line)
+    }
+
+    pub fn field<'v>(&mut self, key: &str, value: impl Into<Val<'v>>) -> &mut Self {
+        let value = value.into();
+        if matches!(value, Val::None) {
+            return self;
+        }
+        if self.json {
+            self.buf.push(b',');
+            json_str(&mut self.buf, key);
+            self.buf.push(b':');
+        } else {
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(key.as_bytes());
+            self.buf.push(b'=');
+        }
+        match value {
+            Val::Str(s) if self.json => json_str(&mut self.buf, s),
+            Val::Str(s) => {
+                let _ = write!(self.buf, "{s:?}");
+            }
+            Val::U64(n) => {
+                let _ = write!(self.buf, "{n}");
+            }
+            Val::F64(x) if x.is_finite() => {
+                let _ = write!(self.buf, "{x}");
+            }
+            Val::F64(_) => self.buf.extend_from_slice(b"null"),
+            Val::Bool(b) => self
+                .buf
+                .extend_from_slice(if b { b"true" } else { b"false" }),
+            Val::None => {}
+        }
+        self
+    }
+
+    /// A field from any `Display` value (addresses, methods).
+    pub fn display(&mut self, key: &str, value: &dyn std::fmt::Display) -> &mut Self {
+        let s = value.to_string();
+        self.field(key, s.as_str())
+    }
+
+    pub fn write(mut self) {
+        self.buf
+            .extend_from_slice(if self.json { b"}\n" } else { b"\n" });
+        if let Some(sink) = SINK.get() {
+            let _ = sink.writer.clone().write_all(&self.buf);
+        }
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `2026-11-27T22:00:20.452202Z`, as the rest of the log lines.
+fn rfc3339_micros(t: std::time::SystemTime, out: &mut Vec<u8>) {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    );
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (the
+/// well-known era-based conversion: 400-year eras of 146 097 days).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn dates_follow_the_gregorian_calendar() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        // 2000 was a leap year (divisible by 400), 2100 will not be.
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(47_540), (2100, 2, 28));
+        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
+        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
+        // Every day of 1900..2200 follows the one before.
+        let mut prev = civil_from_days(-25_567);
+        assert_eq!(prev, (1900, 1, 1));
+        for z in -25_566..84_000 {
+            let (y, m, d) = civil_from_days(z);
+            let next_day = (y, m, d) > prev
+                && (d == prev.2 + 1 && m == prev.1 && y == prev.0
+                    || d == 1 && (m == prev.1 + 1 && y == prev.0 || m == 1 && y == prev.0 + 1));
+            assert!(next_day, "{prev:?} then {:?}", (y, m, d));
+            prev = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_795_816_820, 452_202_999);
+        let mut out = Vec::new();
+        rfc3339_micros(t, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-11-27T22:00:20.452202Z"
+        );
+    }
+
+    #[test]
+    fn json_fields_are_escaped_and_none_is_left_out() {
+        let mut line = AccessLine {
+            buf: b"{\"first\":0".to_vec(),
+            json: true,
+        };
+        line.field("a", "x\"y\n")
+            .field("n", 3u64)
+            .field("f", 1.5f64)
+            .field("b", true)
+            .field("gone", None::<&str>)
+            .field("nan", f64::NAN);
+        line.buf.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&line.buf[..]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"first": 0, "a": "x\"y\n", "n": 3, "f": 1.5, "b": true, "nan": null})
+        );
     }
 }

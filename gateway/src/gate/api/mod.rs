@@ -46,6 +46,7 @@ use crate::{
     },
     telemetry::{
         access::{ConnectionLog, LlmRecord, Outcome},
+        logging::AccessLine,
         trace,
     },
     workload::Workload,
@@ -1132,38 +1133,52 @@ impl Drop for RequestLog {
         });
         requests.inc();
         duration.observe(elapsed.as_secs_f64());
-        let llm = self.llm.as_deref();
-        tracing::info!(
-            target: "trigate::access",
-            gate = self.gate,
-            workload = &*self.workload,
-            destination = &*self.destination,
-            route = %self.route,
-            method = %self.method,
-            path = %self.path,
-            version = ?self.version,
-            status = self.status,
-            outcome = self.outcome,
-            caller = %self.caller,
-            attempts = self.attempts,
-            bytes_sent = self.bytes_out,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            traceparent = self.traceparent.as_deref(),
-            model_requested = llm.map(|l| l.model_requested.as_str()),
-            model_served = llm.and_then(|l| l.model_served.as_deref()),
-            provider = llm.and_then(|l| l.provider.as_deref()),
-            stream = llm.map(|l| l.stream),
-            input_tokens = llm.and_then(|l| l.usage.map(|u| u.input)),
-            output_tokens = llm.and_then(|l| l.usage.map(|u| u.output)),
-            cached_input_tokens = llm.and_then(|l| l.usage.map(|u| u.cached_input)),
-            reasoning_tokens = llm.and_then(|l| l.usage.map(|u| u.reasoning)),
-            tokens_estimated = llm.and_then(|l| l.usage.map(|u| u.estimated)),
-            cost_usd = llm.and_then(|l| l.cost_micros).map(|c| c as f64 / 1e6),
-            finish_reason = llm.and_then(|l| l.finish_reason.as_deref()),
-            failovers = llm.map(|l| l.failovers),
-            ttft_ms = llm.and_then(|l| l.ttft).map(|t| t.as_secs_f64() * 1000.0),
-            "request"
-        );
+        let Some(mut line) = AccessLine::start("request") else {
+            return;
+        };
+        line.field("gate", self.gate)
+            .field("workload", &*self.workload)
+            .field("destination", &*self.destination)
+            .field("route", self.route.as_str())
+            .field("method", self.method.as_str())
+            .field("path", self.path.as_str())
+            .field("version", version_str(self.version))
+            .field("status", self.status)
+            .field("outcome", self.outcome)
+            .field("caller", self.caller.as_str())
+            .field("attempts", self.attempts)
+            .field("bytes_sent", self.bytes_out)
+            .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
+            .field("traceparent", self.traceparent.as_deref());
+        if let Some(l) = self.llm.as_deref() {
+            let usage = l.usage;
+            line.field("model_requested", l.model_requested.as_str())
+                .field("model_served", l.model_served.as_deref())
+                .field("provider", l.provider.as_deref())
+                .field("stream", l.stream)
+                .field("input_tokens", usage.map(|u| u.input))
+                .field("output_tokens", usage.map(|u| u.output))
+                .field("cached_input_tokens", usage.map(|u| u.cached_input))
+                .field("reasoning_tokens", usage.map(|u| u.reasoning))
+                .field("tokens_estimated", usage.map(|u| u.estimated))
+                .field("cost_usd", l.cost_micros.map(|c| c as f64 / 1e6))
+                .field("finish_reason", l.finish_reason.as_deref())
+                .field("failovers", l.failovers)
+                .field("ttft_ms", l.ttft.map(|t| t.as_secs_f64() * 1000.0));
+        }
+        line.write();
+    }
+}
+
+/// How access lines name an HTTP version (as `Debug` of `http::Version`).
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
     }
 }
 

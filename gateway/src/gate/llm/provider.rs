@@ -374,55 +374,97 @@ fn segment(s: &str) -> String {
     out
 }
 
-/// The request body for `wire`, from the client's (already shaped) body.
-/// Returns the body and whether the gateway asked an OpenAI upstream for
-/// stream usage the client did not ask for (that chunk is then not
-/// passed on).
+/// The provider's request body (JSON) for a client's request, and
+/// whether the gateway asked an OpenAI stream for usage the client did not
+/// ask for (that chunk is then kept from the client). `model` is the
+/// provider's model name.
 pub fn request_body(
     api: Api,
     wire: Wire,
     client: &Map<String, Value>,
     model: &str,
     stream: bool,
-) -> Result<(Value, bool), TranslateError> {
+) -> Result<(Vec<u8>, bool), TranslateError> {
     let set_model = |mut v: Value| {
         if let Some(o) = v.as_object_mut() {
             o.insert("model".into(), model.into());
         }
         v
     };
-    let original = Value::Object(client.clone());
+    let bytes = |v: Value| Ok((v.to_string().into_bytes(), false));
     match (api.dialect(), wire) {
         (_, Wire::OpenAi) if api == Api::Embeddings || api == Api::Responses => {
-            Ok((set_model(original), false))
+            with_model(client, model, false)
         }
-        (Dialect::OpenAi, Wire::OpenAi) => {
-            let mut body = set_model(original);
-            let added = stream && ask_usage(&mut body);
-            Ok((body, added))
-        }
-        (Dialect::Anthropic, Wire::Anthropic) => Ok((set_model(original), false)),
-        (Dialect::OpenAi, Wire::Anthropic) => Ok((
-            set_model(translate::openai_request_to_anthropic(&original)?),
-            false,
+        (Dialect::OpenAi, Wire::OpenAi) => with_model(client, model, stream),
+        (Dialect::Anthropic, Wire::Anthropic) => with_model(client, model, false),
+        (Dialect::OpenAi, Wire::Anthropic) => bytes(set_model(
+            translate::openai_request_to_anthropic(&Value::Object(client.clone()))?,
         )),
         (Dialect::Anthropic, Wire::OpenAi) => {
-            let mut body = set_model(translate::anthropic_request_to_openai(&original)?);
+            let mut body = set_model(translate::anthropic_request_to_openai(&Value::Object(
+                client.clone(),
+            ))?);
             if stream {
                 // The Anthropic stream reports usage at its end: ask for it.
                 ask_usage(&mut body);
             }
-            Ok((body, false))
+            bytes(body)
         }
         (dialect, Wire::Gemini) => {
-            let openai = to_openai(dialect, original)?;
-            Ok((translate::openai_request_to_gemini(&openai)?, false))
+            let openai = to_openai(dialect, Value::Object(client.clone()))?;
+            bytes(translate::openai_request_to_gemini(&openai)?)
         }
         (dialect, Wire::Bedrock) => {
-            let openai = to_openai(dialect, original)?;
-            Ok((translate::openai_request_to_bedrock(&openai)?, false))
+            let openai = to_openai(dialect, Value::Object(client.clone()))?;
+            bytes(translate::openai_request_to_bedrock(&openai)?)
         }
     }
+}
+
+/// `client` as JSON with `model` set, and `stream_options.include_usage`
+/// when `usage`, written straight from the borrowed map: a request in the
+/// provider's own protocol is not copied as a tree first (that copy showed
+/// in `cargo xtask bench llm` profiles). True when usage was added.
+fn with_model(
+    client: &Map<String, Value>,
+    model: &str,
+    usage: bool,
+) -> Result<(Vec<u8>, bool), TranslateError> {
+    use serde::ser::{SerializeMap, Serializer};
+    let failed = |e: serde_json::Error| TranslateError::Invalid {
+        field: "body".into(),
+        reason: format!("cannot be written as JSON: {e}"),
+    };
+    let mut out = Vec::with_capacity(512);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let mut map = ser.serialize_map(None).map_err(failed)?;
+    let mut added = false;
+    for (k, v) in client {
+        match k.as_str() {
+            "model" => map.serialize_entry(k, model),
+            "stream_options" if usage => {
+                let mut options = v.clone();
+                added = include_usage(&mut options);
+                map.serialize_entry(k, &options)
+            }
+            _ => map.serialize_entry(k, v),
+        }
+        .map_err(failed)?;
+    }
+    if !client.contains_key("model") {
+        map.serialize_entry("model", model).map_err(failed)?;
+    }
+    if usage && !client.contains_key("stream_options") {
+        map.serialize_entry(
+            "stream_options",
+            &serde_json::json!({"include_usage": true}),
+        )
+        .map_err(failed)?;
+        added = true;
+    }
+    map.end().map_err(failed)?;
+    Ok((out, added))
 }
 
 fn to_openai(dialect: Dialect, body: Value) -> Result<Value, TranslateError> {
@@ -434,12 +476,18 @@ fn to_openai(dialect: Dialect, body: Value) -> Result<Value, TranslateError> {
 
 /// Sets `stream_options.include_usage`; true when the client had not.
 fn ask_usage(body: &mut Value) -> bool {
-    let Some(o) = body.as_object_mut() else {
-        return false;
-    };
-    let options = o
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Map::new()));
+    match body.as_object_mut() {
+        Some(o) => include_usage(
+            o.entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new())),
+        ),
+        None => false,
+    }
+}
+
+/// Sets `include_usage` in a `stream_options` object; true when it was
+/// not set already.
+fn include_usage(options: &mut Value) -> bool {
     let Some(options) = options.as_object_mut() else {
         return false;
     };
@@ -731,11 +779,51 @@ mod tests {
             .contains("TRIGATE_TEST_SURELY_UNSET_VAR"));
     }
 
+    fn request_json(
+        api: Api,
+        wire: Wire,
+        client: &Map<String, Value>,
+        model: &str,
+        stream: bool,
+    ) -> Result<(Value, bool), TranslateError> {
+        let (bytes, added) = request_body(api, wire, client, model, stream)?;
+        Ok((serde_json::from_slice(&bytes).unwrap(), added))
+    }
+
+    #[test]
+    fn same_protocol_requests_keep_every_member_but_the_model() {
+        let client = json!({"model": "a", "messages": [{"role": "user", "content": "hi \"x\""}],
+            "temperature": 0.5, "tools": [{"type": "function", "function": {"name": "f"}}],
+            "metadata": {"k": "v"}});
+        for (api, wire) in [
+            (Api::ChatCompletions, Wire::OpenAi),
+            (Api::Messages, Wire::Anthropic),
+            (Api::Embeddings, Wire::OpenAi),
+        ] {
+            let (body, added) =
+                request_json(api, wire, client.as_object().unwrap(), "b", false).unwrap();
+            assert!(!added);
+            let mut expected = client.clone();
+            expected["model"] = "b".into();
+            assert_eq!(body, expected, "{api:?} to {wire:?}");
+        }
+        // A request without a model gets the served one.
+        let (body, _) = request_json(
+            Api::Embeddings,
+            Wire::OpenAi,
+            json!({"input": "x"}).as_object().unwrap(),
+            "e",
+            false,
+        )
+        .unwrap();
+        assert_eq!(body, json!({"input": "x", "model": "e"}));
+    }
+
     #[test]
     fn openai_streams_ask_for_usage_and_say_whether_the_client_did() {
         let client =
             json!({"model": "a", "messages": [{"role": "user", "content": "hi"}], "stream": true});
-        let (body, added) = request_body(
+        let (body, added) = request_json(
             Api::ChatCompletions,
             Wire::OpenAi,
             client.as_object().unwrap(),
@@ -748,7 +836,7 @@ mod tests {
         assert_eq!(body["stream_options"]["include_usage"], true);
 
         let client = json!({"model": "a", "messages": [], "stream": true, "stream_options": {"include_usage": true}});
-        let (_, added) = request_body(
+        let (_, added) = request_json(
             Api::ChatCompletions,
             Wire::OpenAi,
             client.as_object().unwrap(),
@@ -758,7 +846,7 @@ mod tests {
         .unwrap();
         assert!(!added);
 
-        let (body, added) = request_body(
+        let (body, added) = request_json(
             Api::ChatCompletions,
             Wire::OpenAi,
             client.as_object().unwrap(),
@@ -776,7 +864,7 @@ mod tests {
     #[test]
     fn cross_protocol_requests_are_translated_with_the_served_model() {
         let client = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-        let (body, _) = request_body(
+        let (body, _) = request_json(
             Api::ChatCompletions,
             Wire::Anthropic,
             client.as_object().unwrap(),
@@ -790,7 +878,7 @@ mod tests {
 
         let client = json!({"model": "claude", "max_tokens": 10, "stream": true,
             "messages": [{"role": "user", "content": "hi"}]});
-        let (body, added) = request_body(
+        let (body, added) = request_json(
             Api::Messages,
             Wire::OpenAi,
             client.as_object().unwrap(),

@@ -482,7 +482,7 @@ impl Call {
             let (body, added_usage) =
                 provider::request_body(wire_api, p.wire, client_body, &cand.model, stream)
                     .map_err(|e| Refusal::InvalidRequest(e.to_string()))?;
-            let body = Bytes::from(body.to_string());
+            let body = Bytes::from(body);
             if let Some(l) = rlog.llm.as_mut() {
                 l.provider = Some(p.name().to_owned());
                 l.model_served = Some(cand.model.clone());
