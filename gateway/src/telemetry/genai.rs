@@ -2,7 +2,16 @@
 //! conventions (`gen_ai.client.token.usage` → `gen_ai_client_token_usage`,
 //! durations in seconds with the unit in the name, as Prometheus wants),
 //! plus trigate's own cost, failover and limit counters.
-use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use prometheus::{
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
+};
 
 /// Label order of the per-call families.
 pub const CALL_LABELS: &[&str] = &[
@@ -24,9 +33,97 @@ pub struct GenAiMetrics {
     pub cost_usd: CounterVec,
     pub failovers: IntCounterVec,
     pub limit_refusals: IntCounterVec,
+    /// Series by call labels (see [`GenAiMetrics::series`]).
+    series: Mutex<HashMap<u64, Vec<Arc<CallSeries>>>>,
+    series_count: std::sync::atomic::AtomicUsize,
+    hasher: RandomState,
+}
+
+/// Most label sets whose series are kept for reuse; past it, calls look
+/// their series up each time (still counted, only slower).
+const MAX_KEPT_SERIES: usize = 10_000;
+
+/// The series one call records into, for one set of [`CALL_LABELS`]
+/// values (operation, provider, requested model, served model, workload).
+pub struct CallSeries {
+    labels: [String; 5],
+    pub duration: Histogram,
+    /// `gen_ai_client_token_usage` for input and output tokens.
+    pub usage_input: Histogram,
+    pub usage_output: Histogram,
+    /// `trigate_llm_tokens_total`: input, output, cached_input, reasoning.
+    pub tokens: [IntCounter; 4],
+    // Made on first use: a series that never records would show up as an
+    // empty histogram (non-streamed calls have no time to first token).
+    ttft: OnceLock<Histogram>,
+    tpot: OnceLock<Histogram>,
+    cost: OnceLock<Counter>,
+}
+
+impl CallSeries {
+    fn new(m: &GenAiMetrics, labels: [&str; 5]) -> CallSeries {
+        let typed = |kind: &'static str| {
+            let [a, b, c, d, e] = labels;
+            [kind, a, b, c, d, e]
+        };
+        CallSeries {
+            labels: labels.map(str::to_owned),
+            duration: m.request_duration.with_label_values(&labels),
+            usage_input: m.token_usage.with_label_values(&typed("input")),
+            usage_output: m.token_usage.with_label_values(&typed("output")),
+            tokens: ["input", "output", "cached_input", "reasoning"]
+                .map(|k| m.tokens.with_label_values(&typed(k))),
+            ttft: OnceLock::new(),
+            tpot: OnceLock::new(),
+            cost: OnceLock::new(),
+        }
+    }
+
+    fn refs(&self) -> [&str; 5] {
+        let [a, b, c, d, e] = &self.labels;
+        [a, b, c, d, e]
+    }
+
+    pub fn time_to_first_token(&self, m: &GenAiMetrics) -> &Histogram {
+        self.ttft
+            .get_or_init(|| m.time_to_first_token.with_label_values(&self.refs()))
+    }
+
+    pub fn time_per_output_token(&self, m: &GenAiMetrics) -> &Histogram {
+        self.tpot
+            .get_or_init(|| m.time_per_output_token.with_label_values(&self.refs()))
+    }
+
+    /// `trigate_llm_cost_usd_total` of the workload, provider and served
+    /// model.
+    pub fn cost(&self, m: &GenAiMetrics) -> &Counter {
+        self.cost.get_or_init(|| {
+            let [_, provider, _, served, workload] = self.refs();
+            m.cost_usd.with_label_values(&[workload, provider, served])
+        })
+    }
 }
 
 impl GenAiMetrics {
+    /// The series of a call with these [`CALL_LABELS`] values, made once
+    /// and kept: per call, one hash and one uncontended lock instead of a
+    /// label lookup per metric.
+    pub fn series(&self, labels: [&str; 5]) -> Arc<CallSeries> {
+        use std::sync::atomic::Ordering;
+        let hash = self.hasher.hash_one(labels);
+        let mut kept = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = kept.entry(hash).or_default();
+        if let Some(s) = bucket.iter().find(|s| s.refs() == labels) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(CallSeries::new(self, labels));
+        if self.series_count.load(Ordering::Relaxed) < MAX_KEPT_SERIES {
+            self.series_count.fetch_add(1, Ordering::Relaxed);
+            bucket.push(Arc::clone(&s));
+        }
+        s
+    }
+
     pub fn new(registry: &Registry) -> prometheus::Result<GenAiMetrics> {
         let mut usage_labels = vec!["gen_ai_token_type"];
         usage_labels.extend_from_slice(CALL_LABELS);
@@ -106,6 +203,9 @@ impl GenAiMetrics {
                 ),
                 &["limit", "kind", "workload"],
             )?,
+            series: Mutex::new(HashMap::new()),
+            series_count: Default::default(),
+            hasher: RandomState::new(),
         };
         registry.register(Box::new(m.token_usage.clone()))?;
         registry.register(Box::new(m.tokens.clone()))?;
@@ -116,5 +216,55 @@ impl GenAiMetrics {
         registry.register(Box::new(m.failovers.clone()))?;
         registry.register(Box::new(m.limit_refusals.clone()))?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_series_record_into_the_labelled_families() {
+        let registry = Registry::new();
+        let m = GenAiMetrics::new(&registry).unwrap();
+        let labels = ["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a"];
+        let s = m.series(labels);
+        assert!(Arc::ptr_eq(&s, &m.series(labels)), "made once");
+        let other = m.series(["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-b"]);
+        assert!(!Arc::ptr_eq(&s, &other));
+        s.usage_input.observe(7.0);
+        s.tokens[3].inc_by(2);
+        s.cost(&m).inc_by(0.5);
+        assert_eq!(
+            m.token_usage
+                .with_label_values(&["input", "chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a"])
+                .get_sample_sum(),
+            7.0
+        );
+        assert_eq!(
+            m.tokens
+                .with_label_values(&[
+                    "reasoning",
+                    "chat",
+                    "openai",
+                    "gpt-4o",
+                    "gpt-4o-mini",
+                    "pod-a"
+                ])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.cost_usd
+                .with_label_values(&["pod-a", "openai", "gpt-4o-mini"])
+                .get(),
+            0.5
+        );
+        // No time-to-first-token series until a stream records one.
+        let families = registry.gather();
+        let ttft = families
+            .iter()
+            .find(|f| f.name() == "gen_ai_server_time_to_first_token_seconds");
+        assert!(ttft.is_none_or(|f| f.get_metric().is_empty()));
     }
 }

@@ -42,53 +42,41 @@ impl Settle {
         stream_end: Option<Instant>,
     ) -> Option<u64> {
         let m = &self.node.metrics.genai;
-        let labels = [
+        let series = m.series([
             self.operation,
             self.provider,
             self.requested.as_str(),
             self.served.as_str(),
             self.workload.as_str(),
-        ];
-        m.request_duration
-            .with_label_values(&labels)
+        ]);
+        series
+            .duration
             .observe(self.started.elapsed().as_secs_f64());
         if let Some(t) = ttft {
-            m.time_to_first_token
-                .with_label_values(&labels)
-                .observe(t.as_secs_f64());
+            series.time_to_first_token(m).observe(t.as_secs_f64());
         }
         let usage = usage.unwrap_or_default();
         if let (Some(t), Some(end)) = (ttft, stream_end) {
             if usage.output > 1 {
                 let after_first = end.duration_since(self.started).saturating_sub(t);
-                m.time_per_output_token
-                    .with_label_values(&labels)
+                series
+                    .time_per_output_token(m)
                     .observe(after_first.as_secs_f64() / (usage.output - 1) as f64);
             }
         }
-        let typed = |kind: &'static str| {
-            let mut l = vec![kind];
-            l.extend_from_slice(&labels);
-            l
-        };
-        for (kind, n, histogram) in [
-            ("input", usage.input, true),
-            ("output", usage.output, true),
-            ("cached_input", usage.cached_input, false),
-            ("reasoning", usage.reasoning, false),
-        ] {
-            if histogram {
-                m.token_usage
-                    .with_label_values(&typed(kind))
-                    .observe(n as f64);
-            }
-            m.tokens.with_label_values(&typed(kind)).inc_by(n);
+        series.usage_input.observe(usage.input as f64);
+        series.usage_output.observe(usage.output as f64);
+        for (counter, n) in series.tokens.iter().zip([
+            usage.input,
+            usage.output,
+            usage.cached_input,
+            usage.reasoning,
+        ]) {
+            counter.inc_by(n);
         }
         let cost = self.llm.prices.cost_micros(&self.served, &usage);
         if let Some(c) = cost {
-            m.cost_usd
-                .with_label_values(&[&self.workload, self.provider, &self.served])
-                .inc_by(c as f64 / 1e6);
+            series.cost(m).inc_by(c as f64 / 1e6);
         }
         self.charge(usage, cost);
         cost

@@ -5,7 +5,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -50,7 +50,7 @@ pub struct Secret {
 }
 
 struct Cached {
-    value: Option<String>,
+    value: Option<Arc<str>>,
     modified: Option<SystemTime>,
     checked: Option<Instant>,
 }
@@ -70,26 +70,33 @@ impl Secret {
     }
 
     /// The current value; the error says what to check, never the value.
-    pub fn get(&self) -> Result<String, String> {
+    /// Re-read at most once a [`SECRET_RECHECK`] (a file only when its
+    /// modification time changed): this runs for every provider call.
+    pub fn get(&self) -> Result<Arc<str>, String> {
+        let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = c.checked.is_some_and(|t| t.elapsed() < SECRET_RECHECK);
+        if let (true, Some(v)) = (fresh, &c.value) {
+            return Ok(Arc::clone(v));
+        }
         if let Some(var) = &self.source.env {
-            return std::env::var(var)
-                .map(|v| v.trim().to_owned())
-                .map_err(|_| format!("the environment variable {var} is not set"));
+            let v = std::env::var(var)
+                .map_err(|_| format!("the environment variable {var} is not set"))?;
+            let v = v.trim();
+            if c.value.as_deref() != Some(v) {
+                c.value = Some(Arc::from(v));
+            }
+            c.checked = Some(Instant::now());
+            return c.value.clone().ok_or_else(|| "no key".into());
         }
         let Some(path) = &self.source.file else {
             return Err("no key source configured".into());
         };
-        let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = c.checked.is_some_and(|t| t.elapsed() < SECRET_RECHECK);
-        if let (true, Some(v)) = (fresh, &c.value) {
-            return Ok(v.clone());
-        }
         c.checked = Some(Instant::now());
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         if c.value.is_none() || modified != c.modified {
             match read_secret(path) {
                 Ok(v) => {
-                    c.value = Some(v);
+                    c.value = Some(Arc::from(v));
                     c.modified = modified;
                 }
                 Err(e) if c.value.is_none() => return Err(e),
@@ -127,7 +134,12 @@ pub struct ProviderRt {
     aws: Option<AwsSecrets>,
     /// Until when (ms on the policy's clock) the provider is cooling down.
     cooling_until: AtomicU64,
+    /// The key headers made from the key last read: made again only when
+    /// the key changes.
+    auth_cache: Mutex<Option<(Arc<str>, AuthHeaders)>>,
 }
+
+type AuthHeaders = Vec<(HeaderName, HeaderValue)>;
 
 struct AwsSecrets {
     region: String,
@@ -168,6 +180,7 @@ impl ProviderRt {
                 session_token: a.session_token.as_ref().map(Secret::new),
             }),
             cooling_until: AtomicU64::new(0),
+            auth_cache: Mutex::new(None),
             cfg: cfg.clone(),
         })
     }
@@ -280,6 +293,12 @@ impl ProviderRt {
         let key = key
             .get()
             .map_err(|e| format!("provider {:?}: {e}", self.cfg.name))?;
+        let mut cache = self.auth_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, headers)) = &*cache {
+            if Arc::ptr_eq(k, &key) {
+                return Ok(headers.clone());
+            }
+        }
         let value = |v: String| {
             let mut v = HeaderValue::from_str(&v).map_err(|_| {
                 format!(
@@ -298,17 +317,22 @@ impl ProviderRt {
                 ));
             }
             ProviderKind::AzureOpenai => {
-                out.push((HeaderName::from_static("api-key"), value(key)?))
+                out.push((HeaderName::from_static("api-key"), value(key.to_string())?))
             }
-            ProviderKind::Anthropic => {
-                out.push((HeaderName::from_static("x-api-key"), value(key)?))
-            }
+            ProviderKind::Anthropic => out.push((
+                HeaderName::from_static("x-api-key"),
+                value(key.to_string())?,
+            )),
             ProviderKind::Gemini => {
-                out.push((HeaderName::from_static("x-goog-api-key"), value(key)?));
+                out.push((
+                    HeaderName::from_static("x-goog-api-key"),
+                    value(key.to_string())?,
+                ));
             }
             // SigV4 signs the finished request: see `sign`.
             ProviderKind::Bedrock => {}
         }
+        *cache = Some((key, out.clone()));
         Ok(out)
     }
 
@@ -323,9 +347,13 @@ impl ProviderRt {
             return Ok(Vec::new());
         };
         let creds = crate::upstream::sigv4::Credentials {
-            access_key_id: aws.access_key_id.get()?,
-            secret_access_key: aws.secret_access_key.get()?,
-            session_token: aws.session_token.as_ref().map(Secret::get).transpose()?,
+            access_key_id: aws.access_key_id.get()?.to_string(),
+            secret_access_key: aws.secret_access_key.get()?.to_string(),
+            session_token: aws
+                .session_token
+                .as_ref()
+                .map(|t| t.get().map(|v| v.to_string()))
+                .transpose()?,
         };
         let url = format!(
             "{}://{}{path_and_query}",
@@ -744,7 +772,7 @@ mod tests {
             file: Some(file.clone()),
             env: None,
         });
-        assert_eq!(s.get().unwrap(), "one");
+        assert_eq!(&*s.get().unwrap(), "one");
         std::fs::write(&file, "two").unwrap();
         // Force a different mtime even on coarse filesystems.
         let later = SystemTime::now() + Duration::from_secs(5);
@@ -755,11 +783,11 @@ mod tests {
             .set_modified(later)
             .unwrap();
         s.cached.lock().unwrap().checked = None;
-        assert_eq!(s.get().unwrap(), "two");
+        assert_eq!(&*s.get().unwrap(), "two");
         std::fs::remove_file(&file).unwrap();
         s.cached.lock().unwrap().checked = None;
         assert_eq!(
-            s.get().unwrap(),
+            &*s.get().unwrap(),
             "two",
             "a vanished file keeps the last good key"
         );

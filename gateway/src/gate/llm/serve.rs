@@ -661,14 +661,15 @@ impl Call {
             }
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(b"POST ");
-        head.extend_from_slice(path.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        write_fields(&mut head, &headers);
-        head.extend_from_slice(b"\r\n");
+        let mut message = Vec::with_capacity(512 + body.len());
+        message.extend_from_slice(b"POST ");
+        message.extend_from_slice(path.as_bytes());
+        message.extend_from_slice(b" HTTP/1.1\r\n");
+        write_fields(&mut message, &headers);
+        message.extend_from_slice(b"\r\n");
+        message.extend_from_slice(&body);
         let timeout = Duration::from_millis(p.cfg.timeout_ms);
-        let sent = outbound::send(&self.cx, key, &Method::POST, &head, &body);
+        let sent = outbound::send(&self.cx, key, &Method::POST, &message);
         match tokio::time::timeout(timeout, sent).await {
             Ok(Ok((head, body))) => Ok(Response::from_parts(head, body)),
             Ok(Err(e)) => Err(Failure {

@@ -681,10 +681,7 @@ where
                 HeaderValue::from_static("chunked"),
             );
         }
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-        {
-            parts.headers.insert(header::DATE, v);
-        }
+        parts.headers.insert(header::DATE, http_date());
         self.out.clear();
         write_response_head(&mut self.out, &parts, close, None);
         loop {
@@ -1153,11 +1150,7 @@ where
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         if !parts.headers.contains_key(header::DATE) {
-            if let Ok(v) =
-                HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-            {
-                parts.headers.insert(header::DATE, v);
-            }
+            parts.headers.insert(header::DATE, http_date());
         }
         self.out.clear();
         write_response_head(&mut self.out, &parts, close, None);
@@ -1169,6 +1162,28 @@ where
             .map_err(ConnError::Client)?;
         Ok(body.len() as u64)
     }
+}
+
+/// The `Date` of responses the gateway makes, formatted once a second
+/// per thread rather than per response.
+fn http_date() -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, HeaderValue)> =
+            std::cell::RefCell::new((u64::MAX, HeaderValue::from_static("")));
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(at, value)| {
+        if *at != secs {
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                *value = v;
+                *at = secs;
+            }
+        }
+        value.clone()
+    })
 }
 
 /// Reads the final response head; interim 1xx responses (except 101)

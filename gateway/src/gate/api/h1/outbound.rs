@@ -30,22 +30,21 @@ use super::{
 };
 use crate::gate::api::{client::PoolKey, ConnContext, Failure};
 
-/// Sends one request (`head` ends with its blank line; `body` follows it
-/// as `content-length` in the head says) and reads the response head. A
-/// pooled connection the upstream closed while idle is replaced once.
+/// First read buffer of an exchange.
+const ANSWER_BUF: usize = 4096;
+
+/// Sends one request (`message`: the head, then the body its
+/// `content-length` announces) and reads the response head. A pooled
+/// connection the upstream closed while idle is replaced once.
 pub(crate) async fn send(
     cx: &Arc<ConnContext>,
     key: PoolKey,
     method: &Method,
-    head: &[u8],
-    body: &[u8],
+    message: &[u8],
 ) -> Result<(response::Parts, UpBody), Failure> {
     let http = &cx.node.config.load().http;
     let idle_for = Duration::from_millis(http.pool_idle_timeout_ms);
     let max_idle = http.pool_max_idle;
-    let mut message = Vec::with_capacity(head.len() + body.len());
-    message.extend_from_slice(head);
-    message.extend_from_slice(body);
     let mut may_retry = true;
     loop {
         let pooled = if may_retry {
@@ -61,11 +60,12 @@ pub(crate) async fn send(
         let mut up = Upstream {
             key: key.clone(),
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            // Provider answers are mostly small: grown when they are not.
+            buf: BytesMut::with_capacity(ANSWER_BUF),
             last_used: Instant::now(),
         };
         let sent = async {
-            up.io.write_all(&message).await?;
+            up.io.write_all(message).await?;
             up.io.flush().await
         }
         .await;
