@@ -409,20 +409,32 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// `2026-11-27T22:00:20.452202Z`, as the rest of the log lines.
+/// `2026-11-27T22:00:20.452202Z`, as the rest of the log lines. The date
+/// and time of day are formatted once a second per thread.
 fn rfc3339_micros(t: std::time::SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, Vec<u8>)> =
+            const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+    }
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_micros()
-    );
+    LAST.with_borrow_mut(|(at, prefix)| {
+        if *at != secs {
+            let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+            let s = secs % 86_400;
+            prefix.clear();
+            let _ = write!(
+                prefix,
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.",
+                s / 3600,
+                s / 60 % 60,
+                s % 60,
+            );
+            *at = secs;
+        }
+        out.extend_from_slice(prefix);
+    });
+    let _ = write!(out, "{:06}Z", d.subsec_micros());
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (the

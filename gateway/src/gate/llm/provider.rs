@@ -130,6 +130,8 @@ pub struct ProviderRt {
     pub port: u16,
     /// The URL's path without a trailing `/`.
     base_path: String,
+    /// [`ProviderRt::authority`] as the `Host` of every request.
+    pub authority_value: HeaderValue,
     key: Option<Secret>,
     aws: Option<AwsSecrets>,
     /// Until when (ms on the policy's clock) the provider is cooling down.
@@ -166,12 +168,13 @@ impl ProviderRt {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Ok(ProviderRt {
+        let mut rt = ProviderRt {
             wire: Wire::of(cfg.kind),
             https,
             host,
             port,
             base_path: uri.path().trim_end_matches('/').to_owned(),
+            authority_value: HeaderValue::from_static(""),
             key: cfg.api_key.as_ref().map(Secret::new),
             aws: cfg.aws.as_ref().map(|a| AwsSecrets {
                 region: a.region.clone(),
@@ -182,7 +185,14 @@ impl ProviderRt {
             cooling_until: AtomicU64::new(0),
             auth_cache: Mutex::new(None),
             cfg: cfg.clone(),
-        })
+        };
+        rt.authority_value = HeaderValue::from_str(&rt.authority()).map_err(|_| {
+            format!(
+                "provider {:?}: the URL's host is not a valid Host header",
+                cfg.name
+            )
+        })?;
+        Ok(rt)
     }
 
     pub fn name(&self) -> &str {

@@ -35,10 +35,7 @@ use crate::{
     gate::api::{
         client::{ApiBody, PoolKey},
         decide,
-        h1::{
-            outbound::{self, UpBody},
-            write_fields,
-        },
+        h1::outbound::{self, UpBody},
         ConnContext, RequestLog, Verdict,
     },
     policy::limits::{BudgetWindow, Decision, Limiter},
@@ -631,12 +628,10 @@ impl Call {
             addr,
             tls_name: p.https.then(|| p.host.clone()),
         };
-        let mut headers = hyper::HeaderMap::with_capacity(8);
-        self.upstream_headers(parts, p, &mut headers)
-            .map_err(|e| Failure {
-                reason: "credentials",
-                refusal: Refusal::Upstream(e),
-            })?;
+        let mut headers = self.upstream_headers(parts, p).map_err(|e| Failure {
+            reason: "credentials",
+            refusal: Refusal::Upstream(e),
+        })?;
         if p.wire == Wire::Bedrock {
             // Only what the gateway itself sets is signed (`Host` is
             // already among them): a client header changed on the way
@@ -656,16 +651,21 @@ impl Call {
                     HeaderValue::from_str(&v),
                 ) {
                     v.set_sensitive(true);
-                    headers.insert(k, v);
+                    set(&mut headers, k, v);
                 }
             }
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.push((header::CONTENT_LENGTH, HeaderValue::from(body.len())));
         let mut message = Vec::with_capacity(512 + body.len());
         message.extend_from_slice(b"POST ");
         message.extend_from_slice(path.as_bytes());
         message.extend_from_slice(b" HTTP/1.1\r\n");
-        write_fields(&mut message, &headers);
+        for (k, v) in &headers {
+            message.extend_from_slice(k.as_str().as_bytes());
+            message.extend_from_slice(b": ");
+            message.extend_from_slice(v.as_bytes());
+            message.extend_from_slice(b"\r\n");
+        }
         message.extend_from_slice(b"\r\n");
         message.extend_from_slice(&body);
         let timeout = Duration::from_millis(p.cfg.timeout_ms);
@@ -692,47 +692,53 @@ impl Call {
 
     /// What goes upstream besides the body: the provider's credentials
     /// (the pod's are never copied unless configured), its protocol
-    /// version, and the few client headers that mean the same there.
-    fn upstream_headers(
-        &self,
-        parts: &Parts,
-        p: &ProviderRt,
-        out: &mut hyper::HeaderMap,
-    ) -> Result<(), String> {
-        out.insert(
-            header::HOST,
-            HeaderValue::from_str(&p.authority()).map_err(|e| e.to_string())?,
-        );
-        out.insert(
+    /// version, and the few client headers that mean the same there. A
+    /// plain list in order (names are set once each): it is written
+    /// straight into the request head.
+    fn upstream_headers(&self, parts: &Parts, p: &ProviderRt) -> Result<Headers, String> {
+        /// Client headers every provider understands.
+        const PASS: [HeaderName; 4] = [
+            header::USER_AGENT,
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            header::ACCEPT,
+        ];
+        /// Client headers that mean something only to the protocol the
+        /// client speaks.
+        const PASS_SAME_PROTOCOL: [HeaderName; 5] = [
+            HeaderName::from_static("openai-organization"),
+            HeaderName::from_static("openai-project"),
+            HeaderName::from_static("openai-beta"),
+            HeaderName::from_static("anthropic-beta"),
+            HeaderName::from_static("anthropic-version"),
+        ];
+        let mut out = Headers::with_capacity(10);
+        out.push((header::HOST, p.authority_value.clone()));
+        out.push((
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        );
+        ));
         let same_protocol = matches!(
             (self.api.dialect(), p.wire),
             (Dialect::OpenAi, Wire::OpenAi) | (Dialect::Anthropic, Wire::Anthropic)
         );
-        let mut pass: Vec<&str> = vec!["user-agent", "traceparent", "tracestate", "accept"];
-        if same_protocol {
-            pass.extend([
-                "openai-organization",
-                "openai-project",
-                "openai-beta",
-                "anthropic-beta",
-                "anthropic-version",
-            ]);
-        }
-        for name in pass {
+        let extra: &[HeaderName] = if same_protocol {
+            &PASS_SAME_PROTOCOL
+        } else {
+            &[]
+        };
+        for name in PASS.iter().chain(extra) {
             if let Some(v) = parts.headers.get(name) {
-                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    out.insert(n, v.clone());
-                }
+                out.push((name.clone(), v.clone()));
             }
         }
         if p.wire == Wire::Anthropic {
             let version = p.cfg.api_version.as_deref().unwrap_or("2023-06-01");
-            if p.cfg.api_version.is_some() || !out.contains_key("anthropic-version") {
-                out.insert(
-                    "anthropic-version",
+            let present = out.iter().any(|(k, _)| k == "anthropic-version");
+            if p.cfg.api_version.is_some() || !present {
+                set(
+                    &mut out,
+                    HeaderName::from_static("anthropic-version"),
                     HeaderValue::from_str(version).map_err(|e| e.to_string())?,
                 );
             }
@@ -742,16 +748,14 @@ impl Call {
                 HeaderName::from_bytes(k.as_bytes()),
                 HeaderValue::from_str(v),
             ) {
-                out.insert(k, v);
+                set(&mut out, k, v);
             }
         }
-        for name in CLIENT_KEY_HEADERS {
-            out.remove(*name);
-        }
+        out.retain(|(k, _)| !CLIENT_KEY_HEADERS.contains(&k.as_str()));
         for (k, v) in p.auth_headers(&parts.headers)? {
-            out.insert(k, v);
+            set(&mut out, k, v);
         }
-        Ok(())
+        Ok(out)
     }
 
     /// A non-streamed answer: read whole, translated, accounted.
@@ -914,6 +918,15 @@ impl Call {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out
     }
+}
+
+/// Request headers for a provider, in the order they are written.
+type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// Sets `name` to `value`, replacing what was there.
+fn set(headers: &mut Headers, name: HeaderName, value: HeaderValue) {
+    headers.retain(|(k, _)| *k != name);
+    headers.push((name, value));
 }
 
 /// A provider stream that produced its first client bytes.
