@@ -19,6 +19,7 @@ pub(crate) mod answer;
 pub mod front;
 pub mod price;
 pub mod provider;
+pub mod request;
 pub mod routing;
 pub mod serve;
 pub mod stream;

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{
     front::{Api, Dialect, Refusal},
+    request::ClientRequest,
     translate::{self, TranslateError},
     usage::Usage,
 };
@@ -419,7 +420,7 @@ fn segment(s: &str) -> String {
 pub fn request_body(
     api: Api,
     wire: Wire,
-    client: &Map<String, Value>,
+    client: &ClientRequest<'_>,
     model: &str,
     stream: bool,
 ) -> Result<(Vec<u8>, bool), TranslateError> {
@@ -430,19 +431,20 @@ pub fn request_body(
         v
     };
     let bytes = |v: Value| Ok((v.to_string().into_bytes(), false));
+    let tree = || client.value().clone();
     match (api.dialect(), wire) {
+        // The provider's own protocol: the client's text with the model
+        // replaced, no tree built.
         (_, Wire::OpenAi) if api == Api::Embeddings || api == Api::Responses => {
-            with_model(client, model, false)
+            Ok(client.write_with_model(model, false))
         }
-        (Dialect::OpenAi, Wire::OpenAi) => with_model(client, model, stream),
-        (Dialect::Anthropic, Wire::Anthropic) => with_model(client, model, false),
-        (Dialect::OpenAi, Wire::Anthropic) => bytes(set_model(
-            translate::openai_request_to_anthropic(&Value::Object(client.clone()))?,
-        )),
+        (Dialect::OpenAi, Wire::OpenAi) => Ok(client.write_with_model(model, stream)),
+        (Dialect::Anthropic, Wire::Anthropic) => Ok(client.write_with_model(model, false)),
+        (Dialect::OpenAi, Wire::Anthropic) => {
+            bytes(set_model(translate::openai_request_to_anthropic(&tree())?))
+        }
         (Dialect::Anthropic, Wire::OpenAi) => {
-            let mut body = set_model(translate::anthropic_request_to_openai(&Value::Object(
-                client.clone(),
-            ))?);
+            let mut body = set_model(translate::anthropic_request_to_openai(&tree())?);
             if stream {
                 // The Anthropic stream reports usage at its end: ask for it.
                 ask_usage(&mut body);
@@ -450,59 +452,14 @@ pub fn request_body(
             bytes(body)
         }
         (dialect, Wire::Gemini) => {
-            let openai = to_openai(dialect, Value::Object(client.clone()))?;
+            let openai = to_openai(dialect, tree())?;
             bytes(translate::openai_request_to_gemini(&openai)?)
         }
         (dialect, Wire::Bedrock) => {
-            let openai = to_openai(dialect, Value::Object(client.clone()))?;
+            let openai = to_openai(dialect, tree())?;
             bytes(translate::openai_request_to_bedrock(&openai)?)
         }
     }
-}
-
-/// `client` as JSON with `model` set, and `stream_options.include_usage`
-/// when `usage`, written straight from the borrowed map: a request in the
-/// provider's own protocol is not copied as a tree first (that copy showed
-/// in `cargo xtask bench llm` profiles). True when usage was added.
-fn with_model(
-    client: &Map<String, Value>,
-    model: &str,
-    usage: bool,
-) -> Result<(Vec<u8>, bool), TranslateError> {
-    use serde::ser::{SerializeMap, Serializer};
-    let failed = |e: serde_json::Error| TranslateError::Invalid {
-        field: "body".into(),
-        reason: format!("cannot be written as JSON: {e}"),
-    };
-    let mut out = Vec::with_capacity(512);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    let mut map = ser.serialize_map(None).map_err(failed)?;
-    let mut added = false;
-    for (k, v) in client {
-        match k.as_str() {
-            "model" => map.serialize_entry(k, model),
-            "stream_options" if usage => {
-                let mut options = v.clone();
-                added = include_usage(&mut options);
-                map.serialize_entry(k, &options)
-            }
-            _ => map.serialize_entry(k, v),
-        }
-        .map_err(failed)?;
-    }
-    if !client.contains_key("model") {
-        map.serialize_entry("model", model).map_err(failed)?;
-    }
-    if usage && !client.contains_key("stream_options") {
-        map.serialize_entry(
-            "stream_options",
-            &serde_json::json!({"include_usage": true}),
-        )
-        .map_err(failed)?;
-        added = true;
-    }
-    map.end().map_err(failed)?;
-    Ok((out, added))
 }
 
 fn to_openai(dialect: Dialect, body: Value) -> Result<Value, TranslateError> {
@@ -515,23 +472,12 @@ fn to_openai(dialect: Dialect, body: Value) -> Result<Value, TranslateError> {
 /// Sets `stream_options.include_usage`; true when the client had not.
 fn ask_usage(body: &mut Value) -> bool {
     match body.as_object_mut() {
-        Some(o) => include_usage(
+        Some(o) => super::request::include_usage(
             o.entry("stream_options")
                 .or_insert_with(|| Value::Object(Map::new())),
         ),
         None => false,
     }
-}
-
-/// Sets `include_usage` in a `stream_options` object; true when it was
-/// not set already.
-fn include_usage(options: &mut Value) -> bool {
-    let Some(options) = options.as_object_mut() else {
-        return false;
-    };
-    let asked = options.get("include_usage").and_then(Value::as_bool) == Some(true);
-    options.insert("include_usage".into(), true.into());
-    !asked
 }
 
 /// A provider's non-streaming answer in the client's protocol, with the
@@ -824,7 +770,8 @@ mod tests {
         model: &str,
         stream: bool,
     ) -> Result<(Value, bool), TranslateError> {
-        let (bytes, added) = request_body(api, wire, client, model, stream)?;
+        let client = ClientRequest::from_tree(client.clone());
+        let (bytes, added) = request_body(api, wire, &client, model, stream)?;
         Ok((serde_json::from_slice(&bytes).unwrap(), added))
     }
 

@@ -127,26 +127,51 @@ fn next(x: u64) -> u64 {
 /// protocol: defaults where the field is absent, overrides always, then
 /// the `max_tokens` cap (after overrides, so an override cannot lift it).
 /// A client that sent no limit gets the cap as its limit.
-pub fn shape(body: &mut Map<String, Value>, route: &ModelRoute) {
+pub fn shape(body: &mut impl Members, route: &ModelRoute) {
     for (k, v) in &route.defaults {
-        body.entry(k.clone()).or_insert_with(|| v.clone());
+        if !body.has(k) {
+            body.set(k, v.clone());
+        }
     }
     for (k, v) in &route.overrides {
-        body.insert(k.clone(), v.clone());
+        body.set(k, v.clone());
     }
     if let Some(cap) = route.max_tokens {
         let mut capped = false;
         for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            if let Some(v) = body.get_mut(field) {
+            if let Some(n) = body.u64_of(field) {
                 capped = true;
-                if v.as_u64().is_none_or(|n| n > cap) {
-                    *v = Value::from(cap);
+                if n.is_none_or(|n| n > cap) {
+                    body.set(field, Value::from(cap));
                 }
             }
         }
         if !capped {
-            body.insert("max_tokens".into(), Value::from(cap));
+            body.set("max_tokens", Value::from(cap));
         }
+    }
+}
+
+/// The top-level members of a request body, as [`shape`] reads and sets
+/// them.
+pub trait Members {
+    fn has(&self, key: &str) -> bool;
+    /// `Some(None)`: present, but not a non-negative integer.
+    fn u64_of(&self, key: &str) -> Option<Option<u64>>;
+    fn set(&mut self, key: &str, value: Value);
+}
+
+impl Members for Map<String, Value> {
+    fn has(&self, key: &str) -> bool {
+        self.contains_key(key)
+    }
+
+    fn u64_of(&self, key: &str) -> Option<Option<u64>> {
+        self.get(key).map(Value::as_u64)
+    }
+
+    fn set(&mut self, key: &str, value: Value) {
+        self.insert(key.to_owned(), value);
     }
 }
 

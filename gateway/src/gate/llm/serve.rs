@@ -24,6 +24,7 @@ use super::{
     answer::LlmStream,
     front::{Api, Dialect, Refusal},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
+    request::ClientRequest,
     routing::{self, Candidate, Who},
     streaming::{StreamSpec, Translator},
     translate,
@@ -186,21 +187,9 @@ impl Call {
         if let Api::Models(dialect) = self.api {
             return Ok((Answer::Whole(self.models(dialect)), "ok"));
         }
-        let mut request: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return Err(Refusal::InvalidRequest(
-                    "body: must be a JSON object".into(),
-                ))
-            }
-            Err(e) => {
-                return Err(Refusal::InvalidRequest(format!(
-                    "body: not valid JSON: {e}"
-                )))
-            }
-        };
+        let mut request = ClientRequest::parse(&body).map_err(Refusal::InvalidRequest)?;
         let requested = match request.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(Value::String(m)) if !m.is_empty() => m,
             Some(_) => {
                 return Err(Refusal::InvalidRequest(
                     "model: must be a non-empty string".into(),
@@ -212,7 +201,7 @@ impl Call {
                 ))
             }
         };
-        let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        let stream = request.get("stream").and_then(|s| s.as_bool()) == Some(true);
         rlog.llm = Some(Box::new(LlmRecord {
             model_requested: requested.clone(),
             stream,
@@ -244,10 +233,10 @@ impl Call {
                 l.input_tokens.is_some()
                     && routing::selects(&l.cfg.workloads, &l.cfg.labels, who.as_ref())
             });
-        let (estimated_input, request) = if needs_estimate {
-            estimate(request, body.len()).await?
+        let estimated_input = if needs_estimate {
+            estimate(&request, body.len()).await?
         } else {
-            (0, request)
+            0
         };
 
         // count_tokens is answered here when no Anthropic provider serves
@@ -426,7 +415,7 @@ impl Call {
     async fn attempts(
         &self,
         parts: &Parts,
-        request: &Map<String, Value>,
+        request: &ClientRequest<'_>,
         route: &ModelRoute,
         requested: &str,
         candidates: Vec<Candidate>,
@@ -467,9 +456,9 @@ impl Call {
             };
             let chat;
             let client_body = if via_chat {
-                chat = match translate::responses_request_to_chat(&Value::Object(request.clone())) {
-                    Ok(Value::Object(m)) => m,
-                    Ok(_) => Map::new(),
+                chat = match translate::responses_request_to_chat(request.value()) {
+                    Ok(Value::Object(m)) => ClientRequest::from_tree(m),
+                    Ok(_) => ClientRequest::from_tree(Map::new()),
                     Err(e) => return Err(Refusal::InvalidRequest(e.to_string())),
                 };
                 &chat
@@ -516,9 +505,7 @@ impl Call {
                     }
                     let include_usage = request
                         .get("stream_options")
-                        .and_then(|o| o.get("include_usage"))
-                        .and_then(Value::as_bool)
-                        == Some(true);
+                        .is_some_and(|o| o["include_usage"] == true);
                     let translator = Translator::new(
                         self.api.dialect(),
                         p.wire,
@@ -531,7 +518,7 @@ impl Call {
                             added_usage: added_usage && !via_chat,
                             id: format!("chatcmpl-{:016x}", crate::telemetry::trace::random_u64()),
                             created: unix_now(),
-                            responses: via_chat.then(|| Value::Object(request.clone())),
+                            responses: via_chat.then(|| request.value().clone()),
                         },
                     );
                     // Nothing has reached the client until the first
@@ -766,7 +753,7 @@ impl Call {
         shown: &str,
         // The API the provider was asked, and the Responses request when
         // the answer must be turned back into one.
-        (wire_api, request, via_chat): (Api, &Map<String, Value>, bool),
+        (wire_api, request, via_chat): (Api, &ClientRequest<'_>, bool),
         ctx: Settle,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
@@ -850,7 +837,7 @@ impl Call {
             .map(str::to_owned);
         let usage = usage.or_else(|| {
             // Not reported: estimate both sides, marked as estimated.
-            let input = usage::estimate_prompt_tokens(&Value::Object(request.clone()));
+            let input = usage::estimate_prompt_tokens(request.value());
             let output = usage::estimate_tokens(&answer_text(&body));
             Some(Usage {
                 input,
@@ -874,7 +861,7 @@ impl Call {
                             "the answer could not be given as a response: {e}"
                         ))
                     })?;
-                translate::echo_request(&mut out, &Value::Object(req.clone()));
+                translate::echo_request(&mut out, req.value());
                 out
             }
             None => body,
@@ -991,25 +978,15 @@ async fn first_bytes(
 /// Prompt tokens, estimated with the tokenizer. Big prompts are counted
 /// on the blocking pool: tokenizing costs up to ~0.1 s of CPU, which must
 /// not stall the other connections on this worker.
-async fn estimate(
-    request: Map<String, Value>,
-    body_bytes: usize,
-) -> Result<(u64, Map<String, Value>), Refusal> {
+async fn estimate(request: &ClientRequest<'_>, body_bytes: usize) -> Result<u64, Refusal> {
     const INLINE_BYTES: usize = 16 * 1024;
-    let value = Value::Object(request);
-    let (n, value) = if body_bytes <= INLINE_BYTES {
-        (usage::estimate_prompt_tokens(&value), value)
-    } else {
-        tokio::task::spawn_blocking(move || (usage::estimate_prompt_tokens(&value), value))
-            .await
-            .map_err(|e| {
-                Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}"))
-            })?
-    };
-    match value {
-        Value::Object(m) => Ok((n, m)),
-        _ => Ok((n, Map::new())),
+    if body_bytes <= INLINE_BYTES {
+        return Ok(usage::estimate_prompt_tokens(request.value()));
     }
+    let value = request.value().clone();
+    tokio::task::spawn_blocking(move || usage::estimate_prompt_tokens(&value))
+        .await
+        .map_err(|e| Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}")))
 }
 
 /// What accounting reads from an answer passed on unchanged; serde skips
