@@ -1,4 +1,6 @@
 //! The policy chain's steps, shared by every HTTP gate: who is calling
-//! (identity, authn), may they (authz), how often (limits).
+//! (identity, authn), may they (authz), how often (limits), and what the
+//! content holds (guard: PII, secrets, prompt injection).
 pub mod auth;
+pub mod guard;
 pub mod limits;

@@ -1,0 +1,48 @@
+//! Guardrails: the scanning engine the LLM, MCP and API gates share to find
+//! personal data, credentials and prompt-injection attempts in text, and to
+//! redact and later restore what they found.
+//!
+//! Pure values and functions, no I/O: a [`Scanner`] is compiled once from a
+//! [`GuardConfig`] and shared (it is `Send + Sync`); scanning a `&str`
+//! returns [`Finding`]s — kind, rule name and byte range, never the matched
+//! text, so a finding can go into logs and metric labels as it is.
+//!
+//! - One-shot: [`Scanner::scan`], then [`Redactor::redact`] replaces what
+//!   was found with typed placeholders (`<EMAIL_1>`, `<CREDIT_CARD_2>`) and
+//!   remembers the originals; [`Redactor::restore`] (or a [`RestoreStream`]
+//!   for a streamed answer) puts them back.
+//! - Streamed: a [`StreamScanner`] takes chunks (SSE deltas) and returns
+//!   redacted text as soon as no match can still run into it, holding back
+//!   a bounded tail.
+//!
+//! Input is `&str`: callers holding bytes convert them with
+//! `String::from_utf8_lossy` first. Invalid sequences become U+FFFD, which
+//! no detector matches, so lossy conversion can hide nothing that a byte
+//! scanner would have found in valid text. Every scan is linear in its input
+//! (the `regex` crate has no backtracking) and refused above
+//! [`GuardConfig::max_scan_bytes`] with [`ScanError::TooLarge`].
+//!
+//! How a scan runs: one Aho-Corasick pass over the text finds the literal
+//! anchors of every detector ("@", "sk-", "-----BEGIN", digits, trigger
+//! words); only detectors whose anchor occurs run their regex, and each
+//! regex match is checked by the detector's validator (Luhn, mod-97,
+//! context words, parsing) before it becomes a finding. Overlapping
+//! findings are resolved longest first, then most specific.
+mod config;
+mod finding;
+mod injection;
+mod pii;
+mod redact;
+mod scanner;
+mod secrets;
+mod stream;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{BuildError, CustomRule, GuardConfig, DEFAULT_MAX_SCAN_BYTES};
+pub use finding::{Category, CategorySet, Finding, Kind};
+pub use redact::{Redactor, RestoreStream, Restorer};
+pub use scanner::{ScanError, Scanner};
+pub use stream::{StreamScanner, DEFAULT_WINDOW};

@@ -1,0 +1,219 @@
+//! The detector contract and the small text helpers validators share.
+use std::ops::Range;
+
+use super::finding::Kind;
+
+/// How far a validator may look before a match (context words such as
+/// "SSN") or after it (a digit that would make the number longer). The
+/// stream scanner keeps this much already-sent text as context and treats a
+/// match this close to the end of what it has as not yet final.
+pub(super) const LOOKAROUND: usize = 64;
+
+/// The text a validator sees. `more` is true while streaming: text may
+/// still follow `text`, so a validator that needs what comes next (a PEM
+/// block's END line) answers [`Verdict::Pending`] instead of guessing.
+pub(super) struct Hay<'a> {
+    pub text: &'a str,
+    pub more: bool,
+}
+
+pub(super) enum Verdict {
+    /// A finding over this range (the match itself, or trimmed/extended).
+    Accept(Range<usize>),
+    Reject,
+    /// Undecidable until more text arrives; only when `Hay::more`.
+    Pending,
+}
+
+pub(super) type Check = fn(&Hay<'_>, Range<usize>) -> Verdict;
+
+/// Turns a match that hides text (a base64 blob, Unicode tag characters)
+/// into that text, for a second scan that finds data carried inside.
+pub(super) type Decode = fn(&str) -> Option<String>;
+
+/// A built-in rule: a regex, the literals that any match contains (the
+/// prefilter runs the regex only when one occurs; case is ignored), and a
+/// validator.
+pub(super) struct Spec {
+    pub kind: Kind,
+    pub rule: &'static str,
+    /// Empty: no literal is common to all matches; the regex always runs.
+    pub anchors: &'static [&'static [u8]],
+    pub pattern: &'static str,
+    /// Each space in `pattern` stands for a run of whitespace (injection
+    /// phrases: "ignore   all\nprevious instructions").
+    pub flexible_spaces: bool,
+    pub check: Check,
+    /// For encodings: decode each match and scan the result for data; a
+    /// finding inside makes the whole match a finding of that kind, under
+    /// the rule name given here.
+    pub decode: Option<(Decode, &'static str)>,
+}
+
+pub(super) const DIGITS: &[&[u8]] = &[b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
+
+/// Accepts the regex match as it is.
+pub(super) fn accept(_: &Hay<'_>, m: Range<usize>) -> Verdict {
+    Verdict::Accept(m)
+}
+
+pub(super) fn floor_boundary(text: &str, mut i: usize) -> usize {
+    if i >= text.len() {
+        return text.len();
+    }
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+pub(super) fn char_before(text: &str, i: usize) -> Option<char> {
+    text.get(..i)?.chars().next_back()
+}
+
+pub(super) fn char_after(text: &str, i: usize) -> Option<char> {
+    text.get(i..)?.chars().next()
+}
+
+/// The two characters before `i`, nearest first.
+pub(super) fn two_before(text: &str, i: usize) -> (Option<char>, Option<char>) {
+    let mut it = text.get(..i).unwrap_or("").chars().rev();
+    (it.next(), it.next())
+}
+
+/// The two characters from `i` on.
+pub(super) fn two_after(text: &str, i: usize) -> (Option<char>, Option<char>) {
+    let mut it = text.get(i..).unwrap_or("").chars();
+    (it.next(), it.next())
+}
+
+pub(super) fn is_word(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || c == '_')
+}
+
+pub(super) fn is_digit(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_ascii_digit())
+}
+
+/// About `n` bytes of text before `i`: from the character boundary at or
+/// before `i - n` (so up to three bytes more, never a split character).
+pub(super) fn window_before(text: &str, i: usize, n: usize) -> &str {
+    let start = floor_boundary(text, i.saturating_sub(n));
+    text.get(start..i).unwrap_or("")
+}
+
+/// True if one of `words` (lower case) occurs in `context` starting at a
+/// word boundary, so "tel" counts in "tel:" but not in "hotel".
+pub(super) fn has_word(context: &str, words: &[&str]) -> bool {
+    let lower = context.to_lowercase();
+    words.iter().any(|w| {
+        lower.match_indices(w).any(|(i, _)| {
+            let before = lower[..i].chars().next_back();
+            let after = lower[i + w.len()..].chars().next();
+            !is_word(before) && !after.is_some_and(|c| c.is_alphabetic())
+        })
+    })
+}
+
+/// A number is part of a longer one when a digit, or a separator followed
+/// by a digit, touches it: "4111 1111" inside a card, "1.2.3" inside
+/// "1.2.3.4". `seps` are the separators that continue a number.
+pub(super) fn continues_number(text: &str, m: &Range<usize>, seps: &[char]) -> bool {
+    let (b1, b2) = two_before(text, m.start);
+    let (a1, a2) = two_after(text, m.end);
+    let joins = |near: Option<char>, far: Option<char>| {
+        is_digit(near) || (near.is_some_and(|c| seps.contains(&c)) && is_digit(far))
+    };
+    joins(b1, b2) || joins(a1, a2)
+}
+
+/// The ASCII digits of `s`, as values 0-9.
+pub(super) fn digits_of(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+pub(super) fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    !digits.is_empty() && sum.is_multiple_of(10)
+}
+
+/// Placeholder and sample values ("sk-xxxxxxxx…", "AKIAXXXXXXXXXXXXXXXX")
+/// have few distinct characters; generated secrets have many.
+pub(super) fn looks_random(body: &str, min_distinct: usize) -> bool {
+    let mut seen = [false; 128];
+    let mut distinct = 0;
+    for b in body.bytes() {
+        if b < 128 && !seen[b as usize] {
+            seen[b as usize] = true;
+            distinct += 1;
+        }
+    }
+    distinct >= min_distinct
+}
+
+/// Which of lower case, upper case and digits occur in `s`.
+pub(super) fn char_classes(s: &str) -> (bool, bool, bool) {
+    (
+        s.bytes().any(|b| b.is_ascii_lowercase()),
+        s.bytes().any(|b| b.is_ascii_uppercase()),
+        s.bytes().any(|b| b.is_ascii_digit()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_accepts_known_numbers_and_rejects_a_changed_digit() {
+        assert!(luhn_valid(&digits_of("4111111111111111")));
+        assert!(luhn_valid(&digits_of("378282246310005")));
+        assert!(!luhn_valid(&digits_of("4111111111111112")));
+        assert!(!luhn_valid(&[]));
+    }
+
+    #[test]
+    fn context_words_need_a_word_start() {
+        assert!(has_word("please call me on", &["call"]));
+        assert!(has_word("Tel:", &["tel"]));
+        assert!(!has_word("the hotel room", &["tel"]));
+        assert!(!has_word("telephony stack", &["tel"]));
+    }
+
+    #[test]
+    fn numbers_continue_through_separators() {
+        let t = "x 4111 1111 y";
+        assert!(continues_number(t, &(2..6), &[' ']));
+        assert!(!continues_number(t, &(2..11), &[' ']));
+        assert!(continues_number("1.2.3.4.5", &(0..7), &['.']));
+    }
+
+    #[test]
+    fn boundaries_respect_multibyte_text() {
+        let t = "é1";
+        assert_eq!(floor_boundary(t, 1), 0);
+        assert_eq!(char_before(t, 2), Some('é'));
+        assert_eq!(window_before(t, 2, 1), "é");
+        assert_eq!(window_before(t, 3, 1), "1");
+    }
+}
