@@ -997,12 +997,12 @@ pub fn limit_key(
     }
 }
 
-fn caller_label(caller: &Caller) -> String {
+fn caller_label(caller: &Caller) -> std::borrow::Cow<'static, str> {
     if let Some(j) = &caller.jwt {
-        return format!("jwt:{}:{}", j.provider, j.subject.as_deref().unwrap_or("-"));
+        return format!("jwt:{}:{}", j.provider, j.subject.as_deref().unwrap_or("-")).into();
     }
     if let Some(k) = &caller.api_key {
-        return format!("api-key:{k}");
+        return format!("api-key:{k}").into();
     }
     "workload".into()
 }
@@ -1031,10 +1031,11 @@ pub(crate) struct RequestLog {
     destination: Arc<str>,
     pub(crate) route: String,
     method: Method,
-    path: String,
+    /// The request target; its path is logged (a shared copy of the head).
+    uri: Uri,
     version: Version,
     traceparent: Option<String>,
-    caller: String,
+    caller: std::borrow::Cow<'static, str>,
     pub(crate) status: u16,
     pub(crate) outcome: &'static str,
     pub(crate) attempts: u32,
@@ -1057,7 +1058,7 @@ impl RequestLog {
             destination: Arc::clone(&cx.destination.name),
             route: "-".into(),
             method: req.method.clone(),
-            path: req.uri.path().to_string(),
+            uri: req.uri.clone(),
             version: req.version,
             traceparent: req
                 .headers
@@ -1141,11 +1142,11 @@ impl Drop for RequestLog {
             .field("destination", &*self.destination)
             .field("route", self.route.as_str())
             .field("method", self.method.as_str())
-            .field("path", self.path.as_str())
+            .field("path", self.uri.path())
             .field("version", version_str(self.version))
             .field("status", self.status)
             .field("outcome", self.outcome)
-            .field("caller", self.caller.as_str())
+            .field("caller", &*self.caller)
             .field("attempts", self.attempts)
             .field("bytes_sent", self.bytes_out)
             .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
