@@ -1150,9 +1150,44 @@ fn bad_input_and_broken_streams_are_errors_in_the_callers_protocol() -> Result<(
             ],
         }),
     )
+    // The routes' policy runs first on an LLM destination too; its
+    // refusals are said in the caller's protocol.
+    .set(
+        "/routes",
+        json!([{"name": "closed", "match": {"path": {"prefix": "/closed"}}, "allow": [{"workloads": ["nobody"]}]}]),
+    )
     .workload(pod.workload());
     let d = node.start(&cfg)?;
     let base = openai_base(addr);
+
+    let closed = format!("http://{addr}/closed/v1/messages");
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "anthropic-version: 2023-06-01",
+            "--data-raw",
+            "{}",
+            &closed,
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    ensure!(
+        status == 403 && v["type"] == "error" && v["error"]["type"] == "permission_error",
+        "a route refusal to an Anthropic client: {status} {body}"
+    );
+    let closed = format!("http://{addr}/closed/v1/chat/completions");
+    let (status, _, body) = curl(&pod, &["-X", "POST", "--data-raw", "{}", &closed])?;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    ensure!(
+        status == 403
+            && v["error"]["type"] == "permission_error"
+            && v["error"]["code"] == "forbidden"
+            && v["error"]["message"].is_string(),
+        "a route refusal to an OpenAI client: {status} {body}"
+    );
 
     // Not JSON, OpenAI path: OpenAI error object.
     let url = format!("{base}/chat/completions");

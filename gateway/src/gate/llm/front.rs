@@ -237,9 +237,105 @@ impl Refusal {
     }
 }
 
+/// A refusal of the routes' policy (authn, authz, route limits, body cap)
+/// on an LLM destination, said the way the caller's SDK reads errors: the
+/// same status and headers, the api gate's `{"error": {"type", "message"}}`
+/// body in the OpenAI or Anthropic error shape. Other answers (a CORS
+/// preflight, a cached response) pass unchanged.
+pub async fn in_callers_shape(resp: Response<ApiBody>, request: &HeaderMap) -> Response<ApiBody> {
+    if !resp.headers().contains_key("x-trigate-refusal") {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // The gateway's own body, in memory.
+    let api_body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body = route_refusal_body(dialect_of(request), parts.status, &api_body);
+    let body = Full::new(Bytes::from(body.to_string()))
+        .map_err(|e| match e {})
+        .boxed();
+    let mut resp = Response::from_parts(parts, body);
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
+}
+
+/// The body of [`in_callers_shape`]: the api gate's refusal `type` stays as
+/// OpenAI's `code`; the error type follows the status.
+pub fn route_refusal_body(
+    dialect: Dialect,
+    status: StatusCode,
+    api_body: &[u8],
+) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(api_body).unwrap_or_default();
+    let text = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
+    let kind = text("/error/type").unwrap_or("refused");
+    let message = text("/error/message").unwrap_or("refused by the gateway's route policy");
+    match dialect {
+        Dialect::OpenAi => {
+            let openai_type = match status.as_u16() {
+                403 => "permission_error",
+                429 => "requests",
+                500..=599 => "server_error",
+                _ => "invalid_request_error",
+            };
+            json!({ "error": { "message": message, "type": openai_type, "param": null, "code": kind } })
+        }
+        Dialect::Anthropic => json!({
+            "type": "error",
+            "error": { "type": anthropic_error_type(status), "message": message },
+        }),
+    }
+}
+
+/// Anthropic's `error.type` for an HTTP status.
+pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_refusals_are_said_in_the_callers_protocol() {
+        let api = br#"{"error":{"type":"unauthenticated","message":"no API key"}}"#;
+        let openai = route_refusal_body(Dialect::OpenAi, StatusCode::UNAUTHORIZED, api);
+        assert_eq!(
+            openai,
+            json!({"error": {"message": "no API key", "type": "invalid_request_error", "param": null, "code": "unauthenticated"}})
+        );
+        let anthropic = route_refusal_body(Dialect::Anthropic, StatusCode::UNAUTHORIZED, api);
+        assert_eq!(
+            anthropic,
+            json!({"type": "error", "error": {"type": "authentication_error", "message": "no API key"}})
+        );
+        let limited = br#"{"error":{"type":"rate_limited","message":"slow down"}}"#;
+        assert_eq!(
+            route_refusal_body(Dialect::OpenAi, StatusCode::TOO_MANY_REQUESTS, limited)["error"]
+                ["type"],
+            "requests"
+        );
+        assert_eq!(
+            route_refusal_body(Dialect::Anthropic, StatusCode::FORBIDDEN, limited)["error"]["type"],
+            "permission_error"
+        );
+        // Not the api gate's shape: a generic message, never a panic.
+        let odd = route_refusal_body(Dialect::Anthropic, StatusCode::BAD_REQUEST, b"<html>");
+        assert_eq!(odd["error"]["type"], "invalid_request_error");
+        assert!(odd["error"]["message"].is_string());
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

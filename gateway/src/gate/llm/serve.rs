@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use super::{
     account::{settle_refund, Charges, Settle},
     answer::LlmStream,
-    front::{Api, Dialect, Refusal},
+    front::{anthropic_error_type, Api, Dialect, Refusal},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
     request::ClientRequest,
     routing::{self, Candidate, Who},
@@ -59,7 +59,10 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
     // destination is an HTTP destination like any other, and a caller the
     // routes refuse must not reach the model policy or spend tokens.
     match decide(cx, &api_policy, &mut parts, &mut rlog).await {
-        Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
+        Verdict::Answer(resp, outcome) => {
+            let resp = super::front::in_callers_shape(resp, &parts.headers).await;
+            return rlog.finish_answered(resp, outcome);
+        }
         Verdict::Forward(_) => {}
     }
     let body = match read_body(cx, body).await {
@@ -1082,17 +1085,6 @@ fn upstream_error(
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-fn anthropic_error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        _ => "invalid_request_error",
-    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {

@@ -515,6 +515,16 @@ where
 
         let plan = match decide(&cx, policy, &mut parts, rlog).await {
             Verdict::Answer(resp, outcome) => {
+                let resp = if cx.destination.gate == crate::config::GateKind::Llm {
+                    // Said as the caller's SDK reads errors.
+                    Box::pin(crate::gate::llm::front::in_callers_shape(
+                        resp,
+                        &parts.headers,
+                    ))
+                    .await
+                } else {
+                    resp
+                };
                 // An unread request body would be taken for the next
                 // request: close instead.
                 let close = client_close || body != Framing::Empty;
