@@ -924,7 +924,12 @@ fn a_cost_budget_runs_out() -> Result<()> {
         json!({
             "providers": [provider("fake-anthropic", &fake)],
             "models": [{"name": "claude-3-5-sonnet-latest", "targets": [{"provider": "fake-anthropic"}]}],
-            "limits": [{"name": "budget", "workloads": ["pod-a"], "cost_per_day_usd": 0.01}],
+            // A request limit before the budget: requests the budget
+            // refuses must not spend it.
+            "limits": [
+                {"name": "rpm", "workloads": ["pod-a"], "requests_per_minute": 3},
+                {"name": "budget", "workloads": ["pod-a"], "cost_per_day_usd": 0.01},
+            ],
             "prices": [{"model": "claude-3-5-sonnet*", "input_per_mtok": 3.0, "output_per_mtok": 15.0}],
         }),
     )
@@ -934,7 +939,7 @@ fn a_cost_budget_runs_out() -> Result<()> {
     let req =
         json!({"model": "claude-3-5-sonnet-latest", "max_tokens": 50, "messages": user("hi")});
     no_error("first", anthropic(&pod, &base, "create", req.clone())?)?;
-    let r = anthropic(&pod, &base, "create", req)?;
+    let r = anthropic(&pod, &base, "create", req.clone())?;
     let err = &r["error"];
     ensure!(
         err["class"] == "RateLimitError"
@@ -947,8 +952,20 @@ fn a_cost_budget_runs_out() -> Result<()> {
         err["headers"].get("retry-after").is_some(),
         "429 without Retry-After: {r:#}"
     );
+    // Three more: each still refused by the budget, none by `rpm` (which
+    // would have run out if refused requests spent it).
+    for i in 0..3 {
+        let r = anthropic(&pod, &base, "create", req.clone())?;
+        let message = r["error"]["body"]["error"]["message"]
+            .as_str()
+            .unwrap_or("");
+        ensure!(
+            r["error"]["status"] == 429 && message.contains("spend budget"),
+            "refusal {i} after the budget ran out: {r:#}"
+        );
+    }
     ensure!(fake.count() == 1, "{:#?}", fake.requests());
-    let logs = wait_llm_logs(&d, 2)?;
+    let logs = wait_llm_logs(&d, 5)?;
     let cost = log_f64(&logs[0], "cost_usd").context("no cost_usd")?;
     ensure!(close(cost, 0.018), "cost_usd {cost}: {:#}", logs[0]);
     let m = d.metrics()?;
@@ -958,7 +975,8 @@ fn a_cost_budget_runs_out() -> Result<()> {
         m.sum(
             "trigate_llm_limit_refusals_total",
             &[("limit", "budget"), ("workload", "pod-a")]
-        ) == 1.0,
+        ) == 4.0
+            && m.sum("trigate_llm_limit_refusals_total", &[("limit", "rpm")]) == 0.0,
         "{}",
         m.text
     );

@@ -32,7 +32,7 @@ use super::{
     LlmPolicy,
 };
 use crate::{
-    config::{ModelRoute, ProviderKind, ReportModel},
+    config::{ModelRoute, ProviderKind, RateLimit, ReportModel},
     gate::api::{
         client::{ApiBody, PoolKey},
         decide,
@@ -319,11 +319,13 @@ impl Call {
             limits: Vec::new(),
             estimated_input,
         };
-        let now = SystemTime::now();
+        // Every bucket of every applicable limit, in order.
+        let mut takes = Vec::new();
         for (i, limit) in self.llm.limits.iter().enumerate() {
             if !routing::selects(&limit.cfg.workloads, &limit.cfg.labels, who) {
                 continue;
             }
+            charges.limits.push(i);
             let checks = [
                 ("requests", limit.requests.as_ref(), 1, false),
                 (
@@ -335,16 +337,42 @@ impl Call {
                 ("output_tokens", limit.output_tokens.as_ref(), 1, true),
             ];
             for (kind, bucket, cost, tokens) in checks {
-                let Some(bucket) = bucket else { continue };
-                let decision = self.limiter.take("llm", bucket, &key, cost).await;
-                self.judge(decision, &limit.cfg.name, kind, tokens, || {
-                    format!(
-                        "{} per minute of limit {:?} exceeded for workload {key:?}",
-                        kind.replace('_', " "),
-                        limit.cfg.name
-                    )
-                })?;
+                if let Some(bucket) = bucket {
+                    takes.push(Take {
+                        limit: i,
+                        kind,
+                        bucket,
+                        cost,
+                        tokens,
+                    });
+                }
             }
+        }
+        let refused = |take: &Take<'_>| {
+            let name = &self.llm.limits[take.limit].cfg.name;
+            format!(
+                "{} per minute of limit {name:?} exceeded for workload {key:?}",
+                take.kind.replace('_', " "),
+            )
+        };
+        let mut taken: Vec<(&RateLimit, u64)> = Vec::new();
+        for take in &takes {
+            let decision = self.limiter.take("llm", take.bucket, &key, take.cost).await;
+            let allowed = matches!(decision, Decision::Allowed { .. });
+            let name = &self.llm.limits[take.limit].cfg.name;
+            if let Err(r) = self.judge(decision, name, take.kind, take.tokens, || refused(take)) {
+                give_back(&self.limiter, &key, &taken);
+                return Err(r);
+            }
+            if allowed {
+                taken.push((take.bucket, take.cost));
+            }
+        }
+        // Spend budgets last: only checked (what a call costs is known
+        // after it), and a refusal gives back the buckets taken above.
+        let now = SystemTime::now();
+        for &i in &charges.limits {
+            let limit = &self.llm.limits[i];
             let budgets = [
                 (
                     "cost_per_day",
@@ -364,14 +392,17 @@ impl Call {
                     .limiter
                     .budget_check("llm", &limit.cfg.name, &key, window, micros, now)
                     .await;
-                self.judge(decision, &limit.cfg.name, kind, true, || {
+                let judged = self.judge(decision, &limit.cfg.name, kind, true, || {
                     format!(
                         "the spend budget {kind} (${usd}) of limit {:?} is used up for workload {key:?}",
                         limit.cfg.name
                     )
-                })?;
+                });
+                if let Err(r) = judged {
+                    give_back(&self.limiter, &key, &taken);
+                    return Err(r);
+                }
             }
-            charges.limits.push(i);
         }
         Ok(charges)
     }
@@ -908,6 +939,37 @@ impl Call {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         out
     }
+}
+
+/// One bucket a request takes from before it goes to a provider.
+struct Take<'a> {
+    /// Index of the limit in the policy.
+    limit: usize,
+    kind: &'static str,
+    bucket: &'a RateLimit,
+    cost: u64,
+    /// A token bucket (OpenAI's refusal names `tokens`, not `requests`).
+    tokens: bool,
+}
+
+/// Gives back what a refused request took from the buckets that admitted
+/// it: it is not served, so it must not spend them. In the background (a
+/// Redis round trip must not hold the refusal).
+fn give_back(limiter: &Arc<Limiter>, key: &str, taken: &[(&RateLimit, u64)]) {
+    if taken.is_empty() {
+        return;
+    }
+    let limiter = Arc::clone(limiter);
+    let key = key.to_owned();
+    let taken: Vec<(RateLimit, i64)> = taken
+        .iter()
+        .map(|(b, cost)| ((*b).clone(), -i64::try_from(*cost).unwrap_or(i64::MAX)))
+        .collect();
+    tokio::spawn(async move {
+        for (bucket, delta) in &taken {
+            limiter.adjust("llm", bucket, &key, *delta).await;
+        }
+    });
 }
 
 /// Request headers for a provider, in the order they are written.
