@@ -1066,13 +1066,36 @@ fn provider_keys_are_injected_and_pod_keys_never_forwarded() -> Result<()> {
             r.headers
         );
     }
-    let oa_seen = oa.requests();
-    ensure!(oa_seen.len() == 1, "{oa_seen:#?}");
+    // An HTTP/2 client (h2c prior knowledge: served by hyper, the
+    // providers called as for HTTP/1.1 clients) with a key of its own.
+    let pod_auth = format!("authorization: Bearer {POD_KEY}");
+    let (status, head, body) = curl(
+        &pod,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            &pod_auth,
+            "-H",
+            "content-type: application/json",
+            "--data-raw",
+            r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#,
+            &format!("{}/chat/completions", openai_base(addr)),
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
     ensure!(
-        oa_seen[0].header("authorization") == Some(&format!("Bearer {GATEWAY_KEY}")),
-        "OpenAI must get the gateway's key: {:?}",
-        oa_seen[0].headers
+        status == 200 && head.starts_with("http/2") && v["object"] == "chat.completion",
+        "an HTTP/2 client: {status} {head} {body}"
     );
+    let oa_seen = oa.requests();
+    ensure!(oa_seen.len() == 2, "{oa_seen:#?}");
+    for r in &oa_seen {
+        ensure!(
+            r.header("authorization") == Some(&format!("Bearer {GATEWAY_KEY}")),
+            "OpenAI must get the gateway's key: {:?}",
+            r.headers
+        );
+    }
     for r in an_seen.iter().chain(&oa_seen) {
         ensure!(
             !r.headers.values().any(|v| v.contains(POD_KEY)) && !r.raw_body.contains(POD_KEY),

@@ -92,7 +92,7 @@ impl LlmStream {
             }
             self.ended = Some(ended);
         }
-        // The line is written now, not when hyper drops the body.
+        // The line is written now, not when the transport drops the body.
         self.log.take();
     }
 
