@@ -167,6 +167,25 @@ fn routes_rewrite_and_api_keys_authenticate() -> Result<()> {
     trigate_e2e::poll_until(LOG_WAIT, "four request log lines", || {
         Ok((request_logs(&d).len() >= 4).then_some(()))
     })?;
+    // Each curl was one connection: its line counts the bytes both ways
+    // (the request head at least, and the response with its status line).
+    let connections = || -> Vec<Value> {
+        d.access_logs()
+            .into_iter()
+            .filter(|l| log_str(l, "message") == Some("connection"))
+            .collect()
+    };
+    trigate_e2e::poll_until(LOG_WAIT, "four connection log lines", || {
+        Ok((connections().len() >= 4).then_some(()))
+    })?;
+    let lines = connections();
+    ensure!(
+        lines
+            .iter()
+            .all(|l| log_u64(l, "bytes_sent").unwrap_or(0) > 40
+                && log_u64(l, "bytes_received").unwrap_or(0) > 60),
+        "connection lines must count the bytes: {lines:#?}"
+    );
     let logs = request_logs(&d);
     let public = logs
         .iter()

@@ -185,8 +185,94 @@ pub async fn serve_io<S>(
         netns,
         upstream_tls,
     });
-    // HTTP/1.1 on the relay (both gates), HTTP/2 through hyper.
+    // HTTP/1.1 on the relay (both gates), HTTP/2 through hyper. The
+    // connection's own line counts what the client sent and was sent.
+    let counts = Arc::new(ByteCounts::default());
+    let io = Counted {
+        io,
+        counts: Arc::clone(&counts),
+    };
     h1::serve(cx, io, log).await;
+    log.bytes_sent = counts
+        .from_client
+        .load(std::sync::atomic::Ordering::Relaxed);
+    log.bytes_received = counts.to_client.load(std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes through a client connection of an HTTP gate: `from_client` is
+/// the log line's `bytes_sent` (towards the upstream), `to_client` its
+/// `bytes_received`, as for L4 connections.
+#[derive(Default)]
+struct ByteCounts {
+    from_client: std::sync::atomic::AtomicU64,
+    to_client: std::sync::atomic::AtomicU64,
+}
+
+/// A client stream that counts its bytes into [`ByteCounts`] (shared: the
+/// stream itself ends up inside hyper for HTTP/2 clients).
+struct Counted<S> {
+    io: S,
+    counts: Arc<ByteCounts>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        if n > 0 {
+            self.counts
+                .from_client
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.counts
+                .to_client
+                .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.counts
+                .to_client
+                .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Serves a client connection with hyper (HTTP/2 clients, which the
