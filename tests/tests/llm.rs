@@ -1197,9 +1197,51 @@ fn bad_input_and_broken_streams_are_errors_in_the_callers_protocol() -> Result<(
         "/routes",
         json!([{"name": "closed", "match": {"path": {"prefix": "/closed"}}, "allow": [{"workloads": ["nobody"]}]}]),
     )
+    .set("/http", json!({"max_request_body_bytes": 4096}))
     .workload(pod.workload());
     let d = node.start(&cfg)?;
     let base = openai_base(addr);
+
+    // Oversized prompts: 413 in the caller's shape, whether the length is
+    // declared (refused before the body is read) or the body is chunked
+    // (refused where it crosses the cap).
+    let big = json!({"model": "gpt-4o", "messages": user(&"x".repeat(10_000))}).to_string();
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "-X",
+            "POST",
+            "--data-raw",
+            &big,
+            &format!("{base}/chat/completions"),
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    ensure!(
+        status == 413
+            && v["error"]["type"] == "invalid_request_error"
+            && v["error"]["message"].is_string(),
+        "an oversized OpenAI request: {status} {body}"
+    );
+    let (status, _, body) = curl(
+        &pod,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "transfer-encoding: chunked",
+            "-H",
+            "anthropic-version: 2023-06-01",
+            "--data-raw",
+            &big,
+            &format!("http://{addr}/v1/messages"),
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    ensure!(
+        status == 413 && v["type"] == "error" && v["error"]["type"] == "request_too_large",
+        "an oversized chunked Anthropic request: {status} {body}"
+    );
 
     let closed = format!("http://{addr}/closed/v1/messages");
     let (status, _, body) = curl(

@@ -487,11 +487,16 @@ where
         };
         let max_body = self.http.max_request_body_bytes;
         if matches!(body, Framing::Length(n) if n > max_body) {
-            let resp = refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the request body is larger than {max_body} bytes"),
-            );
+            let resp = if cx.destination.gate == crate::config::GateKind::Llm {
+                let dialect = crate::gate::llm::front::dialect_of(&parts.headers);
+                crate::gate::llm::front::Refusal::BodyTooLarge(max_body).response(dialect)
+            } else {
+                refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    &format!("the request body is larger than {max_body} bytes"),
+                )
+            };
             Box::pin(self.answer(resp, "body_too_large", &parts.method, true, rlog)).await?;
             return Err(ConnError::BodyTooLarge(max_body));
         }
