@@ -1,5 +1,6 @@
 //! What the benchmark binaries share: reading `wrk`'s report, a process
-//! tree's CPU time and peak memory from /proc, temp dirs, tools on PATH.
+//! tree's CPU time and peak memory from /proc, temp dirs, tools on PATH,
+//! nginx's request counters.
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -179,6 +180,28 @@ http {{
 }}
 "
     )
+}
+
+/// An nginx upstream's `stub_status` counters (served at `/__status`):
+/// (accepted connections, requests). Reading them is itself one connection and one request.
+pub fn upstream_counters(addr: std::net::SocketAddr) -> Result<(u64, u64)> {
+    let r = crate::http_request(addr, "GET", "/__status", None)?;
+    if r.status != 200 {
+        bail!("upstream stub_status: {} {:?}", r.status, r.body);
+    }
+    // "Active connections: 1\nserver accepts handled requests\n 5 5 101029\n…"
+    let nums: Vec<u64> = r
+        .body
+        .lines()
+        .nth(2)
+        .context("stub_status body")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    match nums[..] {
+        [accepts, _handled, requests] => Ok((accepts, requests)),
+        _ => bail!("odd stub_status body {:?}", r.body),
+    }
 }
 
 #[cfg(test)]

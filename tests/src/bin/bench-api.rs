@@ -42,9 +42,10 @@ use nix::{
 };
 use serde_json::json;
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, TempDir, Wrk,
+    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, upstream_counters,
+    TempDir, Wrk,
 };
-use trigate_e2e::{free_port, http_request, Daemon, HostPod, Node, Pod, Runner};
+use trigate_e2e::{free_port, Daemon, HostPod, Node, Pod, Runner};
 
 /// Where the nginx proxy listens inside its pod's netns.
 const NGINX_PROXY_PORT: u16 = 8080;
@@ -177,28 +178,6 @@ impl Drop for Nginx {
                 let _ = kill(Pid::from_raw(*w), Signal::SIGKILL);
             }
         }
-    }
-}
-
-/// The upstream's `stub_status` counters: (accepted connections, requests).
-/// Reading them is itself one connection and one request.
-fn upstream_counters(addr: SocketAddr) -> Result<(u64, u64)> {
-    let r = http_request(addr, "GET", "/__status", None)?;
-    if r.status != 200 {
-        bail!("upstream stub_status: {} {:?}", r.status, r.body);
-    }
-    // "Active connections: 1\nserver accepts handled requests\n 5 5 101029\n…"
-    let nums: Vec<u64> = r
-        .body
-        .lines()
-        .nth(2)
-        .context("stub_status body")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    match nums[..] {
-        [accepts, _handled, requests] => Ok((accepts, requests)),
-        _ => bail!("odd stub_status body {:?}", r.body),
     }
 }
 

@@ -57,7 +57,8 @@ use nix::{
 };
 use serde_json::{json, Value};
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, TempDir, Wrk,
+    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, upstream_counters,
+    TempDir, Wrk,
 };
 use trigate_e2e::{
     env, free_port, http_request, log_str, Config, Destination, HostPod, Metrics, Node, Pod, Runner,
@@ -445,27 +446,6 @@ fn start_nginx(nginx: &Path, runner: &impl Runner, what: &'static str, http: &st
             );
         }
         thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The fake's `stub_status` counters: (accepted connections, requests).
-/// Reading them is itself one connection and one request.
-fn upstream_counters(addr: SocketAddr) -> Result<(u64, u64)> {
-    let r = http_request(addr, "GET", "/__status", None)?;
-    if r.status != 200 {
-        bail!("upstream stub_status: {} {:?}", r.status, r.body);
-    }
-    let nums: Vec<u64> = r
-        .body
-        .lines()
-        .nth(2)
-        .context("stub_status body")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    match nums[..] {
-        [accepts, _handled, requests] => Ok((accepts, requests)),
-        _ => bail!("odd stub_status body {:?}", r.body),
     }
 }
 

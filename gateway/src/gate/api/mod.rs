@@ -215,6 +215,18 @@ struct Counted<S> {
     counts: Arc<ByteCounts>,
 }
 
+impl<S> Counted<S> {
+    /// Counts what a write wrote.
+    fn wrote(&self, r: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &r {
+            self.counts
+                .to_client
+                .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -240,12 +252,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.counts
-                .to_client
-                .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
+        self.wrote(r)
     }
 
     fn poll_write_vectored(
@@ -254,12 +261,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.counts
-                .to_client
-                .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
+        self.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {

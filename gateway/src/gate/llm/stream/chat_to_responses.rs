@@ -22,9 +22,9 @@
 //! closes the open one.
 use serde_json::{json, Value};
 
-use super::{frame, within, SseEvent, StreamError};
+use super::{chat_chunk, frame, within, SseEvent, StreamError};
 use crate::gate::llm::translate::{
-    json::{as_object, field, get, get_array, get_str, get_u64, index, invalid, unsupported},
+    json::{as_object, field, get, get_array, get_str, get_u64, index, unsupported},
     responses::{
         item_id, output_text, refusal_part, request_echo, response_object, responses_usage, status,
     },
@@ -131,16 +131,10 @@ impl ChatToResponses {
         }
         self.chunks += 1;
         let at = format!("stream chunk {}", self.chunks);
-        if ev.data == "[DONE]" {
+        let Some(chunk) = chat_chunk(ev, &at)? else {
             return Ok(self.finish());
-        }
-        let chunk: Value = serde_json::from_str(&ev.data)
-            .map_err(|e| invalid(&at, format!("not valid JSON: {e}")))?;
-        let c = as_object(&chunk, &at)?;
-        // OpenAI reports a failure after the 200 as a chunk holding `error`.
-        if let Some(error) = get(c, "error") {
-            return Err(StreamError::upstream(Some(error)));
-        }
+        };
+        let c = &chunk;
         let mut frames = Vec::new();
         // Usually a last chunk with no choices; some servers put it on the
         // finishing chunk instead. Either way the last one counts.

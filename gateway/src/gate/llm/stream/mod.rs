@@ -33,7 +33,10 @@ mod tests;
 
 use serde_json::{json, Value};
 
-use super::translate::TranslateError;
+use super::translate::{
+    json::{get, invalid, wrong_type, Object},
+    TranslateError,
+};
 pub use anthropic_to_openai::AnthropicToOpenAi;
 pub use bedrock_to_openai::BedrockToOpenAi;
 pub use chat_to_responses::ChatToResponses;
@@ -94,6 +97,26 @@ impl StreamError {
             &json!({ "type": "error", "error": { "type": kind, "message": message } }),
         )
     }
+}
+
+/// One chunk of an OpenAI chat stream as an object, `None` at `[DONE]`.
+/// A chunk that is not a JSON object, or that reports an error after the
+/// 200 (OpenAI sends a chunk holding `error`), ends the stream. `at` names
+/// the chunk in messages.
+fn chat_chunk(ev: &SseEvent, at: &str) -> Result<Option<Object>, StreamError> {
+    if ev.data == "[DONE]" {
+        return Ok(None);
+    }
+    let chunk: Value =
+        serde_json::from_str(&ev.data).map_err(|e| invalid(at, format!("not valid JSON: {e}")))?;
+    let chunk = match chunk {
+        Value::Object(c) => c,
+        other => return Err(wrong_type(at, "an object", &other).into()),
+    };
+    if let Some(error) = get(&chunk, "error") {
+        return Err(StreamError::upstream(Some(error)));
+    }
+    Ok(Some(chunk))
 }
 
 fn frame(event: Option<&str>, data: &Value) -> String {

@@ -1,11 +1,10 @@
 //! OpenAI `chat.completion.chunk` stream → Anthropic Messages stream.
 use serde_json::{json, Value};
 
-use super::{frame, within, SseEvent, StreamError};
+use super::{chat_chunk, frame, within, SseEvent, StreamError};
 use crate::gate::llm::translate::{
     json::{
-        as_object, field, get, get_array, get_str, get_u64, index, invalid, require_str,
-        unsupported, Object,
+        as_object, field, get, get_array, get_str, get_u64, index, require_str, unsupported, Object,
     },
     response::{anthropic_usage, stop_reason},
     TranslateError,
@@ -70,16 +69,10 @@ impl OpenAiToAnthropic {
         }
         self.chunks += 1;
         let at = format!("stream chunk {}", self.chunks);
-        if ev.data == "[DONE]" {
+        let Some(chunk) = chat_chunk(ev, &at)? else {
             return Ok(self.finish());
-        }
-        let chunk: Value = serde_json::from_str(&ev.data)
-            .map_err(|e| invalid(&at, format!("not valid JSON: {e}")))?;
-        let c = as_object(&chunk, &at)?;
-        // OpenAI reports a failure after the 200 as a chunk holding `error`.
-        if let Some(error) = get(c, "error") {
-            return Err(StreamError::upstream(Some(error)));
-        }
+        };
+        let c = &chunk;
         let mut frames = Vec::new();
         if !self.started {
             frames.push(self.message_start(require_str(c, "id", &at)?));

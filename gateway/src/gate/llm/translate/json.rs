@@ -37,7 +37,7 @@ pub(crate) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -
     }
 }
 
-pub(super) fn wrong_type(path: &str, expected: &str, got: &Value) -> TranslateError {
+pub(crate) fn wrong_type(path: &str, expected: &str, got: &Value) -> TranslateError {
     let got = match got {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
