@@ -22,6 +22,8 @@ pub use http::{
     LimitBackendKind, LoadBalancing, PathMatch, RateLimit, RateLimitBackend, ResponseCache,
     Retries, Route, RouteMatch,
 };
+mod guardrails;
+pub use guardrails::{Detect, GuardAction, GuardPolicyConfig, GuardRuleConfig, GuardrailsConfig};
 mod llm;
 pub use llm::{
     AwsAuth, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
@@ -84,6 +86,9 @@ pub struct Config {
     pub clusters: Vec<Cluster>,
     /// The LLM gate: providers, models, access, limits, prices.
     pub llm: LlmConfig,
+    /// Detectors and, per workload, what happens to prompts and answers
+    /// they find personal data, secrets or injection attempts in.
+    pub guardrails: GuardrailsConfig,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -149,6 +154,7 @@ impl Default for Config {
             rate_limits: RateLimitBackend::default(),
             clusters: Vec::new(),
             llm: LlmConfig::default(),
+            guardrails: GuardrailsConfig::default(),
         }
     }
 }

@@ -3,4 +3,5 @@
 //! content holds (guard: PII, secrets, prompt injection).
 pub mod auth;
 pub mod guard;
+pub mod guardrail;
 pub mod limits;

@@ -43,6 +43,6 @@ mod tests;
 
 pub use config::{BuildError, CustomRule, GuardConfig, DEFAULT_MAX_SCAN_BYTES};
 pub use finding::{Category, CategorySet, Finding, Kind};
-pub use redact::{Redactor, RestoreStream, Restorer};
+pub use redact::{FindingFilter, Redactor, RestoreStream, Restorer};
 pub use scanner::{ScanError, Scanner};
 pub use stream::{StreamScanner, DEFAULT_WINDOW};

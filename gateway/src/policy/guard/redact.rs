@@ -16,11 +16,17 @@ use super::finding::{CategorySet, Finding};
 /// restorer holds back at most this much.
 const MAX_PLACEHOLDER_BODY: usize = 72;
 
+/// Which findings a [`Redactor`] replaces.
+pub type FindingFilter = Arc<dyn Fn(&Finding) -> bool + Send + Sync>;
+
 /// Replaces findings with placeholders and remembers the originals. Holds
 /// the original values, so its `Debug` shows only counts.
 #[derive(Clone)]
 pub struct Redactor {
     categories: CategorySet,
+    /// Which findings of those categories it replaces, when a policy acts
+    /// on some detectors only (the others are blocked or only logged).
+    only: Option<FindingFilter>,
     /// (label, original) → placeholder.
     placeholders: HashMap<(String, String), String>,
     /// placeholder → original.
@@ -53,10 +59,20 @@ impl Redactor {
     pub fn with_categories(categories: CategorySet) -> Redactor {
         Redactor {
             categories,
+            only: None,
             placeholders: HashMap::new(),
             originals: HashMap::new(),
             counters: HashMap::new(),
         }
+    }
+
+    /// Replaces only the findings `only` accepts (any category). A stream
+    /// continuing a prompt's redaction keeps its placeholders this way
+    /// while acting on the answer's own rules.
+    pub fn with_filter(mut self, only: FindingFilter) -> Redactor {
+        self.categories = CategorySet::ALL;
+        self.only = Some(only);
+        self
     }
 
     pub fn categories(&self) -> CategorySet {
@@ -79,6 +95,7 @@ impl Redactor {
         let mut chosen: Vec<&Finding> = findings
             .iter()
             .filter(|f| self.categories.contains(f.category()))
+            .filter(|f| self.only.as_ref().is_none_or(|only| only(f)))
             .collect();
         chosen.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
         let mut out = String::with_capacity(text.len());
@@ -126,6 +143,29 @@ impl Redactor {
             originals: Arc::new(self.originals.clone()),
         }
     }
+}
+
+impl Redactor {
+    /// Like [`Redactor::restorer`], for the placeholders whose label
+    /// (`EMAIL`, a custom rule's upper-cased name) `keep` accepts: a policy
+    /// may give some data back to the application and not other data.
+    pub fn restorer_for(&self, keep: impl Fn(&str) -> bool) -> Restorer {
+        let originals = self
+            .originals
+            .iter()
+            .filter(|(placeholder, _)| keep(placeholder_label(placeholder)))
+            .map(|(p, o)| (p.clone(), o.clone()))
+            .collect();
+        Restorer {
+            originals: Arc::new(originals),
+        }
+    }
+}
+
+/// `EMAIL` of `<EMAIL_12>`.
+fn placeholder_label(placeholder: &str) -> &str {
+    let body = placeholder.trim_start_matches('<').trim_end_matches('>');
+    body.rsplit_once('_').map_or(body, |(label, _)| label)
 }
 
 /// Puts originals back, from a [`Redactor`]'s mapping.
