@@ -70,6 +70,8 @@ pub struct Node {
     pub api_idle: crate::gate::api::h1::pool::IdlePool,
     /// Providers, models, access and limits of the LLM gate.
     pub llm: ArcSwap<crate::gate::llm::LlmPolicy>,
+    /// Guardrail policies (compiled detectors and rules per workload).
+    pub guard: ArcSwap<crate::policy::guardrail::Guardrails>,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -150,6 +152,8 @@ pub async fn run(
 
     let api = Arc::new(ApiPolicy::build(&config, &stop, None).map_err(|e| anyhow::anyhow!(e))?);
     let llm = crate::gate::llm::LlmPolicy::build(&config.llm).map_err(|e| anyhow::anyhow!(e))?;
+    let guard = crate::policy::guardrail::Guardrails::build(&config.guardrails)
+        .map_err(|e| anyhow::anyhow!("guardrails: {e}"))?;
     if !config.llm.models.is_empty() {
         // The tokenizer takes ~0.4 s to build; not on the first request.
         tokio::task::spawn_blocking(crate::gate::llm::usage::warm_up);
@@ -178,6 +182,7 @@ pub async fn run(
         api_clients: Clients::default(),
         api_idle: Default::default(),
         llm: ArcSwap::from_pointee(llm),
+        guard: ArcSwap::from_pointee(guard),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

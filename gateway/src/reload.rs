@@ -35,6 +35,8 @@ pub enum ReloadError {
     Api(String),
     #[error("llm gate: {0}")]
     Llm(String),
+    #[error("guardrails: {0}")]
+    Guardrails(String),
     #[error("some workloads could not be enrolled: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Workloads(Vec<EnrollError>),
 }
@@ -121,6 +123,14 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     } else {
         None
     };
+    let guardrails = if new.guardrails != old.guardrails {
+        Some(
+            crate::policy::guardrail::Guardrails::build(&new.guardrails)
+                .map_err(ReloadError::Guardrails)?,
+        )
+    } else {
+        None
+    };
 
     if new.log.level != old.log.level {
         if let Err(e) = node.log.set(&new.log.level) {
@@ -150,6 +160,9 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     }
     if let Some(policy) = llm_policy {
         node.llm.store(Arc::new(policy));
+    }
+    if let Some(g) = guardrails {
+        node.guard.store(Arc::new(g));
     }
 
     let (remove, add) = workload_plan(&old.workloads, &new.workloads);

@@ -277,6 +277,9 @@ pub struct Hit {
 }
 
 /// One request's guardrail state: its placeholders and what was found.
+/// Cloned for each streamed attempt (a failover starts from the prompt's
+/// placeholders again).
+#[derive(Clone)]
 pub struct Session {
     plan: Arc<Plan>,
     redactor: Redactor,

@@ -33,6 +33,8 @@ pub struct GenAiMetrics {
     pub cost_usd: CounterVec,
     pub failovers: IntCounterVec,
     pub limit_refusals: IntCounterVec,
+    /// Guardrail findings acted on (blocked, redacted or logged).
+    pub guard_findings: IntCounterVec,
     /// Series by call labels (see [`GenAiMetrics::series`]).
     series: Mutex<HashMap<u64, Vec<Arc<CallSeries>>>>,
     series_count: std::sync::atomic::AtomicUsize,
@@ -203,6 +205,13 @@ impl GenAiMetrics {
                 ),
                 &["limit", "kind", "workload"],
             )?,
+            guard_findings: IntCounterVec::new(
+                Opts::new(
+                    "trigate_guardrail_findings_total",
+                    "Guardrail findings acted on, by gate, phase (request or response), policy, detector, action and workload.",
+                ),
+                &["gate", "phase", "policy", "detector", "action", "workload"],
+            )?,
             series: Mutex::new(HashMap::new()),
             series_count: Default::default(),
             hasher: RandomState::new(),
@@ -215,6 +224,7 @@ impl GenAiMetrics {
         registry.register(Box::new(m.cost_usd.clone()))?;
         registry.register(Box::new(m.failovers.clone()))?;
         registry.register(Box::new(m.limit_refusals.clone()))?;
+        registry.register(Box::new(m.guard_findings.clone()))?;
         Ok(m)
     }
 }

@@ -59,9 +59,14 @@ impl Ended {
 impl LlmStream {
     /// The error event that ends a stream the provider broke.
     fn broke(&mut self, e: &StreamError) -> Frame<Bytes> {
-        tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
         let frame = self.translator.error_frame(e);
-        self.end("upstream_stream_error");
+        if let StreamError::Blocked(reason) = e {
+            tracing::info!(%reason, "llm answer withheld by a guardrail; ending the client's stream with an error event");
+            self.end("guardrail_blocked");
+        } else {
+            tracing::warn!(error = %e, "llm stream from the provider broke; ending the client's stream with an error event");
+            self.end("upstream_stream_error");
+        }
         Frame::data(Bytes::from(frame))
     }
 
@@ -167,10 +172,9 @@ impl Body for LlmStream {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
                 }
                 Poll::Ready(None) => {
-                    let tail = this.translator.finish();
-                    let out = match tail {
+                    let out = match this.translator.finish() {
                         Ok(t) => t,
-                        Err(e) => this.translator.error_frame(&e).into_bytes(),
+                        Err(e) => return Poll::Ready(Some(Ok(this.broke(&e)))),
                     };
                     this.end("ok");
                     if out.is_empty() {

@@ -119,12 +119,18 @@ pub enum Refusal {
     Upstream(String),
     /// Every provider timed out.
     Timeout(String),
+    /// A guardrail refused the prompt or withheld the answer; the message
+    /// names the policy and detector, never the text found.
+    Guardrail {
+        message: String,
+        outcome: &'static str,
+    },
 }
 
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::InvalidRequest(_) | Refusal::Guardrail { .. } => StatusCode::BAD_REQUEST,
             Refusal::UnknownModel(_) | Refusal::NotServed(_) => StatusCode::NOT_FOUND,
             Refusal::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -147,13 +153,16 @@ impl Refusal {
             Refusal::LimitsUnavailable => "rate_limit_unavailable",
             Refusal::Upstream(_) => "upstream_failed",
             Refusal::Timeout(_) => "upstream_timeout",
+            Refusal::Guardrail { outcome, .. } => outcome,
         }
     }
 
     pub fn message(&self) -> String {
         match self {
             Refusal::InvalidRequest(m) | Refusal::Upstream(m) | Refusal::Timeout(m) => m.clone(),
-            Refusal::Limited { message, .. } => message.clone(),
+            Refusal::Limited { message, .. } | Refusal::Guardrail { message, .. } => {
+                message.clone()
+            }
             Refusal::UnknownModel(model) => format!(
                 "the model {model:?} does not exist on this gateway; check llm.models in the trigate config"
             ),
@@ -179,6 +188,7 @@ impl Refusal {
                 ("invalid_request_error", None)
             }
             Refusal::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
+            Refusal::Guardrail { .. } => ("invalid_request_error", Some("guardrail_blocked")),
             Refusal::ModelNotAllowed { .. } => ("permission_error", Some("model_not_allowed")),
             Refusal::Limited { tokens: true, .. } => ("tokens", Some("rate_limit_exceeded")),
             Refusal::Limited { tokens: false, .. } => ("requests", Some("rate_limit_exceeded")),
@@ -191,7 +201,7 @@ impl Refusal {
     /// Anthropic's `error.type`.
     fn anthropic_kind(&self) -> &'static str {
         match self {
-            Refusal::InvalidRequest(_) => "invalid_request_error",
+            Refusal::InvalidRequest(_) | Refusal::Guardrail { .. } => "invalid_request_error",
             Refusal::UnknownModel(_) | Refusal::NotServed(_) => "not_found_error",
             Refusal::ModelNotAllowed { .. } => "permission_error",
             Refusal::BodyTooLarge(_) => "request_too_large",

@@ -17,6 +17,9 @@
 mod account;
 pub(crate) mod answer;
 pub mod front;
+pub mod guard;
+#[cfg(test)]
+mod guard_tests;
 pub mod price;
 pub mod provider;
 pub mod request;

@@ -23,6 +23,7 @@ use super::{
     account::{settle_refund, Charges, Settle},
     answer::LlmStream,
     front::{anthropic_error_type, Api, Dialect, Refusal},
+    guard::{self, Audit, StreamGuard},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
     request::ClientRequest,
     routing::{self, Candidate, Who},
@@ -39,7 +40,10 @@ use crate::{
         h1::outbound::{self, UpBody},
         ConnContext, RequestLog, Verdict,
     },
-    policy::limits::{BudgetWindow, Decision, Limiter},
+    policy::{
+        guardrail::{CheckError, Phase, Session},
+        limits::{BudgetWindow, Decision, Limiter},
+    },
     telemetry::access::LlmRecord,
 };
 
@@ -268,10 +272,80 @@ impl Call {
             self.admit(who.as_ref(), estimated_input).await?
         };
 
+        // Request guardrails after limits: a workload over its limits is
+        // refused without its prompt being scanned. A refused prompt is
+        // not served, so what the limits took is given back.
+        let mut guard = self
+            .cx
+            .node
+            .guard
+            .load()
+            .plan(self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)))
+            .map(Session::new);
+        if let Some(session) = guard.as_mut() {
+            if let Err(r) = self.guard_request(&mut request, session) {
+                settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
+                return Err(r);
+            }
+        }
+
         self.attempts(
-            &parts, &request, route, &requested, candidates, stream, charges, rlog,
+            &parts, &request, route, &requested, candidates, stream, charges, guard, rlog,
         )
         .await
+    }
+
+    fn audit(&self) -> Audit {
+        Audit {
+            findings: self.cx.node.metrics.genai.guard_findings.clone(),
+            workload: self
+                .cx
+                .workload
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |w| w.name.clone()),
+        }
+    }
+
+    /// Checks every text of the prompt; redacted texts replace the
+    /// originals in what goes to the provider.
+    fn guard_request(
+        &self,
+        request: &mut ClientRequest<'_>,
+        session: &mut Session,
+    ) -> Result<(), Refusal> {
+        if !session.plan().checks(Phase::Request) {
+            return Ok(());
+        }
+        let Value::Object(mut tree) = request.value().clone() else {
+            return Ok(());
+        };
+        let mut changed = false;
+        let checked = guard::request_texts(self.api, &mut tree, &mut |text, place| {
+            let out = session.check(Phase::Request, text, place)?;
+            changed |= out.is_some();
+            Ok(out)
+        });
+        self.audit().record(session.take_hits());
+        checked.map_err(guard_refusal)?;
+        if changed {
+            *request = ClientRequest::from_tree(tree);
+        }
+        Ok(())
+    }
+
+    /// Checks every text of a whole answer and puts back the prompt's
+    /// restorable placeholders.
+    fn guard_answer(&self, body: &mut Value, session: &mut Session) -> Result<(), Refusal> {
+        let restorer = session.restorer();
+        let checked = guard::answer_texts(self.api, body, &mut |text, place| {
+            let redacted = session.check(Phase::Response, text, place)?;
+            let restored = restorer
+                .as_ref()
+                .map(|r| r.restore(redacted.as_deref().unwrap_or(text)));
+            Ok(restored.or(redacted))
+        });
+        self.audit().record(session.take_hits());
+        checked.map_err(guard_refusal)
     }
 
     /// `GET /v1/models`: the exact names this workload may ask for.
@@ -455,9 +529,15 @@ impl Call {
         candidates: Vec<Candidate>,
         stream: bool,
         mut charges: Charges,
+        mut guard: Option<Session>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         let max = self.llm.cfg.max_attempts.max(1) as usize;
+        // Whether the answer is filtered (answer rules, or the prompt's
+        // placeholders to restore).
+        let guard_answer = guard
+            .as_ref()
+            .is_some_and(|s| s.plan().checks(Phase::Response) || s.restorer().is_some());
         let mut last: Option<Refusal> = None;
         let mut unsupported: Option<Refusal> = None;
         let mut failovers = 0u32;
@@ -471,7 +551,10 @@ impl Call {
             let p = &self.llm.providers[cand.provider];
             // The Responses API goes to OpenAI as it is; every other
             // provider gets it as Chat Completions, translated back after.
-            let via_chat = self.api == Api::Responses && p.cfg.kind != ProviderKind::Openai;
+            // A guarded Responses stream goes as chat too: the guard reads
+            // chat chunks, and the Responses events are built from them.
+            let via_chat = self.api == Api::Responses
+                && (p.cfg.kind != ProviderKind::Openai || (stream && guard_answer));
             let wire_api = if via_chat {
                 Api::ChatCompletions
             } else {
@@ -533,6 +616,7 @@ impl Call {
                                 &shown,
                                 (wire_api, request, via_chat),
                                 ctx,
+                                guard.as_mut(),
                                 rlog,
                             )
                             .await;
@@ -554,7 +638,10 @@ impl Call {
                             created: unix_now(),
                             responses: via_chat.then(|| request.value().clone()),
                         },
-                    );
+                    )
+                    .guarded(guard.as_ref().and_then(|s| {
+                        StreamGuard::new(s.clone(), self.audit(), self.api.dialect())
+                    }));
                     // Nothing has reached the client until the first
                     // translated bytes exist: a stream that fails before
                     // them (an overloaded error event, a cut, silence) can
@@ -564,7 +651,25 @@ impl Call {
                         Ok(started) => {
                             return Ok((Answer::Stream(self.stream(started, ctx)), "ok"));
                         }
-                        Err(message) => {
+                        Err(NoStart::Blocked(message)) => {
+                            // The provider answered; a guardrail withheld
+                            // all of it. Its prompt was read: estimated.
+                            let input = ctx.charges.estimated_input;
+                            ctx.settle(
+                                Some(Usage {
+                                    input,
+                                    estimated: true,
+                                    ..Usage::default()
+                                }),
+                                None,
+                                None,
+                            );
+                            return Err(Refusal::Guardrail {
+                                message,
+                                outcome: "guardrail_blocked",
+                            });
+                        }
+                        Err(NoStart::Failed(message)) => {
                             // The next attempt accounts for the request.
                             charges = ctx.charges;
                             Failure {
@@ -789,8 +894,12 @@ impl Call {
         // the answer must be turned back into one.
         (wire_api, request, via_chat): (Api, &ClientRequest<'_>, bool),
         ctx: Settle,
+        guard: Option<&mut Session>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
+        // Answer rules or placeholders to restore: the answer is read as a
+        // tree, never passed on as the provider's bytes.
+        let guard = guard.filter(|s| s.plan().checks(Phase::Response) || s.restorer().is_some());
         let (head, body) = resp.into_parts();
         let bytes = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
             Ok(c) => c.to_bytes(),
@@ -809,7 +918,12 @@ impl Call {
             (self.api.dialect(), wire),
             (Dialect::OpenAi, Wire::OpenAi) | (Dialect::Anthropic, Wire::Anthropic)
         );
-        if same_protocol && !via_chat && shown == ctx.served && self.api != Api::CountTokens {
+        if same_protocol
+            && !via_chat
+            && shown == ctx.served
+            && self.api != Api::CountTokens
+            && guard.is_none()
+        {
             if let Ok(h) = serde_json::from_slice::<AnswerHead>(&bytes) {
                 let usage = h.usage.as_ref().and_then(|u| match wire {
                     Wire::Anthropic => Usage::from_anthropic(u),
@@ -886,7 +1000,7 @@ impl Call {
             l.cost_micros = record;
             l.finish_reason = finish_reason;
         }
-        let body = match via_chat.then_some(request) {
+        let mut body = match via_chat.then_some(request) {
             Some(req) => {
                 let id = format!("resp_{:016x}", crate::telemetry::trace::random_u64());
                 let mut out = translate::chat_response_to_responses(&body, shown, &id, unix_now())
@@ -900,6 +1014,10 @@ impl Call {
             }
             None => body,
         };
+        if let Some(session) = guard {
+            // Accounted above: the provider answered, whatever is shown.
+            self.guard_answer(&mut body, session)?;
+        }
         let mut out = json_response(StatusCode::OK, &body);
         copy_response_headers(&head.headers, out.headers_mut());
         Ok((Answer::Whole(out), "ok"))
@@ -999,7 +1117,7 @@ async fn first_bytes(
     resp: Response<UpBody>,
     mut translator: Translator,
     timeout: Duration,
-) -> Result<Started, String> {
+) -> Result<Started, NoStart> {
     let (head, mut body) = resp.into_parts();
     let read = async {
         loop {
@@ -1013,14 +1131,14 @@ async fn first_bytes(
                         return Ok((Bytes::from(pushed.out), false, pushed.error));
                     }
                     if let Some(e) = pushed.error {
-                        return Err(e.to_string());
+                        return Err(NoStart::from(e));
                     }
                 }
-                Some(Err(e)) => return Err(format!("reading it failed: {e}")),
+                Some(Err(e)) => return Err(NoStart::Failed(format!("reading it failed: {e}"))),
                 None => {
-                    let out = translator.finish().map_err(|e| e.to_string())?;
+                    let out = translator.finish().map_err(NoStart::from)?;
                     if out.is_empty() {
-                        return Err("it ended without an event".to_owned());
+                        return Err(NoStart::Failed("it ended without an event".to_owned()));
                     }
                     return Ok((Bytes::from(out), true, None));
                 }
@@ -1029,7 +1147,7 @@ async fn first_bytes(
     };
     let (first, ended, broken) = tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| format!("no event within {} ms", timeout.as_millis()))??;
+        .map_err(|_| NoStart::Failed(format!("no event within {} ms", timeout.as_millis())))??;
     Ok(Started {
         head,
         body,
@@ -1038,6 +1156,35 @@ async fn first_bytes(
         ended,
         broken,
     })
+}
+
+/// Why a stream produced nothing for the client.
+enum NoStart {
+    /// The provider's stream failed: the next provider may do better.
+    Failed(String),
+    /// A guardrail withheld the answer: no other provider is asked.
+    Blocked(String),
+}
+
+impl From<crate::gate::llm::stream::StreamError> for NoStart {
+    fn from(e: crate::gate::llm::stream::StreamError) -> NoStart {
+        match e {
+            crate::gate::llm::stream::StreamError::Blocked(m) => NoStart::Blocked(m),
+            e => NoStart::Failed(e.to_string()),
+        }
+    }
+}
+
+/// A guardrail's refusal in the gate's terms.
+fn guard_refusal(e: CheckError) -> Refusal {
+    let outcome = match e {
+        CheckError::Blocked(_) => "guardrail_blocked",
+        CheckError::TooLarge { .. } => "guardrail_too_large",
+    };
+    Refusal::Guardrail {
+        message: e.to_string(),
+        outcome,
+    }
 }
 
 /// Prompt tokens, estimated with the tokenizer. Big prompts are counted

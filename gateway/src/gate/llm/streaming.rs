@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::{
     front::Dialect,
+    guard::StreamGuard,
     provider::Wire,
     stream::{
         encode, AnthropicToOpenAi, BedrockToOpenAi, ChatToResponses, EventStreamDecoder,
@@ -53,6 +54,9 @@ pub struct Translator {
     sent: Option<Vec<u8>>,
     /// Chat chunks → Responses events, for a Responses API client.
     responses: Option<Box<(SseParser, ChatToResponses)>>,
+    /// Answer guardrails and the prompt's restore, on the client's events
+    /// (chat chunks, before they become Responses events).
+    guard: Option<Box<StreamGuard>>,
 }
 
 /// The most of a stream kept for estimating its output tokens.
@@ -162,7 +166,14 @@ impl Translator {
             finish_reason: None,
             sent: (wire == Wire::OpenAi).then(Vec::new),
             responses,
+            guard: None,
         }
+    }
+
+    /// Filters the client's events through `guard`.
+    pub fn guarded(mut self, guard: Option<StreamGuard>) -> Translator {
+        self.guard = guard.map(Box::new);
+        self
     }
 
     /// The client's bytes for one upstream body chunk, and the error that
@@ -171,8 +182,19 @@ impl Translator {
     /// into reads.
     pub fn push(&mut self, bytes: &[u8]) -> Pushed {
         let mut out = Vec::with_capacity(bytes.len() + 64);
-        let error = self.translate(bytes, &mut out).err();
+        let mut error = self.translate(bytes, &mut out).err();
         self.record(&out);
+        if let Some(guard) = self.guard.as_mut() {
+            // The events before a broken one still go through the guard;
+            // a guard's refusal wins over nothing, not over a break.
+            out = match guard.push(&out) {
+                Ok(out) => out,
+                Err(e) => {
+                    error = Some(e);
+                    Vec::new()
+                }
+            };
+        }
         match self.as_responses(out, false) {
             Ok(out) => Pushed { out, error },
             Err(e) => Pushed {
@@ -290,8 +312,13 @@ impl Translator {
 
     /// The trailing frames when the upstream body ended.
     pub fn finish(&mut self) -> Result<Vec<u8>, StreamError> {
-        let out = self.finish_inner()?;
+        let mut out = self.finish_inner()?;
         self.record(&out);
+        if let Some(guard) = self.guard.as_mut() {
+            let mut filtered = guard.push(&out)?;
+            filtered.extend_from_slice(&guard.finish()?);
+            out = filtered;
+        }
         self.as_responses(out, true)
     }
 

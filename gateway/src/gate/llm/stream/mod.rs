@@ -55,6 +55,10 @@ pub enum StreamError {
     /// server error) after the answer had started.
     #[error("upstream stream error {kind}: {message}")]
     Upstream { kind: String, message: String },
+    /// A guardrail ended the answer (the message names the policy, never
+    /// the text found).
+    #[error("{0}")]
+    Blocked(String),
 }
 
 impl StreamError {
@@ -74,6 +78,7 @@ impl StreamError {
     fn kind_and_message(&self, server_error: &'static str) -> (&str, String) {
         match self {
             Self::Upstream { kind, message } => (kind, message.clone()),
+            Self::Blocked(message) => ("invalid_request_error", message.clone()),
             Self::Translate(e) => (
                 server_error,
                 format!("the upstream's stream could not be translated: {e}"),
