@@ -103,6 +103,9 @@ struct Behaviour {
     /// Streams break off with an event that is not JSON (Bedrock: a
     /// frame whose checksum is wrong).
     malformed_stream: bool,
+    /// Streams send the reply in exactly these pieces (one content event
+    /// each) instead of cutting it at words.
+    split: Option<Vec<String>>,
     /// Bedrock: the credentials signatures are checked against; without
     /// them only the form of the signature is checked.
     aws: Option<sigv4::AwsKey>,
@@ -171,6 +174,7 @@ impl FakeLlm {
                 fail: None,
                 slow: None,
                 malformed_stream: false,
+                split: None,
                 aws: None,
             }),
             requests: Mutex::new(Vec::new()),
@@ -233,6 +237,14 @@ impl FakeLlm {
     /// The assistant text of every answer.
     pub fn reply(&self, text: &str) {
         self.with(|b| b.reply = text.to_string());
+    }
+    /// The reply is `pieces` joined; streams send one content event per
+    /// piece, so a test can cut a word (a key, a placeholder) in two.
+    pub fn reply_in_pieces(&self, pieces: &[&str]) {
+        self.with(|b| {
+            b.reply = pieces.concat();
+            b.split = Some(pieces.iter().map(|p| p.to_string()).collect());
+        });
     }
     /// The usage every answer reports (prompt/input, completion/output).
     pub fn usage(&self, input: u64, output: u64) {
@@ -671,6 +683,11 @@ fn wanted_tool(kind: FakeKind, body: &Value) -> Option<String> {
 /// The arguments every fake tool call carries.
 const TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
 
+/// The reply's content events: the configured split, or `n` pieces.
+fn stream_pieces(b: &Behaviour, n: usize) -> Vec<String> {
+    b.split.clone().unwrap_or_else(|| pieces(&b.reply, n))
+}
+
 /// `text` cut into `n` pieces (at least one), whole words where possible.
 fn pieces(text: &str, n: usize) -> Vec<String> {
     let n = n.max(1);
@@ -820,7 +837,7 @@ fn openai_chat(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         }
         planned = 2;
     } else {
-        let parts = pieces(&b.reply, n);
+        let parts = stream_pieces(&b, n);
         planned = parts.len();
         for p in parts {
             events.push(content(chunk(json!({"content": p}), Value::Null)));
@@ -958,7 +975,7 @@ fn anthropic_messages(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         }
         planned = 2;
     } else {
-        let parts = pieces(&b.reply, n);
+        let parts = stream_pieces(&b, n);
         planned = parts.len();
         for p in parts {
             events.push(content(sse_event(
@@ -1011,6 +1028,7 @@ mod tests {
             fail: None,
             slow: None,
             malformed_stream: false,
+            split: None,
             aws: None,
         }
     }

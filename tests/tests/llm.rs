@@ -1919,3 +1919,143 @@ fn responses_api_clients_are_served_through_chat_by_an_anthropic_provider() -> R
     );
     Ok(())
 }
+
+/// Guardrails through the SDKs: an e-mail is redacted before the provider
+/// sees it and restored in the answer (whole and streamed, the placeholder
+/// cut over two events), a card number is refused with a clear error
+/// before any provider is asked, and a key the model writes is redacted
+/// in the stream although it arrives cut over two SSE events (OpenAI and
+/// Anthropic clients).
+#[test]
+fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::openai(pod.host_ip.into())?;
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-openai", &fake)],
+            "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]}],
+        }),
+    )
+    .set(
+        "/guardrails",
+        json!({"policies": [{
+            "name": "customer-data",
+            "request": [
+                {"detect": ["email"], "action": "redact", "restore": true},
+                {"detect": ["credit_card"], "action": "block"},
+            ],
+            "response": [{"detect": ["secret"], "action": "redact"}],
+        }]}),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let email = "jane.doe@example.com";
+
+    fake.reply("I will write to <EMAIL_1> today.");
+    let ask = json!({"model": "gpt-4o",
+                     "messages": user(&format!("Draft a note to {email} about the invoice."))});
+    let r = no_error("chat", openai(&pod, &base, "chat", ask.clone())?)?;
+    ensure!(
+        r["completion"]["choices"][0]["message"]["content"]
+            == format!("I will write to {email} today.").as_str(),
+        "the placeholder was not restored: {r:#}"
+    );
+    let up = fake.requests().pop().context("no provider request")?;
+    ensure!(
+        up.raw_body.contains("Draft a note to <EMAIL_1> about")
+            && !up.raw_body.contains("jane.doe"),
+        "the provider saw: {}",
+        up.raw_body
+    );
+
+    fake.reply_in_pieces(&["Sent to <EMA", "IL_1>", "."]);
+    let r = no_error("stream", openai(&pod, &base, "stream", ask.clone())?)?;
+    ensure!(
+        r["text"] == format!("Sent to {email}.").as_str(),
+        "stream: {r:#}"
+    );
+
+    let asked = fake.count();
+    let card = "4111 1111 1111 1111";
+    let r = openai(
+        &pod,
+        &base,
+        "chat",
+        json!({"model": "gpt-4o", "messages": user(&format!("Charge my card {card} please."))}),
+    )?;
+    let message = r["error"]["body"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r["error"]["class"] == "BadRequestError"
+            && r["error"]["status"] == 400
+            && r["error"]["body"]["code"] == "guardrail_blocked"
+            && message.contains("\"customer-data\"")
+            && message.contains("credit_card")
+            && message.contains("messages[0].content")
+            && !r.to_string().contains("4111"),
+        "the card was not refused as it should be: {r:#}"
+    );
+    ensure!(fake.count() == asked, "a refused prompt reached the provider");
+
+    let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh";
+    fake.reply_in_pieces(&["Here is the key: ", &key[..14], &key[14..], " - rotate it."]);
+    let r = no_error(
+        "stream",
+        openai(&pod, &base, "stream", json!({"model": "gpt-4o", "messages": user("key?")}))?,
+    )?;
+    ensure!(
+        r["text"] == "Here is the key: <OPENAI_KEY_1> - rotate it."
+            && !r.to_string().contains(&key[8..20]),
+        "the key cut over two events went through: {r:#}"
+    );
+    let r = no_error(
+        "anthropic stream",
+        anthropic(
+            &pod,
+            &anthropic_base(addr),
+            "stream",
+            json!({"model": "gpt-4o", "max_tokens": 50, "messages": user("key?")}),
+        )?,
+    )?;
+    ensure!(
+        r["text"] == "Here is the key: <OPENAI_KEY_1> - rotate it."
+            && r["message"]["content"][0]["text"] == "Here is the key: <OPENAI_KEY_1> - rotate it.",
+        "anthropic stream: {r:#}"
+    );
+
+    let logs = wait_llm_logs(&d, 5)?;
+    ensure!(
+        logs.iter()
+            .filter(|l| log_str(l, "outcome") == Some("guardrail_blocked"))
+            .count()
+            == 1,
+        "one request is logged as blocked: {logs:#?}"
+    );
+    let m = d.metrics()?;
+    let findings = |phase, detector, action| {
+        m.sum(
+            "trigate_guardrail_findings_total",
+            &[
+                ("policy", "customer-data"),
+                ("phase", phase),
+                ("detector", detector),
+                ("action", action),
+                ("workload", "pod-a"),
+            ],
+        )
+    };
+    ensure!(
+        findings("request", "email", "redact") == 2.0
+            && findings("request", "credit_card", "block") == 1.0
+            && findings("response", "openai_key", "redact") == 2.0,
+        "guardrail metrics: email {} card {} key {}",
+        findings("request", "email", "redact"),
+        findings("request", "credit_card", "block"),
+        findings("response", "openai_key", "redact")
+    );
+    Ok(())
+}

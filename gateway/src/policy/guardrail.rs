@@ -237,6 +237,7 @@ impl Blocked {
     pub fn message(&self) -> String {
         let what = match self.kind {
             Kind::Custom => format!("the custom rule {:?}", &*self.rule),
+            kind if *self.rule == *kind.as_str() => kind.to_string(),
             kind => format!("{kind} ({})", &*self.rule),
         };
         match self.phase {

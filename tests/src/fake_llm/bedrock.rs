@@ -6,7 +6,7 @@
 //! ([`super::sigv4`]) gets AWS's 403.
 
 use super::{
-    content, pieces, wanted_tool, Answer, Behaviour, Event, FakeKind, RecordedRequest, SigV4Check,
+    content, stream_pieces, wanted_tool, Answer, Behaviour, Event, FakeKind, RecordedRequest, SigV4Check,
     TOOL_ARGS,
 };
 use serde_json::{json, Value};
@@ -107,7 +107,7 @@ pub(super) fn answer(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         }
         planned = 2;
     } else {
-        let parts = pieces(&b.reply, n);
+        let parts = stream_pieces(b, n);
         planned = parts.len();
         for p in parts {
             events.push(content(event(

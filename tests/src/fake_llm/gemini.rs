@@ -8,7 +8,7 @@
 //! it: unknown fields (an OpenAI `model`, say) are refused.
 
 use super::{
-    content, garbage, pieces, wanted_tool, Answer, Behaviour, FakeKind, RecordedRequest, TOOL_ARGS,
+    content, garbage, stream_pieces, wanted_tool, Answer, Behaviour, FakeKind, RecordedRequest, TOOL_ARGS,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -103,7 +103,7 @@ pub(super) fn answer(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         )))];
         return Answer::Stream(events, delay, 1);
     }
-    let parts = pieces(&b.reply, n);
+    let parts = stream_pieces(b, n);
     let planned = parts.len();
     let last = planned - 1;
     let mut events: Vec<_> = parts
