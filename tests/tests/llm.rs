@@ -2059,3 +2059,99 @@ fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
     );
     Ok(())
 }
+
+/// The exact answer cache through the OpenAI SDK: a repeated question is
+/// answered without the provider (whole and streamed, the stream replayed
+/// as SSE), marked `x-trigate-cache: hit`, with tokens saved counted; the
+/// same question from another workload is not answered from the first
+/// one's cache; a high temperature or `Cache-Control: no-cache` bypasses.
+#[test]
+fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
+    let node = Node::new()?;
+    let pod_a = node.pod("pod-a")?;
+    let pod_b = node.pod("pod-b")?;
+    pod_b.route_to(pod_a.host_ip.into())?;
+    let fake = FakeLlm::openai(pod_a.host_ip.into())?;
+    fake.usage(30, 9);
+    let addr = llm_address(&pod_a)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-openai", &fake)],
+            "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]}],
+            "cache": {"enabled": true, "max_temperature": 0.5},
+        }),
+    )
+    .workload(pod_a.workload())
+    .workload(pod_b.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let ask = json!({"model": "gpt-4o", "messages": user("What is the VAT rate in France?")});
+
+    let first = no_error("first", openai(&pod_a, &base, "chat", ask.clone())?)?;
+    ensure!(first["headers"]["x-trigate-cache"] == "miss", "{first:#}");
+    let asked = fake.count();
+    let again = no_error("again", openai(&pod_a, &base, "chat", ask.clone())?)?;
+    ensure!(
+        again["headers"]["x-trigate-cache"] == "hit"
+            && again["completion"] == first["completion"]
+            && fake.count() == asked,
+        "the repeated question was not served from the cache: {again:#}"
+    );
+
+    let s1 = no_error("stream", openai(&pod_a, &base, "stream", ask.clone())?)?;
+    ensure!(fake.count() == asked + 1, "a stream is kept apart from a whole answer");
+    let s2 = no_error("stream again", openai(&pod_a, &base, "stream", ask.clone())?)?;
+    ensure!(
+        fake.count() == asked + 1 && s2["text"] == s1["text"] && s2["chunks"] == s1["chunks"],
+        "the stream was not replayed from the cache: {s2:#}"
+    );
+
+    let other = no_error("pod-b", openai(&pod_b, &base, "chat", ask.clone())?)?;
+    ensure!(
+        other["headers"]["x-trigate-cache"] == "miss" && fake.count() == asked + 2,
+        "another workload got the first one's answer: {other:#}"
+    );
+
+    let mut hot = ask.clone();
+    hot["temperature"] = json!(0.9);
+    let r = no_error("hot", openai(&pod_a, &base, "chat", hot)?)?;
+    ensure!(r["headers"]["x-trigate-cache"] == "bypass", "{r:#}");
+    let r = sdk(
+        Some(&pod_a),
+        OPENAI_PY,
+        &json!({"base_url": base, "op": "chat",
+                "request": {"model": "gpt-4o", "messages": user("What is the VAT rate in France?"),
+                            "extra_headers": {"Cache-Control": "no-cache"}}}),
+    )?;
+    ensure!(
+        r["headers"]["x-trigate-cache"] == "bypass" && fake.count() == asked + 4,
+        "no-cache must reach the provider: {r:#}"
+    );
+
+    let logs = wait_llm_logs(&d, 7)?;
+    let hits = logs
+        .iter()
+        .filter(|l| log_str(l, "cache") == Some("hit"))
+        .count();
+    ensure!(hits == 2, "two hits in the access log: {logs:#?}");
+    let m = d.metrics()?;
+    let saved = m.sum(
+        "trigate_llm_cache_tokens_saved_total",
+        &[("workload", "pod-a"), ("gen_ai_token_type", "input")],
+    );
+    ensure!(
+        m.sum(
+            "trigate_llm_cache_requests_total",
+            &[("workload", "pod-a"), ("result", "hit")]
+        ) == 2.0
+            && saved == 60.0,
+        "cache metrics: hits {}, input tokens saved {saved}",
+        m.sum(
+            "trigate_llm_cache_requests_total",
+            &[("workload", "pod-a"), ("result", "hit")]
+        )
+    );
+    Ok(())
+}

@@ -34,6 +34,8 @@ pub struct LlmConfig {
     pub max_attempts: u32,
     /// Wait before retrying the same provider, doubled per attempt, in ms.
     pub retry_backoff_ms: u64,
+    /// Answers kept and served again for the same request.
+    pub cache: LlmCache,
 }
 
 impl Default for LlmConfig {
@@ -47,6 +49,7 @@ impl Default for LlmConfig {
             report_model: ReportModel::Served,
             max_attempts: 3,
             retry_backoff_ms: 100,
+            cache: LlmCache::default(),
         }
     }
 }
@@ -256,4 +259,41 @@ pub struct LlmLimit {
     /// Spend per UTC calendar month, in USD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_per_month_usd: Option<f64>,
+}
+
+/// The answer cache: a request the same tenant already sent (same model,
+/// messages, tools and the parameters that change the output) is answered
+/// from memory, without a provider. Answers are never shared across
+/// tenants. Responses carry `x-trigate-cache: hit|miss|bypass`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmCache {
+    pub enabled: bool,
+    /// How long an answer is served, in seconds.
+    pub ttl_secs: u64,
+    /// Memory for answers on this node, in bytes; the least valuable
+    /// (TinyLFU: rarely and not recently asked) go first.
+    pub max_bytes: u64,
+    /// Larger answers (streams included, as the bytes sent) are not kept.
+    pub max_entry_bytes: u64,
+    /// Requests with a higher `temperature` bypass the cache: their
+    /// caller asked for variety. A request without one counts as 0.
+    pub max_temperature: f64,
+    /// Who shares answers: each workload on its own (`workload`), or the
+    /// workloads carrying the same value of this label (`label:team`);
+    /// a workload without the label is on its own.
+    pub scope: String,
+}
+
+impl Default for LlmCache {
+    fn default() -> Self {
+        LlmCache {
+            enabled: false,
+            ttl_secs: 3600,
+            max_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+            max_temperature: 1.0,
+            scope: "workload".into(),
+        }
+    }
 }

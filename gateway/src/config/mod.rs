@@ -26,7 +26,7 @@ mod guardrails;
 pub use guardrails::{Detect, GuardAction, GuardPolicyConfig, GuardRuleConfig, GuardrailsConfig};
 mod llm;
 pub use llm::{
-    AwsAuth, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
+    AwsAuth, LlmCache, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
     ProviderKind, ReportModel, SecretSource,
 };
 

@@ -1012,6 +1012,28 @@ fn check_llm(config: &Config, p: &mut Problems) {
         let (field, rest) = message.split_once(' ').unwrap_or(("llm.prices", &message));
         p.push(field, rest);
     }
+    let cache = &llm.cache;
+    if cache.scope != "workload"
+        && cache
+            .scope
+            .strip_prefix("label:")
+            .is_none_or(|l| l.trim().is_empty())
+    {
+        p.push(
+            "llm.cache.scope",
+            format!("{:?}: use workload or label:<name>", cache.scope),
+        );
+    }
+    if cache.enabled && (cache.ttl_secs == 0 || cache.max_bytes == 0 || cache.max_entry_bytes == 0)
+    {
+        p.push(
+            "llm.cache",
+            "ttl_secs, max_bytes and max_entry_bytes must be more than 0 when enabled",
+        );
+    }
+    if !(cache.max_temperature >= 0.0) {
+        p.push("llm.cache.max_temperature", "must be 0 or more");
+    }
     if llm.max_attempts == 0 {
         p.push("llm.max_attempts", "must be at least 1");
     }

@@ -186,4 +186,6 @@ pub struct LlmRecord {
     pub finish_reason: Option<String>,
     pub failovers: u32,
     pub ttft: Option<std::time::Duration>,
+    /// `hit`, `miss` or `bypass` when the answer cache is on.
+    pub cache: Option<&'static str>,
 }

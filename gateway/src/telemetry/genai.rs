@@ -35,6 +35,11 @@ pub struct GenAiMetrics {
     pub limit_refusals: IntCounterVec,
     /// Guardrail findings acted on (blocked, redacted or logged).
     pub guard_findings: IntCounterVec,
+    /// Answer cache lookups by result (hit, miss, bypass).
+    pub cache_requests: IntCounterVec,
+    /// Tokens (input and output) and spend a cache hit did not use.
+    pub cache_tokens_saved: IntCounterVec,
+    pub cache_cost_saved: CounterVec,
     /// Series by call labels (see [`GenAiMetrics::series`]).
     series: Mutex<HashMap<u64, Vec<Arc<CallSeries>>>>,
     series_count: std::sync::atomic::AtomicUsize,
@@ -212,6 +217,27 @@ impl GenAiMetrics {
                 ),
                 &["gate", "phase", "policy", "detector", "action", "workload"],
             )?,
+            cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "trigate_llm_cache_requests_total",
+                    "LLM answer cache lookups, by result (hit, miss, bypass) and workload.",
+                ),
+                &["result", "workload"],
+            )?,
+            cache_tokens_saved: IntCounterVec::new(
+                Opts::new(
+                    "trigate_llm_cache_tokens_saved_total",
+                    "Tokens answers from the cache did not spend, by token type (input, output) and workload.",
+                ),
+                &["gen_ai_token_type", "workload"],
+            )?,
+            cache_cost_saved: CounterVec::new(
+                Opts::new(
+                    "trigate_llm_cache_cost_saved_usd_total",
+                    "Spend answers from the cache did not cause, in USD, by workload.",
+                ),
+                &["workload"],
+            )?,
             series: Mutex::new(HashMap::new()),
             series_count: Default::default(),
             hasher: RandomState::new(),
@@ -225,6 +251,9 @@ impl GenAiMetrics {
         registry.register(Box::new(m.failovers.clone()))?;
         registry.register(Box::new(m.limit_refusals.clone()))?;
         registry.register(Box::new(m.guard_findings.clone()))?;
+        registry.register(Box::new(m.cache_requests.clone()))?;
+        registry.register(Box::new(m.cache_tokens_saved.clone()))?;
+        registry.register(Box::new(m.cache_cost_saved.clone()))?;
         Ok(m)
     }
 }

@@ -1253,7 +1253,8 @@ impl Drop for RequestLog {
                 .field("cost_usd", l.cost_micros.map(|c| c as f64 / 1e6))
                 .field("finish_reason", l.finish_reason.as_deref())
                 .field("failovers", l.failovers)
-                .field("ttft_ms", l.ttft.map(|t| t.as_secs_f64() * 1000.0));
+                .field("ttft_ms", l.ttft.map(|t| t.as_secs_f64() * 1000.0))
+                .field("cache", l.cache);
         }
         line.write();
     }

@@ -9,7 +9,13 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame};
 
-use super::{account::Settle, stream::StreamError, streaming::Translator, usage::Usage};
+use super::{
+    account::Settle,
+    cache::{Cached, Key},
+    stream::StreamError,
+    streaming::Translator,
+    usage::Usage,
+};
 use crate::gate::api::{client::BoxError, h1::outbound::UpBody, RequestLog};
 
 /// The client's stream: upstream bytes in, translated frames out, one
@@ -33,6 +39,43 @@ pub(crate) struct LlmStream {
     /// How it ended, kept for a transport that holds the log line itself
     /// (see [`LlmStream::end_into`]).
     pub(super) ended: Option<Ended>,
+    /// The bytes sent, kept for the answer cache when the stream ends well.
+    pub(super) keep: Option<Keep>,
+}
+
+/// A streamed answer recorded for the answer cache, up to its entry limit.
+pub(crate) struct Keep {
+    key: Key,
+    max: u64,
+    buf: Vec<u8>,
+    /// Larger than an entry may be: not kept.
+    over: bool,
+}
+
+impl Keep {
+    /// Starts with the first bytes, which the stream sends first.
+    pub(super) fn new(key: Key, max: u64, first: &[u8]) -> Keep {
+        let mut k = Keep {
+            key,
+            max,
+            buf: Vec::new(),
+            over: false,
+        };
+        k.add(first);
+        k
+    }
+
+    fn add(&mut self, bytes: &[u8]) {
+        if self.over {
+            return;
+        }
+        if (self.buf.len() + bytes.len()) as u64 > self.max {
+            self.over = true;
+            self.buf = Vec::new();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
 }
 
 /// What the end of a stream adds to its request's log line.
@@ -84,7 +127,35 @@ impl LlmStream {
                     ..Usage::default()
                 })
             });
+            // Only an answer that ended well is kept.
+            let keep = self
+                .keep
+                .take()
+                .filter(|k| outcome == "ok" && !k.over)
+                .map(|k| {
+                    (
+                        k,
+                        std::sync::Arc::clone(&settle.llm),
+                        settle.served.clone(),
+                        settle.provider_name.clone(),
+                    )
+                });
             let cost = settle.settle(usage, self.first, Some(Instant::now()));
+            if let Some((k, llm, model_served, provider)) = keep {
+                if let Some(cache) = llm.cache.as_ref() {
+                    cache.put(
+                        k.key,
+                        Cached {
+                            body: Bytes::from(k.buf),
+                            stream: true,
+                            usage,
+                            cost_micros: cost,
+                            model_served,
+                            provider,
+                        },
+                    );
+                }
+            }
             let ended = Ended {
                 outcome,
                 usage,
@@ -158,6 +229,9 @@ impl Body for LlmStream {
                     if let Some(log) = this.log.as_mut() {
                         log.bytes_out += pushed.out.len() as u64;
                     }
+                    if let Some(k) = this.keep.as_mut() {
+                        k.add(&pushed.out);
+                    }
                     this.broken = pushed.error;
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(pushed.out)))));
                 }
@@ -176,6 +250,9 @@ impl Body for LlmStream {
                         Ok(t) => t,
                         Err(e) => return Poll::Ready(Some(Ok(this.broke(&e)))),
                     };
+                    if let Some(k) = this.keep.as_mut() {
+                        k.add(&out);
+                    }
                     this.end("ok");
                     if out.is_empty() {
                         return Poll::Ready(None);

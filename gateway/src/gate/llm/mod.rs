@@ -16,6 +16,7 @@
 //! that names the field instead of a surprise from the provider.
 mod account;
 pub(crate) mod answer;
+pub mod cache;
 pub mod front;
 pub mod guard;
 #[cfg(test)]
@@ -45,6 +46,9 @@ pub struct LlmPolicy {
     by_name: HashMap<String, usize>,
     pub prices: PriceTable,
     pub limits: Vec<LimitRt>,
+    /// Kept answers; rebuilt (emptied) when `llm` changes, since models,
+    /// providers and prices may have.
+    pub cache: Option<cache::AnswerCache>,
     /// The clock of provider cooldowns.
     epoch: Instant,
 }
@@ -96,6 +100,7 @@ impl LlmPolicy {
             by_name,
             prices: PriceTable::new(&cfg.prices),
             limits: cfg.limits.iter().map(LimitRt::new).collect(),
+            cache: cache::AnswerCache::new(&cfg.cache),
             cfg: cfg.clone(),
             epoch: Instant::now(),
         })

@@ -21,7 +21,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     account::{settle_refund, Charges, Settle},
-    answer::LlmStream,
+    answer::{Keep, LlmStream},
+    cache::{self, Cached, Key, Lookup},
     front::{anthropic_error_type, Api, Dialect, Refusal},
     guard::{self, Audit, StreamGuard},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
@@ -272,6 +273,26 @@ impl Call {
             self.admit(who.as_ref(), estimated_input).await?
         };
 
+        // The cache key is the prompt as the client sent it, taken before
+        // guardrails replace anything in it (see cache.rs).
+        let lookup = match &self.llm.cache {
+            None => Lookup::Off,
+            Some(_) => {
+                let tenant = cache::tenant(
+                    &self.llm.cfg.cache.scope,
+                    self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
+                );
+                cache::lookup(
+                    &self.llm.cfg.cache,
+                    &tenant,
+                    self.api,
+                    request.value(),
+                    stream,
+                    &parts.headers,
+                )
+            }
+        };
+
         // Request guardrails after limits: a workload over its limits is
         // refused without its prompt being scanned. A refused prompt is
         // not served, so what the limits took is given back.
@@ -289,10 +310,118 @@ impl Call {
             }
         }
 
-        self.attempts(
-            &parts, &request, route, &requested, candidates, stream, charges, guard, rlog,
-        )
-        .await
+        // Cache lookup after the request guardrails: a refused prompt is
+        // never answered, not even from the cache.
+        if let Some(hit) = lookup
+            .key()
+            .and_then(|k| self.llm.cache.as_ref().and_then(|c| c.get(&k)))
+        {
+            // An answer from memory spends no tokens and no budget.
+            settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
+            return Ok((Answer::Whole(self.cached(&hit, rlog)), "ok"));
+        }
+        if let Some(result) = lookup.header() {
+            self.count_cache(result, rlog);
+        }
+        let answer = self
+            .attempts(
+                &parts,
+                &request,
+                route,
+                &requested,
+                candidates,
+                stream,
+                charges,
+                guard,
+                lookup.key(),
+                rlog,
+            )
+            .await;
+        match (answer, lookup.header()) {
+            (Ok((mut answer, outcome)), Some(result)) => {
+                let value = HeaderValue::from_static(result);
+                match &mut answer {
+                    Answer::Whole(r) => r.headers_mut().insert(CACHE_HEADER, value),
+                    Answer::Stream(r) => r.headers_mut().insert(CACHE_HEADER, value),
+                };
+                Ok((answer, outcome))
+            }
+            (answer, _) => answer,
+        }
+    }
+
+    fn count_cache(&self, result: &'static str, rlog: &mut RequestLog) {
+        self.cx
+            .node
+            .metrics
+            .genai
+            .cache_requests
+            .with_label_values(&[result, self.workload_name()])
+            .inc();
+        if let Some(l) = rlog.llm.as_mut() {
+            l.cache = Some(result);
+        }
+    }
+
+    /// A kept answer, as it was sent the first time.
+    fn cached(&self, hit: &Cached, rlog: &mut RequestLog) -> Response<ApiBody> {
+        self.count_cache("hit", rlog);
+        let m = &self.cx.node.metrics.genai;
+        let workload = self.workload_name();
+        if let Some(u) = hit.usage {
+            for (kind, n) in [("input", u.input), ("output", u.output)] {
+                m.cache_tokens_saved
+                    .with_label_values(&[kind, workload])
+                    .inc_by(n);
+            }
+        }
+        if let Some(c) = hit.cost_micros {
+            m.cache_cost_saved
+                .with_label_values(&[workload])
+                .inc_by(c as f64 / 1e6);
+        }
+        if let Some(l) = rlog.llm.as_mut() {
+            l.provider = Some(hit.provider.clone());
+            l.model_served = Some(hit.model_served.clone());
+        }
+        let mut out = Response::new(Full::new(hit.body.clone()).map_err(|e| match e {}).boxed());
+        let content_type = if hit.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let headers = out.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        out
+    }
+
+    /// Keeps a whole answer the client is sent.
+    /// `served` is the (model, provider) pair, taken only when there is
+    /// a key: the hot path clones nothing for a cache that is off.
+    fn keep(
+        &self,
+        key: Option<Key>,
+        body: &Bytes,
+        (usage, cost_micros): (Option<Usage>, Option<u64>),
+        served: Option<(String, String)>,
+    ) {
+        let (Some(key), Some(store), Some((model_served, provider))) =
+            (key, self.llm.cache.as_ref(), served)
+        else {
+            return;
+        };
+        store.put(
+            key,
+            Cached {
+                body: body.clone(),
+                stream: false,
+                usage,
+                cost_micros,
+                model_served,
+                provider,
+            },
+        );
     }
 
     fn audit(&self) -> Audit {
@@ -530,6 +659,7 @@ impl Call {
         stream: bool,
         mut charges: Charges,
         mut guard: Option<Session>,
+        cache_key: Option<Key>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         let max = self.llm.cfg.max_attempts.max(1) as usize;
@@ -617,6 +747,7 @@ impl Call {
                                 (wire_api, request, via_chat),
                                 ctx,
                                 guard.as_mut(),
+                                cache_key,
                                 rlog,
                             )
                             .await;
@@ -649,7 +780,10 @@ impl Call {
                     let timeout = Duration::from_millis(p.cfg.timeout_ms);
                     match first_bytes(resp, translator, timeout).await {
                         Ok(started) => {
-                            return Ok((Answer::Stream(self.stream(started, ctx)), "ok"));
+                            let keep = cache_key.zip(self.llm.cache.as_ref()).map(|(key, c)| {
+                                Keep::new(key, c.max_entry_bytes(), &started.first)
+                            });
+                            return Ok((Answer::Stream(self.stream(started, ctx, keep)), "ok"));
                         }
                         Err(NoStart::Blocked(message)) => {
                             // The provider answered; a guardrail withheld
@@ -895,6 +1029,7 @@ impl Call {
         (wire_api, request, via_chat): (Api, &ClientRequest<'_>, bool),
         ctx: Settle,
         guard: Option<&mut Session>,
+        cache_key: Option<Key>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         // Answer rules or placeholders to restore: the answer is read as a
@@ -933,7 +1068,9 @@ impl Call {
                     let finish = h
                         .stop_reason
                         .or_else(|| h.choices.into_iter().next().and_then(|c| c.finish_reason));
+                    let served = cache_key.map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
                     let cost = ctx.settle(Some(usage), None, None);
+                    self.keep(cache_key, &bytes, (Some(usage), cost), served);
                     if let Some(l) = rlog.llm.as_mut() {
                         l.usage = Some(usage);
                         l.cost_micros = cost;
@@ -994,6 +1131,7 @@ impl Call {
                 ..Usage::default()
             })
         });
+        let served = cache_key.map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
         let record = ctx.settle(usage, None, None);
         if let Some(l) = rlog.llm.as_mut() {
             l.usage = usage;
@@ -1018,14 +1156,20 @@ impl Call {
             // Accounted above: the provider answered, whatever is shown.
             self.guard_answer(&mut body, session)?;
         }
-        let mut out = json_response(StatusCode::OK, &body);
+        let bytes = Bytes::from(body.to_string());
+        self.keep(cache_key, &bytes, (usage, record), served);
+        let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         copy_response_headers(&head.headers, out.headers_mut());
         Ok((Answer::Whole(out), "ok"))
     }
 
     /// A streamed answer: the body translates as bytes arrive and settles
     /// when the stream ends or the client leaves.
-    fn stream(&self, started: Started, ctx: Settle) -> Response<Box<LlmStream>> {
+    fn stream(&self, started: Started, ctx: Settle, keep: Option<Keep>) -> Response<Box<LlmStream>> {
         let Started {
             head,
             body,
@@ -1047,6 +1191,7 @@ impl Call {
             upstream_ended: ended,
             broken,
             ended: None,
+            keep,
         }));
         copy_response_headers(&head.headers, out.headers_mut());
         out.headers_mut().insert(
@@ -1157,6 +1302,9 @@ async fn first_bytes(
         broken,
     })
 }
+
+/// Whether the answer came from the cache (`hit`, `miss`, `bypass`).
+const CACHE_HEADER: HeaderName = HeaderName::from_static("x-trigate-cache");
 
 /// Why a stream produced nothing for the client.
 enum NoStart {

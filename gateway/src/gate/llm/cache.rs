@@ -1,0 +1,296 @@
+//! The LLM gate's exact answer cache: a request a tenant already sent is
+//! answered with the bytes it was answered with then, without a provider.
+//!
+//! The key is a SHA-256 of the tenant, the API, whether it streams, and
+//! the request as canonical JSON (object members sorted) without the
+//! members that do not change the answer (`user`, `metadata`, …). A
+//! streamed answer is kept as the SSE bytes the client was sent and
+//! replayed as they were; a whole answer as its JSON. The key is taken
+//! from the client's own request, before guardrails replace anything: two
+//! prompts with different e-mail addresses redact to the same placeholder
+//! and must not share an answer that was restored with one of them.
+//!
+//! Decisions ([`lookup`], [`tenant`]) are pure; the store is a bounded
+//! TinyLFU cache (moka) weighed in bytes, with a TTL.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use hyper::{header, HeaderMap};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{front::Api, usage::Usage};
+use crate::config::LlmCache;
+
+/// A cache key: SHA-256 of what identifies an answer.
+pub type Key = [u8; 32];
+
+/// What a request does with the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Caching is off.
+    Off,
+    /// Not looked up and not stored; the reason goes into logs.
+    Bypass(&'static str),
+    /// Looked up, and stored on a miss.
+    Key(Key),
+}
+
+impl Lookup {
+    /// The `x-trigate-cache` value of an answer that was not a hit.
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Lookup::Off => None,
+            Lookup::Bypass(_) => Some("bypass"),
+            Lookup::Key(_) => Some("miss"),
+        }
+    }
+
+    pub fn key(self) -> Option<Key> {
+        match self {
+            Lookup::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// Members that do not change what a model answers.
+const IGNORED: [&str; 8] = [
+    "stream",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "background",
+];
+
+/// Who shares answers: the workload, or the value of the label `scope`
+/// names (`label:team`); an unidentified caller or a workload without the
+/// label is its own tenant.
+pub fn tenant(scope: &str, workload: Option<(&str, &BTreeMap<String, String>)>) -> String {
+    match (scope.strip_prefix("label:"), workload) {
+        (Some(label), Some((name, labels))) => match labels.get(label) {
+            Some(v) => format!("label:{label}={v}"),
+            None => format!("workload:{name}"),
+        },
+        (None, Some((name, _))) => format!("workload:{name}"),
+        (_, None) => "unidentified".into(),
+    }
+}
+
+/// How a request of `api` uses the cache. Bypassed: a client that says
+/// `Cache-Control: no-cache`/`no-store` (or `Pragma: no-cache`), and a
+/// `temperature` above the configured maximum.
+pub fn lookup(
+    cfg: &LlmCache,
+    tenant: &str,
+    api: Api,
+    request: &Value,
+    stream: bool,
+    headers: &HeaderMap,
+) -> Lookup {
+    if !cfg.enabled || !matches!(api, Api::ChatCompletions | Api::Messages | Api::Responses) {
+        return Lookup::Off;
+    }
+    let says_no = |name: header::HeaderName| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .any(|d| d == "no-cache" || d == "no-store")
+            })
+        })
+    };
+    if says_no(header::CACHE_CONTROL) || says_no(header::PRAGMA) {
+        return Lookup::Bypass("client_no_cache");
+    }
+    let temperature = request
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    if temperature > cfg.max_temperature {
+        return Lookup::Bypass("temperature");
+    }
+    let Value::Object(members) = request else {
+        return Lookup::Bypass("not_an_object");
+    };
+    let mut hash = Sha256::new();
+    hash.update(b"trigate-llm-cache-v1\0");
+    hash.update(tenant.as_bytes());
+    hash.update(format!("\0{api:?}\0{stream}\0").as_bytes());
+    // serde_json's map is ordered by key, so this is canonical JSON.
+    for (k, v) in members {
+        if IGNORED.contains(&k.as_str()) {
+            continue;
+        }
+        hash.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+        hash.update(b":");
+        hash.update(v.to_string().as_bytes());
+        hash.update(b",");
+    }
+    Lookup::Key(hash.finalize().into())
+}
+
+/// One kept answer.
+#[derive(Debug)]
+pub struct Cached {
+    /// What the client was sent: JSON, or the SSE stream.
+    pub body: Bytes,
+    pub stream: bool,
+    /// What the provider reported for the original call: the tokens and
+    /// spend a hit saves.
+    pub usage: Option<Usage>,
+    pub cost_micros: Option<u64>,
+    pub model_served: String,
+    pub provider: String,
+}
+
+/// Answers kept on this node.
+pub struct AnswerCache {
+    store: moka::sync::Cache<Key, Arc<Cached>>,
+    max_entry_bytes: u64,
+}
+
+/// Bookkeeping bytes counted per entry on top of the body.
+const ENTRY_OVERHEAD: u64 = 256;
+
+impl AnswerCache {
+    /// `None` when caching is off.
+    pub fn new(cfg: &LlmCache) -> Option<AnswerCache> {
+        cfg.enabled.then(|| AnswerCache {
+            store: moka::sync::Cache::builder()
+                .max_capacity(cfg.max_bytes)
+                .weigher(|_, v: &Arc<Cached>| {
+                    u32::try_from(v.body.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
+                .time_to_live(Duration::from_secs(cfg.ttl_secs))
+                .build(),
+            max_entry_bytes: cfg.max_entry_bytes,
+        })
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Arc<Cached>> {
+        self.store.get(key)
+    }
+
+    /// Keeps `answer` unless it is larger than an entry may be.
+    pub fn put(&self, key: Key, answer: Cached) -> bool {
+        if answer.body.len() as u64 > self.max_entry_bytes {
+            return false;
+        }
+        self.store.insert(key, Arc::new(answer));
+        true
+    }
+
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.max_entry_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+    use serde_json::json;
+
+    fn cfg() -> LlmCache {
+        LlmCache {
+            enabled: true,
+            ..LlmCache::default()
+        }
+    }
+
+    fn key(tenant: &str, request: Value, stream: bool) -> Lookup {
+        lookup(&cfg(), tenant, Api::ChatCompletions, &request, stream, &HeaderMap::new())
+    }
+
+    #[test]
+    fn the_same_request_has_the_same_key_whatever_its_member_order() {
+        let a = serde_json::from_str::<Value>(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+        )
+        .unwrap();
+        let b = serde_json::from_str::<Value>(
+            r#"{"temperature":0,"messages":[{"content":"hi","role":"user"}],"model":"m","user":"u1"}"#,
+        )
+        .unwrap();
+        assert_eq!(key("t", a.clone(), false), key("t", b, false));
+        assert!(matches!(key("t", a, false), Lookup::Key(_)));
+    }
+
+    #[test]
+    fn what_changes_the_answer_changes_the_key() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let k = key("t", base.clone(), false);
+        let variants = [
+            json!({"model": "m2", "messages": [{"role": "user", "content": "hi"}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi!"}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": []}),
+        ];
+        for v in variants {
+            assert_ne!(key("t", v.clone(), false), k, "{v}");
+        }
+        assert_ne!(key("other", base.clone(), false), k, "tenants never share");
+        assert_ne!(key("t", base.clone(), true), k, "a stream is kept as a stream");
+        assert_ne!(
+            lookup(&cfg(), "t", Api::Messages, &base, false, &HeaderMap::new()),
+            k
+        );
+    }
+
+    #[test]
+    fn bypasses() {
+        let req = json!({"model": "m", "temperature": 1.5});
+        assert_eq!(key("t", req, false), Lookup::Bypass("temperature"));
+        let mut h = HeaderMap::new();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, No-Store"));
+        let req = json!({"model": "m"});
+        assert_eq!(
+            lookup(&cfg(), "t", Api::ChatCompletions, &req, false, &h),
+            Lookup::Bypass("client_no_cache")
+        );
+        let off = LlmCache::default();
+        assert_eq!(
+            lookup(&off, "t", Api::ChatCompletions, &req, false, &HeaderMap::new()),
+            Lookup::Off
+        );
+        assert_eq!(
+            lookup(&cfg(), "t", Api::Embeddings, &req, false, &HeaderMap::new()),
+            Lookup::Off
+        );
+        assert_eq!(Lookup::Bypass("x").header(), Some("bypass"));
+        assert_eq!(Lookup::Off.header(), None);
+    }
+
+    #[test]
+    fn tenants_by_workload_or_label() {
+        let labels = BTreeMap::from([("team".to_string(), "fin".to_string())]);
+        assert_eq!(tenant("workload", Some(("a", &labels))), "workload:a");
+        assert_eq!(tenant("label:team", Some(("a", &labels))), "label:team=fin");
+        assert_eq!(tenant("label:team", Some(("b", &BTreeMap::new()))), "workload:b");
+        assert_eq!(tenant("workload", None), "unidentified");
+    }
+
+    #[test]
+    fn entries_over_the_size_limit_are_not_kept() {
+        let mut c = cfg();
+        c.max_entry_bytes = 4;
+        let cache = AnswerCache::new(&c).unwrap();
+        let entry = |body: &'static str| Cached {
+            body: Bytes::from_static(body.as_bytes()),
+            stream: false,
+            usage: None,
+            cost_micros: None,
+            model_served: "m".into(),
+            provider: "p".into(),
+        };
+        assert!(!cache.put([1; 32], entry("too long")));
+        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.put([2; 32], entry("ok")));
+        assert_eq!(&cache.get(&[2; 32]).unwrap().body[..], b"ok");
+        assert!(AnswerCache::new(&LlmCache::default()).is_none());
+    }
+}
