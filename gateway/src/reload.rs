@@ -118,8 +118,14 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     } else {
         None
     };
-    let llm_policy = if new.llm != old.llm {
-        Some(crate::gate::llm::LlmPolicy::build(&new.llm).map_err(ReloadError::Llm)?)
+    // A shared answer cache lives in the limits' Redis.
+    let llm_policy = if new.llm != old.llm
+        || (new.llm.cache.shared && new.rate_limits != old.rate_limits)
+    {
+        Some(
+            crate::gate::llm::LlmPolicy::build(&new.llm, &new.rate_limits)
+                .map_err(ReloadError::Llm)?,
+        )
     } else {
         None
     };

@@ -2155,3 +2155,59 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
     );
     Ok(())
 }
+
+/// `llm.cache.shared`: what one node's gateway kept is served by another
+/// node's through a real redis-server, to the workloads of the same
+/// tenant (here: the same `team` label), without asking the provider.
+#[test]
+fn cached_answers_are_shared_across_nodes_through_redis() -> Result<()> {
+    let redis = trigate_e2e::RedisServer::start()?;
+    let node_a = Node::new()?;
+    let node_b = Node::new()?;
+    let pod_a = node_a.pod("pod-a")?;
+    let pod_b = node_b.pod("pod-b")?;
+    let pod_c = node_b.pod("pod-c")?;
+    for pod in [&pod_b, &pod_c] {
+        pod.route_to(pod_a.host_ip.into())?;
+    }
+    let fake = FakeLlm::openai(pod_a.host_ip.into())?;
+    let addr = llm_address(&pod_a)?;
+    let config = |node: &Node| {
+        llm_config(
+            node,
+            addr,
+            json!({
+                "providers": [provider("fake-openai", &fake)],
+                "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]}],
+                "cache": {"enabled": true, "shared": true, "scope": "label:team"},
+            }),
+        )
+        .set("/rate_limits", json!({"redis_url": redis.url()}))
+    };
+    let _d_a = node_a.start(&config(&node_a).workload(pod_a.workload().label("team", "finance")))?;
+    let _d_b = node_b.start(
+        &config(&node_b)
+            .workload(pod_b.workload().label("team", "finance"))
+            .workload(pod_c.workload().label("team", "legal")),
+    )?;
+    let base = openai_base(addr);
+    let ask = json!({"model": "gpt-4o", "messages": user("Summarise the Q3 budget.")});
+    let first = no_error("node a", openai(&pod_a, &base, "chat", ask.clone())?)?;
+    ensure!(first["headers"]["x-trigate-cache"] == "miss", "{first:#}");
+    let asked = fake.count();
+    // The first node stores in the background, within milliseconds; the
+    // SDK in the other pod takes far longer to start.
+    let shared = no_error("node b", openai(&pod_b, &base, "chat", ask.clone())?)?;
+    ensure!(
+        shared["headers"]["x-trigate-cache"] == "hit"
+            && shared["completion"] == first["completion"]
+            && fake.count() == asked,
+        "the second node did not serve the first node's answer: {shared:#}"
+    );
+    let other = no_error("other team", openai(&pod_c, &base, "chat", ask.clone())?)?;
+    ensure!(
+        other["headers"]["x-trigate-cache"] == "miss" && fake.count() == asked + 1,
+        "another tenant on the second node got the shared answer: {other:#}"
+    );
+    Ok(())
+}

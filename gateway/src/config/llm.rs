@@ -279,6 +279,10 @@ pub struct LlmCache {
     /// Requests with a higher `temperature` bypass the cache: their
     /// caller asked for variety. A request without one counts as 0.
     pub max_temperature: f64,
+    /// Also keep answers in the Redis of `rate_limits.redis_url`, so every
+    /// node's gateway serves them (same tenant scoping; this node's memory
+    /// is asked first).
+    pub shared: bool,
     /// Who shares answers: each workload on its own (`workload`), or the
     /// workloads carrying the same value of this label (`label:team`);
     /// a workload without the label is on its own.
@@ -293,6 +297,7 @@ impl Default for LlmCache {
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
             max_temperature: 1.0,
+            shared: false,
             scope: "workload".into(),
         }
     }

@@ -1031,6 +1031,12 @@ fn check_llm(config: &Config, p: &mut Problems) {
             "ttl_secs, max_bytes and max_entry_bytes must be more than 0 when enabled",
         );
     }
+    if cache.shared && config.rate_limits.redis_url.is_none() {
+        p.push(
+            "llm.cache.shared",
+            "answers are shared through the Redis of rate_limits.redis_url, which is not set",
+        );
+    }
     if !(cache.max_temperature >= 0.0) {
         p.push("llm.cache.max_temperature", "must be 0 or more");
     }

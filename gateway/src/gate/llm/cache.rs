@@ -11,7 +11,10 @@
 //! and must not share an answer that was restored with one of them.
 //!
 //! Decisions ([`lookup`], [`tenant`]) are pure; the store is a bounded
-//! TinyLFU cache (moka) weighed in bytes, with a TTL.
+//! TinyLFU cache (moka) weighed in bytes, with a TTL, and optionally Redis
+//! (`llm.cache.shared`) so every node's gateway serves what one kept:
+//! this node's memory first, then Redis, whose answers are kept here too.
+//! Redis being slow or down only makes misses: the provider answers.
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -20,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{front::Api, usage::Usage};
-use crate::config::LlmCache;
+use crate::config::{LlmCache, RateLimitBackend};
 
 /// A cache key: SHA-256 of what identifies an answer.
 pub type Key = [u8; 32];
@@ -147,19 +150,29 @@ pub struct Cached {
     pub provider: String,
 }
 
-/// Answers kept on this node.
+/// Answers kept on this node (and in Redis when shared).
 pub struct AnswerCache {
     store: moka::sync::Cache<Key, Arc<Cached>>,
     max_entry_bytes: u64,
+    shared: Option<Arc<SharedAnswers>>,
 }
 
 /// Bookkeeping bytes counted per entry on top of the body.
 const ENTRY_OVERHEAD: u64 = 256;
 
 impl AnswerCache {
-    /// `None` when caching is off.
-    pub fn new(cfg: &LlmCache) -> Option<AnswerCache> {
-        cfg.enabled.then(|| AnswerCache {
+    /// `Ok(None)` when caching is off; `redis` is where a shared cache
+    /// lives.
+    pub fn new(cfg: &LlmCache, redis: &RateLimitBackend) -> Result<Option<AnswerCache>, String> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let shared = if cfg.shared {
+            Some(Arc::new(SharedAnswers::new(cfg, redis)?))
+        } else {
+            None
+        };
+        Ok(Some(AnswerCache {
             store: moka::sync::Cache::builder()
                 .max_capacity(cfg.max_bytes)
                 .weigher(|_, v: &Arc<Cached>| {
@@ -168,25 +181,172 @@ impl AnswerCache {
                 .time_to_live(Duration::from_secs(cfg.ttl_secs))
                 .build(),
             max_entry_bytes: cfg.max_entry_bytes,
-        })
+            shared,
+        }))
     }
 
-    pub fn get(&self, key: &Key) -> Option<Arc<Cached>> {
-        self.store.get(key)
+    /// This node's answer, else the shared one (then kept here too).
+    pub async fn get(&self, key: &Key) -> Option<Arc<Cached>> {
+        if let Some(hit) = self.store.get(key) {
+            return Some(hit);
+        }
+        let found = Arc::new(self.shared.as_ref()?.get(key).await?);
+        self.store.insert(*key, Arc::clone(&found));
+        Some(found)
     }
 
-    /// Keeps `answer` unless it is larger than an entry may be.
+    /// Keeps `answer` unless it is larger than an entry may be; a shared
+    /// cache gets it in the background.
     pub fn put(&self, key: Key, answer: Cached) -> bool {
         if answer.body.len() as u64 > self.max_entry_bytes {
             return false;
         }
-        self.store.insert(key, Arc::new(answer));
+        let answer = Arc::new(answer);
+        if let Some(shared) = &self.shared {
+            let (shared, answer) = (Arc::clone(shared), Arc::clone(&answer));
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { shared.put(&key, &answer).await });
+            }
+        }
+        self.store.insert(key, answer);
         true
     }
 
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_entry_bytes
     }
+}
+
+/// Answers in Redis, shared by every node. Values are a JSON line of what
+/// the answer saved (usage, cost, model, provider, stream) then the body.
+pub struct SharedAnswers {
+    client: redis::Client,
+    /// Made on first use: creating it needs the runtime.
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    timeout: Duration,
+    ttl_secs: u64,
+    /// Without its password, for logs.
+    url: String,
+}
+
+impl SharedAnswers {
+    fn new(cfg: &LlmCache, redis: &RateLimitBackend) -> Result<SharedAnswers, String> {
+        use crate::policy::limits::redis_backend::{open_client, redact};
+        let url = redis.redis_url.as_deref().ok_or(
+            "llm.cache.shared needs rate_limits.redis_url, where the answers are kept",
+        )?;
+        let ca = match &redis.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                format!("rate_limits.redis_ca_file {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        let client = open_client(url, ca)
+            .map_err(|e| format!("rate_limits.redis_url {}: {e}", redact(url)))?;
+        Ok(SharedAnswers {
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            timeout: Duration::from_millis(redis.timeout_ms.max(1)),
+            ttl_secs: cfg.ttl_secs,
+            url: redact(url),
+        })
+    }
+
+    async fn connection(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let manager = self
+            .connection
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    async fn get(&self, key: &Key) -> Option<Cached> {
+        let read = async {
+            let mut c = self.connection().await?;
+            redis::cmd("GET")
+                .arg(redis_key(key))
+                .query_async::<Option<Vec<u8>>>(&mut c)
+                .await
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(value)) => value.and_then(|v| decode(&v)),
+            Ok(Err(e)) => {
+                tracing::warn!(redis = %self.url, error = %e, "shared answer cache: lookup failed; asking the provider");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(redis = %self.url, timeout_ms = self.timeout.as_millis() as u64, "shared answer cache: no answer in time; asking the provider");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, key: &Key, answer: &Cached) {
+        let write = async {
+            let mut c = self.connection().await?;
+            redis::cmd("SET")
+                .arg(redis_key(key))
+                .arg(encode(answer))
+                .arg("EX")
+                .arg(self.ttl_secs)
+                .query_async::<()>(&mut c)
+                .await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(redis = %self.url, error = %e, "shared answer cache: storing failed");
+            }
+            Err(_) => tracing::warn!(redis = %self.url, "shared answer cache: storing timed out"),
+        }
+    }
+}
+
+fn redis_key(key: &Key) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("trigate:llm-answer:{hex}")
+}
+
+fn encode(c: &Cached) -> Vec<u8> {
+    let usage = c.usage.map(|u| {
+        serde_json::json!({"input": u.input, "output": u.output, "cached_input": u.cached_input,
+                           "reasoning": u.reasoning, "estimated": u.estimated})
+    });
+    let meta = serde_json::json!({
+        "stream": c.stream, "usage": usage, "cost_micros": c.cost_micros,
+        "model_served": c.model_served, "provider": c.provider,
+    });
+    let mut out = meta.to_string().into_bytes();
+    out.push(b'\n');
+    out.extend_from_slice(&c.body);
+    out
+}
+
+/// `None` for a value this version did not write (it is then a miss).
+fn decode(v: &[u8]) -> Option<Cached> {
+    let split = v.iter().position(|&b| b == b'\n')?;
+    let meta: Value = serde_json::from_slice(&v[..split]).ok()?;
+    let usage = meta.get("usage").filter(|u| !u.is_null()).map(|u| Usage {
+        input: u["input"].as_u64().unwrap_or(0),
+        output: u["output"].as_u64().unwrap_or(0),
+        cached_input: u["cached_input"].as_u64().unwrap_or(0),
+        reasoning: u["reasoning"].as_u64().unwrap_or(0),
+        estimated: u["estimated"].as_bool().unwrap_or(false),
+    });
+    Some(Cached {
+        body: Bytes::copy_from_slice(&v[split + 1..]),
+        stream: meta.get("stream")?.as_bool()?,
+        usage,
+        cost_micros: meta.get("cost_micros").and_then(Value::as_u64),
+        model_served: meta.get("model_served")?.as_str()?.to_owned(),
+        provider: meta.get("provider")?.as_str()?.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -278,7 +438,9 @@ mod tests {
     fn entries_over_the_size_limit_are_not_kept() {
         let mut c = cfg();
         c.max_entry_bytes = 4;
-        let cache = AnswerCache::new(&c).unwrap();
+        let cache = AnswerCache::new(&c, &RateLimitBackend::default())
+            .unwrap()
+            .unwrap();
         let entry = |body: &'static str| Cached {
             body: Bytes::from_static(body.as_bytes()),
             stream: false,
@@ -288,9 +450,42 @@ mod tests {
             provider: "p".into(),
         };
         assert!(!cache.put([1; 32], entry("too long")));
-        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.store.get(&[1; 32]).is_none());
         assert!(cache.put([2; 32], entry("ok")));
-        assert_eq!(&cache.get(&[2; 32]).unwrap().body[..], b"ok");
-        assert!(AnswerCache::new(&LlmCache::default()).is_none());
+        assert_eq!(&cache.store.get(&[2; 32]).unwrap().body[..], b"ok");
+        assert!(AnswerCache::new(&LlmCache::default(), &RateLimitBackend::default())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn shared_values_round_trip_and_foreign_ones_are_misses() {
+        let c = Cached {
+            body: Bytes::from_static(b"data: {}\n\n"),
+            stream: true,
+            usage: Some(Usage {
+                input: 3,
+                output: 4,
+                estimated: true,
+                ..Usage::default()
+            }),
+            cost_micros: Some(12),
+            model_served: "m".into(),
+            provider: "p".into(),
+        };
+        let back = decode(&encode(&c)).unwrap();
+        assert_eq!(
+            (back.body, back.stream, back.usage, back.cost_micros),
+            (c.body.clone(), true, c.usage, Some(12))
+        );
+        assert!(decode(b"no newline").is_none());
+        assert!(decode(b"{}\nbody").is_none());
+        let shared = LlmCache {
+            enabled: true,
+            shared: true,
+            ..LlmCache::default()
+        };
+        let err = AnswerCache::new(&shared, &RateLimitBackend::default()).err();
+        assert!(err.is_some_and(|e| e.contains("rate_limits.redis_url")));
     }
 }

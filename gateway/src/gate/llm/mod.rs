@@ -33,7 +33,7 @@ pub mod usage;
 
 use std::{collections::HashMap, time::Instant};
 
-use crate::config::{LlmConfig, LlmLimit, RateLimit};
+use crate::config::{LlmConfig, LlmLimit, RateLimit, RateLimitBackend};
 
 use self::{price::PriceTable, provider::ProviderRt};
 
@@ -84,7 +84,8 @@ impl LimitRt {
 }
 
 impl LlmPolicy {
-    pub fn build(cfg: &LlmConfig) -> Result<LlmPolicy, String> {
+    /// `redis`: where a shared answer cache lives (the limits' Redis).
+    pub fn build(cfg: &LlmConfig, redis: &RateLimitBackend) -> Result<LlmPolicy, String> {
         let providers = cfg
             .providers
             .iter()
@@ -100,7 +101,7 @@ impl LlmPolicy {
             by_name,
             prices: PriceTable::new(&cfg.prices),
             limits: cfg.limits.iter().map(LimitRt::new).collect(),
-            cache: cache::AnswerCache::new(&cfg.cache),
+            cache: cache::AnswerCache::new(&cfg.cache, redis)?,
             cfg: cfg.clone(),
             epoch: Instant::now(),
         })

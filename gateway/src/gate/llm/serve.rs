@@ -312,10 +312,11 @@ impl Call {
 
         // Cache lookup after the request guardrails: a refused prompt is
         // never answered, not even from the cache.
-        if let Some(hit) = lookup
-            .key()
-            .and_then(|k| self.llm.cache.as_ref().and_then(|c| c.get(&k)))
-        {
+        let hit = match (lookup.key(), self.llm.cache.as_ref()) {
+            (Some(key), Some(cache)) => cache.get(&key).await,
+            _ => None,
+        };
+        if let Some(hit) = hit {
             // An answer from memory spends no tokens and no budget.
             settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
             return Ok((Answer::Whole(self.cached(&hit, rlog)), "ok"));

@@ -21,7 +21,7 @@
 mod bucket;
 mod budget;
 mod local;
-mod redis_backend;
+pub(crate) mod redis_backend;
 #[cfg(test)]
 mod redis_tests;
 #[cfg(test)]

@@ -153,17 +153,7 @@ impl RedisBuckets {
         ca: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<RedisBuckets, LimitError> {
-        let client = match ca {
-            None => redis::Client::open(url),
-            Some(pem) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            ),
-        }
-        .map_err(|source| LimitError::BadRedisUrl {
+        let client = open_client(url, ca).map_err(|source| LimitError::BadRedisUrl {
             url: redact(url),
             source,
         })?;
@@ -526,7 +516,22 @@ fn escape(s: &str) -> Cow<'_, str> {
 }
 
 /// The URL with the password (or the whole user part) replaced by `***`.
-pub(super) fn redact(url: &str) -> String {
+/// A client for `url`; `ca`: PEM roots for a `rediss://` server (else the
+/// Mozilla roots). Shared with the LLM gate's answer cache.
+pub(crate) fn open_client(url: &str, ca: Option<Vec<u8>>) -> redis::RedisResult<redis::Client> {
+    match ca {
+        None => redis::Client::open(url),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        ),
+    }
+}
+
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
