@@ -4,4 +4,5 @@
 pub mod auth;
 pub mod guard;
 pub mod guardrail;
+pub mod judge;
 pub mod limits;
