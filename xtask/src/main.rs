@@ -84,6 +84,16 @@ enum Bench {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Cost of the guardrail engine (policy::guard, default detectors):
+    /// scan throughput on 1 MiB of generated mixed text, scan + redact
+    /// latency on a 2 KiB prompt, streamed scanning in SSE-sized deltas.
+    /// Runs `cargo bench -p trigate --bench guard`; one thread, no root.
+    Guard {
+        /// Passed to the bench, e.g. `-- --quick` (fewer repetitions) or
+        /// `-- --per-detector` (each detector timed alone too).
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +125,9 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Bench {
             bench: Bench::Llm { args },
         } => bench_bin(&root, "bench-llm", &args),
+        Cmd::Bench {
+            bench: Bench::Guard { args },
+        } => bench_guard(&root, &args),
     }
 }
 
@@ -176,4 +189,14 @@ fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
         );
     }
     run(&mut cmd)
+}
+
+/// The guard bench is a cargo bench of the trigate crate: pure computation,
+/// so no daemon, root or packages; building the crate still builds the eBPF
+/// object (gateway/build.rs), hence the toolchain check.
+fn bench_guard(root: &Path, args: &[String]) -> Result<()> {
+    setup::toolchain()?;
+    run(cargo(root)
+        .args(["bench", "-p", "trigate", "--bench", "guard", "--"])
+        .args(args))
 }
