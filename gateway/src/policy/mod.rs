@@ -2,6 +2,7 @@
 //! (identity, authn), may they (authz), how often (limits), and what the
 //! content holds (guard: PII, secrets, prompt injection).
 pub mod auth;
+pub mod embed;
 pub mod guard;
 pub mod guardrail;
 pub mod judge;

@@ -37,12 +37,19 @@ mod scanner;
 mod secrets;
 mod stream;
 mod text;
+mod topic;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_tests;
 
 pub use config::{BuildError, CustomRule, GuardConfig, DEFAULT_MAX_SCAN_BYTES};
 pub use finding::{Category, CategorySet, Finding, Kind};
 pub use redact::{FindingFilter, Redactor, RestoreStream, Restorer};
 pub use scanner::{ScanError, Scanner};
 pub use stream::{StreamScanner, DEFAULT_WINDOW};
+pub use topic::{
+    validate_topics, TopicConfig, TopicHit, TopicMatch, TopicMatcher, DEFAULT_TOPIC_THRESHOLD,
+    MAX_TOPIC_EXAMPLES,
+};
