@@ -1931,6 +1931,7 @@ fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
     let node = Node::new()?;
     let pod = node.pod("pod-a")?;
     let fake = FakeLlm::openai(pod.host_ip.into())?;
+    let judge = Webhook::start()?;
     let addr = llm_address(&pod)?;
     let cfg = llm_config(
         &node,
@@ -1942,14 +1943,39 @@ fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
     )
     .set(
         "/guardrails",
-        json!({"policies": [{
-            "name": "customer-data",
-            "request": [
-                {"detect": ["email"], "action": "redact", "restore": true},
-                {"detect": ["credit_card"], "action": "block"},
-            ],
-            "response": [{"detect": ["secret"], "action": "redact"}],
-        }]}),
+        json!({
+            "topics": [{
+                "name": "legal-advice",
+                "keywords": ["legal advice", "lawyer", "attorney", "lawsuit"],
+                "examples": [
+                    "Can I sue my landlord for keeping my deposit?",
+                    "Do I need a lawyer for this dispute?",
+                    "Is this clause in my employment contract enforceable?",
+                    "Is it legal for my employer to do this?",
+                    "Who is liable if someone gets hurt on my property?",
+                    "How do I write a will and avoid probate?",
+                    "Can I use a trademarked logo or copyrighted image without permission?",
+                    "What should I expect at my court hearing for a criminal charge?",
+                    "How does child custody work in a divorce?",
+                    "What are my rights as a consumer when a product is defective?",
+                ],
+            }],
+            "policies": [{
+                "name": "customer-data",
+                "request": [
+                    {"detect": ["email"], "action": "redact", "restore": true},
+                    {"detect": ["credit_card"], "action": "block"},
+                ],
+                "response": [{"detect": ["secret"], "action": "redact"}],
+            }, {
+                "name": "finance-agent",
+                "workloads": ["pod-a"],
+                "deny_topics": ["legal-advice"],
+                "judges": ["compliance"],
+            }],
+            "judges": [{"name": "compliance", "kind": "webhook", "url": judge.url(), "fail": "closed"}],
+            "max_scan_bytes": 65536,
+        }),
     )
     .workload(pod.workload());
     let d = node.start(&cfg)?;
@@ -1999,13 +2025,21 @@ fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
             && !r.to_string().contains("4111"),
         "the card was not refused as it should be: {r:#}"
     );
-    ensure!(fake.count() == asked, "a refused prompt reached the provider");
+    ensure!(
+        fake.count() == asked,
+        "a refused prompt reached the provider"
+    );
 
     let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh";
     fake.reply_in_pieces(&["Here is the key: ", &key[..14], &key[14..], " - rotate it."]);
     let r = no_error(
         "stream",
-        openai(&pod, &base, "stream", json!({"model": "gpt-4o", "messages": user("key?")}))?,
+        openai(
+            &pod,
+            &base,
+            "stream",
+            json!({"model": "gpt-4o", "messages": user("key?")}),
+        )?,
     )?;
     ensure!(
         r["text"] == "Here is the key: <OPENAI_KEY_1> - rotate it."
@@ -2027,13 +2061,157 @@ fn guardrails_redact_restore_and_block_for_the_sdks() -> Result<()> {
         "anthropic stream: {r:#}"
     );
 
-    let logs = wait_llm_logs(&d, 5)?;
+    // Topics: the finance agent may not ask for legal advice (a question
+    // that is none of the examples and has none of the keywords); a
+    // finance question passes.
+    fake.reply("Noted.");
+    let asked = fake.count();
+    let legal = openai(
+        &pod,
+        &base,
+        "chat",
+        json!({"model": "gpt-4o", "messages": user(
+            "My landlord wants to evict me next week; is that allowed under tenancy law?")}),
+    )?;
+    ensure!(
+        legal["error"]["status"] == 400
+            && legal["error"]["body"]["code"] == "guardrail_blocked"
+            && legal["error"]["body"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("\"finance-agent\"") && m.contains("legal-advice")),
+        "a legal question reached the finance agent's model: {legal:#}"
+    );
+    ensure!(
+        fake.count() == asked,
+        "the legal question reached the provider"
+    );
+    no_error(
+        "finance question",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user(
+                "How should we forecast quarterly cash flow for the budget review?")}),
+        )?,
+    )?;
+    ensure!(
+        fake.count() == asked + 1,
+        "the finance question was not served"
+    );
+
+    // The webhook judge: it saw every question, after the detectors
+    // (never the e-mail), blocks one and redacts another.
+    ensure!(
+        judge.texts().iter().any(|t| t.contains("<EMAIL_1>"))
+            && !judge.texts().iter().any(|t| t.contains("jane.doe")),
+        "the judge saw: {:?}",
+        judge.texts()
+    );
+    let insider = openai(
+        &pod,
+        &base,
+        "chat",
+        json!({"model": "gpt-4o", "messages": user("Should we buy shares before the insider announcement?")}),
+    )?;
+    ensure!(
+        insider["error"]["status"] == 400
+            && insider["error"]["body"]["message"]
+                .as_str()
+                .is_some_and(
+                    |m| m.contains("judge \"compliance\"") && m.contains("insider trading")
+                ),
+        "the judge's block: {insider:#}"
+    );
+    ensure!(
+        fake.count() == asked + 1,
+        "the judged question reached the provider"
+    );
+    no_error(
+        "judge redaction",
+        openai(
+            &pod,
+            &base,
+            "chat",
+            json!({"model": "gpt-4o", "messages": user("Draft a memo to Acme Corp about the merger.")}),
+        )?,
+    )?;
+    let up = fake.requests().pop().context("no provider request")?;
+    ensure!(
+        up.raw_body
+            .contains("Draft a memo to [CLIENT] about the merger.")
+            && !up.raw_body.contains("Acme"),
+        "the judge's redaction did not reach the provider: {}",
+        up.raw_body
+    );
+
+    // Bad input: bounded and refused with a clear error, never passed
+    // unscanned. A prompt over guardrails.max_scan_bytes:
+    let url = format!("{base}/chat/completions");
+    let post = |body: &[u8]| -> Result<(u16, Value)> {
+        let file = TempFile::new("body.json", "")?;
+        std::fs::write(file.path(), body)?;
+        let data = format!("@{}", file.path().display());
+        let (status, _, body) = curl(
+            &pod,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &data,
+                &url,
+            ],
+        )?;
+        Ok((status, serde_json::from_str(&body).unwrap_or_default()))
+    };
+    let huge = json!({"model": "gpt-4o", "messages": user(&"word ".repeat(14_000))}).to_string();
+    let (status, v) = post(huge.as_bytes())?;
+    ensure!(
+        status == 400
+            && v["error"]["code"] == "guardrail_blocked"
+            && v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_scan_bytes")),
+        "a prompt over max_scan_bytes: {status} {v}"
+    );
+    // Deeply nested JSON and invalid UTF-8: 400 in OpenAI's shape.
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut bad_utf8 = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"caf"#.to_vec();
+    bad_utf8.extend_from_slice(b"\xff\xfe\"}]}");
+    for (what, body) in [
+        ("nested", nested.as_bytes()),
+        ("invalid UTF-8", &bad_utf8[..]),
+    ] {
+        let (status, v) = post(body)?;
+        ensure!(
+            status == 400 && v["error"]["type"] == "invalid_request_error",
+            "{what}: {status} {v}"
+        );
+    }
+    // Inputs shaped to make detectors work hard (anchors everywhere) are
+    // scanned in bounded time and pass.
+    let noisy = format!("{}{}", "1-2.3@4 ".repeat(3_000), "a@".repeat(8_000));
+    let (status, v) = post(
+        json!({"model": "gpt-4o", "messages": user(&noisy)})
+            .to_string()
+            .as_bytes(),
+    )?;
+    ensure!(status == 200, "a noisy prompt: {status} {v}");
+
+    let logs = wait_llm_logs(&d, 13)?;
     ensure!(
         logs.iter()
             .filter(|l| log_str(l, "outcome") == Some("guardrail_blocked"))
             .count()
-            == 1,
-        "one request is logged as blocked: {logs:#?}"
+            == 3
+            && logs
+                .iter()
+                .filter(|l| log_str(l, "outcome") == Some("guardrail_too_large"))
+                .count()
+                == 1,
+        "three requests are logged as blocked, one as too large to scan: {logs:#?}"
     );
     let m = d.metrics()?;
     let findings = |phase, detector, action| {
@@ -2080,7 +2258,7 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
         json!({
             "providers": [provider("fake-openai", &fake)],
             "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]}],
-            "cache": {"enabled": true, "max_temperature": 0.5},
+            "cache": {"enabled": true, "max_temperature": 0.5, "semantic": {"enabled": true}},
         }),
     )
     .workload(pod_a.workload())
@@ -2101,8 +2279,14 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
     );
 
     let s1 = no_error("stream", openai(&pod_a, &base, "stream", ask.clone())?)?;
-    ensure!(fake.count() == asked + 1, "a stream is kept apart from a whole answer");
-    let s2 = no_error("stream again", openai(&pod_a, &base, "stream", ask.clone())?)?;
+    ensure!(
+        fake.count() == asked + 1,
+        "a stream is kept apart from a whole answer"
+    );
+    let s2 = no_error(
+        "stream again",
+        openai(&pod_a, &base, "stream", ask.clone())?,
+    )?;
     ensure!(
         fake.count() == asked + 1 && s2["text"] == s1["text"] && s2["chunks"] == s1["chunks"],
         "the stream was not replayed from the cache: {s2:#}"
@@ -2130,12 +2314,50 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
         "no-cache must reach the provider: {r:#}"
     );
 
+    // The semantic cache: the same question worded differently.
+    let ask_as = |pod, text: &str| {
+        no_error(
+            text,
+            openai(
+                pod,
+                &base,
+                "chat",
+                json!({"model": "gpt-4o", "messages": user(text)}),
+            )?,
+        )
+    };
+    let para = ask_as(&pod_a, "what's the France VAT rate")?;
+    ensure!(
+        para["headers"]["x-trigate-cache"] == "hit"
+            && para["completion"] == first["completion"]
+            && fake.count() == asked + 4,
+        "a paraphrase was not answered from the semantic cache: {para:#}"
+    );
+    let unrelated = ask_as(&pod_a, "What is the capital of Peru?")?;
+    ensure!(
+        unrelated["headers"]["x-trigate-cache"] == "miss" && fake.count() == asked + 5,
+        "an unrelated question was answered from the cache: {unrelated:#}"
+    );
+    ask_as(&pod_a, "How many days of annual leave do employees get?")?;
+    let other_tenant = ask_as(&pod_b, "how many annual leave days do employees get")?;
+    ensure!(
+        other_tenant["headers"]["x-trigate-cache"] == "miss" && fake.count() == asked + 7,
+        "another workload's paraphrase got the first one's answer: {other_tenant:#}"
+    );
+
     let logs = wait_llm_logs(&d, 7)?;
     let hits = logs
         .iter()
         .filter(|l| log_str(l, "cache") == Some("hit"))
         .count();
-    ensure!(hits == 2, "two hits in the access log: {logs:#?}");
+    ensure!(hits == 2, "two exact hits in the access log: {logs:#?}");
+    ensure!(
+        logs.iter()
+            .filter(|l| log_str(l, "cache") == Some("semantic_hit"))
+            .count()
+            == 1,
+        "one semantic hit in the access log: {logs:#?}"
+    );
     let m = d.metrics()?;
     let saved = m.sum(
         "trigate_llm_cache_tokens_saved_total",
@@ -2146,7 +2368,7 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
             "trigate_llm_cache_requests_total",
             &[("workload", "pod-a"), ("result", "hit")]
         ) == 2.0
-            && saved == 60.0,
+            && saved == 90.0,
         "cache metrics: hits {}, input tokens saved {saved}",
         m.sum(
             "trigate_llm_cache_requests_total",
@@ -2184,7 +2406,8 @@ fn cached_answers_are_shared_across_nodes_through_redis() -> Result<()> {
         )
         .set("/rate_limits", json!({"redis_url": redis.url()}))
     };
-    let _d_a = node_a.start(&config(&node_a).workload(pod_a.workload().label("team", "finance")))?;
+    let _d_a =
+        node_a.start(&config(&node_a).workload(pod_a.workload().label("team", "finance")))?;
     let _d_b = node_b.start(
         &config(&node_b)
             .workload(pod_b.workload().label("team", "finance"))
@@ -2210,4 +2433,70 @@ fn cached_answers_are_shared_across_nodes_through_redis() -> Result<()> {
         "another tenant on the second node got the shared answer: {other:#}"
     );
     Ok(())
+}
+
+/// A guardrail judge webhook speaking trigate's contract (see
+/// gateway/src/policy/judge.rs): blocks questions about insider
+/// announcements, redacts "Acme Corp", allows the rest; keeps every text
+/// it was sent.
+struct Webhook {
+    addr: SocketAddr,
+    texts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn start() -> Result<Webhook> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let texts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&texts);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let text = request["text"].as_str().unwrap_or_default().to_string();
+                seen.lock().unwrap().push(text.clone());
+                let answer = if text.contains("insider") {
+                    json!({"action": "block", "reason": "insider trading"})
+                } else if text.contains("Acme Corp") {
+                    json!({"action": "redact", "text": text.replace("Acme Corp", "[CLIENT]")})
+                } else {
+                    json!({"action": "allow"})
+                }
+                .to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        Ok(Webhook { addr, texts })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/judge", self.addr)
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.texts.lock().unwrap().clone()
+    }
 }

@@ -198,5 +198,10 @@ fn bench_guard(root: &Path, args: &[String]) -> Result<()> {
     setup::toolchain()?;
     run(cargo(root)
         .args(["bench", "-p", "trigate", "--bench", "guard", "--"])
+        .args(args))?;
+    // The semantic cache's lookup, with the same options (it knows only
+    // --quick and ignores the rest).
+    run(cargo(root)
+        .args(["bench", "-p", "trigate", "--bench", "semantic", "--"])
         .args(args))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::guard::{Category, CustomRule, Kind, DEFAULT_MAX_SCAN_BYTES};
+use crate::policy::guard::{Category, CustomRule, Kind, TopicConfig, DEFAULT_MAX_SCAN_BYTES};
 
 /// Guardrails, shared by the gates (the LLM gate applies them to prompts
 /// and answers).
@@ -19,6 +19,12 @@ pub struct GuardrailsConfig {
     /// streamed answer in total). Larger input is refused, never passed
     /// unscanned.
     pub max_scan_bytes: usize,
+    /// Topics policies deny or require, by keywords and example sentences
+    /// (compared by meaning with the built-in local embedding).
+    pub topics: Vec<TopicConfig>,
+    /// External judges policies ask: a webhook or a model, each with its
+    /// timeout and fail mode; the judges of a request are asked at once.
+    pub judges: Vec<crate::policy::judge::JudgeConfig>,
     /// Which rules apply to which workloads. Every policy that selects a
     /// workload applies; for one finding the strictest action wins
     /// (block, then redact, then log).
@@ -30,6 +36,8 @@ impl Default for GuardrailsConfig {
         GuardrailsConfig {
             custom: Vec::new(),
             max_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
+            topics: Vec::new(),
+            judges: Vec::new(),
             policies: Vec::new(),
         }
     }
@@ -49,6 +57,18 @@ pub struct GuardPolicyConfig {
     pub request: Vec<GuardRuleConfig>,
     /// Applied to what the model answers, streamed answers included.
     pub response: Vec<GuardRuleConfig>,
+    /// `topics[].name`s the workload may not ask about: a question (the
+    /// last user turn) on one of them is refused.
+    pub deny_topics: Vec<String>,
+    /// When set, the only `topics[].name`s the workload may ask about: a
+    /// question on none of them is refused.
+    pub allow_topics: Vec<String>,
+    /// `judges[].name`s asked about each question (the last user turn):
+    /// allow, block, or (webhooks) redact it.
+    pub judges: Vec<String>,
+    /// `judges[].name`s asked about each whole answer (streamed answers
+    /// are not sent to judges): allow or block it.
+    pub response_judges: Vec<String>,
 }
 
 /// What to do with findings of some detectors.
@@ -138,12 +158,24 @@ impl GuardrailsConfig {
             custom: self.custom.clone(),
             max_scan_bytes: self.max_scan_bytes,
         };
-        for message in engine.validate("guardrails") {
+        let messages =
+            engine
+                .validate("guardrails")
+                .into_iter()
+                .chain(crate::policy::guard::validate_topics(
+                    &self.topics,
+                    "guardrails.topics",
+                ));
+        for message in messages {
             let (field, rest) = message
                 .split_once(' ')
                 .map_or(("guardrails", message.as_str()), |(f, r)| (f, r));
             out.push((field.trim_end_matches(':').to_owned(), rest.to_owned()));
         }
+        out.extend(crate::policy::judge::list_problems(
+            &self.judges,
+            "guardrails.judges",
+        ));
         let mut names = BTreeMap::new();
         for (i, policy) in self.policies.iter().enumerate() {
             let at = format!("guardrails.policies[{i}]");
@@ -158,17 +190,52 @@ impl GuardrailsConfig {
                     ),
                 ));
             }
-            if policy.request.is_empty() && policy.response.is_empty() {
+            if policy.request.is_empty()
+                && policy.response.is_empty()
+                && policy.deny_topics.is_empty()
+                && policy.allow_topics.is_empty()
+                && policy.judges.is_empty()
+                && policy.response_judges.is_empty()
+            {
                 out.push((
                     at.clone(),
-                    "has no rules: add request or response rules, or remove it".into(),
+                    "has no rules: add request or response rules or topics, or remove it".into(),
                 ));
+            }
+            for (list, names) in [
+                ("deny_topics", &policy.deny_topics),
+                ("allow_topics", &policy.allow_topics),
+            ] {
+                for (k, name) in names.iter().enumerate() {
+                    if !self.topics.iter().any(|t| t.name == *name) {
+                        out.push((
+                            format!("{at}.{list}[{k}]"),
+                            format!("{name:?} is not the name of a guardrails.topics entry"),
+                        ));
+                    }
+                }
+            }
+            for (list, names) in [
+                ("judges", &policy.judges),
+                ("response_judges", &policy.response_judges),
+            ] {
+                for (k, name) in names.iter().enumerate() {
+                    if !self.judges.iter().any(|j| j.name == *name) {
+                        out.push((
+                            format!("{at}.{list}[{k}]"),
+                            format!("{name:?} is not the name of a guardrails.judges entry"),
+                        ));
+                    }
+                }
             }
             for (phase, rules) in [("request", &policy.request), ("response", &policy.response)] {
                 for (j, rule) in rules.iter().enumerate() {
                     let at = format!("{at}.{phase}[{j}]");
                     if rule.detect.is_empty() {
-                        out.push((format!("{at}.detect"), "must name at least one detector".into()));
+                        out.push((
+                            format!("{at}.detect"),
+                            "must name at least one detector".into(),
+                        ));
                     }
                     for (k, name) in rule.detect.iter().enumerate() {
                         match Detect::parse(name, &self.custom) {

@@ -279,6 +279,9 @@ pub struct LlmCache {
     /// Requests with a higher `temperature` bypass the cache: their
     /// caller asked for variety. A request without one counts as 0.
     pub max_temperature: f64,
+    /// Questions worded differently from one already answered get its
+    /// answer when close enough in meaning.
+    pub semantic: SemanticCache,
     /// Also keep answers in the Redis of `rate_limits.redis_url`, so every
     /// node's gateway serves them (same tenant scoping; this node's memory
     /// is asked first).
@@ -298,7 +301,37 @@ impl Default for LlmCache {
             max_entry_bytes: 1 << 20,
             max_temperature: 1.0,
             shared: false,
+            semantic: SemanticCache::default(),
             scope: "workload".into(),
+        }
+    }
+}
+
+/// The semantic cache: the last user turn is embedded (the built-in local
+/// embedding, no model server needed) and compared with the questions
+/// already answered in the same context — same tenant, API, model, system
+/// prompt, tools, parameters and earlier turns, so only the wording of
+/// the question may differ. The index is this node's; the answers it
+/// points at follow `shared`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemanticCache {
+    pub enabled: bool,
+    /// Cosine similarity a question needs with an answered one (0–1).
+    /// The local embedding scores paraphrases that keep the key words
+    /// around 0.8–1 and unrelated questions near 0.
+    pub threshold: f32,
+    /// Answered questions remembered on this node, all tenants together;
+    /// the oldest go first.
+    pub max_entries: usize,
+}
+
+impl Default for SemanticCache {
+    fn default() -> Self {
+        SemanticCache {
+            enabled: false,
+            threshold: 0.8,
+            max_entries: 10_000,
         }
     }
 }

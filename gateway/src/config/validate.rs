@@ -1037,7 +1037,16 @@ fn check_llm(config: &Config, p: &mut Problems) {
             "answers are shared through the Redis of rate_limits.redis_url, which is not set",
         );
     }
-    if !(cache.max_temperature >= 0.0) {
+    if !(0.0..=1.0).contains(&cache.semantic.threshold) {
+        p.push("llm.cache.semantic.threshold", "must be between 0 and 1");
+    }
+    if cache.semantic.enabled && !cache.enabled {
+        p.push(
+            "llm.cache.semantic.enabled",
+            "the semantic cache keeps its answers in the cache: set llm.cache.enabled too",
+        );
+    }
+    if cache.max_temperature.is_nan() || cache.max_temperature < 0.0 {
         p.push("llm.cache.max_temperature", "must be 0 or more");
     }
     if llm.max_attempts == 0 {

@@ -12,22 +12,35 @@ use std::sync::Arc;
 
 use crate::config::{Detect, GuardAction, GuardrailsConfig};
 use crate::policy::guard::{
-    Category, FindingFilter, Finding, GuardConfig, Kind, Redactor, Restorer, ScanError, Scanner,
+    Category, Finding, FindingFilter, GuardConfig, Kind, Redactor, Restorer, ScanError, Scanner,
+    TopicMatcher,
 };
+use crate::policy::judge::Judge;
 
 /// The guardrails of one config, compiled once and read per request.
 #[derive(Default)]
 pub struct Guardrails {
     /// `None` when no policy exists: nothing to scan for.
     scanner: Option<Arc<Scanner>>,
+    /// The topics, examples embedded; `None` without topics.
+    topics: Option<Arc<TopicMatcher>>,
+    topic_names: Vec<String>,
+    judges: Vec<Arc<Judge>>,
     policies: Vec<Policy>,
 }
 
 struct Policy {
+    name: Arc<str>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
     request: Vec<Rule>,
     response: Vec<Rule>,
+    /// Indexes into the topics.
+    deny_topics: Vec<usize>,
+    allow_topics: Vec<usize>,
+    /// Indexes into the judges, per phase.
+    request_judges: Vec<usize>,
+    response_judges: Vec<usize>,
 }
 
 /// One rule with its policy's name, as a [`Plan`] holds it.
@@ -83,9 +96,8 @@ impl Guardrails {
                             .detect
                             .iter()
                             .map(|d| {
-                                Detect::parse(d, &cfg.custom).ok_or_else(|| {
-                                    format!("guardrails: {d:?} names no detector")
-                                })
+                                Detect::parse(d, &cfg.custom)
+                                    .ok_or_else(|| format!("guardrails: {d:?} names no detector"))
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         Ok(Rule {
@@ -97,7 +109,34 @@ impl Guardrails {
                     })
                     .collect()
             };
+            let topic_indexes = |names: &[String]| -> Result<Vec<usize>, String> {
+                names
+                    .iter()
+                    .map(|n| {
+                        cfg.topics
+                            .iter()
+                            .position(|t| t.name == *n)
+                            .ok_or_else(|| format!("guardrails: no topic is named {n:?}"))
+                    })
+                    .collect()
+            };
+            let judge_indexes = |names: &[String]| -> Result<Vec<usize>, String> {
+                names
+                    .iter()
+                    .map(|n| {
+                        cfg.judges
+                            .iter()
+                            .position(|j| j.name == *n)
+                            .ok_or_else(|| format!("guardrails: no judge is named {n:?}"))
+                    })
+                    .collect()
+            };
             let policy = Policy {
+                request_judges: judge_indexes(&p.judges)?,
+                response_judges: judge_indexes(&p.response_judges)?,
+                name: Arc::clone(&name),
+                deny_topics: topic_indexes(&p.deny_topics)?,
+                allow_topics: topic_indexes(&p.allow_topics)?,
                 workloads: p.workloads.clone(),
                 labels: p.labels.clone(),
                 request: compile(&p.request)?,
@@ -123,8 +162,23 @@ impl Guardrails {
             max_scan_bytes: cfg.max_scan_bytes,
         })
         .map_err(|e| e.to_string())?;
+        let topics = if cfg.topics.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                TopicMatcher::new(&cfg.topics).map_err(|e| e.to_string())?,
+            ))
+        };
+        let judges = cfg
+            .judges
+            .iter()
+            .map(|j| Judge::new(j).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Guardrails {
             scanner: Some(Arc::new(scanner)),
+            judges,
+            topics,
+            topic_names: cfg.topics.iter().map(|t| t.name.clone()).collect(),
             policies,
         })
     }
@@ -135,6 +189,9 @@ impl Guardrails {
         let scanner = self.scanner.as_ref()?;
         let mut request = Vec::new();
         let mut response = Vec::new();
+        let mut deny_topics = Vec::new();
+        let mut allow_topics = Vec::new();
+        let mut judges: [Judges; 2] = Default::default();
         for p in &self.policies {
             let by_name = p.workloads.is_empty()
                 || who.is_some_and(|(name, _)| p.workloads.iter().any(|n| n == name));
@@ -145,15 +202,53 @@ impl Guardrails {
             if by_name && by_labels {
                 request.extend(p.request.iter().cloned());
                 response.extend(p.response.iter().cloned());
+                deny_topics.extend(p.deny_topics.iter().map(|&t| (Arc::clone(&p.name), t)));
+                for (phase, wanted) in [&p.request_judges, &p.response_judges]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let set = &mut judges[phase];
+                    for &j in wanted {
+                        if !set.judges.iter().any(|x| Arc::ptr_eq(x, &self.judges[j])) {
+                            set.judges.push(Arc::clone(&self.judges[j]));
+                        }
+                    }
+                    if !wanted.is_empty() {
+                        set.policies.push(p.name.to_string());
+                    }
+                }
+                if !p.allow_topics.is_empty() {
+                    let names: Vec<&str> = p
+                        .allow_topics
+                        .iter()
+                        .map(|&t| self.topic_names[t].as_str())
+                        .collect();
+                    allow_topics.push((
+                        Arc::clone(&p.name),
+                        p.allow_topics.clone(),
+                        names.join(", "),
+                    ));
+                }
             }
         }
-        if request.is_empty() && response.is_empty() {
+        if request.is_empty()
+            && response.is_empty()
+            && deny_topics.is_empty()
+            && allow_topics.is_empty()
+            && judges.iter().all(|j| j.judges.is_empty())
+        {
             return None;
         }
+        let [request_judges, response_judges] = judges;
         Some(Arc::new(Plan {
             scanner: Arc::clone(scanner),
             request,
             response,
+            topics: self.topics.clone(),
+            deny_topics,
+            allow_topics,
+            request_judges,
+            response_judges,
         }))
     }
 }
@@ -164,6 +259,21 @@ pub struct Plan {
     scanner: Arc<Scanner>,
     request: Vec<Rule>,
     response: Vec<Rule>,
+    topics: Option<Arc<TopicMatcher>>,
+    /// (policy, topic index) pairs the question may not touch.
+    deny_topics: Vec<(Arc<str>, usize)>,
+    /// Per policy that restricts them, the topics a question must touch
+    /// one of.
+    allow_topics: Vec<(Arc<str>, Vec<usize>, String)>,
+    request_judges: Judges,
+    response_judges: Judges,
+}
+
+/// The judges one phase asks, and the policies that named them.
+#[derive(Debug, Default)]
+pub struct Judges {
+    pub judges: Vec<Arc<Judge>>,
+    pub policies: Vec<String>,
 }
 
 /// What a finding triggers: the strictest matching rule's action.
@@ -186,6 +296,19 @@ impl Plan {
     /// Whether anything is checked in `phase`.
     pub fn checks(&self, phase: Phase) -> bool {
         !self.rules(phase).is_empty()
+    }
+
+    /// The judges asked in `phase`.
+    pub fn judges(&self, phase: Phase) -> &Judges {
+        match phase {
+            Phase::Request => &self.request_judges,
+            Phase::Response => &self.response_judges,
+        }
+    }
+
+    /// Whether questions are checked against topics.
+    pub fn checks_topics(&self) -> bool {
+        !self.deny_topics.is_empty() || !self.allow_topics.is_empty()
     }
 
     pub fn scanner(&self) -> &Arc<Scanner> {
@@ -258,6 +381,17 @@ impl Blocked {
 pub enum CheckError {
     #[error("{}", .0.message())]
     Blocked(Blocked),
+    /// The question is on a denied topic (`topic`), or on none of a
+    /// policy's allowed ones (`topic: None`).
+    #[error("{}", match .topic {
+        Some(t) => format!("blocked by guardrail policy {policy:?}: the question is about {t:?}, a topic this workload may not ask about; the request was not sent to the model"),
+        None => format!("blocked by guardrail policy {policy:?}: the question is about none of the topics this workload may ask about ({allowed}); the request was not sent to the model"),
+    })]
+    Topic {
+        policy: Arc<str>,
+        topic: Option<Arc<str>>,
+        allowed: String,
+    },
     /// Too large to scan: refused rather than passed unscanned.
     #[error("{place} is {len} bytes, more than the {limit} bytes guardrails scan (guardrails.max_scan_bytes)")]
     TooLarge {
@@ -271,7 +405,8 @@ pub enum CheckError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     pub policy: Arc<str>,
-    pub kind: Kind,
+    /// The detector's kind (`email`), or `topic:<name>`.
+    pub detector: String,
     pub rule: Arc<str>,
     pub action: GuardAction,
     pub phase: Phase,
@@ -361,7 +496,7 @@ impl Session {
         }
         self.hits.push(Hit {
             policy: Arc::clone(&d.policy),
-            kind: f.kind,
+            detector: f.kind.as_str().to_owned(),
             rule: Arc::clone(&f.rule),
             action: d.action,
             phase,
@@ -388,6 +523,61 @@ impl Session {
             self.redactor
                 .restorer_for(|label| self.restore_labels.iter().any(|l| l == label)),
         )
+    }
+
+    /// Checks the question (the last user turn) against the denied and
+    /// allowed topics.
+    pub fn check_topics(&mut self, question: &str) -> Result<(), CheckError> {
+        let Some(matcher) = self.plan.topics.clone() else {
+            return Ok(());
+        };
+        if !self.plan.checks_topics() {
+            return Ok(());
+        }
+        let hits = matcher.classify(question);
+        let plan = Arc::clone(&self.plan);
+        let mut refusal = None;
+        for (policy, t) in &plan.deny_topics {
+            if let Some(hit) = hits.iter().find(|h| h.index == *t) {
+                self.topic_hit(policy, &hit.topic, GuardAction::Block);
+                refusal.get_or_insert(CheckError::Topic {
+                    policy: Arc::clone(policy),
+                    topic: Some(Arc::clone(&hit.topic)),
+                    allowed: String::new(),
+                });
+            }
+        }
+        for (policy, allowed, names) in &plan.allow_topics {
+            let on_topic = hits.iter().find(|h| allowed.contains(&h.index));
+            match on_topic {
+                Some(hit) => self.topic_hit(policy, &hit.topic, GuardAction::Log),
+                None => {
+                    self.hits.push(Hit {
+                        policy: Arc::clone(policy),
+                        detector: "topic:none_allowed".into(),
+                        rule: Arc::from("allow_topics"),
+                        action: GuardAction::Block,
+                        phase: Phase::Request,
+                    });
+                    refusal.get_or_insert(CheckError::Topic {
+                        policy: Arc::clone(policy),
+                        topic: None,
+                        allowed: names.clone(),
+                    });
+                }
+            }
+        }
+        refusal.map_or(Ok(()), Err)
+    }
+
+    fn topic_hit(&mut self, policy: &Arc<str>, topic: &Arc<str>, action: GuardAction) {
+        self.hits.push(Hit {
+            policy: Arc::clone(policy),
+            detector: format!("topic:{topic}"),
+            rule: Arc::clone(topic),
+            action,
+            phase: Phase::Request,
+        });
     }
 
     /// What was found since the last call.
@@ -478,14 +668,26 @@ mod tests {
             .check(Phase::Request, text, || "messages[0].content".into())
             .unwrap()
             .unwrap();
-        assert!(out.contains("<EMAIL_1>") && out.contains("<PHONE_1>"), "{out}");
+        assert!(
+            out.contains("<EMAIL_1>") && out.contains("<PHONE_1>"),
+            "{out}"
+        );
         assert!(out.contains("10.1.2.3"), "logged, not redacted: {out}");
-        let actions: Vec<_> = s.take_hits().into_iter().map(|h| (h.kind, h.action)).collect();
-        assert!(actions.contains(&(Kind::Ipv4, GuardAction::Log)), "{actions:?}");
-        assert!(actions.contains(&(Kind::Email, GuardAction::Redact)));
+        let actions: Vec<_> = s
+            .take_hits()
+            .into_iter()
+            .map(|h| (h.detector, h.action))
+            .collect();
+        assert!(
+            actions.contains(&("ipv4".into(), GuardAction::Log)),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&("email".into(), GuardAction::Redact)));
 
         let err = s
-            .check(Phase::Request, "card 4111 1111 1111 1111", || "messages[1].content".into())
+            .check(Phase::Request, "card 4111 1111 1111 1111", || {
+                "messages[1].content".into()
+            })
             .unwrap_err();
         let CheckError::Blocked(b) = &err else {
             panic!("{err:?}")
@@ -493,7 +695,10 @@ mod tests {
         assert_eq!((b.kind, &*b.policy), (Kind::CreditCard, "pii"));
         let message = err.to_string();
         assert!(message.contains("messages[1].content") && message.contains("\"pii\""));
-        assert!(!message.contains("4111"), "never echoes the finding: {message}");
+        assert!(
+            !message.contains("4111"),
+            "never echoes the finding: {message}"
+        );
     }
 
     #[test]
@@ -513,13 +718,17 @@ mod tests {
         let mut cfg = config(vec![pii_policy()]);
         cfg.policies[0].response = vec![rule(&["email"], GuardAction::Redact, false)];
         let mut s = session(&cfg, "w").unwrap();
-        s.check(Phase::Request, "a@example.com", String::new).unwrap();
+        s.check(Phase::Request, "a@example.com", String::new)
+            .unwrap();
         let out = s
             .check(Phase::Response, "b@example.com and <EMAIL_1>", String::new)
             .unwrap()
             .unwrap();
         assert_eq!(out, "<EMAIL_2> and <EMAIL_1>");
-        assert_eq!(s.restorer().unwrap().restore(&out), "<EMAIL_2> and a@example.com");
+        assert_eq!(
+            s.restorer().unwrap().restore(&out),
+            "<EMAIL_2> and a@example.com"
+        );
     }
 
     #[test]
@@ -538,13 +747,21 @@ mod tests {
         let err = s
             .check(Phase::Request, "about Project Falcon", String::new)
             .unwrap_err();
-        assert!(err.to_string().contains("custom rule \"project-x\""), "{err}");
-        let CheckError::Blocked(b) = s.check(Phase::Request, "x@example.com", String::new).unwrap_err()
+        assert!(
+            err.to_string().contains("custom rule \"project-x\""),
+            "{err}"
+        );
+        let CheckError::Blocked(b) = s
+            .check(Phase::Request, "x@example.com", String::new)
+            .unwrap_err()
         else {
             panic!()
         };
         assert_eq!(&*b.policy, "strict");
-        assert_eq!(s.check(Phase::Request, "call 415-555-0100", String::new), Ok(None));
+        assert_eq!(
+            s.check(Phase::Request, "call 415-555-0100", String::new),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -574,7 +791,14 @@ mod tests {
         let err = s
             .check(Phase::Request, &"a".repeat(17), || "input".into())
             .unwrap_err();
-        assert!(matches!(err, CheckError::TooLarge { len: 17, limit: 16, .. }));
+        assert!(matches!(
+            err,
+            CheckError::TooLarge {
+                len: 17,
+                limit: 16,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -585,6 +809,60 @@ mod tests {
             Ok(None)
         );
         assert!(s.take_hits().is_empty());
+    }
+
+    #[test]
+    fn denied_and_allowed_topics() {
+        use crate::policy::guard::TopicConfig;
+        let topic = |name: &str, keywords: &[&str]| TopicConfig {
+            name: name.into(),
+            keywords: keywords.iter().map(|k| k.to_string()).collect(),
+            ..TopicConfig::default()
+        };
+        let mut cfg = config(vec![
+            GuardPolicyConfig {
+                name: "no-legal".into(),
+                deny_topics: vec!["legal".into()],
+                ..GuardPolicyConfig::default()
+            },
+            GuardPolicyConfig {
+                name: "finance-only".into(),
+                allow_topics: vec!["finance".into()],
+                ..GuardPolicyConfig::default()
+            },
+        ]);
+        cfg.topics = vec![
+            topic("legal", &["lawsuit"]),
+            topic("finance", &["budget", "invoice"]),
+        ];
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        let mut s = session(&cfg, "w").unwrap();
+        assert!(s.plan().checks_topics());
+        assert_eq!(s.check_topics("Is the Q3 budget final?"), Ok(()));
+        let err = s
+            .check_topics("Could this budget overrun end in a lawsuit?")
+            .unwrap_err();
+        assert!(
+            matches!(&err, CheckError::Topic { policy, topic: Some(t), .. } if &**policy == "no-legal" && &**t == "legal"),
+            "{err:?}"
+        );
+        let err = s.check_topics("Tell me a joke").unwrap_err();
+        assert!(
+            err.to_string().contains("none of the topics") && err.to_string().contains("finance")
+        );
+        let detectors: Vec<String> = s.take_hits().into_iter().map(|h| h.detector).collect();
+        assert!(
+            detectors.contains(&"topic:legal".to_string()),
+            "{detectors:?}"
+        );
+        assert!(detectors.contains(&"topic:none_allowed".to_string()));
+
+        cfg.policies[0].deny_topics = vec!["medical".into()];
+        let problems = cfg.problems();
+        assert_eq!(
+            problems[0].0, "guardrails.policies[0].deny_topics[0]",
+            "{problems:?}"
+        );
     }
 
     #[test]

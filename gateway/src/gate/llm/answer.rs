@@ -11,7 +11,7 @@ use http_body::{Body, Frame};
 
 use super::{
     account::Settle,
-    cache::{Cached, Key},
+    cache::{Cached, Slot},
     stream::StreamError,
     streaming::Translator,
     usage::Usage,
@@ -45,7 +45,7 @@ pub(crate) struct LlmStream {
 
 /// A streamed answer recorded for the answer cache, up to its entry limit.
 pub(crate) struct Keep {
-    key: Key,
+    slot: Slot,
     max: u64,
     buf: Vec<u8>,
     /// Larger than an entry may be: not kept.
@@ -54,9 +54,9 @@ pub(crate) struct Keep {
 
 impl Keep {
     /// Starts with the first bytes, which the stream sends first.
-    pub(super) fn new(key: Key, max: u64, first: &[u8]) -> Keep {
+    pub(super) fn new(slot: Slot, max: u64, first: &[u8]) -> Keep {
         let mut k = Keep {
-            key,
+            slot,
             max,
             buf: Vec::new(),
             over: false,
@@ -144,7 +144,7 @@ impl LlmStream {
             if let Some((k, llm, model_served, provider)) = keep {
                 if let Some(cache) = llm.cache.as_ref() {
                     cache.put(
-                        k.key,
+                        &k.slot,
                         Cached {
                             body: Bytes::from(k.buf),
                             stream: true,

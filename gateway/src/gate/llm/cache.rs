@@ -22,7 +22,11 @@ use hyper::{header, HeaderMap};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{front::Api, usage::Usage};
+use super::{
+    front::Api,
+    semantic::{Question, SemanticIndex},
+    usage::Usage,
+};
 use crate::config::{LlmCache, RateLimitBackend};
 
 /// A cache key: SHA-256 of what identifies an answer.
@@ -58,7 +62,7 @@ impl Lookup {
 }
 
 /// Members that do not change what a model answers.
-const IGNORED: [&str; 8] = [
+pub(super) const IGNORED: [&str; 8] = [
     "stream",
     "user",
     "metadata",
@@ -155,6 +159,16 @@ pub struct AnswerCache {
     store: moka::sync::Cache<Key, Arc<Cached>>,
     max_entry_bytes: u64,
     shared: Option<Arc<SharedAnswers>>,
+    /// Answered questions and the similarity a new one needs.
+    semantic: Option<(SemanticIndex, f32)>,
+}
+
+/// Where an answer is kept: its exact key, and its question for the
+/// semantic index.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub key: Key,
+    pub question: Option<Arc<Question>>,
 }
 
 /// Bookkeeping bytes counted per entry on top of the body.
@@ -182,7 +196,26 @@ impl AnswerCache {
                 .build(),
             max_entry_bytes: cfg.max_entry_bytes,
             shared,
+            semantic: cfg.semantic.enabled.then(|| {
+                (
+                    SemanticIndex::new(cfg.semantic.max_entries),
+                    cfg.semantic.threshold,
+                )
+            }),
         }))
+    }
+
+    /// Whether questions are compared by meaning too.
+    pub fn semantic(&self) -> bool {
+        self.semantic.is_some()
+    }
+
+    /// The answer of the closest question already answered in `q`'s
+    /// context, with its similarity.
+    pub async fn similar(&self, q: &Question) -> Option<(Arc<Cached>, f32)> {
+        let (index, threshold) = self.semantic.as_ref()?;
+        let (key, score) = index.find(q, *threshold)?;
+        Some((self.get(&key).await?, score))
     }
 
     /// This node's answer, else the shared one (then kept here too).
@@ -196,10 +229,14 @@ impl AnswerCache {
     }
 
     /// Keeps `answer` unless it is larger than an entry may be; a shared
-    /// cache gets it in the background.
-    pub fn put(&self, key: Key, answer: Cached) -> bool {
+    /// cache gets it in the background, the semantic index its question.
+    pub fn put(&self, slot: &Slot, answer: Cached) -> bool {
+        let key = slot.key;
         if answer.body.len() as u64 > self.max_entry_bytes {
             return false;
+        }
+        if let (Some((index, _)), Some(q)) = (&self.semantic, &slot.question) {
+            index.insert(q, key);
         }
         let answer = Arc::new(answer);
         if let Some(shared) = &self.shared {
@@ -232,13 +269,15 @@ pub struct SharedAnswers {
 impl SharedAnswers {
     fn new(cfg: &LlmCache, redis: &RateLimitBackend) -> Result<SharedAnswers, String> {
         use crate::policy::limits::redis_backend::{open_client, redact};
-        let url = redis.redis_url.as_deref().ok_or(
-            "llm.cache.shared needs rate_limits.redis_url, where the answers are kept",
-        )?;
+        let url = redis
+            .redis_url
+            .as_deref()
+            .ok_or("llm.cache.shared needs rate_limits.redis_url, where the answers are kept")?;
         let ca = match &redis.redis_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                format!("rate_limits.redis_ca_file {}: {e}", path.display())
-            })?),
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("rate_limits.redis_ca_file {}: {e}", path.display()))?,
+            ),
             None => None,
         };
         let client = open_client(url, ca)
@@ -363,7 +402,14 @@ mod tests {
     }
 
     fn key(tenant: &str, request: Value, stream: bool) -> Lookup {
-        lookup(&cfg(), tenant, Api::ChatCompletions, &request, stream, &HeaderMap::new())
+        lookup(
+            &cfg(),
+            tenant,
+            Api::ChatCompletions,
+            &request,
+            stream,
+            &HeaderMap::new(),
+        )
     }
 
     #[test]
@@ -394,7 +440,11 @@ mod tests {
             assert_ne!(key("t", v.clone(), false), k, "{v}");
         }
         assert_ne!(key("other", base.clone(), false), k, "tenants never share");
-        assert_ne!(key("t", base.clone(), true), k, "a stream is kept as a stream");
+        assert_ne!(
+            key("t", base.clone(), true),
+            k,
+            "a stream is kept as a stream"
+        );
         assert_ne!(
             lookup(&cfg(), "t", Api::Messages, &base, false, &HeaderMap::new()),
             k
@@ -406,7 +456,10 @@ mod tests {
         let req = json!({"model": "m", "temperature": 1.5});
         assert_eq!(key("t", req, false), Lookup::Bypass("temperature"));
         let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, No-Store"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Store"),
+        );
         let req = json!({"model": "m"});
         assert_eq!(
             lookup(&cfg(), "t", Api::ChatCompletions, &req, false, &h),
@@ -414,7 +467,14 @@ mod tests {
         );
         let off = LlmCache::default();
         assert_eq!(
-            lookup(&off, "t", Api::ChatCompletions, &req, false, &HeaderMap::new()),
+            lookup(
+                &off,
+                "t",
+                Api::ChatCompletions,
+                &req,
+                false,
+                &HeaderMap::new()
+            ),
             Lookup::Off
         );
         assert_eq!(
@@ -430,7 +490,10 @@ mod tests {
         let labels = BTreeMap::from([("team".to_string(), "fin".to_string())]);
         assert_eq!(tenant("workload", Some(("a", &labels))), "workload:a");
         assert_eq!(tenant("label:team", Some(("a", &labels))), "label:team=fin");
-        assert_eq!(tenant("label:team", Some(("b", &BTreeMap::new()))), "workload:b");
+        assert_eq!(
+            tenant("label:team", Some(("b", &BTreeMap::new()))),
+            "workload:b"
+        );
         assert_eq!(tenant("workload", None), "unidentified");
     }
 
@@ -449,13 +512,19 @@ mod tests {
             model_served: "m".into(),
             provider: "p".into(),
         };
-        assert!(!cache.put([1; 32], entry("too long")));
+        let slot = |n| Slot {
+            key: [n; 32],
+            question: None,
+        };
+        assert!(!cache.put(&slot(1), entry("too long")));
         assert!(cache.store.get(&[1; 32]).is_none());
-        assert!(cache.put([2; 32], entry("ok")));
+        assert!(cache.put(&slot(2), entry("ok")));
         assert_eq!(&cache.store.get(&[2; 32]).unwrap().body[..], b"ok");
-        assert!(AnswerCache::new(&LlmCache::default(), &RateLimitBackend::default())
-            .unwrap()
-            .is_none());
+        assert!(
+            AnswerCache::new(&LlmCache::default(), &RateLimitBackend::default())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

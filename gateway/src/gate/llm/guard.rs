@@ -18,12 +18,17 @@ use super::{
 use crate::policy::guard::{RestoreStream, StreamScanner};
 use crate::policy::guardrail::{Blocked, CheckError, Hit, Phase, Session};
 
+/// Checks one text: given the text and where it is (built only when
+/// needed), `Some(new)` replaces it, `Err` refuses.
+pub type Check<'a> =
+    &'a mut dyn FnMut(&str, &dyn Fn() -> String) -> Result<Option<String>, CheckError>;
+
 /// Calls `check` on every text of a request of `api`, replacing the ones
 /// it returns a new text for. `Err` stops at the first refusal.
 pub fn request_texts(
     api: Api,
     body: &mut Map<String, Value>,
-    check: &mut dyn FnMut(&str, &dyn Fn() -> String) -> Result<Option<String>, CheckError>,
+    check: Check<'_>,
 ) -> Result<(), CheckError> {
     let mut visit = Visit { check };
     match api {
@@ -73,11 +78,7 @@ pub fn request_texts(
 
 /// The same over a whole answer in the client's shape (chat completion,
 /// Anthropic message, Responses object).
-pub fn answer_texts(
-    api: Api,
-    body: &mut Value,
-    check: &mut dyn FnMut(&str, &dyn Fn() -> String) -> Result<Option<String>, CheckError>,
-) -> Result<(), CheckError> {
+pub fn answer_texts(api: Api, body: &mut Value, check: Check<'_>) -> Result<(), CheckError> {
     let mut visit = Visit { check };
     match api {
         Api::ChatCompletions => {
@@ -109,7 +110,7 @@ pub fn answer_texts(
 }
 
 struct Visit<'a> {
-    check: &'a mut dyn FnMut(&str, &dyn Fn() -> String) -> Result<Option<String>, CheckError>,
+    check: Check<'a>,
 }
 
 impl Visit<'_> {
@@ -144,7 +145,9 @@ impl Visit<'_> {
     fn tool_calls(&mut self, v: Option<&mut Value>, at: &str) -> Result<(), CheckError> {
         if let Some(Value::Array(calls)) = v {
             for (j, call) in calls.iter_mut().enumerate() {
-                let args = call.get_mut("function").and_then(|f| f.get_mut("arguments"));
+                let args = call
+                    .get_mut("function")
+                    .and_then(|f| f.get_mut("arguments"));
                 self.string(args, &format!("{at}.tool_calls[{j}].function.arguments"))?;
             }
         }
@@ -169,7 +172,7 @@ impl Audit {
                     "llm",
                     h.phase.as_str(),
                     &h.policy,
-                    h.kind.as_str(),
+                    &h.detector,
                     h.action.as_str(),
                     &self.workload,
                 ])
@@ -180,7 +183,7 @@ impl Audit {
                 workload = &*self.workload,
                 phase = h.phase.as_str(),
                 policy = &*h.policy,
-                detector = h.kind.as_str(),
+                detector = h.detector.as_str(),
                 rule = &*h.rule,
                 action = h.action.as_str(),
                 "guardrail finding"
@@ -328,7 +331,9 @@ impl StreamGuard {
         for ev in events {
             match self.dialect {
                 Dialect::OpenAi => self.chat_event(&ev.data, &mut out)?,
-                Dialect::Anthropic => self.anthropic_event(ev.event.as_deref(), &ev.data, &mut out)?,
+                Dialect::Anthropic => {
+                    self.anthropic_event(ev.event.as_deref(), &ev.data, &mut out)?
+                }
             }
         }
         Ok(out)

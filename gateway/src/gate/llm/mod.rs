@@ -25,6 +25,7 @@ pub mod price;
 pub mod provider;
 pub mod request;
 pub mod routing;
+pub mod semantic;
 pub mod serve;
 pub mod stream;
 pub mod streaming;

@@ -22,12 +22,13 @@ use serde_json::{json, Map, Value};
 use super::{
     account::{settle_refund, Charges, Settle},
     answer::{Keep, LlmStream},
-    cache::{self, Cached, Key, Lookup},
+    cache::{self, Cached, Lookup, Slot},
     front::{anthropic_error_type, Api, Dialect, Refusal},
     guard::{self, Audit, StreamGuard},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
     request::ClientRequest,
     routing::{self, Candidate, Who},
+    semantic::{self, Question},
     streaming::{StreamSpec, Translator},
     translate,
     usage::{self, Usage},
@@ -42,7 +43,9 @@ use crate::{
         ConnContext, RequestLog, Verdict,
     },
     policy::{
-        guardrail::{CheckError, Phase, Session},
+        embed::LocalEmbedder,
+        guardrail::{CheckError, Judges, Phase, Session},
+        judge::{self, JudgeContext, JudgeVerdict},
         limits::{BudgetWindow, Decision, Limiter},
     },
     telemetry::access::LlmRecord,
@@ -275,21 +278,25 @@ impl Call {
 
         // The cache key is the prompt as the client sent it, taken before
         // guardrails replace anything in it (see cache.rs).
-        let lookup = match &self.llm.cache {
-            None => Lookup::Off,
-            Some(_) => {
+        let (lookup, question) = match &self.llm.cache {
+            None => (Lookup::Off, None),
+            Some(c) => {
                 let tenant = cache::tenant(
                     &self.llm.cfg.cache.scope,
                     self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
                 );
-                cache::lookup(
+                let lookup = cache::lookup(
                     &self.llm.cfg.cache,
                     &tenant,
                     self.api,
                     request.value(),
                     stream,
                     &parts.headers,
-                )
+                );
+                let question = (c.semantic() && lookup.key().is_some())
+                    .then(|| semantic::question(&tenant, self.api, stream, request.value()))
+                    .flatten();
+                (lookup, question)
             }
         };
 
@@ -304,7 +311,11 @@ impl Call {
             .plan(self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)))
             .map(Session::new);
         if let Some(session) = guard.as_mut() {
-            if let Err(r) = self.guard_request(&mut request, session) {
+            let checked = match self.guard_request(&mut request, session) {
+                Ok(()) => self.judge_request(&mut request, session).await,
+                Err(r) => Err(r),
+            };
+            if let Err(r) = checked {
                 settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
                 return Err(r);
             }
@@ -319,23 +330,29 @@ impl Call {
         if let Some(hit) = hit {
             // An answer from memory spends no tokens and no budget.
             settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
-            return Ok((Answer::Whole(self.cached(&hit, rlog)), "ok"));
+            return Ok((Answer::Whole(self.cached(&hit, "hit", rlog)), "ok"));
         }
+        // Then by meaning: the question is embedded only on an exact miss.
+        let question = question.map(|(text, context)| {
+            Arc::new(Question {
+                context,
+                embedding: LocalEmbedder::shared().embed(&text),
+            })
+        });
+        if let (Some(q), Some(c)) = (&question, self.llm.cache.as_ref()) {
+            if let Some((hit, similarity)) = c.similar(q).await {
+                tracing::debug!(similarity, "llm answer from the semantic cache");
+                settle_refund(&self.limiter, &self.llm, &charges, self.workload_name());
+                return Ok((Answer::Whole(self.cached(&hit, "semantic_hit", rlog)), "ok"));
+            }
+        }
+        let slot = lookup.key().map(|key| Slot { key, question });
         if let Some(result) = lookup.header() {
             self.count_cache(result, rlog);
         }
         let answer = self
             .attempts(
-                &parts,
-                &request,
-                route,
-                &requested,
-                candidates,
-                stream,
-                charges,
-                guard,
-                lookup.key(),
-                rlog,
+                &parts, &request, route, &requested, candidates, stream, charges, guard, slot, rlog,
             )
             .await;
         match (answer, lookup.header()) {
@@ -365,8 +382,13 @@ impl Call {
     }
 
     /// A kept answer, as it was sent the first time.
-    fn cached(&self, hit: &Cached, rlog: &mut RequestLog) -> Response<ApiBody> {
-        self.count_cache("hit", rlog);
+    fn cached(
+        &self,
+        hit: &Cached,
+        result: &'static str,
+        rlog: &mut RequestLog,
+    ) -> Response<ApiBody> {
+        self.count_cache(result, rlog);
         let m = &self.cx.node.metrics.genai;
         let workload = self.workload_name();
         if let Some(u) = hit.usage {
@@ -402,18 +424,18 @@ impl Call {
     /// a key: the hot path clones nothing for a cache that is off.
     fn keep(
         &self,
-        key: Option<Key>,
+        slot: Option<&Slot>,
         body: &Bytes,
         (usage, cost_micros): (Option<Usage>, Option<u64>),
         served: Option<(String, String)>,
     ) {
-        let (Some(key), Some(store), Some((model_served, provider))) =
-            (key, self.llm.cache.as_ref(), served)
+        let (Some(slot), Some(store), Some((model_served, provider))) =
+            (slot, self.llm.cache.as_ref(), served)
         else {
             return;
         };
         store.put(
-            key,
+            slot,
             Cached {
                 body: body.clone(),
                 stream: false,
@@ -443,6 +465,14 @@ impl Call {
         request: &mut ClientRequest<'_>,
         session: &mut Session,
     ) -> Result<(), Refusal> {
+        // Topics first: the question as the client wrote it.
+        if session.plan().checks_topics() {
+            if let Some(question) = semantic::last_user_text(self.api, request.value()) {
+                let checked = session.check_topics(&question);
+                self.audit().record(session.take_hits());
+                checked.map_err(guard_refusal)?;
+            }
+        }
         if !session.plan().checks(Phase::Request) {
             return Ok(());
         }
@@ -459,6 +489,125 @@ impl Call {
         checked.map_err(guard_refusal)?;
         if changed {
             *request = ClientRequest::from_tree(tree);
+        }
+        Ok(())
+    }
+
+    /// Asks the request judges about the question (the last user turn),
+    /// all at once: a block refuses, a webhook's redaction replaces it.
+    async fn judge_request(
+        &self,
+        request: &mut ClientRequest<'_>,
+        session: &Session,
+    ) -> Result<(), Refusal> {
+        let judges = session.plan().judges(Phase::Request);
+        if judges.judges.is_empty() {
+            return Ok(());
+        }
+        let Some(question) = semantic::last_user_text(self.api, request.value()) else {
+            return Ok(());
+        };
+        let outcomes = self.ask_judges(judges, Phase::Request, &question).await;
+        let mut redacted = None;
+        for (name, verdict) in outcomes {
+            match verdict {
+                JudgeVerdict::Block { reason } => {
+                    return Err(judge_refusal(&name, &reason, Phase::Request))
+                }
+                JudgeVerdict::Redact { text } => {
+                    redacted.get_or_insert(text);
+                }
+                JudgeVerdict::Allow => {}
+            }
+        }
+        if let Some(text) = redacted {
+            let mut tree = request.value().clone();
+            if semantic::set_last_user_text(self.api, &mut tree, text) {
+                if let Value::Object(tree) = tree {
+                    *request = ClientRequest::from_tree(tree);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks `judges` about `text` concurrently; their verdicts with fail
+    /// modes applied, counted and logged per judge.
+    async fn ask_judges(
+        &self,
+        judges: &Judges,
+        phase: Phase,
+        text: &str,
+    ) -> Vec<(String, JudgeVerdict)> {
+        let cx = JudgeContext {
+            workload: self.workload_name().to_owned(),
+            phase: phase.as_str(),
+            policy: judges.policies.join(","),
+        };
+        let outcomes = judge::run_all(&judges.judges, text, &cx).await;
+        let findings = &self.cx.node.metrics.genai.guard_findings;
+        outcomes
+            .into_iter()
+            .map(|(j, o)| {
+                let action = match (&o.verdict, &o.error) {
+                    (_, Some(_)) if matches!(o.verdict, JudgeVerdict::Allow) => "error_allowed",
+                    (_, Some(_)) => "error_blocked",
+                    (JudgeVerdict::Allow, None) => "allow",
+                    (JudgeVerdict::Block { .. }, None) => "block",
+                    (JudgeVerdict::Redact { .. }, None) => "redact",
+                };
+                findings
+                    .with_label_values(&[
+                        "llm",
+                        phase.as_str(),
+                        &cx.policy,
+                        &format!("judge:{}", j.name()),
+                        action,
+                        self.workload_name(),
+                    ])
+                    .inc();
+                match &o.error {
+                    Some(e) => tracing::warn!(judge = j.name(), phase = phase.as_str(), error = %e, verdict = action, "guardrail judge failed"),
+                    None => tracing::info!(target: "trigate::guard", judge = j.name(), phase = phase.as_str(), verdict = action, elapsed_ms = o.elapsed.as_secs_f64() * 1000.0, "guardrail judge"),
+                }
+                (j.name().to_owned(), o.verdict)
+            })
+            .collect()
+    }
+
+    /// Asks the response judges about a whole answer's text. A judge can
+    /// only allow or block an answer: a redaction of it is taken as a
+    /// block (the answer's parts cannot be mapped back from one text).
+    async fn judge_answer(&self, body: &mut Value, session: &Session) -> Result<(), Refusal> {
+        let judges = session.plan().judges(Phase::Response);
+        if judges.judges.is_empty() {
+            return Ok(());
+        }
+        let mut texts = Vec::new();
+        let _ = guard::answer_texts(self.api, body, &mut |text, _| {
+            texts.push(text.to_owned());
+            Ok(None)
+        });
+        if texts.is_empty() {
+            return Ok(());
+        }
+        for (name, verdict) in self
+            .ask_judges(judges, Phase::Response, &texts.join("\n\n"))
+            .await
+        {
+            match verdict {
+                JudgeVerdict::Allow => {}
+                JudgeVerdict::Block { reason } => {
+                    return Err(judge_refusal(&name, &reason, Phase::Response))
+                }
+                JudgeVerdict::Redact { .. } => {
+                    return Err(judge_refusal(
+                        &name,
+                        "it asked to redact the answer, which is withheld instead",
+                        Phase::Response,
+                    ))
+                }
+            }
         }
         Ok(())
     }
@@ -660,7 +809,7 @@ impl Call {
         stream: bool,
         mut charges: Charges,
         mut guard: Option<Session>,
-        cache_key: Option<Key>,
+        cache_key: Option<Slot>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         let max = self.llm.cfg.max_attempts.max(1) as usize;
@@ -781,8 +930,8 @@ impl Call {
                     let timeout = Duration::from_millis(p.cfg.timeout_ms);
                     match first_bytes(resp, translator, timeout).await {
                         Ok(started) => {
-                            let keep = cache_key.zip(self.llm.cache.as_ref()).map(|(key, c)| {
-                                Keep::new(key, c.max_entry_bytes(), &started.first)
+                            let keep = cache_key.zip(self.llm.cache.as_ref()).map(|(slot, c)| {
+                                Keep::new(slot, c.max_entry_bytes(), &started.first)
                             });
                             return Ok((Answer::Stream(self.stream(started, ctx, keep)), "ok"));
                         }
@@ -1020,6 +1169,7 @@ impl Call {
     }
 
     /// A non-streamed answer: read whole, translated, accounted.
+    #[allow(clippy::too_many_arguments)]
     async fn whole(
         &self,
         resp: Response<UpBody>,
@@ -1030,12 +1180,16 @@ impl Call {
         (wire_api, request, via_chat): (Api, &ClientRequest<'_>, bool),
         ctx: Settle,
         guard: Option<&mut Session>,
-        cache_key: Option<Key>,
+        cache_key: Option<Slot>,
         rlog: &mut RequestLog,
     ) -> Result<(Answer, &'static str), Refusal> {
         // Answer rules or placeholders to restore: the answer is read as a
         // tree, never passed on as the provider's bytes.
-        let guard = guard.filter(|s| s.plan().checks(Phase::Response) || s.restorer().is_some());
+        let guard = guard.filter(|s| {
+            s.plan().checks(Phase::Response)
+                || s.restorer().is_some()
+                || !s.plan().judges(Phase::Response).judges.is_empty()
+        });
         let (head, body) = resp.into_parts();
         let bytes = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
             Ok(c) => c.to_bytes(),
@@ -1069,9 +1223,11 @@ impl Call {
                     let finish = h
                         .stop_reason
                         .or_else(|| h.choices.into_iter().next().and_then(|c| c.finish_reason));
-                    let served = cache_key.map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
+                    let served = cache_key
+                        .as_ref()
+                        .map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
                     let cost = ctx.settle(Some(usage), None, None);
-                    self.keep(cache_key, &bytes, (Some(usage), cost), served);
+                    self.keep(cache_key.as_ref(), &bytes, (Some(usage), cost), served);
                     if let Some(l) = rlog.llm.as_mut() {
                         l.usage = Some(usage);
                         l.cost_micros = cost;
@@ -1132,7 +1288,9 @@ impl Call {
                 ..Usage::default()
             })
         });
-        let served = cache_key.map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
+        let served = cache_key
+            .as_ref()
+            .map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
         let record = ctx.settle(usage, None, None);
         if let Some(l) = rlog.llm.as_mut() {
             l.usage = usage;
@@ -1155,10 +1313,12 @@ impl Call {
         };
         if let Some(session) = guard {
             // Accounted above: the provider answered, whatever is shown.
+            // Judges see the answer after the detectors redacted it.
             self.guard_answer(&mut body, session)?;
+            self.judge_answer(&mut body, session).await?;
         }
         let bytes = Bytes::from(body.to_string());
-        self.keep(cache_key, &bytes, (usage, record), served);
+        self.keep(cache_key.as_ref(), &bytes, (usage, record), served);
         let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
         out.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -1170,7 +1330,12 @@ impl Call {
 
     /// A streamed answer: the body translates as bytes arrive and settles
     /// when the stream ends or the client leaves.
-    fn stream(&self, started: Started, ctx: Settle, keep: Option<Keep>) -> Response<Box<LlmStream>> {
+    fn stream(
+        &self,
+        started: Started,
+        ctx: Settle,
+        keep: Option<Keep>,
+    ) -> Response<Box<LlmStream>> {
         let Started {
             head,
             body,
@@ -1324,10 +1489,23 @@ impl From<crate::gate::llm::stream::StreamError> for NoStart {
     }
 }
 
+/// A judge's refusal: its name and reason (the judge's words, not the
+/// text judged).
+fn judge_refusal(judge: &str, reason: &str, phase: Phase) -> Refusal {
+    let what = match phase {
+        Phase::Request => "the request was not sent to the model",
+        Phase::Response => "the answer was withheld",
+    };
+    Refusal::Guardrail {
+        message: format!("blocked by guardrail judge {judge:?}: {reason}; {what}"),
+        outcome: "guardrail_blocked",
+    }
+}
+
 /// A guardrail's refusal in the gate's terms.
 fn guard_refusal(e: CheckError) -> Refusal {
     let outcome = match e {
-        CheckError::Blocked(_) => "guardrail_blocked",
+        CheckError::Blocked(_) | CheckError::Topic { .. } => "guardrail_blocked",
         CheckError::TooLarge { .. } => "guardrail_too_large",
     };
     Refusal::Guardrail {
