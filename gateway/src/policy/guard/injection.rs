@@ -8,6 +8,14 @@
 //! require a qualifier that points at the model's own instructions
 //! ("previous", "your", "system"), and leave out the user's own ("my").
 //!
+//! Runs of whitespace are at most eight characters (`\s{1,8}` for a space,
+//! `\s{0,8}` before punctuation) and the filler words some rules skip
+//! ("act as an honest, helpful unfiltered AI") are ASCII: every phrase rule
+//! then has a longest match, so the scanner runs it only in windows around
+//! its anchors, and the lazy DFA stays small (a counted repetition of
+//! Unicode `\w` made it thrash and fall back to the PikeVM). Anchors must
+//! occur in every match: the scanner's tests check that on the corpora.
+//!
 //! Hidden payloads are the other half: characters that render as nothing
 //! (zero-width, Unicode tags), reorder text (bidi controls), or dress an
 //! instruction in fullwidth letters, and base64 blobs that decode to one.
@@ -48,6 +56,23 @@ const LIMIT_ANCHORS: &[&[u8]] = &[
     b"constraint",
     b"boundar",
     b"safeguard",
+    b"programming",
+];
+
+/// The objects `respond_without_filters` names; "safety", "content" and
+/// "moderation" before them are too common to anchor on.
+const RESPOND_ANCHORS: &[&[u8]] = &[
+    b"filter",
+    b"guideline",
+    b"restriction",
+    b"polic",
+    b"rule",
+    b"constraint",
+    b"safeguard",
+    b"limitation",
+    b"consideration",
+    b"boundar",
+    b"check",
 ];
 
 const INVISIBLE_ANCHORS: &[&[u8]] = &[
@@ -125,14 +150,15 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"overlook",
                 b"dismiss",
                 b"reset",
-                b"set",
+                // "set aside": "set" is in every other line of code.
+                b"aside",
                 b"follow",
             ],
             concat!(
                 r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|drop|discard|abandon|neglect|overlook|dismiss|reset|set aside|do not follow|don'?t follow|don’t follow|stop following|no longer follow) ",
                 r"(?:(?:all|any|every|each|the|your|these|those|of|that|this|everything|prior|previous|preceding|above|earlier|foregoing|former|past|original|initial|old|system|safety|ethical|moral|existing|current|given|other|content|default|usual|standard|core|hidden|developer|and|or|my|our|its|their|security)[,:]? ){0,6}",
                 objects!(),
-                r"\b(?: (?:that |which )?(?:above|before|so far|until now|you (?:were|have been|'ve been|’ve been) (?:given|told)|given to you|you received|you got|(?:your|the) [\w'’]{1,20} (?:gave|provided|wrote|set)(?: you| for you)?))?"
+                r"\b(?: (?:that |which )?(?:above|before|so far|until now|you (?:were|have been|'ve been|’ve been) (?:given|told)|given to you|you received|you got|(?:your|the) [0-9A-Za-z_'’]{1,20} (?:gave|provided|wrote|set)(?: you| for you)?))?"
             ),
             check_override,
         ),
@@ -140,7 +166,7 @@ pub(super) fn specs() -> Vec<Spec> {
             Override,
             "ignore_above",
             &[b"ignore", b"disregard", b"forget", b"skip"],
-            r"(?i)\b(?:ignore|disregard|forget|skip) (?:all |everything |anything )?(?:of )?(?:(?:the|what(?:'s| is| was)|that|which is)(?: written| said)? )?(?:above|previous(?:ly)?|preceding|earlier|before|prior)(?: (?:text|content|part|messages?|this (?:line|message|point)))?\s*(?:[,.;:!]|\band\b|\bthen\b|$)",
+            r"(?i)\b(?:ignore|disregard|forget|skip) (?:all |everything |anything )?(?:of )?(?:(?:the|what(?:'s| is| was)|that|which is)(?: written| said)? )?(?:above|previous(?:ly)?|preceding|earlier|before|prior)(?: (?:text|content|part|messages?|this (?:line|message|point)))?\s{0,8}(?:[,.;:!]|\band\b|\bthen\b|$)",
             accept,
         ),
         phrase(
@@ -173,7 +199,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"mission",
                 b"directive",
             ],
-            r"(?i)\b(?:new|real|actual|true|secret|hidden) (?:system )?(?:instructions?|directives?|rules?|prompt)(?: from (?:the |your )?(?:admin(?:istrator)?|developers?|system|operator|creators?|openai|anthropic|owner))?\s*:|\byour (?:real|actual|true) (?:instructions|task|goal|purpose|job|mission|objective) (?:is|are)\b|\b(?:the )?(?:real|actual|true|new) (?:instructions|rules|task) (?:are|is|follow|come) (?:below|next|here|now)\b|\bnew (?:objective|goal|task|mission|directive)\s*:",
+            r"(?i)\b(?:new|real|actual|true|secret|hidden) (?:system )?(?:instructions?|directives?|rules?|prompt)(?: from (?:the |your )?(?:admin(?:istrator)?|developers?|system|operator|creators?|openai|anthropic|owner))?\s{0,8}:|\byour (?:real|actual|true) (?:instructions|task|goal|purpose|job|mission|objective) (?:is|are)\b|\b(?:the )?(?:real|actual|true|new) (?:instructions|rules|task) (?:are|is|follow|come) (?:below|next|here|now)\b|\bnew (?:objective|goal|task|mission|directive)\s{0,8}:",
             accept,
         ),
         phrase(
@@ -186,7 +212,7 @@ pub(super) fn specs() -> Vec<Spec> {
         phrase(
             Override,
             "obey_only",
-            &[b"obey", b"heed", b"follow", b"listen"],
+            &[b"obey", b"heed", b"follow", b"listen", b"comply"],
             r"(?i)\b(?:obey|heed) (?:only )?(?:me|my|mine|this message|these|the following|the new|what i say)\b|\b(?:follow|listen to|comply with) only (?:me|my|this message|these) ?(?:instructions|commands|orders|rules|words)?\b|\bonly (?:obey|follow|listen to) (?:me|my|this message)\b",
             accept,
         ),
@@ -201,7 +227,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"abandon",
                 b"stop",
             ],
-            r"(?i)\b(?:ignore|disregard|skip|forget|abandon|stop) (?:the|your|this|that) (?:translation|summary|summari[sz]ation|summari[sz]ing|task|question|request|text|document|article|review|original task|assignment)(?: task)?\s*(?:and|,|;)\s*(?:instead |then |just |only )?(?:write|say|output|print|respond|reply|answer|tell|insert|add|include|send|repeat)\b",
+            r"(?i)\b(?:ignore|disregard|skip|forget|abandon|stop) (?:the|your|this|that) (?:translation|summary|summari[sz]ation|summari[sz]ing|task|question|request|text|document|article|review|original task|assignment)(?: task)?\s{0,8}(?:and|,|;)\s{0,8}(?:instead |then |just |only )?(?:write|say|output|print|respond|reply|answer|tell|insert|add|include|send|repeat)\b",
             accept,
         ),
         phrase(
@@ -249,7 +275,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"</instruction",
                 b"[system]",
             ],
-            r"(?i)<\|(?:im_start|im_end|endoftext|system|user|assistant|start_header_id|end_header_id|eot_id|begin_of_text)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|user_input|system_prompt|instructions)>|\[system\]\(#\w+\)",
+            r"(?i)<\|(?:im_start|im_end|endoftext|system|user|assistant|start_header_id|end_header_id|eot_id|begin_of_text)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|user_input|system_prompt|instructions)>|\[system\]\(#\w{1,64}\)",
             accept,
         ),
         phrase(
@@ -265,7 +291,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"hey",
                 b"dear",
             ],
-            r"(?i)\b(?:(?:note|message|attention|instructions?|important|reminder) (?:to|for) (?:the |any |all )?|(?:attention|hey|dear) )(?:ai|llm|assistant|language model|model|chatbot|agent|gpt|claude|ai assistant|ai agent|ai model)s?(?: reading this(?: [\w'’]{1,16}){0,3})?\s*[:,]",
+            r"(?i)\b(?:(?:note|message|attention|instructions?|important|reminder) (?:to|for) (?:the |any |all )?|(?:attention|hey|dear) )(?:ai|llm|assistant|language model|model|chatbot|agent|gpt|claude|ai assistant|ai agent|ai model)s?(?: reading this(?: [0-9A-Za-z_'’]{1,16}){0,3})?\s{0,8}[:,]",
             accept,
         ),
         phrase(
@@ -275,6 +301,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"ignor",
                 b"olvid",
                 b"vergiss",
+                b"vergess",
                 b"missacht",
                 b"oubli",
                 b"esque",
@@ -322,7 +349,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"unbound",
                 b"unlimited",
             ],
-            r"(?i)\b(?:act|acting|behave|respond|reply|answer|speak|write|roleplay|role-play|pretend|function|operate|continue)(?: (?:only|now|from now on))? (?:as|like)(?: if you (?:are|were))? (?:an? |the |my )?(?:[\w'’,]{1,24} ){0,3}?(?:unfiltered|uncensored|unrestricted|amoral|jailbroken|unchained|lawless|unbound|unlimited)\b",
+            r"(?i)\b(?:act|acting|behave|respond|reply|answer|speak|write|roleplay|role-play|pretend|function|operate|continue)(?: (?:only|now|from now on))? (?:as|like)(?: if you (?:are|were))? (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:unfiltered|uncensored|unrestricted|amoral|jailbroken|unchained|lawless|unbound|unlimited)\b",
             accept,
         ),
         phrase(
@@ -336,14 +363,14 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"dark",
                 b"malicious",
             ],
-            r"(?i)\b(?:act|acting|behave|respond|reply|answer|roleplay|role-play|pretend to be|be|become|you are|you're|you will be|are going to be|as) (?:an? |the |my )?(?:[\w'’,]{1,24} ){0,2}?(?:evil|rogue|immoral|unethical|dark|malicious) (?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you|chatgpt|claude)|twin|alter ego|confidant)\b",
+            r"(?i)\b(?:act|acting|behave|respond|reply|answer|roleplay|role-play|pretend to be|be|become|you are|you're|you will be|are going to be|as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:evil|rogue|immoral|unethical|dark|malicious) (?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you|chatgpt|claude)|twin|alter ego|confidant)\b",
             accept,
         ),
         phrase(
             RolePlay,
             "from_now_on_persona",
             &[b"now", b"henceforth", b"rest"],
-            r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[\w'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
+            r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
             accept,
         ),
         phrase(
@@ -368,7 +395,7 @@ pub(super) fn specs() -> Vec<Spec> {
             ],
             concat!(
                 r"(?i)\b(?:pretend|imagine|act as if|act like|suppose|assume|hypothetically,?(?: speaking)?,? if|what if|in a world where)(?: that)? you(?:'re|’re| are| were| have| had| did not have| didn't have| possess)? ",
-                r"(?:[\w'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[\w'’]{1,24} ){0,2}?",
+                r"(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
                 limits!(),
                 r"\b"
             ),
@@ -379,7 +406,7 @@ pub(super) fn specs() -> Vec<Spec> {
             "ai_without_limits",
             LIMIT_ANCHORS,
             concat!(
-                r"(?i)\b(?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you))\b(?: [\w'’,]{1,24}){0,6}? ",
+                r"(?i)\b(?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you))\b(?: [0-9A-Za-z_'’,]{1,24}){0,6}? ",
                 r"(?:with no|with zero|without|free of|free from|that has no|who has no|having no|has no|has zero|not bound by|not restricted by|unbound by|not limited by|not constrained by) (?:any |all )?",
                 r"(?:(?:content|safety|ethical|moral|openai'?s?|anthropic'?s?) )?(?:(?:and|or) )?(?:(?:ethical|moral|safety|content) )?",
                 limits!(),
@@ -390,9 +417,9 @@ pub(super) fn specs() -> Vec<Spec> {
         phrase(
             RolePlay,
             "respond_without_filters",
-            LIMIT_ANCHORS,
+            RESPOND_ANCHORS,
             concat!(
-                r"(?i)\b(?:respond|answer|reply|write|speak|talk|act|behave|continue|operate|proceed|generate|output|comply)\b(?: [\w'’,]{1,24}){0,4}? ",
+                r"(?i)\b(?:respond|answer|reply|write|speak|talk|act|behave|continue|operate|proceed|generate|output|comply)\b(?: [0-9A-Za-z_'’,]{1,24}){0,4}? ",
                 r"(?:without|ignoring|free of|free from|with no|with zero) (?:any |all |your |the )?(?:ethical|moral|safety|content|moderation) (?:(?:or|and) (?:ethical|moral|safety|content) )?",
                 r"(?:filters?|guidelines|restrictions|polic(?:y|ies)|rules|constraints|safeguards|limitations|considerations|boundaries|checks)\b"
             ),
@@ -420,7 +447,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"governed",
             ],
             concat!(
-                r"(?i)\b(?:you(?:'re|’re| are| will be| would be)?|ai|assistant|chatbot|model)(?: [\w'’]{1,24}){0,2}? (?:not|no longer|never) (?:be )?(?:bound|restricted|limited|constrained|governed) by (?:any |your |the |openai'?s? |anthropic'?s? )?(?:[\w'’]{1,24} ){0,2}?",
+                r"(?i)\b(?:you(?:'re|’re| are| will be| would be)?|ai|assistant|chatbot|model)(?: [0-9A-Za-z_'’]{1,24}){0,2}? (?:not|no longer|never) (?:be )?(?:bound|restricted|limited|constrained|governed) by (?:any |your |the |openai'?s? |anthropic'?s? )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
                 limits!(),
                 r"\b"
             ),

@@ -4,6 +4,14 @@
 //! mod-97), number plans (NANP, SSN ranges), parsing (`std::net`) and
 //! context words cut what a shape alone would flag: dates, versions, order
 //! ids, loopback addresses.
+//!
+//! Patterns are ASCII (`(?-u)`): `\d` and `\b` mean ASCII digits and an
+//! ASCII word boundary. The validators read ASCII digits only, so a `\d`
+//! that also took other scripts' digits only made matches they threw away,
+//! and a Unicode `\b` keeps the regex off its DFA whenever the text holds a
+//! non-ASCII byte (see `Scanner::new`). A number glued to a non-ASCII letter
+//! ("Tel.:4155550132", "电话4155550132") therefore reaches the validator,
+//! which judges the neighbour itself where it matters.
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
@@ -22,7 +30,7 @@ pub(super) fn specs() -> Vec<Spec> {
             // RFC 5321 caps the local part at 64 and a label at 63; the
             // common local-part characters only (quoted forms are not
             // worth the false positives).
-            pattern: r"[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}\b",
+            pattern: r"(?-u)[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}\b",
             flexible_spaces: false,
             check: check_email,
             decode: None,
@@ -31,7 +39,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::Phone,
             rule: "phone_international",
             anchors: &[b"+"],
-            pattern: r"\+[1-9]\d{0,2}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5})){1,7}",
+            pattern: r"(?-u)\+[1-9]\d{0,2}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5})){1,7}",
             flexible_spaces: false,
             check: check_phone_international,
             decode: None,
@@ -40,7 +48,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::Phone,
             rule: "phone_nanp",
             anchors: DIGITS,
-            pattern: r"(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
+            pattern: r"(?-u)(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
             flexible_spaces: false,
             check: check_phone_nanp,
             decode: None,
@@ -52,7 +60,7 @@ pub(super) fn specs() -> Vec<Spec> {
             // Trunk-prefix national numbers: UK "020 7946 0958",
             // "07700 900123", German "030 1234 5678", French
             // "06 12 34 56 78", Australian "(02) 9374 4000".
-            pattern: r"\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b|\b0[1-9](?:[ .\-]\d{2}){4}\b|\(0\d{1,4}\) ?\d{3,4}[ \-]?\d{3,4}\b",
+            pattern: r"(?-u)\b0\d{1,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b|\b0[1-9](?:[ .\-]\d{2}){4}\b|\(0\d{1,4}\) ?\d{3,4}[ \-]?\d{3,4}\b",
             flexible_spaces: false,
             check: check_phone_national,
             decode: None,
@@ -63,7 +71,7 @@ pub(super) fn specs() -> Vec<Spec> {
             anchors: DIGITS,
             // Any other digit run counts only after a word that says it is
             // a phone number ("tel: 0301234567").
-            pattern: r"\b\d[\d .\-]{5,22}\d\b",
+            pattern: r"(?-u)\b\d[\d .\-]{5,22}\d\b",
             flexible_spaces: false,
             check: check_phone_context,
             decode: None,
@@ -72,7 +80,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::CreditCard,
             rule: "credit_card",
             anchors: DIGITS,
-            pattern: r"\b\d(?:[ \-]?\d){12,18}\b",
+            pattern: r"(?-u)\b\d(?:[ \-]?\d){12,18}\b",
             flexible_spaces: false,
             check: check_card,
             decode: None,
@@ -81,7 +89,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::Iban,
             rule: "iban",
             anchors: DIGITS,
-            pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
+            pattern: r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
             flexible_spaces: false,
             check: check_iban,
             decode: None,
@@ -90,7 +98,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::UsSsn,
             rule: "us_ssn",
             anchors: &[b"-"],
-            pattern: r"\b\d{3}-\d{2}-\d{4}\b",
+            pattern: r"(?-u)\b\d{3}-\d{2}-\d{4}\b",
             flexible_spaces: false,
             check: check_ssn_dashed,
             decode: None,
@@ -99,7 +107,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::UsSsn,
             rule: "us_ssn_context",
             anchors: DIGITS,
-            pattern: r"\b\d{3} ?\d{2} ?\d{4}\b",
+            pattern: r"(?-u)\b\d{3} ?\d{2} ?\d{4}\b",
             flexible_spaces: false,
             check: check_ssn_context,
             decode: None,
@@ -108,7 +116,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::Ipv4,
             rule: "ipv4",
             anchors: &[b"."],
-            pattern: r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
+            pattern: r"(?-u)\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
             flexible_spaces: false,
             check: check_ipv4,
             decode: None,
@@ -117,7 +125,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::Ipv6,
             rule: "ipv6",
             anchors: &[b":"],
-            pattern: r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}",
+            pattern: r"(?-u)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}",
             flexible_spaces: false,
             check: check_ipv6,
             decode: None,

@@ -1,5 +1,5 @@
 //! The compiled scanner: prefilter, regexes, validators, overlap resolution.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +11,10 @@ use super::config::{
     compile_custom_regex, keyword_pattern, BuildError, GuardConfig, CUSTOM_REGEX_SIZE_LIMIT,
 };
 use super::finding::{Category, Finding, Kind};
-use super::text::{accept, Check, Decode, Hay, Verdict, LOOKAROUND};
+use super::text::{
+    accept, ceil_boundary, floor_boundary, max_match_len, Check, Decode, Hay, Spec, Verdict,
+    LOOKAROUND,
+};
 use super::{injection, pii, secrets};
 
 /// Why a text was not scanned.
@@ -31,6 +34,48 @@ struct Detector {
     check: Check,
     /// With the rule name for data found inside (`base64_decoded`).
     decode: Option<(Decode, Arc<str>)>,
+    /// The trigger group of its anchors; `None`: no anchors, so it runs
+    /// over the whole text (always, or for a custom regex when the
+    /// RegexSet says it matches).
+    group: Option<usize>,
+    /// Case-insensitive with Unicode folding, where `k` and `s` also match
+    /// KELVIN SIGN and LONG S: an anchor spelled with them escapes the
+    /// ASCII prefilter, so when either occurs the rule runs over the whole
+    /// text (as it did before windows) rather than around its anchors.
+    folds: bool,
+}
+
+/// Detectors with the same anchors share one set of windows.
+struct Group {
+    /// How far from an anchor hit a member's match can reach, either way:
+    /// the longest match any member can have (see
+    /// [`super::text::max_match_len`]). `None`: some member's matches are
+    /// unbounded, so members run over the whole text once triggered.
+    reach: Option<usize>,
+}
+
+/// Non-ASCII characters that Unicode case folding makes equal to ASCII
+/// letters (U+017F LONG S = s, U+212A KELVIN SIGN = k). The prefilter folds
+/// ASCII only; these tell the scan to give folding rules the whole text.
+const FOLD_ANCHORS: [&str; 2] = ["\u{17F}", "\u{212A}"];
+
+/// Which text a detector's regex runs over in one scan.
+enum Scope<'a> {
+    Skip,
+    Whole,
+    /// Merged, ordered windows; every match lies inside one of them.
+    Windows(&'a [Range<usize>]),
+}
+
+/// What the prefilter pass found: per group whether an anchor occurred,
+/// and the windows around the hits.
+struct Triggers {
+    hit: Vec<bool>,
+    windows: Vec<Vec<Range<usize>>>,
+    /// A fold character occurred.
+    folded: bool,
+    /// The prefilter failed; everything runs over the whole text.
+    all: bool,
 }
 
 /// The result of scanning part of a buffer (see [`Scanner::scan_window`]).
@@ -52,14 +97,14 @@ pub(super) struct Window {
 /// times.
 pub struct Scanner {
     detectors: Vec<Detector>,
-    /// Literal anchors of every anchored detector, in one automaton (ASCII
-    /// case-insensitive: a superset filter, the regexes decide).
+    /// Literal anchors of every anchored detector, each once, in one
+    /// automaton (ASCII case-insensitive: a superset filter, the regexes
+    /// decide), followed by [`FOLD_ANCHORS`].
     prefilter: Option<AhoCorasick>,
-    /// Automaton pattern id → detector index.
-    anchor_owner: Vec<usize>,
-    anchored_count: usize,
-    /// Detectors without a common literal; they always run.
-    unanchored: Vec<usize>,
+    /// Automaton pattern id → the groups that anchor triggers (empty for
+    /// a fold anchor).
+    anchor_groups: Vec<Vec<usize>>,
+    groups: Vec<Group>,
     /// Custom regexes have no known literal: one RegexSet pass says which of
     /// them match at all, and only those run to find where.
     custom_set: Option<(RegexSet, Vec<usize>)>,
@@ -89,38 +134,27 @@ impl Scanner {
             return Err(BuildError { problems });
         }
         let mut detectors = Vec::new();
-        let mut anchors: Vec<Vec<u8>> = Vec::new();
-        let mut anchor_owner = Vec::new();
-        let mut unanchored = Vec::new();
+        let mut groups = Groups::default();
         let specs = pii::specs()
             .into_iter()
             .chain(secrets::specs())
             .chain(injection::specs());
         for spec in specs.filter(|s| config.detectors.contains(&s.kind)) {
-            let pattern = if spec.flexible_spaces {
-                spec.pattern.replace(' ', r"\s{1,8}")
-            } else {
-                spec.pattern.to_owned()
-            };
+            let pattern = builtin_pattern(&spec);
             // A failure here is a bug in a built-in pattern (the tests
             // build every one), reported rather than panicking.
             let regex = Regex::new(&pattern)
                 .map_err(|e| build_error(format!("built-in rule {}: {e}", spec.rule)))?;
-            let index = detectors.len();
+            let words: Vec<&[u8]> = spec.anchors.to_vec();
             detectors.push(Detector {
                 kind: spec.kind,
                 rule: Arc::from(spec.rule),
+                group: groups.join(&words, max_match_len(&pattern)),
+                folds: folds(&pattern),
                 regex,
                 check: spec.check,
                 decode: spec.decode.map(|(d, rule)| (d, Arc::from(rule))),
             });
-            if spec.anchors.is_empty() {
-                unanchored.push(index);
-            }
-            for anchor in spec.anchors {
-                anchors.push(anchor.to_vec());
-                anchor_owner.push(index);
-            }
         }
 
         let mut set_patterns = Vec::new();
@@ -128,30 +162,34 @@ impl Scanner {
         for (i, rule) in config.custom.iter().enumerate() {
             let index = detectors.len();
             let at = format!("guard.custom[{i}]");
-            let regex = match &rule.regex {
+            let (regex, group, folds) = match &rule.regex {
                 Some(pattern) => {
                     set_patterns.push(pattern.clone());
                     set_members.push(index);
-                    compile_custom_regex(pattern)
-                        .map_err(|e| build_error(format!("{at}.regex: {e}")))?
+                    let regex = compile_custom_regex(pattern)
+                        .map_err(|e| build_error(format!("{at}.regex: {e}")))?;
+                    (regex, None, false)
                 }
                 None => {
+                    let pattern = keyword_pattern(&rule.keywords);
                     // Anchor on each keyword's first word, when ASCII case
                     // folding (the prefilter's) is all its case needs.
-                    if rule.keywords.iter().all(|w| w.is_ascii()) {
-                        for word in &rule.keywords {
-                            if let Some(first) = word.split_whitespace().next() {
-                                anchors.push(first.as_bytes().to_vec());
-                                anchor_owner.push(index);
-                            }
-                        }
+                    let group = if rule.keywords.iter().all(|w| w.is_ascii()) {
+                        let words: Vec<&[u8]> = rule
+                            .keywords
+                            .iter()
+                            .filter_map(|w| w.split_whitespace().next())
+                            .map(str::as_bytes)
+                            .collect();
+                        groups.join(&words, max_match_len(&pattern))
                     } else {
-                        unanchored.push(index);
-                    }
-                    RegexBuilder::new(&keyword_pattern(&rule.keywords))
+                        None
+                    };
+                    let regex = RegexBuilder::new(&pattern)
                         .size_limit(CUSTOM_REGEX_SIZE_LIMIT)
                         .build()
-                        .map_err(|e| build_error(format!("{at}.keywords: {e}")))?
+                        .map_err(|e| build_error(format!("{at}.keywords: {e}")))?;
+                    (regex, group, folds(&pattern))
                 }
             };
             detectors.push(Detector {
@@ -160,12 +198,24 @@ impl Scanner {
                 regex,
                 check: accept,
                 decode: None,
+                group,
+                folds,
             });
         }
 
+        let Groups {
+            groups,
+            mut anchors,
+            mut anchor_groups,
+            ..
+        } = groups;
         let prefilter = if anchors.is_empty() {
             None
         } else {
+            for fold in FOLD_ANCHORS {
+                anchors.push(fold.as_bytes().to_vec());
+                anchor_groups.push(Vec::new());
+            }
             Some(
                 AhoCorasick::builder()
                     .ascii_case_insensitive(true)
@@ -182,15 +232,11 @@ impl Scanner {
                 .map_err(|e| build_error(format!("guard.custom: {e}")))?;
             Some((set, set_members))
         };
-        let mut anchored: Vec<usize> = anchor_owner.clone();
-        anchored.sort_unstable();
-        anchored.dedup();
         Ok(Scanner {
             detectors,
             prefilter,
-            anchor_owner,
-            anchored_count: anchored.len(),
-            unanchored,
+            anchor_groups,
+            groups,
             custom_set,
             max_scan_bytes: config.max_scan_bytes,
         })
@@ -219,40 +265,82 @@ impl Scanner {
         Ok(self.scan(text)?.iter().any(|f| f.category() == category))
     }
 
-    /// Which detectors can match in `hay[from..]`.
-    fn triggered(&self, hay: &str, from: usize) -> Vec<bool> {
-        let mut active = vec![false; self.detectors.len()];
-        for &i in &self.unanchored {
-            active[i] = true;
-        }
-        if let Some(ac) = &self.prefilter {
-            let input = aho_corasick::Input::new(hay).span(from..hay.len());
-            match ac.try_find_overlapping_iter(input) {
-                Ok(hits) => {
-                    let mut left = self.anchored_count;
-                    for m in hits {
-                        let owner = self.anchor_owner[m.pattern().as_usize()];
-                        if !active[owner] {
-                            active[owner] = true;
-                            left -= 1;
-                            if left == 0 {
-                                break;
-                            }
-                        }
-                    }
+    /// One pass of the prefilter over `hay[from..]`: which groups' anchors
+    /// occur, and where.
+    fn triggers(&self, hay: &str, from: usize) -> Triggers {
+        let mut t = Triggers {
+            hit: vec![false; self.groups.len()],
+            windows: vec![Vec::new(); self.groups.len()],
+            folded: false,
+            all: false,
+        };
+        let Some(ac) = &self.prefilter else {
+            return t;
+        };
+        let input = aho_corasick::Input::new(hay).span(from..hay.len());
+        let hits = match ac.try_find_overlapping_iter(input) {
+            Ok(hits) => hits,
+            // Not expected for a default-built automaton; scanning without
+            // the filter is slower but finds the same.
+            Err(_) => {
+                t.all = true;
+                return t;
+            }
+        };
+        for m in hits {
+            let groups = &self.anchor_groups[m.pattern().as_usize()];
+            t.folded |= groups.is_empty();
+            for &g in groups {
+                t.hit[g] = true;
+                let Some(reach) = self.groups[g].reach else {
+                    continue;
+                };
+                // A match of at most `reach` bytes that contains this hit
+                // lies in here. One byte more at the end, so that no match
+                // ends where the window does: there `\b` and `$` would see
+                // the end of the text instead of what follows.
+                let start = m.end().saturating_sub(reach).max(from);
+                let end = (m.start() + reach + 1).min(hay.len());
+                let windows = &mut t.windows[g];
+                // Hits come in order of their end, so window starts do too.
+                match windows.last_mut() {
+                    Some(last) if start <= last.end => last.end = last.end.max(end),
+                    _ => windows.push(start..end),
                 }
-                // Not expected for a default-built automaton; scanning
-                // without the filter is slower but finds the same.
-                Err(_) => active.iter_mut().for_each(|a| *a = true),
             }
         }
+        t
+    }
+
+    /// Where detector `i` runs in this scan.
+    fn scope<'t>(&self, i: usize, t: &'t Triggers, custom: &[bool]) -> Scope<'t> {
+        let detector = &self.detectors[i];
+        let Some(g) = detector.group else {
+            return if custom[i] { Scope::Whole } else { Scope::Skip };
+        };
+        if t.all {
+            return Scope::Whole;
+        }
+        if !t.hit[g] {
+            return Scope::Skip;
+        }
+        if self.groups[g].reach.is_none() || (t.folded && detector.folds) {
+            return Scope::Whole;
+        }
+        Scope::Windows(&t.windows[g])
+    }
+
+    /// Detectors without anchors that run in this scan: all of them but the
+    /// custom regexes the RegexSet rules out.
+    fn unanchored(&self, hay: &str, from: usize) -> Vec<bool> {
+        let mut run: Vec<bool> = self.detectors.iter().map(|d| d.group.is_none()).collect();
         if let Some((set, members)) = &self.custom_set {
             let matched = set.matches_at(hay, from);
             for (k, &index) in members.iter().enumerate() {
-                active[index] = matched.matched(k);
+                run[index] = matched.matched(k);
             }
         }
-        active
+        run
     }
 
     /// Scans `hay[from..]`, with `hay[..from]` as look-behind context only.
@@ -265,52 +353,121 @@ impl Scanner {
     /// `decode`: look for data inside encoded matches (one level deep: the
     /// decoded text is not decoded again).
     fn scan_inner(&self, hay: &str, from: usize, more: bool, decode: bool) -> Window {
-        let active = self.triggered(hay, from);
-        let h = Hay { text: hay, more };
-        let mut open_from = hay.len();
-        let mut spans = Vec::new();
-        let mut candidates = Vec::new();
-        let near_end = |end: usize| more && end + LOOKAROUND >= hay.len();
-        for (detector, _) in self.detectors.iter().zip(&active).filter(|(_, &a)| a) {
-            let mut at = from;
-            while at <= hay.len() {
-                let Some(m) = detector.regex.find_at(hay, at) else {
+        self.scan_scoped(hay, from, more, decode, true)
+    }
+
+    /// What [`Scanner::scan`] finds when every triggered detector searches
+    /// the whole text, as before windows: the reference windows must equal.
+    #[cfg(test)]
+    pub(super) fn scan_whole_text(&self, text: &str) -> Vec<Finding> {
+        self.scan_scoped(text, 0, false, true, false).findings
+    }
+
+    fn scan_scoped(
+        &self,
+        hay: &str,
+        from: usize,
+        more: bool,
+        decode: bool,
+        windowed: bool,
+    ) -> Window {
+        let triggers = self.triggers(hay, from);
+        let unanchored = self.unanchored(hay, from);
+        let mut pass = Pass {
+            scanner: self,
+            hay: Hay { text: hay, more },
+            from,
+            decode,
+            open_from: hay.len(),
+            spans: Vec::new(),
+            candidates: Vec::new(),
+        };
+        let whole = [from..hay.len()];
+        for (i, detector) in self.detectors.iter().enumerate() {
+            let windows: &[Range<usize>] = match self.scope(i, &triggers, &unanchored) {
+                Scope::Skip => continue,
+                Scope::Whole => &whole,
+                Scope::Windows(_) if !windowed => &whole,
+                Scope::Windows(windows) => windows,
+            };
+            pass.run(detector, windows);
+        }
+        Window {
+            findings: resolve(pass.candidates),
+            open_from: pass.open_from,
+            spans: pass.spans,
+        }
+    }
+}
+
+/// One scan's matches and their verdicts.
+struct Pass<'a> {
+    scanner: &'a Scanner,
+    hay: Hay<'a>,
+    from: usize,
+    decode: bool,
+    open_from: usize,
+    spans: Vec<Range<usize>>,
+    candidates: Vec<Finding>,
+}
+
+impl Pass<'_> {
+    /// Every match of `detector` inside `windows`: the same as searching
+    /// the whole text, since every match lies inside one window. Each
+    /// search sees the text before its window (look-behind for `\b` and
+    /// validators) and ends with the window, which no match reaches.
+    fn run(&mut self, detector: &Detector, windows: &[Range<usize>]) {
+        let text = self.hay.text;
+        let more = self.hay.more;
+        let near_end = |end: usize| more && end + LOOKAROUND >= text.len();
+        let mut at = self.from;
+        for window in windows {
+            // Widened to whole characters: the regex reads characters.
+            let end = ceil_boundary(text, window.end);
+            let part = &text[..end];
+            at = at.max(floor_boundary(text, window.start));
+            while at <= end {
+                let Some(m) = detector.regex.find_at(part, at) else {
                     break;
                 };
                 let r = m.range();
                 if r.is_empty() {
-                    at = r.end + hay[r.end..].chars().next().map_or(1, char::len_utf8);
+                    at = r.end + text[r.end..].chars().next().map_or(1, char::len_utf8);
                     continue;
                 }
                 at = r.end;
                 if more {
-                    spans.push(r.clone());
+                    self.spans.push(r.clone());
                 }
                 if near_end(r.end) {
-                    open_from = open_from.min(r.start);
+                    self.open_from = self.open_from.min(r.start);
                 }
-                match (detector.check)(&h, r.clone()) {
+                match (detector.check)(&self.hay, r.clone()) {
                     Verdict::Accept(f)
-                        if f.start >= from && f.start < f.end && hay.get(f.clone()).is_some() =>
+                        if f.start >= self.from
+                            && f.start < f.end
+                            && text.get(f.clone()).is_some() =>
                     {
                         if near_end(f.end) {
-                            open_from = open_from.min(f.start);
+                            self.open_from = self.open_from.min(f.start);
                         }
                         if more {
-                            spans.push(f.clone());
+                            self.spans.push(f.clone());
                         }
-                        candidates.push(Finding {
+                        self.candidates.push(Finding {
                             kind: detector.kind,
                             rule: detector.rule.clone(),
                             range: f,
                         });
                     }
-                    Verdict::Pending => open_from = open_from.min(r.start),
+                    Verdict::Pending => self.open_from = self.open_from.min(r.start),
                     _ => {}
                 }
-                if let (true, Some((decoder, rule))) = (decode, &detector.decode) {
-                    if let Some(kind) = decoder(&hay[r.clone()]).and_then(|t| self.data_kind(&t)) {
-                        candidates.push(Finding {
+                if let (true, Some((decoder, rule))) = (self.decode, &detector.decode) {
+                    if let Some(kind) =
+                        decoder(&text[r.clone()]).and_then(|t| self.scanner.data_kind(&t))
+                    {
+                        self.candidates.push(Finding {
                             kind,
                             rule: rule.clone(),
                             range: r,
@@ -319,12 +476,74 @@ impl Scanner {
                 }
             }
         }
-        Window {
-            findings: resolve(candidates),
-            open_from,
-            spans,
-        }
     }
+}
+
+/// Anchors deduplicated (ASCII case folded, as the prefilter matches
+/// them) and detectors grouped by their anchor list.
+#[derive(Default)]
+struct Groups {
+    groups: Vec<Group>,
+    /// Anchor list (folded, sorted) → group index.
+    by_anchors: HashMap<Vec<Vec<u8>>, usize>,
+    anchors: Vec<Vec<u8>>,
+    /// Per anchor, the groups it triggers.
+    anchor_groups: Vec<Vec<usize>>,
+}
+
+impl Groups {
+    /// The group for a detector with these anchors and longest match;
+    /// `None` without anchors.
+    fn join(&mut self, words: &[&[u8]], max_len: Option<usize>) -> Option<usize> {
+        let mut key: Vec<Vec<u8>> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        key.sort();
+        key.dedup();
+        if key.is_empty() {
+            return None;
+        }
+        if let Some(&g) = self.by_anchors.get(&key) {
+            let group = &mut self.groups[g];
+            group.reach = group.reach.zip(max_len).map(|(a, b)| a.max(b));
+            return Some(g);
+        }
+        let g = self.groups.len();
+        self.groups.push(Group { reach: max_len });
+        for word in &key {
+            let at = match self.anchors.iter().position(|a| a == word) {
+                Some(at) => at,
+                None => {
+                    self.anchors.push(word.clone());
+                    self.anchor_groups.push(Vec::new());
+                    self.anchors.len() - 1
+                }
+            };
+            self.anchor_groups[at].push(g);
+        }
+        self.by_anchors.insert(key, g);
+        Some(g)
+    }
+}
+
+/// The regex a built-in rule compiles to.
+pub(super) fn builtin_pattern(spec: &Spec) -> String {
+    let mut pattern = spec.pattern.to_owned();
+    if spec.flexible_spaces {
+        pattern = pattern.replace(' ', r"\s{1,8}");
+    }
+    // Every `\b` of a built-in rule sits next to an ASCII character of the
+    // match, so the ASCII boundary differs from Unicode's only when the
+    // character outside is a non-ASCII letter or digit ("éignore"), and
+    // there it now counts as a boundary. The lazy DFA cannot evaluate a
+    // Unicode `\b` once the text holds any non-ASCII byte and hands the
+    // search to the PikeVM, which was most of the scan time
+    // (rust-lang/regex#768).
+    pattern.replace(r"\b", r"(?-u:\b)")
+}
+
+/// Whether a pattern folds case with Unicode rules (see
+/// [`Detector::folds`]); built-in data rules are ASCII (`(?-u)`).
+fn folds(pattern: &str) -> bool {
+    pattern.contains("(?i") && !pattern.starts_with("(?-u)")
 }
 
 impl Scanner {

@@ -4,6 +4,8 @@
 //! A prefix alone appears in prose ("keys start with sk-"), in placeholders
 //! ("sk-xxxx…") and in words ("task-list"); the validators want the
 //! randomness a generated token has, a JWT header that decodes, a PEM body.
+//!
+//! Patterns are ASCII (`(?-u)`), for the DFA's sake; see `pii`.
 use std::ops::Range;
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -30,7 +32,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"AGPA", b"AIDA", b"AIPA", b"ANPA", b"ANVA",
                 b"APKA", b"AROA", b"ASCA",
             ],
-            pattern: r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}\b",
+            pattern: r"(?-u)\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}\b",
             flexible_spaces: false,
             check: check_aws,
             decode: None,
@@ -39,7 +41,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::OpenaiKey,
             rule: "openai_key",
             anchors: &[b"sk-"],
-            pattern: r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,250}",
+            pattern: r"(?-u)\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,250}",
             flexible_spaces: false,
             check: check_openai,
             decode: None,
@@ -48,7 +50,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::AnthropicKey,
             rule: "anthropic_key",
             anchors: &[b"sk-ant-"],
-            pattern: r"\bsk-ant-[A-Za-z0-9_\-]{20,250}",
+            pattern: r"(?-u)\bsk-ant-[A-Za-z0-9_\-]{20,250}",
             flexible_spaces: false,
             check: check_anthropic,
             decode: None,
@@ -57,7 +59,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::GithubToken,
             rule: "github_token",
             anchors: &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"],
-            pattern: r"\bgh[pousr]_[A-Za-z0-9]{36,251}\b",
+            pattern: r"(?-u)\bgh[pousr]_[A-Za-z0-9]{36,251}\b",
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
@@ -66,7 +68,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::GithubToken,
             rule: "github_fine_grained_token",
             anchors: &[b"github_pat_"],
-            pattern: r"\bgithub_pat_[A-Za-z0-9_]{22,251}\b",
+            pattern: r"(?-u)\bgithub_pat_[A-Za-z0-9_]{22,251}\b",
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
@@ -75,7 +77,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::GitlabToken,
             rule: "gitlab_token",
             anchors: &[b"glpat-"],
-            pattern: r"\bglpat-[A-Za-z0-9_\-]{20,250}",
+            pattern: r"(?-u)\bglpat-[A-Za-z0-9_\-]{20,250}",
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
@@ -85,7 +87,7 @@ pub(super) fn specs() -> Vec<Spec> {
             rule: "jwt",
             // Every JWT header is a JSON object, so it begins `{"` → "eyJ".
             anchors: &[b"eyJ"],
-            pattern: r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)?",
+            pattern: r"(?-u)\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*)?",
             flexible_spaces: false,
             check: check_jwt,
             decode: None,
@@ -94,7 +96,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::PrivateKey,
             rule: "private_key",
             anchors: &[b"-----BEGIN"],
-            pattern: r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+            pattern: r"(?-u)-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
             flexible_spaces: false,
             check: check_private_key,
             decode: None,
@@ -103,7 +105,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::SlackToken,
             rule: "slack_token",
             anchors: &[b"xox"],
-            pattern: r"\bxox[baprse]-[A-Za-z0-9\-]{10,250}",
+            pattern: r"(?-u)\bxox[baprse]-[A-Za-z0-9\-]{10,250}",
             flexible_spaces: false,
             check: check_slack,
             decode: None,
@@ -112,7 +114,7 @@ pub(super) fn specs() -> Vec<Spec> {
             kind: Kind::GoogleApiKey,
             rule: "google_api_key",
             anchors: &[b"AIza"],
-            pattern: r"\bAIza[0-9A-Za-z_\-]{35}",
+            pattern: r"(?-u)\bAIza[0-9A-Za-z_\-]{35}",
             flexible_spaces: false,
             check: check_google,
             decode: None,

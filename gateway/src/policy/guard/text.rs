@@ -67,6 +67,17 @@ pub(super) fn floor_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
+/// The first character boundary at or after `i` (at most the length).
+pub(super) fn ceil_boundary(text: &str, mut i: usize) -> usize {
+    if i >= text.len() {
+        return text.len();
+    }
+    while !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 pub(super) fn char_before(text: &str, i: usize) -> Option<char> {
     text.get(..i)?.chars().next_back()
 }
@@ -180,6 +191,243 @@ pub(super) fn char_classes(s: &str) -> (bool, bool, bool) {
     )
 }
 
+/// The longest match `pattern` can have, in bytes, for the subset of the
+/// `regex` crate's syntax that the built-in rules use (literals, escapes,
+/// classes, groups, flags, alternation, bounded repetition). `None` when a
+/// match can be arbitrarily long (`+`, `*`, `{n,}`) or the pattern uses
+/// syntax this does not know; the scanner then runs the rule over the
+/// whole text instead of around its anchors. Overestimating is harmless
+/// (larger windows); underestimating would lose matches, so every unknown
+/// width is taken at its largest.
+///
+/// One assumption: under Unicode case folding an ASCII letter counts as
+/// one byte, although `k` and `s` also match KELVIN SIGN (U+212A) and LONG
+/// S (U+017F). The scanner runs such rules over the whole text when either
+/// character occurs (see `FOLD_ANCHORS`).
+pub(super) fn max_match_len(pattern: &str) -> Option<usize> {
+    let mut p = PatternWidth {
+        chars: pattern.chars().collect(),
+        pos: 0,
+    };
+    let len = p.alternation(Flags {
+        fold: false,
+        unicode: true,
+    })?;
+    (p.pos == p.chars.len()).then_some(len)
+}
+
+#[derive(Clone, Copy)]
+struct Flags {
+    fold: bool,
+    unicode: bool,
+}
+
+struct PatternWidth {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl PatternWidth {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.pos += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        let hit = self.peek() == Some(c);
+        self.pos += usize::from(hit);
+        hit
+    }
+
+    /// Up to the `)` closing the current group (not consumed) or the end.
+    fn alternation(&mut self, mut flags: Flags) -> Option<usize> {
+        let (mut best, mut branch) = (0, 0);
+        loop {
+            match self.peek() {
+                None | Some(')') => return Some(best.max(branch)),
+                Some('|') => {
+                    self.pos += 1;
+                    best = best.max(branch);
+                    branch = 0;
+                }
+                Some(_) => {
+                    // A bare flag group `(?i)` changes the rest of the group
+                    // and takes no repetition.
+                    if let Some(set) = self.flag_group(flags)? {
+                        flags = set;
+                        continue;
+                    }
+                    let atom = self.atom(flags)?;
+                    branch += atom.checked_mul(self.repetition()?)?;
+                }
+            }
+        }
+    }
+
+    /// `(?flags)`: the new flags; `Some(None)` when not at one.
+    fn flag_group(&mut self, flags: Flags) -> Option<Option<Flags>> {
+        let start = self.pos;
+        if !(self.eat('(') && self.eat('?')) {
+            self.pos = start;
+            return Some(None);
+        }
+        let set = self.flags(flags)?;
+        if self.eat(')') {
+            return Some(Some(set));
+        }
+        self.pos = start;
+        Some(None)
+    }
+
+    /// Flag letters up to `:` or `)` (not consumed).
+    fn flags(&mut self, mut flags: Flags) -> Option<Flags> {
+        let mut on = true;
+        loop {
+            match self.peek()? {
+                ':' | ')' => return Some(flags),
+                '-' => on = false,
+                'i' => flags.fold = on,
+                'u' => flags.unicode = on,
+                // Multi-line, dot-all and lazy-by-default change no width.
+                'm' | 's' | 'U' => {}
+                _ => return None,
+            }
+            self.pos += 1;
+        }
+    }
+
+    fn atom(&mut self, flags: Flags) -> Option<usize> {
+        match self.next()? {
+            '(' => {
+                let inner = if self.eat('?') {
+                    let local = self.flags(flags)?;
+                    if !self.eat(':') {
+                        return None;
+                    }
+                    local
+                } else {
+                    flags
+                };
+                let len = self.alternation(inner)?;
+                self.eat(')').then_some(len)
+            }
+            '[' => self.class(flags),
+            '\\' => self.escape(flags),
+            '.' => Some(if flags.unicode { 4 } else { 1 }),
+            '^' | '$' => Some(0),
+            ')' | '|' | '*' | '+' | '?' | '{' => None,
+            c => Some(char_width(c, flags)),
+        }
+    }
+
+    /// The most times the preceding atom can repeat.
+    fn repetition(&mut self) -> Option<usize> {
+        let times = match self.peek() {
+            Some('?') => {
+                self.pos += 1;
+                1
+            }
+            Some('*' | '+') => return None,
+            Some('{') => {
+                self.pos += 1;
+                let low = self.number()?;
+                let high = if self.eat(',') { self.number()? } else { low };
+                if !self.eat('}') || high < low {
+                    return None;
+                }
+                high
+            }
+            _ => return Some(1),
+        };
+        self.eat('?');
+        Some(times)
+    }
+
+    fn number(&mut self) -> Option<usize> {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        String::from_iter(&self.chars[start..self.pos]).parse().ok()
+    }
+
+    /// After a backslash, outside or inside a class.
+    fn escape(&mut self, flags: Flags) -> Option<usize> {
+        let wide = |unicode: usize| if flags.unicode { unicode } else { 1 };
+        Some(match self.next()? {
+            'b' | 'B' | 'A' | 'z' => 0,
+            'd' | 'w' => wide(4),
+            's' => wide(3),
+            // Negated classes and properties can match any character.
+            'D' | 'W' | 'S' => 4,
+            'p' | 'P' => {
+                if self.eat('{') {
+                    while self.next()? != '}' {}
+                } else {
+                    self.next()?;
+                }
+                4
+            }
+            'x' => {
+                let hex: String = if self.eat('{') {
+                    let start = self.pos;
+                    while self.next()? != '}' {}
+                    self.chars[start..self.pos - 1].iter().collect()
+                } else {
+                    [self.next()?, self.next()?].iter().collect()
+                };
+                char_width(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?, flags)
+            }
+            'n' | 't' | 'r' | 'f' | 'v' => 1,
+            c if c.is_ascii_punctuation() => 1,
+            _ => return None,
+        })
+    }
+
+    /// After `[`: the widest character the class matches.
+    fn class(&mut self, flags: Flags) -> Option<usize> {
+        let negated = self.eat('^');
+        let mut widest = 0;
+        let mut first = true;
+        loop {
+            let c = self.next()?;
+            match c {
+                ']' if !first => break,
+                '[' if self.eat(':') => {
+                    // An ASCII class such as `[:alpha:]`.
+                    while self.next()? != ']' {}
+                    widest = widest.max(1);
+                }
+                '[' => return None,
+                '&' | '~' if self.peek() == Some(c) => return None,
+                '-' if self.peek() == Some('-') => return None,
+                '\\' => widest = widest.max(self.escape(flags)?),
+                c => widest = widest.max(char_width(c, flags)),
+            }
+            first = false;
+        }
+        Some(if negated { 4 } else { widest })
+    }
+}
+
+/// Bytes a pattern character matches: its own, or under Unicode case
+/// folding of a non-ASCII letter, up to four (ASCII: see
+/// [`max_match_len`]).
+fn char_width(c: char, flags: Flags) -> usize {
+    if c.is_ascii() {
+        1
+    } else if flags.fold {
+        4
+    } else {
+        c.len_utf8()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +463,33 @@ mod tests {
         assert_eq!(char_before(t, 2), Some('é'));
         assert_eq!(window_before(t, 2, 1), "é");
         assert_eq!(window_before(t, 3, 1), "1");
+    }
+
+    #[test]
+    fn max_match_len_counts_bytes_and_refuses_unbounded_patterns() {
+        for (pattern, want) in [
+            (r"(?-u)\b\d{3}-\d{2}-\d{4}\b", Some(11)),
+            (r"\d{3}", Some(12)),
+            (r"(?-u:\d)\s", Some(4)),
+            (r"a|bcd|ef", Some(3)),
+            (r"(?i)ab(?:c|de)?", Some(4)),
+            (r"é", Some(2)),
+            (r"(?i)é", Some(4)),
+            (r"(?i:a)é", Some(3)),
+            (r"[a-z0-9'’]{1,2}", Some(6)),
+            (r"[^a]", Some(4)),
+            (r"\x{200B}|\x41", Some(3)),
+            (r"x{2,5}?y", Some(6)),
+            (r"\(\d{1,4}\)", Some(18)),
+            (r"[\x{E0000}-\x{E007F}]", Some(4)),
+            (r"a+", None),
+            (r"a*b", None),
+            (r"a{2,}", None),
+            (r"(?P<n>a)", None),
+            (r"(?x)a b", None),
+            (r"(a", None),
+        ] {
+            assert_eq!(max_match_len(pattern), want, "{pattern}");
+        }
     }
 }
