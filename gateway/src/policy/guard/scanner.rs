@@ -45,7 +45,8 @@ struct Detector {
     folds: bool,
 }
 
-/// Detectors with the same anchors share one set of windows.
+/// Detectors with the same anchors and longest match share one set of
+/// windows.
 struct Group {
     /// How far from an anchor hit a member's match can reach, either way:
     /// the longest match any member can have (see
@@ -382,6 +383,9 @@ impl Scanner {
             spans: Vec::new(),
             candidates: Vec::new(),
         };
+        // One window over everything after `from` (a slice of one range,
+        // not a range of positions).
+        #[allow(clippy::single_range_in_vec_init)]
         let whole = [from..hay.len()];
         for (i, detector) in self.detectors.iter().enumerate() {
             let windows: &[Range<usize>] = match self.scope(i, &triggers, &unanchored) {
@@ -484,8 +488,8 @@ impl Pass<'_> {
 #[derive(Default)]
 struct Groups {
     groups: Vec<Group>,
-    /// Anchor list (folded, sorted) → group index.
-    by_anchors: HashMap<Vec<Vec<u8>>, usize>,
+    /// Anchor list (folded, sorted) and longest match → group index.
+    by_anchors: HashMap<(Vec<Vec<u8>>, Option<usize>), usize>,
     anchors: Vec<Vec<u8>>,
     /// Per anchor, the groups it triggers.
     anchor_groups: Vec<Vec<usize>>,
@@ -501,14 +505,16 @@ impl Groups {
         if key.is_empty() {
             return None;
         }
+        // A window per longest match: the digit rules share their anchors,
+        // but the widest (IBAN) would make the others search four times
+        // the text they need.
+        let key = (key, max_len);
         if let Some(&g) = self.by_anchors.get(&key) {
-            let group = &mut self.groups[g];
-            group.reach = group.reach.zip(max_len).map(|(a, b)| a.max(b));
             return Some(g);
         }
         let g = self.groups.len();
         self.groups.push(Group { reach: max_len });
-        for word in &key {
+        for word in &key.0 {
             let at = match self.anchors.iter().position(|a| a == word) {
                 Some(at) => at,
                 None => {
