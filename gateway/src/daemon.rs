@@ -151,7 +151,8 @@ pub async fn run(
     });
 
     let api = Arc::new(ApiPolicy::build(&config, &stop, None).map_err(|e| anyhow::anyhow!(e))?);
-    let llm = crate::gate::llm::LlmPolicy::build(&config.llm, &config.rate_limits).map_err(|e| anyhow::anyhow!(e))?;
+    let llm = crate::gate::llm::LlmPolicy::build(&config.llm, &config.rate_limits)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let guard = crate::policy::guardrail::Guardrails::build(&config.guardrails)
         .map_err(|e| anyhow::anyhow!("guardrails: {e}"))?;
     if !config.llm.models.is_empty() {

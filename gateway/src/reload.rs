@@ -119,16 +119,15 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
         None
     };
     // A shared answer cache lives in the limits' Redis.
-    let llm_policy = if new.llm != old.llm
-        || (new.llm.cache.shared && new.rate_limits != old.rate_limits)
-    {
-        Some(
-            crate::gate::llm::LlmPolicy::build(&new.llm, &new.rate_limits)
-                .map_err(ReloadError::Llm)?,
-        )
-    } else {
-        None
-    };
+    let llm_policy =
+        if new.llm != old.llm || (new.llm.cache.shared && new.rate_limits != old.rate_limits) {
+            Some(
+                crate::gate::llm::LlmPolicy::build(&new.llm, &new.rate_limits)
+                    .map_err(ReloadError::Llm)?,
+            )
+        } else {
+            None
+        };
     let guardrails = if new.guardrails != old.guardrails {
         Some(
             crate::policy::guardrail::Guardrails::build(&new.guardrails)

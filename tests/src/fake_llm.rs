@@ -837,7 +837,7 @@ fn openai_chat(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         }
         planned = 2;
     } else {
-        let parts = stream_pieces(&b, n);
+        let parts = stream_pieces(b, n);
         planned = parts.len();
         for p in parts {
             events.push(content(chunk(json!({"content": p}), Value::Null)));
@@ -975,7 +975,7 @@ fn anthropic_messages(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
         }
         planned = 2;
     } else {
-        let parts = stream_pieces(&b, n);
+        let parts = stream_pieces(b, n);
         planned = parts.len();
         for p in parts {
             events.push(content(sse_event(

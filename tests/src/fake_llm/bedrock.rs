@@ -6,8 +6,8 @@
 //! ([`super::sigv4`]) gets AWS's 403.
 
 use super::{
-    content, stream_pieces, wanted_tool, Answer, Behaviour, Event, FakeKind, RecordedRequest, SigV4Check,
-    TOOL_ARGS,
+    content, stream_pieces, wanted_tool, Answer, Behaviour, Event, FakeKind, RecordedRequest,
+    SigV4Check, TOOL_ARGS,
 };
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -8,7 +8,8 @@
 //! it: unknown fields (an OpenAI `model`, say) are refused.
 
 use super::{
-    content, garbage, stream_pieces, wanted_tool, Answer, Behaviour, FakeKind, RecordedRequest, TOOL_ARGS,
+    content, garbage, stream_pieces, wanted_tool, Answer, Behaviour, FakeKind, RecordedRequest,
+    TOOL_ARGS,
 };
 use serde_json::{json, Value};
 use std::time::Duration;

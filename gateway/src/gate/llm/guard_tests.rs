@@ -133,8 +133,18 @@ fn every_text_of_anthropic_responses_and_embeddings_requests_is_visited() {
         }),
     );
     let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(names, ["instructions", "input[0].content[0].text", "input[1].output"]);
-    assert_eq!(places(Api::Responses, json!({"input": "just text"})).len(), 1);
+    assert_eq!(
+        names,
+        [
+            "instructions",
+            "input[0].content[0].text",
+            "input[1].output"
+        ]
+    );
+    assert_eq!(
+        places(Api::Responses, json!({"input": "just text"})).len(),
+        1
+    );
     let seen = places(Api::Embeddings, json!({"input": ["a", "b", [1, 2]]}));
     assert_eq!(seen.len(), 2);
 }
@@ -142,7 +152,8 @@ fn every_text_of_anthropic_responses_and_embeddings_requests_is_visited() {
 #[test]
 fn a_redacted_request_text_replaces_the_original() {
     let mut s = session(vec![rule(&["email"], GuardAction::Redact, true)], vec![]);
-    let Value::Object(mut body) = json!({"messages": [{"role": "user", "content": "to bob@example.com"}]})
+    let Value::Object(mut body) =
+        json!({"messages": [{"role": "user", "content": "to bob@example.com"}]})
     else {
         panic!()
     };
@@ -156,9 +167,12 @@ fn a_redacted_request_text_replaces_the_original() {
 #[test]
 fn answer_texts_of_each_shape() {
     let mut seen = Vec::new();
-    let mut chat = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "c"}}]});
-    let mut anthropic = json!({"content": [{"type": "text", "text": "a"}, {"type": "tool_use", "input": {}}]});
-    let mut responses = json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "r"}]}]});
+    let mut chat =
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "c"}}]});
+    let mut anthropic =
+        json!({"content": [{"type": "text", "text": "a"}, {"type": "tool_use", "input": {}}]});
+    let mut responses =
+        json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "r"}]}]});
     for (api, body) in [
         (Api::ChatCompletions, &mut chat),
         (Api::Messages, &mut anthropic),
@@ -171,8 +185,14 @@ fn answer_texts_of_each_shape() {
         .unwrap();
     }
     assert_eq!(
-        seen.iter().map(|(p, t)| format!("{p}={t}")).collect::<Vec<_>>(),
-        ["choices[0].message.content=c", "content[0].text=a", "output[0].content[0].text=r"]
+        seen.iter()
+            .map(|(p, t)| format!("{p}={t}"))
+            .collect::<Vec<_>>(),
+        [
+            "choices[0].message.content=c",
+            "content[0].text=a",
+            "output[0].content[0].text=r"
+        ]
     );
     assert_eq!(chat["choices"][0]["message"]["content"], "C");
     assert_eq!(responses["output"][0]["content"][0]["text"], "R");
@@ -204,7 +224,10 @@ fn chat_text(bytes: &[u8]) -> (String, bool) {
             continue;
         }
         let v: Value = serde_json::from_str(&ev.data).unwrap();
-        if let Some(t) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+        if let Some(t) = v
+            .pointer("/choices/0/delta/content")
+            .and_then(Value::as_str)
+        {
             text.push_str(t);
         }
     }
@@ -232,7 +255,10 @@ fn a_secret_split_over_chat_chunks_is_redacted_in_the_stream() {
         let mut g = StreamGuard::new(s, audit, Dialect::OpenAi).unwrap();
         let out = run(&mut g, &input, step).unwrap();
         let (text, done) = chat_text(&out);
-        assert_eq!(text, "Your key is <OPENAI_KEY_1> — keep it safe.", "step {step}");
+        assert_eq!(
+            text, "Your key is <OPENAI_KEY_1> — keep it safe.",
+            "step {step}"
+        );
         assert!(done);
         assert!(!String::from_utf8_lossy(&out).contains(&key[..12]));
         assert_eq!(
@@ -257,7 +283,10 @@ fn placeholders_split_over_chunks_are_restored() {
 
 #[test]
 fn a_blocked_answer_ends_with_an_error_and_never_shows_the_text() {
-    let s = session(vec![], vec![rule(&["credit_card"], GuardAction::Block, false)]);
+    let s = session(
+        vec![],
+        vec![rule(&["credit_card"], GuardAction::Block, false)],
+    );
     let input = chat_stream(&["card: 4111 1111 ", "1111 1111 is yours"]);
     let mut g = StreamGuard::new(s, audit().0, Dialect::OpenAi).unwrap();
     let mut out = Vec::new();
@@ -272,7 +301,10 @@ fn a_blocked_answer_ends_with_an_error_and_never_shows_the_text() {
         }
     }
     let err = err.expect("blocked");
-    assert!(matches!(&err, StreamError::Blocked(m) if m.contains("credit_card")), "{err}");
+    assert!(
+        matches!(&err, StreamError::Blocked(m) if m.contains("credit_card")),
+        "{err}"
+    );
     assert!(!String::from_utf8_lossy(&out).contains("4111"));
 }
 
@@ -309,8 +341,17 @@ fn anthropic_block_tails_go_before_the_block_stop() {
     }
     assert_eq!(text, "mail <EMAIL_1> now");
     assert_eq!(order.last().unwrap(), "message_stop");
-    let stop = order.iter().position(|e| e == "content_block_stop").unwrap();
-    assert!(order[..stop].iter().filter(|e| *e == "content_block_delta").count() >= 2);
+    let stop = order
+        .iter()
+        .position(|e| e == "content_block_stop")
+        .unwrap();
+    assert!(
+        order[..stop]
+            .iter()
+            .filter(|e| *e == "content_block_delta")
+            .count()
+            >= 2
+    );
 }
 
 #[test]
@@ -321,7 +362,10 @@ fn nothing_to_check_or_restore_needs_no_stream_guard() {
 
 #[test]
 fn a_request_block_names_the_place() {
-    let mut s = session(vec![rule(&["credit_card"], GuardAction::Block, false)], vec![]);
+    let mut s = session(
+        vec![rule(&["credit_card"], GuardAction::Block, false)],
+        vec![],
+    );
     let Value::Object(mut body) = json!({"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "4111-1111-1111-1111"}]})
     else {
         panic!()
