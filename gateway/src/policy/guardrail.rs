@@ -146,8 +146,7 @@ impl Guardrails {
                 for d in &rule.detect {
                     match d {
                         Detect::Kind(k) => kinds.push(*k),
-                        Detect::Category(c) => kinds
-                            .extend(Kind::BUILTIN.iter().filter(|k| k.category() == *c).copied()),
+                        Detect::Category(c) => kinds.extend(kinds_of(*c)),
                         Detect::Custom(_) => {}
                     }
                 }
@@ -511,6 +510,12 @@ impl Session {
         self.redactor
             .clone()
             .with_filter(self.plan.redacts(Phase::Response))
+    }
+
+    /// Whether the answer has placeholders to put back (cheap; the
+    /// restorer itself copies the mapping).
+    pub fn restores(&self) -> bool {
+        !self.restore_labels.is_empty()
     }
 
     /// Puts the prompt's restorable originals back; `None` when there are

@@ -62,7 +62,7 @@ impl Lookup {
 }
 
 /// Members that do not change what a model answers.
-pub(super) const IGNORED: [&str; 8] = [
+const IGNORED: [&str; 8] = [
     "stream",
     "user",
     "metadata",
@@ -127,7 +127,13 @@ pub fn lookup(
     hash.update(b"trigate-llm-cache-v1\0");
     hash.update(tenant.as_bytes());
     hash.update(format!("\0{api:?}\0{stream}\0").as_bytes());
-    // serde_json's map is ordered by key, so this is canonical JSON.
+    hash_members(&mut hash, members);
+    Lookup::Key(hash.finalize().into())
+}
+
+/// Feeds the request's members that can change an answer into `hash`, as
+/// canonical JSON: serde_json's map is ordered by key.
+pub(super) fn hash_members(hash: &mut Sha256, members: &serde_json::Map<String, Value>) {
     for (k, v) in members {
         if IGNORED.contains(&k.as_str()) {
             continue;
@@ -137,7 +143,6 @@ pub fn lookup(
         hash.update(v.to_string().as_bytes());
         hash.update(b",");
     }
-    Lookup::Key(hash.finalize().into())
 }
 
 /// One kept answer.

@@ -15,7 +15,7 @@ use super::{
     front::{Api, Dialect},
     stream::{encode, SseParser, StreamError},
 };
-use crate::policy::guard::{RestoreStream, StreamScanner};
+use crate::policy::guard::{RestoreStream, Restorer, StreamScanner};
 use crate::policy::guardrail::{Blocked, CheckError, Hit, Phase, Session};
 
 /// Checks one text: given the text and where it is (built only when
@@ -199,6 +199,8 @@ impl Audit {
 /// sent before the event that ends it. Other events pass unchanged.
 pub struct StreamGuard {
     session: Session,
+    /// The prompt's restorable placeholders, made once for every channel.
+    restorer: Option<Restorer>,
     audit: Audit,
     /// The shape of the events it sees: OpenAI chat chunks or Anthropic
     /// Messages events.
@@ -219,10 +221,11 @@ struct Channel {
 impl StreamGuard {
     /// `None` when the answer has nothing to check or restore.
     pub fn new(session: Session, audit: Audit, dialect: Dialect) -> Option<StreamGuard> {
-        if !session.plan().checks(Phase::Response) && session.restorer().is_none() {
+        if !session.plan().checks(Phase::Response) && !session.restores() {
             return None;
         }
         Some(StreamGuard {
+            restorer: session.restorer(),
             session,
             audit,
             dialect,
@@ -242,7 +245,7 @@ impl StreamGuard {
                         self.session.answer_redactor(),
                     )
                 });
-                let restore = self.session.restorer().map(|r| r.stream());
+                let restore = self.restorer.as_ref().map(Restorer::stream);
                 self.channels.push((index, Channel { scan, restore }));
                 self.channels.len() - 1
             }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::cache::{Key, IGNORED};
+use super::cache::{hash_members, Key};
 use super::front::Api;
 
 /// The context hash a question is compared within.
@@ -57,14 +57,7 @@ pub fn question(
     hash.update(tenant.as_bytes());
     hash.update(format!("\0{api:?}\0{stream}\0").as_bytes());
     if let Value::Object(members) = &rest {
-        for (k, v) in members {
-            if !IGNORED.contains(&k.as_str()) {
-                hash.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
-                hash.update(b":");
-                hash.update(v.to_string().as_bytes());
-                hash.update(b",");
-            }
-        }
+        hash_members(&mut hash, members);
     }
     Some((text, hash.finalize().into()))
 }

@@ -817,7 +817,7 @@ impl Call {
         // placeholders to restore).
         let guard_answer = guard
             .as_ref()
-            .is_some_and(|s| s.plan().checks(Phase::Response) || s.restorer().is_some());
+            .is_some_and(|s| s.plan().checks(Phase::Response) || s.restores());
         let mut last: Option<Refusal> = None;
         let mut unsupported: Option<Refusal> = None;
         let mut failovers = 0u32;
@@ -1187,7 +1187,7 @@ impl Call {
         // tree, never passed on as the provider's bytes.
         let guard = guard.filter(|s| {
             s.plan().checks(Phase::Response)
-                || s.restorer().is_some()
+                || s.restores()
                 || !s.plan().judges(Phase::Response).judges.is_empty()
         });
         let (head, body) = resp.into_parts();

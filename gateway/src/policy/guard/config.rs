@@ -87,16 +87,7 @@ impl GuardConfig {
         for (i, rule) in self.custom.iter().enumerate() {
             let at = format!("{field}.custom[{i}]");
             let name = rule.name.as_str();
-            if name.is_empty()
-                || name.len() > MAX_RULE_NAME
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                errors.push(format!(
-                    "{at}.name {name:?}: use 1 to {MAX_RULE_NAME} characters of A-Z, a-z, 0-9, _ and -"
-                ));
-            }
+            errors.extend(name_problem(name, &at));
             if let Some(first) = seen_names.insert(name.to_ascii_lowercase(), i) {
                 errors.push(format!(
                     "{at}.name {name:?} is used twice, also in {field}.custom[{first}]"
@@ -123,6 +114,20 @@ impl GuardConfig {
         }
         errors
     }
+}
+
+/// A custom rule's or topic's name becomes a placeholder label and a
+/// metric label: `[A-Za-z0-9_-]`, at most [`MAX_RULE_NAME`]. The problem,
+/// for the entry at `at`, if it is not.
+pub(super) fn name_problem(name: &str, at: &str) -> Option<String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_RULE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (!valid).then(|| {
+        format!("{at}.name {name:?}: use 1 to {MAX_RULE_NAME} characters of A-Z, a-z, 0-9, _ and -")
+    })
 }
 
 /// Compiles a custom pattern with the size limit, refusing patterns that

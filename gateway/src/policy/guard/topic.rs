@@ -40,7 +40,7 @@ use regex::{RegexSet, RegexSetBuilder};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::config::{keyword_pattern, BuildError, CUSTOM_REGEX_SIZE_LIMIT, MAX_RULE_NAME};
+use super::config::{keyword_pattern, name_problem, BuildError, CUSTOM_REGEX_SIZE_LIMIT};
 use crate::policy::embed::LocalEmbedder;
 
 /// Cosine similarity at or above which a text is taken to be on a topic,
@@ -105,17 +105,7 @@ impl TopicConfig {
     /// where it sits, e.g. `llm.guard.topics[0]`). Empty when it builds.
     pub fn validate(&self, field: &str) -> Vec<String> {
         let mut errors = Vec::new();
-        let name = self.name.as_str();
-        if name.is_empty()
-            || name.len() > MAX_RULE_NAME
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            errors.push(format!(
-                "{field}.name {name:?}: use 1 to {MAX_RULE_NAME} characters of A-Z, a-z, 0-9, _ and -"
-            ));
-        }
+        errors.extend(name_problem(&self.name, field));
         if self.keywords.is_empty() && self.examples.is_empty() {
             errors.push(format!(
                 "{field}: set keywords or examples (or both); a topic with neither never matches"
