@@ -109,6 +109,9 @@ struct Behaviour {
     /// Bedrock: the credentials signatures are checked against; without
     /// them only the form of the signature is checked.
     aws: Option<sigv4::AwsKey>,
+    /// Embeddings: a text containing one of these words (lowercase) has
+    /// the word's concept among its dimensions; see [`FakeLlm::meanings`].
+    meanings: Vec<(String, usize)>,
 }
 
 struct Shared {
@@ -176,6 +179,7 @@ impl FakeLlm {
                 malformed_stream: false,
                 split: None,
                 aws: None,
+                meanings: Vec::new(),
             }),
             requests: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
@@ -245,6 +249,14 @@ impl FakeLlm {
             b.reply = pieces.concat();
             b.split = Some(pieces.iter().map(|p| p.to_string()).collect());
         });
+    }
+    /// What `POST /v1/embeddings` considers the same meaning: texts
+    /// sharing a word's concept (an index below the vector size) point the
+    /// same way, so two wordings a test calls synonyms embed alike. A text
+    /// with none of the words gets a direction derived from its bytes,
+    /// nearly orthogonal to every other text's.
+    pub fn meanings(&self, words: &[(&str, usize)]) {
+        self.with(|b| b.meanings = words.iter().map(|(w, k)| (w.to_lowercase(), *k)).collect());
     }
     /// The usage every answer reports (prompt/input, completion/output).
     pub fn usage(&self, input: u64, output: u64) {
@@ -586,6 +598,7 @@ fn answer(kind: FakeKind, req: &RecordedRequest, b: &Behaviour, id: u64) -> Answ
         }
         (FakeKind::Bedrock, "POST", p) if p.starts_with("/model/") => bedrock::answer(req, b, id),
         (FakeKind::OpenAi, "POST", "/v1/chat/completions") => openai_chat(req, b, id),
+        (FakeKind::OpenAi, "POST", "/v1/embeddings") => openai_embeddings(req, b),
         (FakeKind::Anthropic, "POST", "/v1/messages") => anthropic_messages(req, b, id),
         (FakeKind::Anthropic, "POST", "/v1/messages/count_tokens") => {
             match anthropic_invalid(&req.body, false) {
@@ -737,6 +750,79 @@ fn garbage(kind: FakeKind) -> Event {
         data: text.as_bytes().to_vec(),
         content: true,
     }
+}
+
+/// Vector size when the request does not ask for `dimensions`.
+const EMBEDDING_DIMENSIONS: usize = 64;
+
+/// OpenAI `POST /v1/embeddings`: one vector per input string, built from
+/// [`Behaviour::meanings`].
+fn openai_embeddings(req: &RecordedRequest, b: &Behaviour) -> Answer {
+    let body = &req.body;
+    let invalid = |msg: &str| {
+        Answer::Json(
+            400,
+            json!({"error": {"message": msg, "type": "invalid_request_error",
+                "param": null, "code": null}}),
+        )
+    };
+    let Some(model) = body["model"].as_str() else {
+        return invalid("you must provide a model parameter");
+    };
+    let inputs: Vec<&str> = match &body["input"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => match items.iter().map(Value::as_str).collect() {
+            Some(v) => v,
+            None => return invalid("input must be a string or an array of strings"),
+        },
+        _ => return invalid("input must be a string or an array of strings"),
+    };
+    if body.get("encoding_format").is_some_and(|f| f != "float") {
+        return invalid("the fake only answers encoding_format float");
+    }
+    let dims = body["dimensions"]
+        .as_u64()
+        .map_or(EMBEDDING_DIMENSIONS, |d| d as usize);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            json!({"object": "embedding", "index": i, "embedding": fake_embedding(text, b, dims)})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+    Answer::Json(
+        200,
+        json!({"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
+}
+
+/// A unit vector: the concepts of the words the text contains, or, with
+/// none, a direction from an FNV hash of the text.
+fn fake_embedding(text: &str, b: &Behaviour, dims: usize) -> Vec<f64> {
+    let lower = text.to_lowercase();
+    let dims = dims.max(1);
+    let mut v = vec![0.0f64; dims];
+    for (word, k) in &b.meanings {
+        if lower.contains(word.as_str()) {
+            v[k % dims] = 1.0;
+        }
+    }
+    if v.iter().all(|x| *x == 0.0) {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for byte in lower.bytes() {
+            h = (h ^ u64::from(byte)).wrapping_mul(0x100000001b3);
+        }
+        for x in &mut v {
+            h = h
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *x = ((h >> 33) as f64 / f64::from(u32::MAX)) - 0.25;
+        }
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    v.iter().map(|x| x / norm).collect()
 }
 
 fn openai_chat(req: &RecordedRequest, b: &Behaviour, id: u64) -> Answer {
@@ -1030,6 +1116,7 @@ mod tests {
             malformed_stream: false,
             split: None,
             aws: None,
+            meanings: Vec::new(),
         }
     }
 

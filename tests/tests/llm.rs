@@ -2378,6 +2378,115 @@ fn repeated_questions_are_answered_from_the_cache_per_tenant() -> Result<()> {
     Ok(())
 }
 
+/// `llm.cache.semantic.embeddings`: questions are embedded by a
+/// configured OpenAI-compatible endpoint (with the gateway's key), so two
+/// wordings that share no words but that model calls the same meaning
+/// are answered once; when the endpoint fails, the question goes to its
+/// provider without the semantic cache.
+#[test]
+fn semantic_cache_embeds_questions_with_the_configured_endpoint() -> Result<()> {
+    const EMBED_KEY: &str = "sk-embeddings-key";
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let fake = FakeLlm::openai(pod.host_ip.into())?;
+    let embedder = FakeLlm::openai(pod.host_ip.into())?;
+    // The fake model's idea of synonyms: none of these words are shared
+    // between the two wordings below.
+    embedder.meanings(&[("password", 0), ("credentials", 0), ("sign-in", 0)]);
+    let key = TempFile::new("embeddings-key", EMBED_KEY)?;
+    let mut emb = provider("embedder", &embedder);
+    emb["api_key"] = json!({"file": key.path()});
+    let addr = llm_address(&pod)?;
+    let cfg = llm_config(
+        &node,
+        addr,
+        json!({
+            "providers": [provider("fake-openai", &fake), emb],
+            "models": [{"name": "gpt-4o", "targets": [{"provider": "fake-openai"}]}],
+            "cache": {"enabled": true, "semantic": {"enabled": true, "threshold": 0.9,
+                "embeddings": {"provider": "embedder", "model": "text-embedding-3-small",
+                               "dimensions": 32}}},
+        }),
+    )
+    .workload(pod.workload());
+    let d = node.start(&cfg)?;
+    let base = openai_base(addr);
+    let ask = |text: &str| {
+        no_error(
+            text,
+            openai(
+                &pod,
+                &base,
+                "chat",
+                json!({"model": "gpt-4o", "messages": user(text)}),
+            )?,
+        )
+    };
+
+    let first = ask("How do I reset my password?")?;
+    ensure!(first["headers"]["x-trigate-cache"] == "miss", "{first:#}");
+    ensure!(
+        fake.count() == 1 && embedder.count() == 1,
+        "one answer, one embedding"
+    );
+    let seen = &embedder.requests()[0];
+    ensure!(
+        seen.path == "/v1/embeddings"
+            && seen.body["model"] == "text-embedding-3-small"
+            && seen.body["dimensions"] == 32
+            && seen.body["input"] == "How do I reset my password?"
+            && seen.header("authorization") == Some(&format!("Bearer {EMBED_KEY}")),
+        "the embeddings request: {seen:#?}"
+    );
+    let para = ask("Where can I recover my sign-in credentials?")?;
+    ensure!(
+        para["headers"]["x-trigate-cache"] == "hit"
+            && para["completion"] == first["completion"]
+            && fake.count() == 1
+            && embedder.count() == 2,
+        "the model's synonym was not answered from the semantic cache: {para:#}"
+    );
+    let other = ask("What is the capital of Peru?")?;
+    ensure!(
+        other["headers"]["x-trigate-cache"] == "miss" && fake.count() == 2,
+        "an unrelated question was answered from the cache: {other:#}"
+    );
+
+    // The embeddings endpoint fails: questions still get answers.
+    embedder.fail_with(500);
+    let failed = ask("Why was my password rejected?")?;
+    ensure!(
+        failed["headers"]["x-trigate-cache"] == "miss" && fake.count() == 3,
+        "with the embeddings endpoint down the question goes to its provider: {failed:#}"
+    );
+    d.wait_for_log(LOG_WAIT, "the embedding failure is logged", |l| {
+        log_str(l, "message").is_some_and(|m| m.starts_with("embedding a question"))
+            && log_str(l, "provider") == Some("embedder")
+    })?;
+    let m = d.metrics()?;
+    let count = |result| {
+        m.sum(
+            "trigate_llm_cache_embeddings_total",
+            &[("provider", "embedder"), ("result", result)],
+        )
+    };
+    ensure!(
+        count("ok") == 3.0 && count("error") == 1.0,
+        "embedding metrics: ok {}, error {}",
+        count("ok"),
+        count("error")
+    );
+    let logs = wait_llm_logs(&d, 4)?;
+    ensure!(
+        logs.iter()
+            .filter(|l| log_str(l, "cache") == Some("semantic_hit"))
+            .count()
+            == 1,
+        "one semantic hit in the access log: {logs:#?}"
+    );
+    Ok(())
+}
+
 /// `llm.cache.shared`: what one node's gateway kept is served by another
 /// node's through a real redis-server, to the workloads of the same
 /// tenant (here: the same `team` label), without asking the provider.

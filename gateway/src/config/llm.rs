@@ -324,6 +324,10 @@ pub struct SemanticCache {
     /// Answered questions remembered on this node, all tenants together;
     /// the oldest go first.
     pub max_entries: usize,
+    /// Where questions are embedded. Unset: the built-in local embedding
+    /// (word and character n-gram hashing), which needs no model server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<SemanticEmbeddings>,
 }
 
 impl Default for SemanticCache {
@@ -332,6 +336,36 @@ impl Default for SemanticCache {
             enabled: false,
             threshold: 0.8,
             max_entries: 10_000,
+            embeddings: None,
         }
     }
+}
+
+/// An OpenAI-compatible embeddings endpoint for the semantic cache: one of
+/// `llm.providers` (its URL, key and TLS) asked `POST …/embeddings`. A
+/// question whose embedding fails (timeout, error status, a malformed
+/// answer) skips the semantic cache and goes to its provider; the failure
+/// is logged and counted. Model embeddings score paraphrases higher than
+/// the local one: a threshold around 0.9 is usual with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticEmbeddings {
+    /// A provider of kind `openai`, `openai-compatible` or `azure-openai`.
+    pub provider: String,
+    /// The embedding model (for Azure: the deployment).
+    pub model: String,
+    /// Asks for vectors of this size (`dimensions`, which the
+    /// text-embedding-3 models support); unset: the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub dimensions: Option<u32>,
+    /// Limit for one embedding, in ms: a question waits this long at most
+    /// before going to its provider without the semantic cache.
+    #[serde(default = "default_embeddings_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: u64,
+}
+
+fn default_embeddings_timeout_ms() -> u64 {
+    1000
 }

@@ -27,7 +27,7 @@ pub use guardrails::{Detect, GuardAction, GuardPolicyConfig, GuardRuleConfig, Gu
 mod llm;
 pub use llm::{
     AwsAuth, LlmCache, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
-    ProviderKind, ReportModel, SecretSource,
+    ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
 
 use std::collections::BTreeMap;

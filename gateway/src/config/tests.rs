@@ -1440,3 +1440,43 @@ fn llm_destination_cannot_be_passthrough() {
     });
     assert_single(&c, "destinations[0].gate", "terminate");
 }
+
+#[test]
+fn semantic_embeddings_need_an_openai_speaking_provider() {
+    let yaml = format!(
+        "{LLM_YAML}  cache:\n    enabled: true\n    semantic:\n      enabled: true\n      \
+         embeddings: {{ provider: local, model: text-embedding-3-small, dimensions: 256 }}\n"
+    );
+    let c = Config::from_yaml(&yaml).unwrap();
+    let e = c.llm.cache.semantic.embeddings.as_ref().unwrap();
+    assert_eq!((e.dimensions, e.timeout_ms), (Some(256), 1000));
+
+    let mut c: Config = serde_yaml_ng::from_str(&yaml).unwrap();
+    let e = c.llm.cache.semantic.embeddings.as_mut().unwrap();
+    e.provider = "anth".into();
+    e.model = " ".into();
+    e.dimensions = Some(0);
+    e.timeout_ms = 0;
+    let found: Vec<(String, String)> = problems(&c)
+        .into_iter()
+        .map(|p| (p.field, p.message))
+        .collect();
+    for (field, fragment) in [
+        ("llm.cache.semantic.embeddings.provider", "kind anthropic"),
+        ("llm.cache.semantic.embeddings.model", "empty"),
+        ("llm.cache.semantic.embeddings.dimensions", "at least 1"),
+        ("llm.cache.semantic.embeddings.timeout_ms", "at least 1"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|(f, m)| f == field && m.contains(fragment)),
+            "{field}: {fragment} missing from {found:?}"
+        );
+    }
+    c.llm.cache.semantic.embeddings.as_mut().unwrap().provider = "nobody".into();
+    assert!(problems(&c)
+        .iter()
+        .any(|p| p.field == "llm.cache.semantic.embeddings.provider"
+            && p.message.contains("not one of llm.providers")));
+}

@@ -1046,6 +1046,9 @@ fn check_llm(config: &Config, p: &mut Problems) {
             "the semantic cache keeps its answers in the cache: set llm.cache.enabled too",
         );
     }
+    if let Some(e) = &cache.semantic.embeddings {
+        embeddings_problems(llm, e, p);
+    }
     if cache.max_temperature.is_nan() || cache.max_temperature < 0.0 {
         p.push("llm.cache.max_temperature", "must be 0 or more");
     }
@@ -1061,6 +1064,44 @@ fn check_llm(config: &Config, p: &mut Problems) {
             "llm.models",
             "a destination has gate llm but no model is configured: every request would be refused",
         );
+    }
+}
+
+/// The semantic cache's embeddings provider must exist and speak the
+/// OpenAI embeddings API.
+fn embeddings_problems(llm: &super::LlmConfig, e: &super::SemanticEmbeddings, p: &mut Problems) {
+    use super::ProviderKind;
+    const AT: &str = "llm.cache.semantic.embeddings";
+    match llm.providers.iter().find(|x| x.name == e.provider) {
+        None => p.push(
+            format!("{AT}.provider"),
+            format!("{:?} is not one of llm.providers", e.provider),
+        ),
+        Some(prov) => {
+            if !matches!(
+                prov.kind,
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai
+            ) {
+                p.push(
+                    format!("{AT}.provider"),
+                    format!(
+                        "{:?} is of kind {}, which has no OpenAI embeddings API: use an openai, \
+                         openai-compatible or azure-openai provider",
+                        e.provider,
+                        prov.kind.as_str()
+                    ),
+                );
+            }
+        }
+    }
+    if e.model.trim().is_empty() {
+        p.push(format!("{AT}.model"), "must not be empty");
+    }
+    if e.dimensions == Some(0) {
+        p.push(format!("{AT}.dimensions"), "must be at least 1");
+    }
+    if e.timeout_ms == 0 {
+        p.push(format!("{AT}.timeout_ms"), "must be at least 1");
     }
 }
 

@@ -40,6 +40,9 @@ pub struct GenAiMetrics {
     /// Tokens (input and output) and spend a cache hit did not use.
     pub cache_tokens_saved: IntCounterVec,
     pub cache_cost_saved: CounterVec,
+    /// Questions embedded for the semantic cache by a provider, by
+    /// provider and result (ok, error).
+    pub cache_embeddings: IntCounterVec,
     /// Series by call labels (see [`GenAiMetrics::series`]).
     series: Mutex<HashMap<u64, Vec<Arc<CallSeries>>>>,
     series_count: std::sync::atomic::AtomicUsize,
@@ -238,6 +241,13 @@ impl GenAiMetrics {
                 ),
                 &["workload"],
             )?,
+            cache_embeddings: IntCounterVec::new(
+                Opts::new(
+                    "trigate_llm_cache_embeddings_total",
+                    "Questions the semantic cache had a provider embed, by provider and result (ok, error).",
+                ),
+                &["provider", "result"],
+            )?,
             series: Mutex::new(HashMap::new()),
             series_count: Default::default(),
             hasher: RandomState::new(),
@@ -254,6 +264,7 @@ impl GenAiMetrics {
         registry.register(Box::new(m.cache_requests.clone()))?;
         registry.register(Box::new(m.cache_tokens_saved.clone()))?;
         registry.register(Box::new(m.cache_cost_saved.clone()))?;
+        registry.register(Box::new(m.cache_embeddings.clone()))?;
         Ok(m)
     }
 }

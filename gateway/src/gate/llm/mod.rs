@@ -17,6 +17,7 @@
 mod account;
 pub(crate) mod answer;
 pub mod cache;
+mod embeddings;
 pub mod front;
 pub mod guard;
 #[cfg(test)]

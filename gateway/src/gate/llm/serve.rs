@@ -23,6 +23,7 @@ use super::{
     account::{settle_refund, Charges, Settle},
     answer::{Keep, LlmStream},
     cache::{self, Cached, Lookup, Slot},
+    embeddings,
     front::{anthropic_error_type, Api, Dialect, Refusal},
     guard::{self, Audit, StreamGuard},
     provider::{self, ProviderRt, Wire, CLIENT_KEY_HEADERS},
@@ -333,12 +334,13 @@ impl Call {
             return Ok((Answer::Whole(self.cached(&hit, "hit", rlog)), "ok"));
         }
         // Then by meaning: the question is embedded only on an exact miss.
-        let question = question.map(|(text, context)| {
-            Arc::new(Question {
-                context,
-                embedding: LocalEmbedder::shared().embed(&text),
-            })
-        });
+        let question = match question {
+            Some((text, context)) => self
+                .embed_question(&parts, &text)
+                .await
+                .map(|embedding| Arc::new(Question { context, embedding })),
+            None => None,
+        };
         if let (Some(q), Some(c)) = (&question, self.llm.cache.as_ref()) {
             if let Some((hit, similarity)) = c.similar(q).await {
                 tracing::debug!(similarity, "llm answer from the semantic cache");
@@ -366,6 +368,62 @@ impl Call {
             }
             (answer, _) => answer,
         }
+    }
+
+    /// The question's embedding for the semantic cache: from the
+    /// configured embeddings provider, or the built-in local embedding.
+    /// `None` when the provider fails: the question then skips the
+    /// semantic cache (neither looked up nor remembered) rather than wait
+    /// or fail the call.
+    async fn embed_question(&self, parts: &Parts, text: &str) -> Option<Vec<f32>> {
+        let Some(cfg) = &self.llm.cfg.cache.semantic.embeddings else {
+            return Some(LocalEmbedder::shared().embed(text));
+        };
+        let result = match self.llm.provider_index(&cfg.provider) {
+            // Validation makes this unreachable; a clear log if not.
+            None => Err(format!("provider {:?} is not configured", cfg.provider)),
+            Some(i) => {
+                let p = &self.llm.providers[i];
+                let embedded = async {
+                    let path = p
+                        .path(Api::Embeddings, &cfg.model, false)
+                        .map_err(|r| r.message())?;
+                    let body = embeddings::request_body(cfg, text);
+                    let resp = self
+                        .send(parts, p, &path, body)
+                        .await
+                        .map_err(|f| f.refusal.message())?;
+                    let status = resp.status();
+                    let body = read_limited(resp.into_body(), embeddings::MAX_ANSWER_BYTES).await;
+                    if !status.is_success() {
+                        let detail = provider::error_message(&body).unwrap_or_default();
+                        return Err(format!("status {status}: {detail}"));
+                    }
+                    embeddings::read_answer(&body).map_err(|e| e.to_string())
+                };
+                tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), embedded)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {} ms", cfg.timeout_ms)))
+            }
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.cx
+            .node
+            .metrics
+            .genai
+            .cache_embeddings
+            .with_label_values(&[&cfg.provider, outcome])
+            .inc();
+        result
+            .map_err(|error| {
+                tracing::warn!(
+                    provider = %cfg.provider,
+                    model = %cfg.model,
+                    %error,
+                    "embedding a question for the semantic cache failed; it goes to its provider without the semantic cache"
+                );
+            })
+            .ok()
     }
 
     fn count_cache(&self, result: &'static str, rlog: &mut RequestLog) {
