@@ -18,6 +18,8 @@ pub struct Upstream {
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     requests: Arc<Mutex<Vec<(SocketAddr, String)>>>,
     heads: Arc<Mutex<Vec<String>>>,
+    /// Request bodies (keep-alive mode), in order.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -29,14 +31,15 @@ impl Upstream {
         Self::start_with(ip, None, Duration::ZERO, false)
     }
 
-    /// Answers each request only after `delay` (timeout tests).
     /// Keeps connections open across requests and reads request bodies
     /// (Content-Length or chunked); answers say how many body bytes came
-    /// (`body=N`).
+    /// (`body=N`). Paths under `/echo` are answered with the request's
+    /// body and content type (`/echo-chunked`: in chunked coding).
     pub fn start_keepalive(ip: IpAddr) -> Result<Self> {
         Self::start_with(ip, None, Duration::ZERO, true)
     }
 
+    /// Answers each request only after `delay` (timeout tests).
     pub fn start_slow(ip: IpAddr, delay: Duration) -> Result<Self> {
         Self::start_with(ip, None, delay, false)
     }
@@ -66,11 +69,13 @@ impl Upstream {
         let peers = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let heads = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (accepted, peers, stop) = (accepted.clone(), peers.clone(), stop.clone());
             let requests = requests.clone();
             let heads = heads.clone();
+            let bodies = bodies.clone();
             std::thread::spawn(move || {
                 // Accept only when poll() says a connection waits, checking
                 // the stop flag at least every 50 ms: dropping never hangs,
@@ -89,12 +94,13 @@ impl Upstream {
                     peers.lock().unwrap().push(peer);
                     let requests = requests.clone();
                     let heads = heads.clone();
+                    let bodies = bodies.clone();
                     let tls = tls.clone();
                     std::thread::spawn(move || {
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                         match tls {
                             None if keepalive => {
-                                let _ = serve_keepalive(conn, peer, &requests, &heads);
+                                let _ = serve_keepalive(conn, peer, &requests, &heads, &bodies);
                             }
                             None => {
                                 let _ = serve(conn, peer, &requests, &heads, delay);
@@ -118,6 +124,7 @@ impl Upstream {
             peers,
             requests,
             heads,
+            bodies,
             stop,
             thread: Some(thread),
         })
@@ -148,6 +155,10 @@ impl Upstream {
     /// The request heads (request line and headers) received, in order.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
+    }
+    /// The request bodies received (keep-alive mode), in order.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().unwrap().clone()
     }
     /// (peer, path) of every request answered, in order.
     pub fn requests(&self) -> Vec<(SocketAddr, String)> {
@@ -220,6 +231,7 @@ fn serve_keepalive(
     peer: SocketAddr,
     requests: &Mutex<Vec<(SocketAddr, String)>>,
     heads: &Mutex<Vec<String>>,
+    bodies: &Mutex<Vec<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -243,6 +255,7 @@ fn serve_keepalive(
                 .lines()
                 .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
         };
+        let mut bytes = Vec::new();
         let body = if header("transfer-encoding:").is_some_and(|v| v.ends_with("chunked")) {
             let mut total = 0;
             loop {
@@ -269,6 +282,7 @@ fn serve_keepalive(
                 {
                     return Ok(());
                 }
+                bytes.extend_from_slice(&buf[..size]);
                 buf.drain(..size + 2);
                 total += size;
             }
@@ -280,11 +294,44 @@ fn serve_keepalive(
             if fill_until(&mut conn, &mut buf, |b| (b.len() >= n).then_some(0))?.is_none() {
                 return Ok(());
             }
+            bytes.extend_from_slice(&buf[..n]);
             buf.drain(..n);
             n
         };
         requests.lock().unwrap().push((peer, path.clone()));
         heads.lock().unwrap().push(head.clone());
+        bodies.lock().unwrap().push(bytes.clone());
+        if path.starts_with("/echo") {
+            let ct = header("content-type:").unwrap_or_else(|| "text/plain".into());
+            let resp = if path.starts_with("/echo-chunked") {
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                .into_bytes();
+                // Two chunks cut in the middle, so the reader must join them.
+                let (a, b) = bytes.split_at(bytes.len() / 2);
+                for part in [a, b] {
+                    if !part.is_empty() {
+                        r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                        r.extend_from_slice(part);
+                        r.extend_from_slice(b"\r\n");
+                    }
+                }
+                r.extend_from_slice(b"0\r\n\r\n");
+                r
+            } else {
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                    bytes.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&bytes);
+                r
+            };
+            conn.write_all(&resp)?;
+            conn.flush()?;
+            continue;
+        }
         let text = format!("hello from upstream path={path} peer={peer} body={body}");
         // A HEAD answer has the GET's length and no body.
         let payload = if head.starts_with("HEAD ") { "" } else { &text };

@@ -1176,3 +1176,158 @@ print(data.split(b"\r\n")[0].decode(), data.endswith(b"body=0"))
     );
     Ok(())
 }
+
+/// Guardrails on an `api` destination, through the real redirect: a JSON
+/// body's e-mail is redacted before the upstream sees it and restored in
+/// the answer (HTTP/1.1 and HTTP/2 clients), a card number is refused
+/// with a 400 naming the rule, a secret in a chunked answer is redacted,
+/// an answer with an SSN is withheld, and a binary body passes as it is.
+#[test]
+fn guardrails_check_api_bodies_both_ways() -> Result<()> {
+    const TOKEN: &str = "ghp_R4nd0mT0k3nV4lu3Xy9Qz8Wv7Ut6Sr5Pq4On";
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let up = Upstream::start_keepalive(pod.host_ip.into())?;
+    let rule = |detect: &str, action: &str| json!({"detect": [detect], "action": action});
+    let cfg = set_gate_api(
+        node.config()
+            .set("/routes", json!([{"name": "any"}]))
+            .set(
+                "/guardrails",
+                json!({"policies": [{
+                    "name": "customer-data",
+                    "gates": ["api"],
+                    "request": [
+                        {"detect": ["email"], "action": "redact", "restore": true},
+                        rule("credit_card", "block"),
+                    ],
+                    "response": [rule("secret", "redact"), rule("us_ssn", "block")],
+                }]}),
+            )
+            .destination(api_destination(&up))
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let json_post = |url: &str, body: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        curl(&pod, &args)
+    };
+    let last_body =
+        || String::from_utf8_lossy(up.bodies().last().map_or(&[][..], |b| b)).to_string();
+
+    // Redacted on the way up, restored on the way back.
+    let sent = r#"{"to": "bob@example.com", "note": "call me"}"#;
+    let (status, _, text) = json_post(&up.url("/echo"), sent, &[])?;
+    ensure!(
+        status == 200 && text == sent,
+        "restored answer: {status} {text}"
+    );
+    ensure!(
+        last_body() == r#"{"to": "<EMAIL_1>", "note": "call me"}"#,
+        "the upstream saw: {}",
+        last_body()
+    );
+    let (status, _, text) = json_post(&up.url("/echo"), sent, &["--http2-prior-knowledge"])?;
+    ensure!(
+        status == 200 && text == sent && !last_body().contains("bob@"),
+        "HTTP/2: {status} {text}; the upstream saw {}",
+        last_body()
+    );
+
+    // A card number is refused before anything goes up.
+    let before = up.bodies().len();
+    let (status, _, text) = json_post(&up.url("/echo"), r#"{"card": "4111 1111 1111 1111"}"#, &[])?;
+    let err: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        status == 400
+            && err["error"]["type"] == "guardrail_blocked"
+            && message.contains("customer-data")
+            && message.contains("credit_card")
+            && !text.contains("4111")
+            && up.bodies().len() == before,
+        "card refusal: {status} {text}"
+    );
+
+    // A secret in a chunked answer is redacted; an SSN withholds it.
+    let (status, head, text) = curl(
+        &pod,
+        &[
+            "-H",
+            "content-type: text/plain",
+            "--data-binary",
+            &format!("token {TOKEN} ok"),
+            &up.url("/echo-chunked"),
+        ],
+    )?;
+    ensure!(
+        status == 200
+            && text == "token <GITHUB_TOKEN_1> ok"
+            && head.contains(&format!("content-length: {}", text.len())),
+        "secret answer: {status} {head} {text}"
+    );
+    let (status, _, text) = curl(
+        &pod,
+        &[
+            "-H",
+            "content-type: text/plain",
+            "--data-binary",
+            "My SSN is 536-22-8714",
+            &up.url("/echo"),
+        ],
+    )?;
+    let err: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    ensure!(
+        status == 502 && err["error"]["type"] == "guardrail_blocked" && !text.contains("536-22"),
+        "SSN answer: {status} {text}"
+    );
+
+    // What the guard cannot read passes unchanged.
+    let (status, _, text) = curl(
+        &pod,
+        &[
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+            "raw bob@example.com",
+            &up.url("/echo"),
+        ],
+    )?;
+    ensure!(
+        status == 200 && text == "raw bob@example.com" && last_body() == text,
+        "binary body: {status} {text}"
+    );
+
+    poll_until_logged(&d, |l| log_str(l, "outcome") == Some("guardrail_blocked"))?;
+    let m = d.metrics()?;
+    let found = |detector, action| {
+        m.sum(
+            "trigate_guardrail_findings_total",
+            &[
+                ("gate", "api"),
+                ("workload", "pod-a"),
+                ("detector", detector),
+                ("action", action),
+            ],
+        )
+    };
+    ensure!(
+        found("email", "redact") == 2.0
+            && found("credit_card", "block") == 1.0
+            && found("github_token", "redact") == 1.0
+            && found("us_ssn", "block") == 1.0,
+        "findings: email {} card {} token {} ssn {}",
+        found("email", "redact"),
+        found("credit_card", "block"),
+        found("github_token", "redact"),
+        found("us_ssn", "block")
+    );
+    Ok(())
+}

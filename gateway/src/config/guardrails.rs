@@ -69,6 +69,11 @@ pub struct GuardPolicyConfig {
     /// `judges[].name`s asked about each whole answer (streamed answers
     /// are not sent to judges): allow or block it.
     pub response_judges: Vec<String>,
+    /// The gates the policy applies on (`llm`, `api`); empty: all of
+    /// them. On `api` destinations the request and response rules scan
+    /// textual bodies (JSON string values, text, forms); topics and judges
+    /// judge LLM questions and answers only.
+    pub gates: Vec<crate::config::GateKind>,
 }
 
 /// What to do with findings of some detectors.
@@ -201,6 +206,17 @@ impl GuardrailsConfig {
                     at.clone(),
                     "has no rules: add request or response rules or topics, or remove it".into(),
                 ));
+            }
+            for (k, gate) in policy.gates.iter().enumerate() {
+                if !gate.is_http() {
+                    out.push((
+                        format!("{at}.gates[{k}]"),
+                        format!(
+                            "{} carries no requests to scan: use llm or api",
+                            gate.label()
+                        ),
+                    ));
+                }
             }
             for (list, names) in [
                 ("deny_topics", &policy.deny_topics),

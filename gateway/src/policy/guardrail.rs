@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Detect, GuardAction, GuardrailsConfig};
+use crate::config::{Detect, GateKind, GuardAction, GuardrailsConfig};
 use crate::policy::guard::{
     Category, Finding, FindingFilter, GuardConfig, Kind, Redactor, Restorer, ScanError, Scanner,
     TopicMatcher,
@@ -31,6 +31,8 @@ pub struct Guardrails {
 
 struct Policy {
     name: Arc<str>,
+    /// Empty: every gate.
+    gates: Vec<GateKind>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
     request: Vec<Rule>,
@@ -135,6 +137,7 @@ impl Guardrails {
                 request_judges: judge_indexes(&p.judges)?,
                 response_judges: judge_indexes(&p.response_judges)?,
                 name: Arc::clone(&name),
+                gates: p.gates.clone(),
                 deny_topics: topic_indexes(&p.deny_topics)?,
                 allow_topics: topic_indexes(&p.allow_topics)?,
                 workloads: p.workloads.clone(),
@@ -183,9 +186,16 @@ impl Guardrails {
     }
 
     /// The rules for one workload (name and labels; `None`: not
-    /// identified), or `None` when no policy selects it.
-    pub fn plan(&self, who: Option<(&str, &BTreeMap<String, String>)>) -> Option<Arc<Plan>> {
+    /// identified) on one gate, or `None` when no policy selects it.
+    /// Topics and judges are for LLM questions and answers: other gates
+    /// get the detector rules only.
+    pub fn plan(
+        &self,
+        gate: GateKind,
+        who: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Option<Arc<Plan>> {
         let scanner = self.scanner.as_ref()?;
+        let llm = gate == GateKind::Llm;
         let mut request = Vec::new();
         let mut response = Vec::new();
         let mut deny_topics = Vec::new();
@@ -198,9 +208,13 @@ impl Guardrails {
                 || who.is_some_and(|(_, labels)| {
                     p.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
                 });
-            if by_name && by_labels {
+            let on_gate = p.gates.is_empty() || p.gates.contains(&gate);
+            if by_name && by_labels && on_gate {
                 request.extend(p.request.iter().cloned());
                 response.extend(p.response.iter().cloned());
+                if !llm {
+                    continue;
+                }
                 deny_topics.extend(p.deny_topics.iter().map(|&t| (Arc::clone(&p.name), t)));
                 for (phase, wanted) in [&p.request_judges, &p.response_judges]
                     .into_iter()
@@ -364,11 +378,11 @@ impl Blocked {
         };
         match self.phase {
             Phase::Request => format!(
-                "blocked by guardrail policy {:?}: {what} found in {}; the request was not sent to the model",
+                "blocked by guardrail policy {:?}: {what} found in {}; the request was not sent upstream",
                 &*self.policy, self.place
             ),
             Phase::Response => format!(
-                "blocked by guardrail policy {:?}: {what} found in the model's answer ({}); the answer was withheld",
+                "blocked by guardrail policy {:?}: {what} found in the answer ({}); the answer was withheld",
                 &*self.policy, self.place
             ),
         }
@@ -642,13 +656,14 @@ mod tests {
 
     fn session(cfg: &GuardrailsConfig, who: &str) -> Option<Session> {
         let g = Guardrails::build(cfg).unwrap();
-        g.plan(Some((who, &BTreeMap::new()))).map(Session::new)
+        g.plan(GateKind::Llm, Some((who, &BTreeMap::new())))
+            .map(Session::new)
     }
 
     #[test]
     fn no_policy_no_plan() {
         let g = Guardrails::build(&GuardrailsConfig::default()).unwrap();
-        assert!(g.plan(None).is_none());
+        assert!(g.plan(GateKind::Llm, None).is_none());
     }
 
     #[test]
@@ -659,10 +674,43 @@ mod tests {
         finance.labels = BTreeMap::from([("team".into(), "fin".into())]);
         let g = Guardrails::build(&config(vec![finance])).unwrap();
         let fin = BTreeMap::from([("team".to_string(), "fin".to_string())]);
-        assert!(g.plan(Some(("agent", &fin))).is_some());
-        assert!(g.plan(Some(("agent", &BTreeMap::new()))).is_none());
-        assert!(g.plan(Some(("other", &fin))).is_none());
-        assert!(g.plan(None).is_none());
+        assert!(g.plan(GateKind::Llm, Some(("agent", &fin))).is_some());
+        assert!(g
+            .plan(GateKind::Llm, Some(("agent", &BTreeMap::new())))
+            .is_none());
+        assert!(g.plan(GateKind::Llm, Some(("other", &fin))).is_none());
+        assert!(g.plan(GateKind::Llm, None).is_none());
+    }
+
+    #[test]
+    fn policies_apply_on_their_gates_and_topics_only_on_llm() {
+        let mut api_only = pii_policy();
+        api_only.name = "api-only".into();
+        api_only.gates = vec![GateKind::Api];
+        let mut llm_topics = GuardPolicyConfig {
+            name: "topics".into(),
+            deny_topics: vec!["legal".into()],
+            ..GuardPolicyConfig::default()
+        };
+        let mut cfg = config(vec![api_only, llm_topics.clone()]);
+        cfg.topics = vec![crate::policy::guard::TopicConfig {
+            name: "legal".into(),
+            keywords: vec!["lawsuit".into()],
+            ..Default::default()
+        }];
+        let g = Guardrails::build(&cfg).unwrap();
+        let none = BTreeMap::new();
+        let api = g.plan(GateKind::Api, Some(("w", &none))).unwrap();
+        assert!(api.checks(Phase::Request) && !api.checks_topics());
+        let llm = g.plan(GateKind::Llm, Some(("w", &none))).unwrap();
+        assert!(!llm.checks(Phase::Request) && llm.checks_topics());
+
+        // A topics-only policy has nothing for the api gate: no plan.
+        llm_topics.gates = vec![GateKind::Api, GateKind::Llm];
+        cfg.policies = vec![llm_topics];
+        let g = Guardrails::build(&cfg).unwrap();
+        assert!(g.plan(GateKind::Api, Some(("w", &none))).is_none());
+        assert!(g.plan(GateKind::Llm, Some(("w", &none))).is_some());
     }
 
     #[test]
@@ -878,12 +926,14 @@ mod tests {
             rule(&["injection"], GuardAction::Redact, false),
             rule(&["email"], GuardAction::Block, true),
         ];
+        cfg.policies[1].gates = vec![GateKind::Api, GateKind::L4];
         let problems = cfg.problems();
         let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
             [
                 "guardrails.policies[1].name",
+                "guardrails.policies[1].gates[1]",
                 "guardrails.policies[1].request[0].detect[0]",
                 "guardrails.policies[1].request[1].detect[0]",
                 "guardrails.policies[1].request[2].restore",

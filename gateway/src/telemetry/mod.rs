@@ -2,6 +2,7 @@
 //! and registered on a registry the caller passes in.
 pub mod access;
 pub mod genai;
+pub mod guard;
 pub mod logging;
 pub mod trace;
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod cluster;
 pub mod cors;
+pub mod guard;
 pub mod h1;
 pub mod route;
 
@@ -36,16 +37,18 @@ use self::{
     route::{apply_headers, host_of, rewrite_prefix, RequestFacts, RouteTable},
 };
 use crate::{
-    config::{Config, RateLimit, Route},
+    config::{Config, GateKind, RateLimit, Route},
     daemon::Node,
     intercept::destinations::Destination,
     netns::Netns,
     policy::{
         auth::{authorize, Authenticator, Caller},
+        guardrail::Session,
         limits::{Decision, Limiter},
     },
     telemetry::{
         access::{ConnectionLog, LlmRecord, Outcome},
+        guard::Audit,
         logging::AccessLine,
         trace,
     },
@@ -368,6 +371,10 @@ pub(crate) struct Plan<'p> {
     /// A cache miss to fill: store, key, the request's headers (Vary and
     /// Cache-Control are read from them) and the route's entry limit.
     pub cache: Option<CacheFill>,
+    /// The workload's guardrails (`api` destinations whose workload a
+    /// policy selects): the transport reads textual bodies whole and has
+    /// them checked before they travel on.
+    pub guard: Option<guard::BodyGuard>,
 }
 
 pub(crate) struct CacheFill {
@@ -383,7 +390,7 @@ async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBo
     let policy = cx.node.api.load_full();
     let (mut parts, body) = req.into_parts();
     let mut rlog = RequestLog::start(cx, &parts);
-    let plan = match decide(cx, &policy, &mut parts, &mut rlog).await {
+    let mut plan = match decide(cx, &policy, &mut parts, &mut rlog).await {
         Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
         Verdict::Forward(plan) => plan,
     };
@@ -399,6 +406,16 @@ async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBo
         return rlog.finish_answered(resp, "body_too_large");
     }
     let body = http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+    let mut guard = plan.guard.take();
+    let method = parts.method.clone();
+    let kind = guard.as_ref().and_then(|g| g.request_kind(&parts.headers));
+    let body = match (guard.as_mut(), kind) {
+        (Some(g), Some(kind)) => match Box::pin(guard_request(g, kind, &mut parts, body)).await {
+            Ok(body) => body,
+            Err((resp, outcome)) => return rlog.finish_answered(resp, outcome),
+        },
+        _ => body.boxed(),
+    };
     let req = Request::from_parts(parts, body);
     let result = forward(cx, &policy, req, &plan, &mut rlog).await;
     let mut resp = match result {
@@ -412,6 +429,17 @@ async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBo
             return rlog.finish_answered(failure.response(), failure.outcome());
         }
     };
+    // Guardrails before the cache store: the cache keeps what clients
+    // may see.
+    let kind = guard
+        .as_ref()
+        .and_then(|g| g.response_kind(&method, resp.status(), resp.headers()));
+    if let (Some(g), Some(kind)) = (guard.as_mut(), kind) {
+        resp = match Box::pin(guard_response(g, kind, resp)).await {
+            Ok(resp) => resp,
+            Err((resp, outcome)) => return rlog.finish_answered(resp, outcome),
+        };
+    }
     // Cache store before the response rewrites, which are per request.
     if let Some(fill) = &plan.cache {
         resp = store_in_cache(fill, resp).await;
@@ -419,6 +447,109 @@ async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBo
     let (mut parts, body) = resp.into_parts();
     plan.finish(&mut parts);
     rlog.finish_answered(Response::from_parts(parts, body), "ok")
+}
+
+/// The guardrails of the connection's workload on the api gate, if a
+/// policy selects it.
+fn api_guard(cx: &ConnContext, workload: &Arc<str>) -> Option<guard::BodyGuard> {
+    let who = cx.workload.as_ref().map(|w| (&*w.name, &w.labels));
+    let plan = cx.node.guard.load().plan(GateKind::Api, who)?;
+    Some(guard::BodyGuard::new(
+        Session::new(plan),
+        Audit {
+            findings: cx.node.metrics.genai.guard_findings.clone(),
+            gate: "api",
+            workload: Arc::clone(workload),
+        },
+    ))
+}
+
+/// Reads a request body whole and has the guard check it: the body to
+/// send (the redacted one, with its length) or the refusal.
+async fn guard_request(
+    guard: &mut guard::BodyGuard,
+    kind: guard::BodyKind,
+    parts: &mut hyper::http::request::Parts,
+    body: http_body_util::Limited<Incoming>,
+) -> Result<ApiBody, (Response<ApiBody>, &'static str)> {
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let resp = refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than http.max_request_body_bytes",
+            );
+            return Err((resp, "body_too_large"));
+        }
+        Err(e) => {
+            let resp = refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("reading the request body: {e}"),
+            );
+            return Err((resp, "bad_request"));
+        }
+    };
+    match guard.request(kind, &bytes) {
+        Err(r) => Err((r.response(), r.outcome)),
+        Ok(new) => {
+            let bytes = new.unwrap_or(bytes);
+            guard::set_length(&mut parts.headers, bytes.len());
+            Ok(Full::new(bytes).map_err(|e| match e {}).boxed())
+        }
+    }
+}
+
+/// Reads a response body whole (up to what one scan takes) and has the
+/// guard check it and restore the request's placeholders.
+async fn guard_response(
+    guard: &mut guard::BodyGuard,
+    kind: guard::BodyKind,
+    resp: Response<ApiBody>,
+) -> Result<Response<ApiBody>, (Response<ApiBody>, &'static str)> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match collect_at_most(body, guard.max_body()).await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let r = guard.too_large("response body");
+            return Err((r.response(), r.outcome));
+        }
+        Err(e) => {
+            let resp = refusal(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                &format!("reading the upstream body: {e}"),
+            );
+            return Err((resp, "upstream_body_error"));
+        }
+    };
+    match guard.response(kind, &bytes) {
+        Err(r) => Err((r.response(), r.outcome)),
+        Ok(new) => {
+            let bytes = new.unwrap_or(bytes);
+            guard::set_length(&mut parts.headers, bytes.len());
+            Ok(Response::from_parts(
+                parts,
+                Full::new(bytes).map_err(|e| match e {}).boxed(),
+            ))
+        }
+    }
+}
+
+/// A whole body of at most `max` bytes. Boxed as a `Send` future: left
+/// to inference inside `handle`, the collecting future's `Send` cannot be
+/// proven for every lifetime of the connection context (a known rustc
+/// limitation with higher-ranked lifetimes in async blocks).
+fn collect_at_most(
+    body: ApiBody,
+    max: usize,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<http_body_util::Collected<Bytes>, BoxError>> + Send,
+    >,
+> {
+    Box::pin(http_body_util::Limited::new(body, max).collect())
 }
 
 /// The policy chain, in order, on the request head. Each step may end the
@@ -622,7 +753,16 @@ pub(crate) async fn decide<'p>(
         }
     }
     rlog.caller = caller_label(&caller);
-    // 7. Upstream (the transport's), with the route's timeout and retries.
+    // 7. Guardrails on the bodies, planned here and applied by the
+    //    transport once it has read them: after the limits (a refused
+    //    caller's body is never read) and on what the rewrites left, as
+    //    the upstream will see it. The LLM gate plans its own.
+    let guard = if cx.destination.gate == GateKind::Api {
+        api_guard(cx, &rlog.workload)
+    } else {
+        None
+    };
+    // 8. Upstream (the transport's), with the route's timeout and retries.
     let timeout = Duration::from_millis(
         route
             .and_then(|r| r.timeout_ms)
@@ -635,11 +775,12 @@ pub(crate) async fn decide<'p>(
         cors_headers,
         limit_headers,
         cache,
+        guard,
     }))
 }
 
 impl Plan<'_> {
-    /// Step 8, response rewrites, on the upstream response's head (after
+    /// Step 9, response rewrites, on the upstream response's head (after
     /// the cache stored it: rewrites are per request).
     pub(crate) fn finish(&self, resp: &mut hyper::http::response::Parts) {
         if let Some(route) = self.route {
@@ -824,7 +965,7 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 async fn forward(
     cx: &Arc<ConnContext>,
     policy: &ApiPolicy,
-    mut req: Request<http_body_util::Limited<Incoming>>,
+    mut req: Request<ApiBody>,
     plan: &Plan<'_>,
     rlog: &mut RequestLog,
 ) -> Result<Response<ApiBody>, Failure> {
@@ -880,7 +1021,7 @@ async fn forward(
     if !(retries > 0 && bodyless) {
         let (client, pick, uri) = target.next(&[])?;
         parts.uri = uri;
-        let req = Request::from_parts(parts, body.boxed());
+        let req = Request::from_parts(parts, body);
         let result = send(&client, req, timeout).await;
         report(pick, &result);
         let mut resp = result?;

@@ -8,7 +8,6 @@
 //! text a person typed and are left alone.
 use std::sync::Arc;
 
-use prometheus::IntCounterVec;
 use serde_json::{json, Map, Value};
 
 use super::{
@@ -16,7 +15,8 @@ use super::{
     stream::{encode, SseParser, StreamError},
 };
 use crate::policy::guard::{RestoreStream, Restorer, StreamScanner};
-use crate::policy::guardrail::{Blocked, CheckError, Hit, Phase, Session};
+use crate::policy::guardrail::{Blocked, CheckError, Phase, Session};
+pub use crate::telemetry::guard::Audit;
 
 /// Checks one text: given the text and where it is (built only when
 /// needed), `Some(new)` replaces it, `Err` refuses.
@@ -152,43 +152,6 @@ impl Visit<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Where findings are counted and audited.
-#[derive(Clone)]
-pub struct Audit {
-    pub findings: IntCounterVec,
-    pub workload: Arc<str>,
-}
-
-impl Audit {
-    /// One metric increment and one audit line per finding acted on. The
-    /// line names the detector and rule, never the text.
-    pub fn record(&self, hits: Vec<Hit>) {
-        for h in hits {
-            self.findings
-                .with_label_values(&[
-                    "llm",
-                    h.phase.as_str(),
-                    &h.policy,
-                    &h.detector,
-                    h.action.as_str(),
-                    &self.workload,
-                ])
-                .inc();
-            tracing::info!(
-                target: "trigate::guard",
-                gate = "llm",
-                workload = &*self.workload,
-                phase = h.phase.as_str(),
-                policy = &*h.policy,
-                detector = h.detector.as_str(),
-                rule = &*h.rule,
-                action = h.action.as_str(),
-                "guardrail finding"
-            );
-        }
     }
 }
 

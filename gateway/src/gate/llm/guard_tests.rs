@@ -32,7 +32,7 @@ fn session(request: Vec<GuardRuleConfig>, response: Vec<GuardRuleConfig>) -> Ses
     };
     let plan = Guardrails::build(&cfg)
         .unwrap()
-        .plan(Some(("w", &BTreeMap::new())))
+        .plan(crate::config::GateKind::Llm, Some(("w", &BTreeMap::new())))
         .unwrap();
     Session::new(plan)
 }
@@ -46,6 +46,7 @@ fn audit() -> (Audit, IntCounterVec) {
     (
         Audit {
             findings: c.clone(),
+            gate: "llm",
             workload: "w".into(),
         },
         c,

@@ -309,7 +309,10 @@ impl Call {
             .node
             .guard
             .load()
-            .plan(self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)))
+            .plan(
+                crate::config::GateKind::Llm,
+                self.cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
+            )
             .map(Session::new);
         if let Some(session) = guard.as_mut() {
             let checked = match self.guard_request(&mut request, session) {
@@ -508,6 +511,7 @@ impl Call {
     fn audit(&self) -> Audit {
         Audit {
             findings: self.cx.node.metrics.genai.guard_findings.clone(),
+            gate: "llm",
             workload: self
                 .cx
                 .workload

@@ -518,7 +518,7 @@ where
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         parts.headers.remove(header::EXPECT);
 
-        let plan = match decide(&cx, policy, &mut parts, rlog).await {
+        let mut plan = match decide(&cx, policy, &mut parts, rlog).await {
             Verdict::Answer(resp, outcome) => {
                 let resp = if cx.destination.gate == crate::config::GateKind::Llm {
                     // Said as the caller's SDK reads errors.
@@ -551,6 +551,50 @@ where
             return Box::pin(self.llm(parts, body, http10, client_close, policy, rlog)).await;
         }
 
+        // Guardrails read a textual body whole and send on what they
+        // leave of it, with its length.
+        let mut guard = plan.guard.take();
+        let mut body = body;
+        let mut held = None;
+        let kind = guard.as_ref().and_then(|g| g.request_kind(&parts.headers));
+        if let (Some(g), Some(kind), false) = (guard.as_mut(), kind, body == Framing::Empty) {
+            let bytes = match self.read_body(body).await {
+                Ok(b) => b,
+                Err(ConnError::BodyTooLarge(max)) => {
+                    let resp = refusal(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        &format!("the request body is larger than {max} bytes"),
+                    );
+                    self.answer(resp, "body_too_large", &parts.method, true, rlog)
+                        .await?;
+                    return Err(ConnError::BodyTooLarge(max));
+                }
+                Err(e) => return Err(e),
+            };
+            match g.request(kind, &bytes) {
+                // The body was read: the connection is at a request
+                // boundary and may carry the next one.
+                Err(r) => {
+                    Box::pin(self.answer(
+                        r.response(),
+                        r.outcome,
+                        &parts.method,
+                        client_close,
+                        rlog,
+                    ))
+                    .await?;
+                    return Ok(!client_close);
+                }
+                Ok(new) => {
+                    let bytes = new.unwrap_or(bytes);
+                    super::guard::set_length(&mut parts.headers, bytes.len());
+                    held = Some(bytes);
+                    body = Framing::Empty;
+                }
+            }
+        }
+
         strip_hop_by_hop(&mut parts.headers);
         if !parts.headers.contains_key(header::HOST) {
             let host = plan
@@ -564,6 +608,9 @@ where
         let mut head = Vec::with_capacity(512);
         write_request_head(&mut head, &parts, upgrade.as_ref());
 
+        if let Some(held) = &held {
+            head.extend_from_slice(held);
+        }
         let resp = match self
             .exchange(policy, &plan, &parts, &head, body, rlog)
             .await
@@ -587,6 +634,7 @@ where
         self.respond(
             resp,
             &plan,
+            guard.as_mut(),
             &parts,
             upgrade.is_some(),
             http10,
@@ -980,6 +1028,7 @@ where
         &mut self,
         resp: UpstreamResponse,
         plan: &Plan<'_>,
+        guard: Option<&mut super::guard::BodyGuard>,
         req: &request::Parts,
         upgrade: bool,
         http10: bool,
@@ -1008,12 +1057,68 @@ where
             return Box::pin(self.upgrade(parts, up, rlog)).await;
         }
         strip_hop_by_hop(&mut parts.headers);
+        // A response the guardrails read is read whole, checked, then
+        // sent (and cached) as they leave it.
+        let mut whole_body = None;
+        let kind = guard
+            .as_ref()
+            .and_then(|g| g.response_kind(&req.method, parts.status, &parts.headers));
+        if let (Some(g), Some(kind)) = (guard, kind) {
+            let read = match Box::pin(self.read_guarded(&mut up, framing, g.max_body())).await {
+                Ok(read) => read,
+                // Nothing was sent yet: a 502 rather than a cut connection.
+                Err(ConnError::Upstream(e)) => {
+                    let f = Failure::Upstream(e);
+                    Box::pin(self.answer(
+                        f.response(),
+                        "upstream_body_error",
+                        &req.method,
+                        true,
+                        rlog,
+                    ))
+                    .await?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            let checked = match read {
+                Some(body) => g.response(kind, &body).map(|new| new.unwrap_or(body)),
+                None => Err(g.too_large("response body")),
+            };
+            match checked {
+                Ok(body) => {
+                    super::guard::set_length(&mut parts.headers, body.len());
+                    whole_body = Some(body);
+                }
+                // Nothing was sent yet: the client gets the refusal on a
+                // connection still at a response boundary. The upstream
+                // connection is dropped (its body may be partly unread).
+                Err(r) => {
+                    Box::pin(self.answer(r.response(), r.outcome, &req.method, client_close, rlog))
+                        .await?;
+                    return Ok(!client_close);
+                }
+            }
+        }
         // A whole cacheable response is read, stored, then sent.
         let mut cached_body = None;
         if let Some(fill) = &plan.cache {
             let admitted = fill.admits(parts.status, &parts.headers);
-            match (admitted, framing) {
-                (Some(fresh_for), Framing::Length(n)) => {
+            match (admitted, framing, whole_body.take()) {
+                (Some(fresh_for), _, Some(body)) => {
+                    fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
+                    parts
+                        .headers
+                        .insert("x-trigate-cache", HeaderValue::from_static("miss"));
+                    cached_body = Some(body);
+                }
+                (None, _, Some(body)) => {
+                    parts
+                        .headers
+                        .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
+                    cached_body = Some(body);
+                }
+                (Some(fresh_for), Framing::Length(n), None) => {
                     let body = Box::pin(self.read_whole(&mut up, n)).await?;
                     fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
                     parts
@@ -1028,6 +1133,7 @@ where
                 }
             }
         }
+        let cached_body = cached_body.or(whole_body);
         plan.finish(&mut parts);
         // HTTP/1.0 clients get no chunked coding: the payload is sent as
         // is, and the end of the connection ends it.
@@ -1081,6 +1187,42 @@ where
                 rlog.outcome = "upstream_body_error";
                 Err(ConnError::Upstream(format!("response body: {e}")))
             }
+        }
+    }
+
+    /// Reads a whole response body of any framing for the guardrails;
+    /// `None` when it is larger than `max`.
+    async fn read_guarded(
+        &mut self,
+        up: &mut Upstream,
+        framing: Framing,
+        max: usize,
+    ) -> Result<Option<Bytes>, ConnError> {
+        match framing {
+            Framing::Empty => return Ok(Some(Bytes::new())),
+            Framing::Length(n) if n > max as u64 => return Ok(None),
+            Framing::Length(n) => return self.read_whole(up, n).await.map(Some),
+            Framing::Chunked | Framing::UntilClose => {}
+        }
+        let mut whole = Vec::new();
+        self.out.clear();
+        let idle = self.cx.node.proxy.idle_timeout;
+        let read = relay(
+            &mut up.io,
+            &mut up.buf,
+            &mut whole,
+            &mut self.out,
+            framing,
+            true,
+            Some(max as u64),
+            idle,
+        )
+        .await;
+        self.out.clear();
+        match read {
+            Ok(_) => Ok(Some(Bytes::from(whole))),
+            Err(RelayError::TooLarge(_)) => Ok(None),
+            Err(e) => Err(ConnError::Upstream(format!("response body: {e}"))),
         }
     }
 
