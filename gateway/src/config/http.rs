@@ -17,12 +17,16 @@ pub enum GateKind {
     /// LLM provider APIs (OpenAI, Anthropic): the routes' policy, then
     /// model routing, translation, accounting (config `llm`).
     Llm,
+    /// MCP servers over streamable HTTP: the routes' policy, then which
+    /// tools, resources and prompts the workload may see and use (config
+    /// `mcp`), with an audit line per JSON-RPC call.
+    Mcp,
 }
 
 impl GateKind {
     /// Whether the gate speaks HTTP itself (and so needs to see it).
     pub fn is_http(self) -> bool {
-        matches!(self, GateKind::Api | GateKind::Llm)
+        matches!(self, GateKind::Api | GateKind::Llm | GateKind::Mcp)
     }
 
     /// The `gate` label of metrics and log lines.
@@ -31,6 +35,7 @@ impl GateKind {
             GateKind::L4 => "l4",
             GateKind::Api => "api",
             GateKind::Llm => "llm",
+            GateKind::Mcp => "mcp",
         }
     }
 }

@@ -25,10 +25,12 @@ pub use http::{
 mod guardrails;
 pub use guardrails::{Detect, GuardAction, GuardPolicyConfig, GuardRuleConfig, GuardrailsConfig};
 mod llm;
+mod mcp;
 pub use llm::{
     AwsAuth, LlmCache, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
     ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
+pub use mcp::{AllowDeny, McpConfig, McpPolicy};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -89,6 +91,9 @@ pub struct Config {
     /// Detectors and, per workload, what happens to prompts and answers
     /// they find personal data, secrets or injection attempts in.
     pub guardrails: GuardrailsConfig,
+    /// The MCP gate: which tools, resources and prompts workloads may see
+    /// and use.
+    pub mcp: McpConfig,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -155,6 +160,7 @@ impl Default for Config {
             clusters: Vec::new(),
             llm: LlmConfig::default(),
             guardrails: GuardrailsConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }

@@ -44,6 +44,9 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_tls(config, &mut p);
     check_http(config, &mut p);
     check_llm(config, &mut p);
+    for (field, message) in config.mcp.problems() {
+        p.push(field, message);
+    }
     for (field, message) in config.guardrails.problems() {
         p.push(field, message);
     }

@@ -4,6 +4,7 @@
 //! the same [`Accepted`] value.
 pub mod api;
 pub mod llm;
+pub mod mcp;
 pub mod tcp;
 pub mod tls;
 

@@ -7,3 +7,4 @@ pub mod guard;
 pub mod guardrail;
 pub mod judge;
 pub mod limits;
+pub mod mcp;

@@ -1,0 +1,431 @@
+//! The MCP gate's decisions on JSON-RPC messages, pure: which client
+//! messages go upstream and which are refused here, and what of the
+//! server's answers the workload may see.
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::policy::mcp::{Denied, Item, McpPlan};
+
+/// JSON-RPC: the body is not JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: not a valid request (or a batch the gateway refuses whole).
+pub const INVALID_REQUEST: i64 = -32600;
+/// The gateway's own code (in JSON-RPC's server-error range) for a call a
+/// policy refuses.
+pub const DENIED: i64 = -32001;
+
+/// A JSON-RPC error response.
+pub fn error(id: Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut e = json!({"code": code, "message": message});
+    if let Some(d) = data {
+        e["data"] = d;
+    }
+    json!({"jsonrpc": "2.0", "id": id, "error": e})
+}
+
+/// A POST body's messages.
+#[derive(Debug)]
+pub struct Batch {
+    pub messages: Vec<Value>,
+    /// Sent as an array (answers go back as one).
+    pub batch: bool,
+}
+
+/// Parses a POST body; `Err` is the error response for the whole body.
+pub fn parse(body: &[u8], max_batch: usize) -> Result<Batch, Value> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        error(
+            Value::Null,
+            PARSE_ERROR,
+            &format!("the body is not JSON: {e}"),
+            None,
+        )
+    })?;
+    let (messages, batch) = match value {
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+    if messages.is_empty() {
+        return Err(error(Value::Null, INVALID_REQUEST, "empty batch", None));
+    }
+    if messages.len() > max_batch {
+        return Err(error(
+            Value::Null,
+            INVALID_REQUEST,
+            &format!(
+                "a batch of {} messages is more than the {max_batch} this gateway accepts (mcp.max_batch)",
+                messages.len()
+            ),
+            None,
+        ));
+    }
+    for m in &messages {
+        let valid = m.get("jsonrpc") == Some(&json!("2.0"))
+            && (m.get("method").is_some_and(Value::is_string)
+                || (m.get("id").is_some()
+                    && (m.get("result").is_some() || m.get("error").is_some())));
+        if !valid {
+            let id = m.get("id").cloned().unwrap_or(Value::Null);
+            return Err(error(
+                id,
+                INVALID_REQUEST,
+                "not a JSON-RPC 2.0 request, notification or response",
+                None,
+            ));
+        }
+    }
+    Ok(Batch { messages, batch })
+}
+
+/// One client request the gateway followed: for the audit line and to
+/// filter its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub id: Value,
+    pub method: String,
+    /// The tool, resource or prompt it names.
+    pub target: Option<(Item, String)>,
+    /// SHA-256 (first 16 hex digits) of the arguments, so calls can be
+    /// correlated without logging what they carried.
+    pub args_hash: Option<String>,
+    /// A listing whose items are filtered (`tools/list` → tools).
+    pub lists: Option<Item>,
+}
+
+impl Call {
+    fn of(msg: &Value) -> Option<Call> {
+        let method = msg.get("method")?.as_str()?.to_owned();
+        let id = msg.get("id")?.clone();
+        let params = msg.get("params");
+        let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str);
+        let target = match method.as_str() {
+            "tools/call" => Some((Item::Tool, param("name").unwrap_or_default().to_owned())),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some((Item::Resource, param("uri").unwrap_or_default().to_owned()))
+            }
+            "prompts/get" => Some((Item::Prompt, param("name").unwrap_or_default().to_owned())),
+            _ => None,
+        };
+        let lists = match method.as_str() {
+            "tools/list" => Some(Item::Tool),
+            "resources/list" => Some(Item::Resource),
+            "prompts/list" => Some(Item::Prompt),
+            _ => None,
+        };
+        let args_hash = params
+            .and_then(|p| p.get("arguments"))
+            .map(|a| crate::upstream::sigv4::hex(&Sha256::digest(a.to_string().as_bytes())[..8]));
+        Some(Call {
+            id,
+            method,
+            target,
+            args_hash,
+            lists,
+        })
+    }
+
+    /// The key answers are matched by (the id's JSON text: `1` and `"1"`
+    /// are different ids).
+    pub fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+/// What the gateway does with one POST's messages.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// Messages that go upstream, in order.
+    pub forward: Vec<Value>,
+    /// Requests among them, by [`Call::key`].
+    pub calls: HashMap<String, Call>,
+    /// Requests refused here, with the error response each gets.
+    pub refused: Vec<(Call, Denied, Value)>,
+}
+
+/// Splits a POST's messages into what goes upstream and what a policy
+/// refuses. Notifications and responses (to the server's own requests)
+/// always go: they name no tool.
+pub fn plan(messages: Vec<Value>, authz: Option<&McpPlan>) -> Planned {
+    let mut out = Planned::default();
+    for msg in messages {
+        let Some(call) = Call::of(&msg) else {
+            out.forward.push(msg);
+            continue;
+        };
+        let denied = match (&call.target, authz) {
+            (Some((item, name)), Some(plan)) => plan.check(*item, name).err(),
+            _ => None,
+        };
+        match denied {
+            Some(d) => {
+                let resp = error(
+                    call.id.clone(),
+                    DENIED,
+                    &d.to_string(),
+                    Some(json!({"policy": &*d.policy, d.item.as_str(): d.name})),
+                );
+                out.refused.push((call, d, resp));
+            }
+            None => {
+                out.calls.insert(call.key(), call);
+                out.forward.push(msg);
+            }
+        }
+    }
+    out
+}
+
+/// How a server's answer to a call came out, for the audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// A result with `isError: true` (a tool that failed).
+    ToolError,
+    /// A JSON-RPC error, with its code.
+    Error(i64),
+}
+
+impl Status {
+    pub fn label(&self) -> String {
+        match self {
+            Status::Ok => "ok".into(),
+            Status::ToolError => "tool_error".into(),
+            Status::Error(code) => format!("error {code}"),
+        }
+    }
+}
+
+/// Looks at one message from the server: an answer to a followed call is
+/// taken from `calls` (with its listing filtered in place) and returned
+/// with its status and how many items were hidden. Other messages
+/// (notifications, the server's own requests) give `None`.
+pub fn answer(
+    msg: &mut Value,
+    calls: &mut HashMap<String, Call>,
+    authz: Option<&McpPlan>,
+) -> Option<(Call, Status, usize)> {
+    if msg.get("method").is_some() {
+        return None;
+    }
+    let call = calls.remove(&msg.get("id")?.to_string())?;
+    if let Some(code) = msg.pointer("/error/code") {
+        return Some((call, Status::Error(code.as_i64().unwrap_or(0)), 0));
+    }
+    let mut hidden = 0;
+    if let (Some(item), Some(plan)) = (call.lists, authz) {
+        hidden = filter_listing(msg, item, plan);
+    }
+    let status = if msg.pointer("/result/isError") == Some(&Value::Bool(true)) {
+        Status::ToolError
+    } else {
+        Status::Ok
+    };
+    Some((call, status, hidden))
+}
+
+/// Removes the items the workload may not use from a listing result;
+/// returns how many went.
+fn filter_listing(msg: &mut Value, item: Item, plan: &McpPlan) -> usize {
+    let (list, key) = match item {
+        Item::Tool => ("tools", "name"),
+        Item::Resource => ("resources", "uri"),
+        Item::Prompt => ("prompts", "name"),
+    };
+    let Some(items) = msg
+        .get_mut("result")
+        .and_then(|r| r.get_mut(list))
+        .and_then(Value::as_array_mut)
+    else {
+        return 0;
+    };
+    let before = items.len();
+    items.retain(|it| {
+        it.get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|name| plan.allows(item, name))
+    });
+    before - items.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AllowDeny, McpConfig, McpPolicy};
+    use crate::policy::mcp::McpAuthz;
+
+    fn authz() -> McpPlan {
+        McpAuthz::build(&McpConfig {
+            policies: vec![McpPolicy {
+                name: "agents".into(),
+                tools: AllowDeny {
+                    allow: vec!["echo".into(), "read_*".into()],
+                    deny: vec![],
+                },
+                resources: AllowDeny {
+                    allow: vec![],
+                    deny: vec!["file:///secret/**".into()],
+                },
+                ..McpPolicy::default()
+            }],
+            ..McpConfig::default()
+        })
+        .unwrap()
+        .plan(None)
+        .unwrap()
+    }
+
+    fn call(id: Value, method: &str, params: Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    }
+
+    #[test]
+    fn bodies_parse_as_one_message_or_a_batch() {
+        let one = parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, 4).unwrap();
+        assert!(!one.batch && one.messages.len() == 1);
+        let two = parse(
+            br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}}]"#,
+            4,
+        )
+        .unwrap();
+        assert!(two.batch && two.messages.len() == 2);
+        let code = |body: &[u8], max| parse(body, max).unwrap_err()["error"]["code"].clone();
+        assert_eq!(code(b"{nope", 4), PARSE_ERROR);
+        assert_eq!(code(b"[]", 4), INVALID_REQUEST);
+        assert_eq!(code(br#"{"id":1,"method":"ping"}"#, 4), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1}"#, 4), INVALID_REQUEST);
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#, 4),
+            INVALID_REQUEST
+        );
+        let five = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"x"}"#; 5].join(",")
+        );
+        let e = parse(five.as_bytes(), 4).unwrap_err();
+        assert_eq!(e["error"]["code"], INVALID_REQUEST);
+        assert!(e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcp.max_batch"));
+        // The id of an invalid message is kept for its error.
+        assert_eq!(parse(br#"{"id":9}"#, 4).unwrap_err()["id"], 9);
+    }
+
+    #[test]
+    fn denied_calls_are_answered_here_and_the_rest_goes_upstream() {
+        let plan = authz();
+        let planned = super::plan(
+            vec![
+                call(
+                    json!(1),
+                    "tools/call",
+                    json!({"name": "echo", "arguments": {"text": "hi"}}),
+                ),
+                call(
+                    json!(2),
+                    "tools/call",
+                    json!({"name": "delete_all", "arguments": {}}),
+                ),
+                call(
+                    json!(3),
+                    "resources/read",
+                    json!({"uri": "file:///secret/key"}),
+                ),
+                call(json!(4), "tools/list", json!({})),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ],
+            Some(&plan),
+        );
+        assert_eq!(planned.forward.len(), 3);
+        assert_eq!(planned.calls.len(), 2);
+        assert_eq!(planned.calls["4"].lists, Some(Item::Tool));
+        let echo = &planned.calls["1"];
+        assert_eq!(echo.target, Some((Item::Tool, "echo".into())));
+        assert_eq!(echo.args_hash.as_deref().map(str::len), Some(16));
+        let refused: Vec<(Value, i64, String)> = planned
+            .refused
+            .iter()
+            .map(|(_, _, r)| {
+                (
+                    r["id"].clone(),
+                    r["error"]["code"].as_i64().unwrap(),
+                    r["error"]["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    json!(2),
+                    DENIED,
+                    r#"tool "delete_all" is not among the allowed ones by mcp policy "agents""#
+                        .to_owned()
+                ),
+                (
+                    json!(3),
+                    DENIED,
+                    r#"resource "file:///secret/key" is denied by mcp policy "agents""#.to_owned()
+                ),
+            ]
+        );
+        assert_eq!(planned.refused[0].2["error"]["data"]["tool"], "delete_all");
+
+        // No policy: everything goes.
+        let all = super::plan(
+            vec![call(json!(2), "tools/call", json!({"name": "delete_all"}))],
+            None,
+        );
+        assert!(all.refused.is_empty() && all.forward.len() == 1);
+    }
+
+    #[test]
+    fn answers_are_matched_filtered_and_classified() {
+        let plan = authz();
+        let mut planned = super::plan(
+            vec![
+                call(json!("l"), "tools/list", json!({})),
+                call(json!(1), "tools/call", json!({"name": "echo"})),
+                call(json!(2), "tools/call", json!({"name": "read_file"})),
+            ],
+            Some(&plan),
+        );
+        let mut listing = json!({"jsonrpc": "2.0", "id": "l", "result": {"tools": [
+            {"name": "echo"}, {"name": "delete_all"}, {"name": "read_file"}, {"noname": true}
+        ]}});
+        let (call, status, hidden) = answer(&mut listing, &mut planned.calls, Some(&plan)).unwrap();
+        assert_eq!(
+            (call.method.as_str(), status, hidden),
+            ("tools/list", Status::Ok, 2)
+        );
+        let names: Vec<&str> = listing["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["echo", "read_file"]);
+
+        let mut failed =
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": true}});
+        assert_eq!(
+            answer(&mut failed, &mut planned.calls, Some(&plan))
+                .unwrap()
+                .1,
+            Status::ToolError
+        );
+        let mut err =
+            json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "bad"}});
+        assert_eq!(
+            answer(&mut err, &mut planned.calls, Some(&plan)).unwrap().1,
+            Status::Error(-32602)
+        );
+        // Already answered, unknown, or not an answer.
+        assert!(answer(&mut err, &mut planned.calls, Some(&plan)).is_none());
+        let mut note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}});
+        assert!(answer(&mut note, &mut planned.calls, Some(&plan)).is_none());
+        assert_eq!(Status::Error(-32602).label(), "error -32602");
+    }
+}
