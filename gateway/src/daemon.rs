@@ -72,6 +72,8 @@ pub struct Node {
     pub llm: ArcSwap<crate::gate::llm::LlmPolicy>,
     /// Guardrail policies (compiled detectors and rules per workload).
     pub guard: ArcSwap<crate::policy::guardrail::Guardrails>,
+    /// Which tools, resources and prompts workloads may use (MCP gate).
+    pub mcp: ArcSwap<crate::policy::mcp::McpAuthz>,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -155,6 +157,7 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!(e))?;
     let guard = crate::policy::guardrail::Guardrails::build(&config.guardrails)
         .map_err(|e| anyhow::anyhow!("guardrails: {e}"))?;
+    let mcp = crate::policy::mcp::McpAuthz::build(&config.mcp).map_err(|e| anyhow::anyhow!(e))?;
     if !config.llm.models.is_empty() {
         // The tokenizer takes ~0.4 s to build; not on the first request.
         tokio::task::spawn_blocking(crate::gate::llm::usage::warm_up);
@@ -184,6 +187,7 @@ pub async fn run(
         api_idle: Default::default(),
         llm: ArcSwap::from_pointee(llm),
         guard: ArcSwap::from_pointee(guard),
+        mcp: ArcSwap::from_pointee(mcp),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

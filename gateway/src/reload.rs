@@ -37,6 +37,8 @@ pub enum ReloadError {
     Llm(String),
     #[error("guardrails: {0}")]
     Guardrails(String),
+    #[error("mcp gate: {0}")]
+    Mcp(String),
     #[error("some workloads could not be enrolled: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Workloads(Vec<EnrollError>),
 }
@@ -136,6 +138,11 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     } else {
         None
     };
+    let mcp = if new.mcp != old.mcp {
+        Some(crate::policy::mcp::McpAuthz::build(&new.mcp).map_err(ReloadError::Mcp)?)
+    } else {
+        None
+    };
 
     if new.log.level != old.log.level {
         if let Err(e) = node.log.set(&new.log.level) {
@@ -168,6 +175,9 @@ async fn reload(node: &Arc<Node>, text: &str) -> Result<Vec<&'static str>, Reloa
     }
     if let Some(g) = guardrails {
         node.guard.store(Arc::new(g));
+    }
+    if let Some(m) = mcp {
+        node.mcp.store(Arc::new(m));
     }
 
     let (remove, add) = workload_plan(&old.workloads, &new.workloads);

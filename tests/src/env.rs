@@ -63,8 +63,8 @@ fn check() -> Result<Env> {
 }
 
 /// The venv's interpreter (`<workspace>/.venv/bin/python3`) with the
-/// packages of tests/requirements.txt (the official `openai` and
-/// `anthropic` SDKs), for tests that drive the gateway with real clients.
+/// packages of tests/requirements.txt (the official `openai`, `anthropic`
+/// and `mcp` SDKs), for tests that drive the gateway with real clients.
 pub fn sdk_python() -> Result<&'static Path> {
     static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PY.get_or_init(|| check_sdk_python().map_err(|e| format!("{e:#}")))
@@ -82,12 +82,12 @@ fn check_sdk_python() -> Result<PathBuf> {
         );
     }
     let out = std::process::Command::new(&py)
-        .args(["-c", "import openai, anthropic"])
+        .args(["-c", "import openai, anthropic, mcp"])
         .output()
         .with_context(|| format!("running {}", py.display()))?;
     if !out.status.success() {
         bail!(
-            "{} cannot import openai and anthropic ({}): run `cargo xtask setup` or \
+            "{} cannot import openai, anthropic and mcp ({}): run `cargo xtask setup` or \
              `.venv/bin/pip install -r tests/requirements.txt`",
             py.display(),
             String::from_utf8_lossy(&out.stderr).trim()

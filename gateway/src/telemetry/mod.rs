@@ -4,6 +4,7 @@ pub mod access;
 pub mod genai;
 pub mod guard;
 pub mod logging;
+pub mod mcp;
 pub mod trace;
 
 use prometheus::{
@@ -40,6 +41,7 @@ pub struct Metrics {
     pub cluster_ejected: IntGaugeVec,
     pub http_connection_errors: IntCounterVec,
     pub genai: genai::GenAiMetrics,
+    pub mcp: mcp::McpMetrics,
 }
 
 impl Metrics {
@@ -191,6 +193,7 @@ impl Metrics {
                 &["gate"],
             )?,
             genai: genai::GenAiMetrics::new(&registry)?,
+            mcp: mcp::McpMetrics::new(&registry)?,
             registry,
         };
         m.config_last_reload_success.set(1);

@@ -310,6 +310,9 @@ where
         async move {
             Ok::<_, Infallible>(match cx.destination.gate {
                 crate::config::GateKind::Llm => crate::gate::llm::handle(&cx, req).await,
+                crate::config::GateKind::Mcp if req.method() == Method::POST => {
+                    crate::gate::mcp::serve::handle(&cx, req).await
+                }
                 _ => handle(&cx, req).await,
             })
         }

@@ -4,3 +4,4 @@
 //! filtered so refused tools, resources and prompts are invisible, and
 //! every call gets an audit line and metrics.
 pub mod rpc;
+pub mod serve;

@@ -41,7 +41,7 @@ use super::{
     decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, Verdict,
     HOP_BY_HOP,
 };
-use crate::gate::llm::{answer::LlmStream, serve::Reply};
+use crate::gate::llm::serve::Reply;
 use crate::{
     telemetry::access::{ConnectionLog, Outcome},
     upstream,
@@ -550,6 +550,11 @@ where
             // should not carry its size.
             return Box::pin(self.llm(parts, body, http10, client_close, policy, rlog)).await;
         }
+        // MCP messages are POSTed; GET (the server's stream) and DELETE
+        // are relayed below like any request.
+        if cx.destination.gate == crate::config::GateKind::Mcp && parts.method == Method::POST {
+            return Box::pin(self.mcp(parts, body, http10, client_close, rlog)).await;
+        }
 
         // Guardrails read a textual body whole and send on what they
         // leave of it, with its length.
@@ -689,6 +694,49 @@ where
         }
     }
 
+    /// A POST on an `mcp` destination: its whole body, then the MCP gate
+    /// ([`crate::gate::mcp::serve::respond`]), then its answer, whole or
+    /// streamed event by event.
+    async fn mcp(
+        &mut self,
+        parts: request::Parts,
+        body: Framing,
+        http10: bool,
+        client_close: bool,
+        rlog: &mut RequestLog,
+    ) -> Result<bool, ConnError> {
+        let bytes = match self.read_body(body).await {
+            Ok(b) => b,
+            Err(ConnError::BodyTooLarge(max)) => {
+                let resp = refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    &format!("the request body is larger than {max} bytes"),
+                );
+                self.answer(resp, "body_too_large", &parts.method, true, rlog)
+                    .await?;
+                return Err(ConnError::BodyTooLarge(max));
+            }
+            Err(e) => return Err(e),
+        };
+        let method = parts.method.clone();
+        match crate::gate::mcp::serve::respond(&self.cx, parts, bytes, rlog).await {
+            crate::gate::mcp::serve::Reply::Whole(resp, outcome) => {
+                self.answer(resp, outcome, &method, client_close, rlog)
+                    .await?;
+                Ok(!client_close)
+            }
+            crate::gate::mcp::serve::Reply::Stream(resp, outcome) => {
+                let (parts, mut body) = resp.into_parts();
+                rlog.status = parts.status.as_u16();
+                rlog.outcome = outcome;
+                let close = client_close || http10;
+                let result = self.stream_out(parts, &mut body, http10, close, rlog).await;
+                result.map(|()| !close)
+            }
+        }
+    }
+
     /// The whole request body (an LLM request is read whole: it is parsed
     /// before anything goes upstream).
     async fn read_body(&mut self, body: Framing) -> Result<Bytes, ConnError> {
@@ -730,15 +778,20 @@ where
     /// is, ended by the close), every event written as soon as it exists;
     /// events ready together share one write. A client that closes ends
     /// the stream, and dropping it ends the provider's generation.
-    async fn stream_out(
+    async fn stream_out<B>(
         &mut self,
         mut parts: response::Parts,
-        body: &mut LlmStream,
+        body: &mut B,
         http10: bool,
         close: bool,
         rlog: &mut RequestLog,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), ConnError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         if !http10 {
+            parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.insert(
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),

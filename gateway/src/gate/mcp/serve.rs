@@ -1,0 +1,513 @@
+//! One POST on an `mcp` destination, after the routes' policy admitted it
+//! and its body was read: the JSON-RPC messages are checked
+//! ([`super::rpc`]), refused calls answered here, the rest sent to the
+//! server the pod called, and its answer (JSON or an SSE stream) filtered
+//! and audited on the way back. GET (the server's own stream) and DELETE
+//! (ending a session) are relayed by the api gate unchanged.
+use std::{
+    collections::{HashMap, VecDeque},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderValue},
+    http::request::Parts,
+    Method, Request, Response, StatusCode,
+};
+use serde_json::Value;
+
+use super::rpc::{self, Call, Status};
+use crate::{
+    gate::{
+        api::{
+            client::{ApiBody, BoxError, PoolKey},
+            decide,
+            h1::outbound::{self, UpBody},
+            ConnContext, Failure, RequestLog, Verdict,
+        },
+        llm::stream::{SseEvent, SseParser},
+    },
+    policy::mcp::McpPlan,
+    telemetry::mcp::{CallRecord, McpMetrics},
+};
+
+/// Largest JSON answer read whole to be filtered.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Request headers that are the connection's, not the message's.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// What [`respond`] produced.
+pub(crate) enum Reply {
+    Whole(Response<ApiBody>, &'static str),
+    /// An SSE answer, filtered event by event.
+    Stream(Response<Box<McpStream>>, &'static str),
+}
+
+/// Serves a POST that came through hyper (HTTP/2 clients; HTTP/1.1 ones
+/// are served by the api gate's relay, which calls [`respond`] itself).
+pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<ApiBody> {
+    let api_policy = cx.node.api.load_full();
+    let (mut parts, body) = req.into_parts();
+    let mut rlog = RequestLog::start(cx, &parts);
+    if let Verdict::Answer(resp, outcome) = decide(cx, &api_policy, &mut parts, &mut rlog).await {
+        return rlog.finish_answered(resp, outcome);
+    }
+    let max = cx.node.config.load().http.max_request_body_bytes;
+    let body = match Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            let (status, message) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {max} bytes"),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                )
+            };
+            let err = rpc::error(Value::Null, rpc::INVALID_REQUEST, &message, None);
+            let outcome = if too_large {
+                "body_too_large"
+            } else {
+                "bad_request"
+            };
+            return rlog.finish_answered(json_response(status, &err), outcome);
+        }
+    };
+    match respond(cx, parts, body, &mut rlog).await {
+        Reply::Whole(resp, outcome) => rlog.finish_answered(resp, outcome),
+        Reply::Stream(resp, outcome) => {
+            let (parts, body) = resp.into_parts();
+            rlog.finish_answered(Response::from_parts(parts, body.boxed()), outcome)
+        }
+    }
+}
+
+/// Where a call's audit line and metrics go.
+#[derive(Clone)]
+struct Audit {
+    metrics: Arc<crate::telemetry::Metrics>,
+    workload: Arc<str>,
+    server: Arc<str>,
+    session: String,
+    started: Instant,
+}
+
+impl Audit {
+    fn call(
+        &self,
+        call: &Call,
+        decision: &'static str,
+        policy: Option<&str>,
+        status: &str,
+        hidden: usize,
+    ) {
+        self.mcp().record(&CallRecord {
+            workload: &self.workload,
+            session: &self.session,
+            server: &self.server,
+            method: &call.method,
+            target: call
+                .target
+                .as_ref()
+                .map(|(item, name)| (item.as_str(), name.as_str())),
+            args_hash: call.args_hash.as_deref(),
+            decision,
+            policy,
+            status,
+            hidden,
+            elapsed: self.started.elapsed(),
+        });
+    }
+
+    fn mcp(&self) -> &McpMetrics {
+        &self.metrics.mcp
+    }
+
+    /// An answer the server sent: its status and what its listing hid.
+    fn answered(&self, call: &Call, status: &Status, hidden: usize) {
+        self.call(call, "allowed", None, &status.label(), hidden);
+    }
+}
+
+/// The MCP gate on one POST (see the module doc).
+pub(crate) async fn respond(
+    cx: &Arc<ConnContext>,
+    parts: Parts,
+    body: Bytes,
+    rlog: &mut RequestLog,
+) -> Reply {
+    let node = &cx.node;
+    let max_batch = node.config.load().mcp.max_batch;
+    let audit = Audit {
+        metrics: Arc::clone(&node.metrics),
+        workload: rlog.workload.clone(),
+        server: cx.destination.name.clone(),
+        session: parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned(),
+        started: Instant::now(),
+    };
+    let batch = match rpc::parse(&body, max_batch) {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::info!(
+                workload = &*audit.workload,
+                server = %audit.server,
+                error = %err["error"]["message"],
+                "mcp message refused"
+            );
+            return Reply::Whole(json_response(StatusCode::BAD_REQUEST, &err), "mcp_invalid");
+        }
+    };
+    let authz = node
+        .mcp
+        .load()
+        .plan(cx.workload.as_ref().map(|w| (&*w.name, &w.labels)));
+    let planned = rpc::plan(batch.messages, authz.as_ref());
+    for (call, denied, _) in &planned.refused {
+        audit.call(call, "denied", Some(&denied.policy), "denied", 0);
+    }
+    let refused: Vec<Value> = planned.refused.iter().map(|(_, _, r)| r.clone()).collect();
+    if planned.forward.is_empty() {
+        let answer = if batch.batch {
+            Value::Array(refused)
+        } else {
+            refused.into_iter().next().unwrap_or(Value::Null)
+        };
+        return Reply::Whole(json_response(StatusCode::OK, &answer), "mcp_denied");
+    }
+    // Unchanged when nothing was taken out: the server gets the bytes the
+    // client sent.
+    let up_body = if planned.refused.is_empty() {
+        body
+    } else if batch.batch {
+        Bytes::from(Value::Array(planned.forward).to_string())
+    } else {
+        Bytes::from(planned.forward[0].to_string())
+    };
+    let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
+    let (head, up) = match tokio::time::timeout(timeout, send(cx, &parts, up_body)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
+        Err(_) => {
+            let f = Failure::Timeout(timeout);
+            return Reply::Whole(failure_response(&f), "upstream_timeout");
+        }
+    };
+    let mut head = head;
+    for name in ["connection", "keep-alive", "transfer-encoding"] {
+        head.headers.remove(name);
+    }
+    let calls = planned.calls;
+    let sse = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if sse && head.status.is_success() {
+        let mut out = VecDeque::new();
+        // Refused calls of a batch are answered first, on the same stream.
+        for r in &refused {
+            out.push_back(Bytes::from(encode(&SseEvent {
+                event: None,
+                data: r.to_string(),
+                id: None,
+            })));
+        }
+        let stream = Box::new(McpStream {
+            upstream: up,
+            parser: SseParser::default(),
+            out,
+            calls,
+            authz,
+            audit,
+            done: false,
+        });
+        return Reply::Stream(Response::from_parts(head, stream), "ok");
+    }
+    let bytes = match Limited::new(up, MAX_ANSWER_BYTES).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let f = Failure::Upstream(format!("reading the MCP server's answer: {e}"));
+            return Reply::Whole(failure_response(&f), "upstream_body_error");
+        }
+    };
+    let mut calls = calls;
+    let answer = whole_answer(
+        &bytes,
+        head.status,
+        batch.batch,
+        refused,
+        &mut calls,
+        authz.as_ref(),
+        &audit,
+    );
+    for call in calls.values() {
+        audit.call(call, "allowed", None, "no_answer", 0);
+    }
+    let mut resp = Response::from_parts(
+        head,
+        Full::new(answer.clone()).map_err(|e| match e {}).boxed(),
+    );
+    let headers = resp.headers_mut();
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.len()));
+    Reply::Whole(resp, "ok")
+}
+
+/// A whole (non-stream) answer, filtered: the server's messages with
+/// their listings filtered, and the refused calls' errors added (a batch
+/// gets them in its array; a 202 for forwarded notifications becomes the
+/// errors themselves). Bytes that are not JSON pass unchanged.
+fn whole_answer(
+    bytes: &Bytes,
+    status: StatusCode,
+    batch: bool,
+    refused: Vec<Value>,
+    calls: &mut HashMap<String, Call>,
+    authz: Option<&McpPlan>,
+    audit: &Audit,
+) -> Bytes {
+    if status == StatusCode::ACCEPTED && !refused.is_empty() {
+        let v = if batch {
+            Value::Array(refused)
+        } else {
+            refused.into_iter().next().unwrap_or(Value::Null)
+        };
+        return Bytes::from(v.to_string());
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+        return bytes.clone();
+    };
+    let mut changed = false;
+    let mut each = |msg: &mut Value| {
+        if let Some((call, st, hidden)) = rpc::answer(msg, calls, authz) {
+            audit.answered(&call, &st, hidden);
+            changed |= hidden > 0;
+        }
+    };
+    match &mut value {
+        Value::Array(items) => items.iter_mut().for_each(&mut each),
+        one => each(one),
+    }
+    if let (Value::Array(items), false) = (&mut value, refused.is_empty()) {
+        items.extend(refused);
+        changed = true;
+    }
+    if changed {
+        Bytes::from(value.to_string())
+    } else {
+        bytes.clone()
+    }
+}
+
+/// Sends the POST to the server the pod called (its original
+/// destination, through the pooled upstream connections).
+async fn send(
+    cx: &Arc<ConnContext>,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<(hyper::http::response::Parts, UpBody), Failure> {
+    let key = PoolKey {
+        workload: cx.workload.as_ref().map_or(0, |w| w.id),
+        addr: cx.original_dst,
+        tls_name: cx.upstream_tls.clone(),
+    };
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut message = Vec::with_capacity(512 + body.len());
+    message.extend_from_slice(b"POST ");
+    message.extend_from_slice(pq.as_bytes());
+    message.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    for (name, value) in &parts.headers {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        has_host |= name == header::HOST;
+        message.extend_from_slice(name.as_str().as_bytes());
+        message.extend_from_slice(b": ");
+        message.extend_from_slice(value.as_bytes());
+        message.extend_from_slice(b"\r\n");
+    }
+    if !has_host {
+        // HTTP/2 clients send `:authority`, which HTTP/1.1 calls Host.
+        let host = parts
+            .uri
+            .authority()
+            .map_or_else(|| cx.original_dst.to_string(), |a| a.to_string());
+        message.extend_from_slice(format!("host: {host}\r\n").as_bytes());
+    }
+    message.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    message.extend_from_slice(&body);
+    outbound::send(cx, key, &Method::POST, &message).await
+}
+
+fn failure_response(f: &Failure) -> Response<ApiBody> {
+    let (status, code) = match f {
+        Failure::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32002),
+        Failure::Connect(_) => (StatusCode::SERVICE_UNAVAILABLE, -32002),
+        Failure::Upstream(_) => (StatusCode::BAD_GATEWAY, -32002),
+    };
+    tracing::warn!(error = %f.detail(), "mcp server unreachable or broken");
+    let err = rpc::error(
+        Value::Null,
+        code,
+        &format!("the MCP server did not answer: {}", f.detail()),
+        None,
+    );
+    json_response(status, &err)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// One SSE event as text, its id and name kept (clients resume from the
+/// last id they saw).
+fn encode(ev: &SseEvent) -> String {
+    let mut s = String::with_capacity(ev.data.len() + 32);
+    if let Some(id) = &ev.id {
+        s.push_str("id: ");
+        s.push_str(id);
+        s.push('\n');
+    }
+    if let Some(name) = &ev.event {
+        s.push_str("event: ");
+        s.push_str(name);
+        s.push('\n');
+    }
+    for line in ev.data.split('\n') {
+        s.push_str("data: ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
+/// An SSE answer, filtered and audited event by event: every event is
+/// sent as soon as it arrived whole (progress notifications and the
+/// server's own requests pass unchanged).
+pub(crate) struct McpStream {
+    upstream: UpBody,
+    parser: SseParser,
+    out: VecDeque<Bytes>,
+    calls: HashMap<String, Call>,
+    authz: Option<McpPlan>,
+    audit: Audit,
+    done: bool,
+}
+
+impl McpStream {
+    fn event(&mut self, mut ev: SseEvent) {
+        if let Ok(mut value) = serde_json::from_str::<Value>(&ev.data) {
+            let mut changed = false;
+            let mut each = |msg: &mut Value| {
+                if let Some((call, st, hidden)) =
+                    rpc::answer(msg, &mut self.calls, self.authz.as_ref())
+                {
+                    self.audit.answered(&call, &st, hidden);
+                    changed |= hidden > 0;
+                }
+            };
+            match &mut value {
+                Value::Array(items) => items.iter_mut().for_each(&mut each),
+                one => each(one),
+            }
+            if changed {
+                ev.data = value.to_string();
+            }
+        }
+        self.out.push_back(Bytes::from(encode(&ev)));
+    }
+}
+
+impl Body for McpStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.done = true,
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    match self.parser.push(&data) {
+                        Ok(events) => {
+                            for ev in events {
+                                self.event(ev);
+                            }
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for McpStream {
+    /// Calls the stream ended without answering (the server closed it,
+    /// or the client left) still get their audit line.
+    fn drop(&mut self) {
+        for call in self.calls.values() {
+            self.audit.call(call, "allowed", None, "no_answer", 0);
+        }
+    }
+}

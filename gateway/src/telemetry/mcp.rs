@@ -1,0 +1,90 @@
+//! The MCP gate's metrics and its audit line, one per JSON-RPC call.
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Metric families of the MCP gate, named as the issue that asked for
+/// them names them (no `trigate_` prefix), like the `gen_ai_*` ones.
+pub struct McpMetrics {
+    /// Calls by method, tool (or resource, prompt), server and decision.
+    pub requests: IntCounterVec,
+    /// From the call reaching the gateway to its answer.
+    pub duration: HistogramVec,
+}
+
+impl McpMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<McpMetrics> {
+        let m = McpMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "mcp_requests_total",
+                    "MCP JSON-RPC calls, by method, tool (or resource or prompt), server and decision (allowed, denied).",
+                ),
+                &["method", "tool", "server", "decision"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "mcp_request_duration_seconds",
+                    "MCP JSON-RPC calls from request to answer, by method and server.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ]),
+                &["method", "server"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        Ok(m)
+    }
+}
+
+/// One audited call.
+pub struct CallRecord<'a> {
+    pub workload: &'a str,
+    pub session: &'a str,
+    pub server: &'a str,
+    pub method: &'a str,
+    /// `tool`, `resource` or `prompt`, and its name.
+    pub target: Option<(&'a str, &'a str)>,
+    pub args_hash: Option<&'a str>,
+    /// `allowed` or `denied`.
+    pub decision: &'static str,
+    /// The refusing policy.
+    pub policy: Option<&'a str>,
+    /// `ok`, `tool_error`, `error <code>`, `denied`, `no_answer`.
+    pub status: &'a str,
+    /// Items a listing hid.
+    pub hidden: usize,
+    pub elapsed: Duration,
+}
+
+impl McpMetrics {
+    /// The metrics and the audit line (`target: trigate::mcp`) of a call.
+    pub fn record(&self, c: &CallRecord<'_>) {
+        let name = c.target.map_or("", |(_, n)| n);
+        self.requests
+            .with_label_values(&[c.method, name, c.server, c.decision])
+            .inc();
+        self.duration
+            .with_label_values(&[c.method, c.server])
+            .observe(c.elapsed.as_secs_f64());
+        tracing::info!(
+            target: "trigate::mcp",
+            workload = c.workload,
+            session = c.session,
+            server = c.server,
+            method = c.method,
+            item = c.target.map(|(k, _)| k),
+            name = c.target.map(|(_, n)| n),
+            args_sha256 = c.args_hash,
+            decision = c.decision,
+            policy = c.policy,
+            status = c.status,
+            hidden = c.hidden,
+            latency_ms = c.elapsed.as_secs_f64() * 1000.0,
+            "mcp call"
+        );
+    }
+}
