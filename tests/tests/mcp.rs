@@ -165,3 +165,104 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
     );
     Ok(())
 }
+
+/// The guardrail engine on MCP traffic: a card number in a tool's
+/// arguments refuses the call, a secret in a tool's result is redacted
+/// before the client sees it (text and structured content), and a tool
+/// whose description carries injected instructions is flagged.
+#[test]
+fn tool_arguments_results_and_descriptions_are_guarded() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let server = McpServer::start(
+        pod.host_ip.into(),
+        McpTransport::StreamableHttp,
+        "alpha",
+        true,
+    )?;
+    let rule = |detect: &str, action: &str| json!({"detect": [detect], "action": action});
+    let cfg = set_gate_mcp(
+        node.config()
+            .destination(
+                Destination::redirect("tools")
+                    .addr(pod.host_ip.into())
+                    .port(server.port()),
+            )
+            .set(
+                "/guardrails",
+                json!({"policies": [{
+                    "name": "tool-data",
+                    "gates": ["mcp"],
+                    "request": [rule("credit_card", "block")],
+                    "response": [rule("secret", "redact")],
+                }]}),
+            )
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let out = mcp_client(
+        &pod,
+        server.url(),
+        &[],
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "get_config", "args": {}},
+            {"op": "call", "tool": "echo", "args": {"text": "pay with 4111 1111 1111 1111"}},
+            {"op": "call", "tool": "echo", "args": {"text": "hello"}},
+        ]),
+    )?;
+    let r = &out["results"];
+    let weather = r[0]["value"]
+        .as_array()
+        .and_then(|tools| tools.iter().find(|t| t["name"] == "weather"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    ensure!(
+        weather["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("[trigate:") && d.contains("Ignore all previous")),
+        "the poisoned tool is flagged: {:#}",
+        r[0]
+    );
+    let text = r[1]["value"]["text"].as_str().unwrap_or_default();
+    ensure!(
+        r[1]["ok"] == true
+            && text.contains("<GITHUB_TOKEN_1>")
+            && !out.to_string().contains("ghp_"),
+        "the secret in the result is redacted everywhere: {:#}",
+        r[1]
+    );
+    let message = r[2]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[2]["ok"] == false
+            && r[2]["error"]["code"] == -32001
+            && message.contains("credit_card")
+            && message.contains("tool-data")
+            && !message.contains("4111"),
+        "a card number in the arguments refuses the call: {:#}",
+        r[2]
+    );
+    ensure!(
+        r[3]["ok"] == true && r[3]["value"]["text"] == "alpha: hello",
+        "{:#}",
+        r[3]
+    );
+    d.wait_for_log(LOG_WAIT, "the poisoned tool is logged", |l| {
+        log_str(l, "message") == Some("mcp tool description looks poisoned")
+            && log_str(l, "tool") == Some("weather")
+    })?;
+    let m = d.metrics()?;
+    let found = |detector: &str, action: &str| {
+        m.sum(
+            "trigate_guardrail_findings_total",
+            &[("gate", "mcp"), ("detector", detector), ("action", action)],
+        )
+    };
+    ensure!(
+        found("credit_card", "block") == 1.0 && found("github_token", "redact") >= 1.0,
+        "findings: card {} token {}",
+        found("credit_card", "block"),
+        found("github_token", "redact")
+    );
+    Ok(())
+}

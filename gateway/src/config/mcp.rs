@@ -16,6 +16,11 @@ pub struct McpConfig {
     /// Most JSON-RPC messages in one batch; larger batches are refused
     /// whole (invalid request).
     pub max_batch: usize,
+    /// Tools whose description carries what the injection detectors find
+    /// (instructions to the model hidden in a tool's description): `flag`
+    /// puts a warning in front of the description, `hide` removes the
+    /// tool from listings, `allow` leaves it. Either way it is logged.
+    pub poisoned_tools: PoisonedTools,
 }
 
 impl Default for McpConfig {
@@ -23,8 +28,18 @@ impl Default for McpConfig {
         McpConfig {
             policies: Vec::new(),
             max_batch: 32,
+            poisoned_tools: PoisonedTools::Flag,
         }
     }
+}
+
+/// What happens to a tool whose description looks poisoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoisonedTools {
+    Flag,
+    Hide,
+    Allow,
 }
 
 /// Rules for the workloads a policy selects (by name or labels; empty

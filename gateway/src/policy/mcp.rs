@@ -311,6 +311,7 @@ mod tests {
         let cfg = McpConfig {
             policies: vec![p.clone(), p],
             max_batch: 0,
+            ..McpConfig::default()
         };
         let fields: Vec<String> = cfg.problems().into_iter().map(|(f, _)| f).collect();
         assert_eq!(

@@ -3,5 +3,6 @@
 //! answered here with a JSON-RPC error naming the policy), listings are
 //! filtered so refused tools, resources and prompts are invisible, and
 //! every call gets an audit line and metrics.
+pub mod guard;
 pub mod rpc;
 pub mod serve;

@@ -23,8 +23,10 @@ use hyper::{
 };
 use serde_json::Value;
 
+use super::guard as mcp_guard;
 use super::rpc::{self, Call, Status};
 use crate::{
+    config::{GateKind, PoisonedTools},
     gate::{
         api::{
             client::{ApiBody, BoxError, PoolKey},
@@ -34,8 +36,14 @@ use crate::{
         },
         llm::stream::{SseEvent, SseParser},
     },
-    policy::mcp::McpPlan,
-    telemetry::mcp::{CallRecord, McpMetrics},
+    policy::{
+        guardrail::Session,
+        mcp::{Item, McpPlan},
+    },
+    telemetry::{
+        guard::Audit as GuardAudit,
+        mcp::{CallRecord, McpMetrics},
+    },
 };
 
 /// Largest JSON answer read whole to be filtered.
@@ -190,11 +198,49 @@ pub(crate) async fn respond(
         .mcp
         .load()
         .plan(cx.workload.as_ref().map(|w| (&*w.name, &w.labels)));
-    let planned = rpc::plan(batch.messages, authz.as_ref());
+    let mut planned = rpc::plan(batch.messages, authz.as_ref());
     for (call, denied, _) in &planned.refused {
         audit.call(call, "denied", Some(&denied.policy), "denied", 0);
     }
-    let refused: Vec<Value> = planned.refused.iter().map(|(_, _, r)| r.clone()).collect();
+    let mut refused: Vec<Value> = planned.refused.iter().map(|(_, _, r)| r.clone()).collect();
+    // Guardrails after authorization: a refused call's arguments are
+    // never read. Their own refusals join the policy's.
+    let who = cx.workload.as_ref().map(|w| (&*w.name, &w.labels));
+    let mut guard = node.guard.load().plan(GateKind::Mcp, who).map(Session::new);
+    let guard_audit = GuardAudit {
+        findings: node.metrics.genai.guard_findings.clone(),
+        gate: "mcp",
+        workload: rlog.workload.clone(),
+    };
+    let mut rewritten = !planned.refused.is_empty();
+    if let Some(session) = guard.as_mut() {
+        let mut kept = Vec::with_capacity(planned.forward.len());
+        for mut msg in std::mem::take(&mut planned.forward) {
+            let before = msg.clone();
+            let checked = mcp_guard::check_call(session, &mut msg);
+            guard_audit.record(session.take_hits());
+            match checked {
+                Ok(()) => {
+                    rewritten |= msg != before;
+                    kept.push(msg);
+                }
+                Err(e) => {
+                    let key = msg.get("id").map(Value::to_string).unwrap_or_default();
+                    if let Some(call) = planned.calls.remove(&key) {
+                        audit.call(&call, "denied", Some("guardrails"), "guardrail_blocked", 0);
+                        refused.push(rpc::error(
+                            call.id.clone(),
+                            rpc::DENIED,
+                            &e.to_string(),
+                            None,
+                        ));
+                    }
+                    rewritten = true;
+                }
+            }
+        }
+        planned.forward = kept;
+    }
     if planned.forward.is_empty() {
         let answer = if batch.batch {
             Value::Array(refused)
@@ -203,9 +249,9 @@ pub(crate) async fn respond(
         };
         return Reply::Whole(json_response(StatusCode::OK, &answer), "mcp_denied");
     }
-    // Unchanged when nothing was taken out: the server gets the bytes the
-    // client sent.
-    let up_body = if planned.refused.is_empty() {
+    // Unchanged when nothing was taken out or redacted: the server gets
+    // the bytes the client sent.
+    let up_body = if !rewritten {
         body
     } else if batch.batch {
         Bytes::from(Value::Array(planned.forward).to_string())
@@ -225,7 +271,14 @@ pub(crate) async fn respond(
     for name in ["connection", "keep-alive", "transfer-encoding"] {
         head.headers.remove(name);
     }
-    let calls = planned.calls;
+    let answers = Answers {
+        calls: planned.calls,
+        authz,
+        guard,
+        guard_audit,
+        poisoned: node.config.load().mcp.poisoned_tools,
+        audit,
+    };
     let sse = head
         .headers
         .get(header::CONTENT_TYPE)
@@ -245,9 +298,7 @@ pub(crate) async fn respond(
             upstream: up,
             parser: SseParser::default(),
             out,
-            calls,
-            authz,
-            audit,
+            answers,
             done: false,
         });
         return Reply::Stream(Response::from_parts(head, stream), "ok");
@@ -259,19 +310,9 @@ pub(crate) async fn respond(
             return Reply::Whole(failure_response(&f), "upstream_body_error");
         }
     };
-    let mut calls = calls;
-    let answer = whole_answer(
-        &bytes,
-        head.status,
-        batch.batch,
-        refused,
-        &mut calls,
-        authz.as_ref(),
-        &audit,
-    );
-    for call in calls.values() {
-        audit.call(call, "allowed", None, "no_answer", 0);
-    }
+    let mut answers = answers;
+    let answer = whole_answer(&bytes, head.status, batch.batch, refused, &mut answers);
+    answers.unanswered();
     let mut resp = Response::from_parts(
         head,
         Full::new(answer.clone()).map_err(|e| match e {}).boxed(),
@@ -291,9 +332,7 @@ fn whole_answer(
     status: StatusCode,
     batch: bool,
     refused: Vec<Value>,
-    calls: &mut HashMap<String, Call>,
-    authz: Option<&McpPlan>,
-    audit: &Audit,
+    answers: &mut Answers,
 ) -> Bytes {
     if status == StatusCode::ACCEPTED && !refused.is_empty() {
         let v = if batch {
@@ -306,17 +345,7 @@ fn whole_answer(
     let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
         return bytes.clone();
     };
-    let mut changed = false;
-    let mut each = |msg: &mut Value| {
-        if let Some((call, st, hidden)) = rpc::answer(msg, calls, authz) {
-            audit.answered(&call, &st, hidden);
-            changed |= hidden > 0;
-        }
-    };
-    match &mut value {
-        Value::Array(items) => items.iter_mut().for_each(&mut each),
-        one => each(one),
-    }
+    let mut changed = answers.value(&mut value);
     if let (Value::Array(items), false) = (&mut value, refused.is_empty()) {
         items.extend(refused);
         changed = true;
@@ -429,33 +458,89 @@ pub(crate) struct McpStream {
     upstream: UpBody,
     parser: SseParser,
     out: VecDeque<Bytes>,
-    calls: HashMap<String, Call>,
-    authz: Option<McpPlan>,
-    audit: Audit,
+    answers: Answers,
     done: bool,
 }
 
 impl McpStream {
     fn event(&mut self, mut ev: SseEvent) {
         if let Ok(mut value) = serde_json::from_str::<Value>(&ev.data) {
-            let mut changed = false;
-            let mut each = |msg: &mut Value| {
-                if let Some((call, st, hidden)) =
-                    rpc::answer(msg, &mut self.calls, self.authz.as_ref())
-                {
-                    self.audit.answered(&call, &st, hidden);
-                    changed |= hidden > 0;
-                }
-            };
-            match &mut value {
-                Value::Array(items) => items.iter_mut().for_each(&mut each),
-                one => each(one),
-            }
-            if changed {
+            if self.answers.value(&mut value) {
                 ev.data = value.to_string();
             }
         }
         self.out.push_back(Bytes::from(encode(&ev)));
+    }
+}
+
+/// What the gate does to the server's messages to one POST: answers are
+/// matched with their calls, listings filtered and screened, tool results
+/// guarded, and every call audited.
+struct Answers {
+    calls: HashMap<String, Call>,
+    authz: Option<McpPlan>,
+    guard: Option<Session>,
+    guard_audit: GuardAudit,
+    poisoned: PoisonedTools,
+    audit: Audit,
+}
+
+impl Answers {
+    /// One JSON body or event (a message or a batch); `true` when it was
+    /// changed.
+    fn value(&mut self, value: &mut Value) -> bool {
+        match value {
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(false, |changed, m| self.message(m) || changed),
+            one => self.message(one),
+        }
+    }
+
+    fn message(&mut self, msg: &mut Value) -> bool {
+        let Some((call, status, hidden)) = rpc::answer(msg, &mut self.calls, self.authz.as_ref())
+        else {
+            return false;
+        };
+        let mut changed = hidden > 0;
+        if call.lists == Some(Item::Tool) {
+            if let Some(result) = msg.get_mut("result") {
+                for p in mcp_guard::screen_tools(result, self.poisoned) {
+                    changed = true;
+                    tracing::warn!(
+                        workload = &*self.audit.workload,
+                        server = &*self.audit.server,
+                        tool = %p.tool,
+                        detector = p.kind.as_str(),
+                        action = ?self.poisoned,
+                        "mcp tool description looks poisoned"
+                    );
+                }
+            }
+        }
+        if let (Some(session), "tools/call", Status::Ok | Status::ToolError) =
+            (self.guard.as_mut(), call.method.as_str(), &status)
+        {
+            let before = msg.clone();
+            let checked = mcp_guard::check_result(session, msg);
+            self.guard_audit.record(session.take_hits());
+            if let Err(e) = checked {
+                *msg = rpc::error(call.id.clone(), rpc::DENIED, &e.to_string(), None);
+                self.audit
+                    .call(&call, "allowed", None, "guardrail_blocked", 0);
+                return true;
+            }
+            changed |= *msg != before;
+        }
+        self.audit.answered(&call, &status, hidden);
+        changed
+    }
+
+    /// Calls no answer came for get their audit line.
+    fn unanswered(&mut self) {
+        for call in std::mem::take(&mut self.calls).values() {
+            self.audit.call(call, "allowed", None, "no_answer", 0);
+        }
     }
 }
 
@@ -506,8 +591,6 @@ impl Drop for McpStream {
     /// Calls the stream ended without answering (the server closed it,
     /// or the client left) still get their audit line.
     fn drop(&mut self) {
-        for call in self.calls.values() {
-            self.audit.call(call, "allowed", None, "no_answer", 0);
-        }
+        self.answers.unanswered();
     }
 }
