@@ -59,6 +59,8 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
                     "name": "agents",
                     "tools": {"allow": ["echo", "read_*", "get_*", "count_slowly"], "deny": ["get_config"]},
                     "resources": {"allow": ["file:///data/reports/**"]},
+                    "arguments": [{"tool": "read_file",
+                                   "arguments": {"path": {"required": true, "glob": "/data/reports/**"}}}],
                 }]}),
             )
             .workload(pod.workload()),
@@ -76,6 +78,8 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
             {"op": "call", "tool": "count_slowly", "args": {"n": 3}, "progress": true},
             {"op": "list_resources"},
             {"op": "read_resource", "uri": "file:///data/reports/q3.txt"},
+            {"op": "call", "tool": "read_file", "args": {"path": "/data/reports/q3.txt"}},
+            {"op": "call", "tool": "read_file", "args": {"path": "/etc/passwd"}},
             {"op": "terminate"},
         ]),
     )?;
@@ -113,8 +117,22 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
         r[4]
     );
     ensure!(
-        r[5]["ok"] == true && r[6]["ok"] == true && r[7]["ok"] == true,
+        r[5]["ok"] == true && r[6]["ok"] == true && r[9]["ok"] == true,
         "resources and session end: {out:#}"
+    );
+    ensure!(
+        r[7]["ok"] == true && r[7]["value"]["text"] == "contents of /data/reports/q3.txt",
+        "an argument within its constraint: {:#}",
+        r[7]
+    );
+    let message = r[8]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[8]["ok"] == false
+            && r[8]["error"]["code"] == -32001
+            && message.contains("argument \"path\" of tool \"read_file\" must be a path matching")
+            && !message.contains("/etc/passwd"),
+        "an argument outside its constraint: {:#}",
+        r[8]
     );
 
     // One audit line per call; the refused ones never reached the server.

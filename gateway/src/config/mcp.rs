@@ -58,6 +58,47 @@ pub struct McpPolicy {
     pub resources: AllowDeny,
     /// Prompt names.
     pub prompts: AllowDeny,
+    /// Conditions on the arguments of the tools they name; a call that
+    /// breaks one is refused.
+    pub arguments: Vec<ArgumentRule>,
+}
+
+/// Conditions on one tool's (or several tools', by glob) arguments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentRule {
+    /// Tool name glob.
+    pub tool: String,
+    /// Argument name (`path`, or `options.mode` inside an object) →
+    /// what its value must be.
+    pub arguments: BTreeMap<String, ArgumentConstraint>,
+}
+
+/// What an argument's value must be; every given condition must hold.
+/// A condition on a value of another type fails (a number for `pattern`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArgumentConstraint {
+    /// The call must have it.
+    pub required: bool,
+    /// One of these values.
+    #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// A string matching this regex (anchor it with ^…$ to match whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A string matching this path glob (`/data/reports/**`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glob: Option<String>,
+    /// A string of at most this many characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// A number at least this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    /// A number at most this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
 }
 
 /// Glob lists: an item matching `deny` is refused; when `allow` is not
@@ -96,6 +137,26 @@ impl McpConfig {
                     for (k, glob) in globs.iter().enumerate() {
                         if let Err(e) = globset::Glob::new(glob) {
                             out.push((format!("{at}.{kind}.{list}[{k}]"), e.kind().to_string()));
+                        }
+                    }
+                }
+            }
+            for (k, rule) in p.arguments.iter().enumerate() {
+                let at = format!("{at}.arguments[{k}]");
+                if let Err(e) = globset::Glob::new(&rule.tool) {
+                    out.push((format!("{at}.tool"), e.kind().to_string()));
+                }
+                for (name, c) in &rule.arguments {
+                    let at = format!("{at}.arguments.{name}");
+                    if let Some(Err(e)) = c.pattern.as_deref().map(regex::Regex::new) {
+                        out.push((format!("{at}.pattern"), e.to_string()));
+                    }
+                    if let Some(Err(e)) = c.glob.as_deref().map(globset::Glob::new) {
+                        out.push((format!("{at}.glob"), e.kind().to_string()));
+                    }
+                    if let (Some(lo), Some(hi)) = (c.minimum, c.maximum) {
+                        if lo > hi {
+                            out.push((format!("{at}.minimum"), "is more than maximum".into()));
                         }
                     }
                 }

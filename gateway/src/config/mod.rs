@@ -30,7 +30,7 @@ pub use llm::{
     AwsAuth, LlmCache, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
     ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
-pub use mcp::{AllowDeny, McpConfig, McpPolicy, PoisonedTools};
+pub use mcp::{AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpPolicy, PoisonedTools};
 
 use std::collections::BTreeMap;
 use std::fmt;

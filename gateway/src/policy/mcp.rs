@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::{AllowDeny, McpConfig};
+use serde_json::Value;
+
+use crate::config::{AllowDeny, ArgumentConstraint, McpConfig};
 
 /// What an MCP server offers that policies name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,86 @@ struct Policy {
     tools: Lists,
     resources: Lists,
     prompts: Lists,
+    arguments: Vec<ArgRule>,
+}
+
+/// One `arguments[]` rule, compiled.
+#[derive(Debug)]
+struct ArgRule {
+    tool: globset::GlobMatcher,
+    /// (argument path, its condition, its compiled regex and glob).
+    arguments: Vec<(
+        String,
+        ArgumentConstraint,
+        Option<regex::Regex>,
+        Option<globset::GlobMatcher>,
+    )>,
+}
+
+/// A call whose arguments break a policy's condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgViolation {
+    pub policy: Arc<str>,
+    pub tool: String,
+    pub argument: String,
+    /// Which condition, said without the value (it may be sensitive).
+    pub rule: String,
+}
+
+impl fmt::Display for ArgViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "argument {:?} of tool {:?} {} (mcp policy {:?})",
+            self.argument, self.tool, self.rule, &*self.policy
+        )
+    }
+}
+
+/// The first condition `value` (`None`: the call lacks the argument)
+/// breaks, said as a phrase.
+fn broken(
+    c: &ArgumentConstraint,
+    re: Option<&regex::Regex>,
+    glob: Option<&globset::GlobMatcher>,
+    value: Option<&Value>,
+) -> Option<String> {
+    let Some(value) = value else {
+        return c.required.then(|| "is required".to_owned());
+    };
+    if let Some(one_of) = &c.one_of {
+        if !one_of.contains(value) {
+            return Some(format!("must be one of {}", Value::Array(one_of.clone())));
+        }
+    }
+    let text = value.as_str();
+    if let Some(re) = re {
+        if !text.is_some_and(|t| re.is_match(t)) {
+            return Some(format!("must be a string matching /{}/", re.as_str()));
+        }
+    }
+    if let Some(g) = glob {
+        if !text.is_some_and(|t| g.is_match(t)) {
+            return Some(format!("must be a path matching {:?}", g.glob().glob()));
+        }
+    }
+    if let Some(max) = c.max_length {
+        if !text.is_some_and(|t| t.chars().count() <= max) {
+            return Some(format!("must be a string of at most {max} characters"));
+        }
+    }
+    let number = value.as_f64();
+    if let Some(lo) = c.minimum {
+        if !number.is_some_and(|n| n >= lo) {
+            return Some(format!("must be a number of at least {lo}"));
+        }
+    }
+    if let Some(hi) = c.maximum {
+        if !number.is_some_and(|n| n <= hi) {
+            return Some(format!("must be a number of at most {hi}"));
+        }
+    }
+    None
 }
 
 /// The policies of one config.
@@ -136,6 +218,41 @@ impl McpAuthz {
                     tools: lists(&p.tools, false).map_err(bad)?,
                     resources: lists(&p.resources, true).map_err(bad)?,
                     prompts: lists(&p.prompts, false).map_err(bad)?,
+                    arguments: p
+                        .arguments
+                        .iter()
+                        .map(|r| {
+                            let tool = GlobBuilder::new(&r.tool)
+                                .build()
+                                .map_err(bad)?
+                                .compile_matcher();
+                            let arguments = r
+                                .arguments
+                                .iter()
+                                .map(|(name, c)| {
+                                    let re = c
+                                        .pattern
+                                        .as_deref()
+                                        .map(regex::Regex::new)
+                                        .transpose()
+                                        .map_err(|e| format!("mcp.policies {:?}: {e}", p.name))?;
+                                    let glob = c
+                                        .glob
+                                        .as_deref()
+                                        .map(|g| {
+                                            GlobBuilder::new(g)
+                                                .literal_separator(true)
+                                                .build()
+                                                .map(|g| g.compile_matcher())
+                                        })
+                                        .transpose()
+                                        .map_err(bad)?;
+                                    Ok((name.clone(), c.clone(), re, glob))
+                                })
+                                .collect::<Result<Vec<_>, String>>()?;
+                            Ok(ArgRule { tool, arguments })
+                        })
+                        .collect::<Result<Vec<_>, String>>()?,
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -186,6 +303,28 @@ impl McpPlan {
 
     pub fn allows(&self, item: Item, name: &str) -> bool {
         self.check(item, name).is_ok()
+    }
+
+    /// `Err` names the first condition of a selecting policy that the
+    /// call's arguments (`params.arguments`, `None` when absent) break.
+    pub fn check_arguments(&self, tool: &str, args: Option<&Value>) -> Result<(), ArgViolation> {
+        for p in &self.policies {
+            for rule in p.arguments.iter().filter(|r| r.tool.is_match(tool)) {
+                for (name, c, re, glob) in &rule.arguments {
+                    let pointer = format!("/{}", name.replace('.', "/"));
+                    let value = args.and_then(|a| a.pointer(&pointer));
+                    if let Some(why) = broken(c, re.as_ref(), glob.as_ref(), value) {
+                        return Err(ArgViolation {
+                            policy: Arc::clone(&p.name),
+                            tool: tool.to_owned(),
+                            argument: name.clone(),
+                            rule: why,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -302,6 +441,94 @@ mod tests {
         assert_eq!(&*d.policy, "strict");
         let other = a.plan(Some(("pod-a", &BTreeMap::new()))).unwrap();
         assert!(other.allows(Item::Tool, "read_file"));
+    }
+
+    #[test]
+    fn arguments_must_meet_their_conditions() {
+        use crate::config::ArgumentRule;
+        use serde_json::json;
+        let c = |v: Value| -> ArgumentConstraint { serde_json::from_value(v).unwrap() };
+        let mut p = agents();
+        p.arguments = vec![ArgumentRule {
+            tool: "read_*".into(),
+            arguments: BTreeMap::from([
+                (
+                    "path".to_string(),
+                    c(json!({"required": true, "glob": "/data/reports/**", "max_length": 64})),
+                ),
+                ("mode".to_string(), c(json!({"enum": ["r", "rb"]}))),
+                (
+                    "opts.depth".to_string(),
+                    c(json!({"minimum": 1, "maximum": 3})),
+                ),
+                ("id".to_string(), c(json!({"pattern": "^[a-z]+$"}))),
+            ]),
+        }];
+        let plan = authz(vec![p]).plan(None).unwrap();
+        let check = |tool: &str, args: Value| {
+            plan.check_arguments(tool, Some(&args))
+                .map_err(|v| (v.argument, v.rule))
+        };
+        assert_eq!(
+            check("read_file", json!({"path": "/data/reports/q3.txt"})),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "read_file",
+                json!({"path": "/data/reports/2026/q3.txt", "mode": "rb", "opts": {"depth": 3}, "id": "abc"})
+            ),
+            Ok(())
+        );
+        let bad = |args: Value| check("read_file", args).unwrap_err();
+        assert_eq!(bad(json!({})), ("path".into(), "is required".into()));
+        assert_eq!(
+            bad(json!({"path": "/etc/passwd"})).1,
+            r#"must be a path matching "/data/reports/**""#
+        );
+        assert_eq!(
+            bad(json!({"path": 7})).1,
+            r#"must be a path matching "/data/reports/**""#
+        );
+        let long = format!("/data/reports/{}", "x".repeat(60));
+        assert_eq!(
+            bad(json!({"path": long})).1,
+            "must be a string of at most 64 characters"
+        );
+        let ok = "/data/reports/a";
+        assert_eq!(
+            bad(json!({"path": ok, "mode": "w"})),
+            ("mode".into(), r#"must be one of ["r","rb"]"#.into())
+        );
+        assert_eq!(
+            bad(json!({"path": ok, "opts": {"depth": 0}})).1,
+            "must be a number of at least 1"
+        );
+        assert_eq!(
+            bad(json!({"path": ok, "opts": {"depth": 9}})).1,
+            "must be a number of at most 3"
+        );
+        assert_eq!(
+            bad(json!({"path": ok, "opts": {"depth": "2"}})).1,
+            "must be a number of at least 1"
+        );
+        assert_eq!(
+            bad(json!({"path": ok, "id": "ABC"})).1,
+            "must be a string matching /^[a-z]+$/"
+        );
+        // Other tools, and absent optional arguments, are not held to it.
+        assert_eq!(check("echo", json!({})), Ok(()));
+        assert_eq!(
+            plan.check_arguments("read_file", None).unwrap_err().rule,
+            "is required"
+        );
+        let v = plan
+            .check_arguments("read_file", Some(&json!({"path": "/etc/x"})))
+            .unwrap_err();
+        assert_eq!(
+            v.to_string(),
+            r#"argument "path" of tool "read_file" must be a path matching "/data/reports/**" (mcp policy "agents")"#
+        );
     }
 
     #[test]

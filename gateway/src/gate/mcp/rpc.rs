@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::policy::mcp::{Denied, Item, McpPlan};
+use crate::policy::mcp::{ArgViolation, Denied, Item, McpPlan};
 
 /// JSON-RPC: the body is not JSON.
 pub const PARSE_ERROR: i64 = -32700;
@@ -141,7 +141,34 @@ pub struct Planned {
     /// Requests among them, by [`Call::key`].
     pub calls: HashMap<String, Call>,
     /// Requests refused here, with the error response each gets.
-    pub refused: Vec<(Call, Denied, Value)>,
+    pub refused: Vec<(Call, Refusal, Value)>,
+}
+
+/// Why a call was refused here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its tool, resource or prompt.
+    Denied(Denied),
+    /// Its arguments.
+    Arguments(ArgViolation),
+}
+
+impl Refusal {
+    pub fn policy(&self) -> &str {
+        match self {
+            Refusal::Denied(d) => &d.policy,
+            Refusal::Arguments(v) => &v.policy,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Denied(d) => d.fmt(f),
+            Refusal::Arguments(v) => v.fmt(f),
+        }
+    }
 }
 
 /// Splits a POST's messages into what goes upstream and what a policy
@@ -154,19 +181,27 @@ pub fn plan(messages: Vec<Value>, authz: Option<&McpPlan>) -> Planned {
             out.forward.push(msg);
             continue;
         };
-        let denied = match (&call.target, authz) {
-            (Some((item, name)), Some(plan)) => plan.check(*item, name).err(),
+        let refusal = match (&call.target, authz) {
+            (Some((item, name)), Some(plan)) => match plan.check(*item, name) {
+                Err(d) => Some(Refusal::Denied(d)),
+                Ok(()) if *item == Item::Tool => plan
+                    .check_arguments(name, msg.pointer("/params/arguments"))
+                    .err()
+                    .map(Refusal::Arguments),
+                Ok(()) => None,
+            },
             _ => None,
         };
-        match denied {
-            Some(d) => {
-                let resp = error(
-                    call.id.clone(),
-                    DENIED,
-                    &d.to_string(),
-                    Some(json!({"policy": &*d.policy, d.item.as_str(): d.name})),
-                );
-                out.refused.push((call, d, resp));
+        match refusal {
+            Some(r) => {
+                let data = match &r {
+                    Refusal::Denied(d) => json!({"policy": &*d.policy, d.item.as_str(): d.name}),
+                    Refusal::Arguments(v) => {
+                        json!({"policy": &*v.policy, "tool": v.tool, "argument": v.argument})
+                    }
+                };
+                let resp = error(call.id.clone(), DENIED, &r.to_string(), Some(data));
+                out.refused.push((call, r, resp));
             }
             None => {
                 out.calls.insert(call.key(), call);

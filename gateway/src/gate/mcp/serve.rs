@@ -199,8 +199,8 @@ pub(crate) async fn respond(
         .load()
         .plan(cx.workload.as_ref().map(|w| (&*w.name, &w.labels)));
     let mut planned = rpc::plan(batch.messages, authz.as_ref());
-    for (call, denied, _) in &planned.refused {
-        audit.call(call, "denied", Some(&denied.policy), "denied", 0);
+    for (call, why, _) in &planned.refused {
+        audit.call(call, "denied", Some(why.policy()), "denied", 0);
     }
     let mut refused: Vec<Value> = planned.refused.iter().map(|(_, _, r)| r.clone()).collect();
     // Guardrails after authorization: a refused call's arguments are
