@@ -59,6 +59,7 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
                     "name": "agents",
                     "tools": {"allow": ["echo", "read_*", "get_*", "count_slowly"], "deny": ["get_config"]},
                     "resources": {"allow": ["file:///data/reports/**"]},
+                    "limits": [{"name": "echo-rate", "tools": "echo", "requests": 2, "per_secs": 3600}],
                     "arguments": [{"tool": "read_file",
                                    "arguments": {"path": {"required": true, "glob": "/data/reports/**"}}}],
                 }]}),
@@ -80,6 +81,8 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
             {"op": "read_resource", "uri": "file:///data/reports/q3.txt"},
             {"op": "call", "tool": "read_file", "args": {"path": "/data/reports/q3.txt"}},
             {"op": "call", "tool": "read_file", "args": {"path": "/etc/passwd"}},
+            {"op": "call", "tool": "echo", "args": {"text": "two"}},
+            {"op": "call", "tool": "echo", "args": {"text": "three"}},
             {"op": "terminate"},
         ]),
     )?;
@@ -117,7 +120,7 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
         r[4]
     );
     ensure!(
-        r[5]["ok"] == true && r[6]["ok"] == true && r[9]["ok"] == true,
+        r[5]["ok"] == true && r[6]["ok"] == true && r[11]["ok"] == true,
         "resources and session end: {out:#}"
     );
     ensure!(
@@ -133,6 +136,18 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
             && !message.contains("/etc/passwd"),
         "an argument outside its constraint: {:#}",
         r[8]
+    );
+
+    let message = r[10]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[9]["ok"] == true
+            && r[10]["ok"] == false
+            && r[10]["error"]["code"] == -32029
+            && message.contains("echo-rate")
+            && message.contains("retry after"),
+        "the third echo is over its per-tool limit: {:#} {:#}",
+        r[9],
+        r[10]
     );
 
     // One audit line per call; the refused ones never reached the server.
@@ -173,7 +188,8 @@ fn tools_are_filtered_and_refused_per_workload() -> Result<()> {
         )
     };
     ensure!(
-        calls("echo", "allowed") == 1.0
+        calls("echo", "allowed") == 2.0
+            && calls("echo", "limited") == 1.0
             && calls("delete_all", "denied") == 1.0
             && calls("get_config", "denied") == 1.0,
         "mcp_requests_total: echo {} delete_all {} get_config {}",

@@ -61,6 +61,35 @@ pub struct McpPolicy {
     /// Conditions on the arguments of the tools they name; a call that
     /// breaks one is refused.
     pub arguments: Vec<ArgumentRule>,
+    /// Call rates per workload and tool (node-local, or shared through
+    /// `rate_limits.redis_url` like the routes' limits).
+    pub limits: Vec<ToolLimit>,
+}
+
+/// A token bucket per workload and tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolLimit {
+    /// Name, used in refusals and metrics.
+    pub name: String,
+    /// Tool name glob; each matching tool has its own bucket.
+    #[serde(default = "every_tool")]
+    pub tools: String,
+    /// Calls allowed per `per_secs`.
+    pub requests: u64,
+    #[serde(default = "default_per_secs")]
+    pub per_secs: u64,
+    /// Bucket size (burst); default `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+fn every_tool() -> String {
+    "*".into()
+}
+
+fn default_per_secs() -> u64 {
+    60
 }
 
 /// Conditions on one tool's (or several tools', by glob) arguments.
@@ -139,6 +168,18 @@ impl McpConfig {
                             out.push((format!("{at}.{kind}.{list}[{k}]"), e.kind().to_string()));
                         }
                     }
+                }
+            }
+            for (k, l) in p.limits.iter().enumerate() {
+                let at = format!("{at}.limits[{k}]");
+                if let Err(e) = globset::Glob::new(&l.tools) {
+                    out.push((format!("{at}.tools"), e.kind().to_string()));
+                }
+                if l.requests == 0 || l.per_secs == 0 || l.burst == Some(0) {
+                    out.push((
+                        at,
+                        "requests, per_secs and burst must be more than 0".into(),
+                    ));
                 }
             }
             for (k, rule) in p.arguments.iter().enumerate() {

@@ -9,7 +9,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use serde_json::Value;
 
-use crate::config::{AllowDeny, ArgumentConstraint, McpConfig};
+use crate::config::{AllowDeny, ArgumentConstraint, McpConfig, RateLimit};
 
 /// What an MCP server offers that policies name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,8 @@ struct Policy {
     resources: Lists,
     prompts: Lists,
     arguments: Vec<ArgRule>,
+    /// Per-tool limits: the tool glob and the bucket's shape.
+    limits: Vec<(globset::GlobMatcher, RateLimit)>,
 }
 
 /// One `arguments[]` rule, compiled.
@@ -253,6 +255,24 @@ impl McpAuthz {
                             Ok(ArgRule { tool, arguments })
                         })
                         .collect::<Result<Vec<_>, String>>()?,
+                    limits: p
+                        .limits
+                        .iter()
+                        .map(|l| {
+                            let tools = GlobBuilder::new(&l.tools)
+                                .build()
+                                .map_err(bad)?
+                                .compile_matcher();
+                            let shape = RateLimit {
+                                name: l.name.clone(),
+                                key: "workload".into(),
+                                requests: l.requests,
+                                per_secs: l.per_secs,
+                                burst: l.burst,
+                            };
+                            Ok((tools, shape))
+                        })
+                        .collect::<Result<Vec<_>, String>>()?,
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -303,6 +323,20 @@ impl McpPlan {
 
     pub fn allows(&self, item: Item, name: &str) -> bool {
         self.check(item, name).is_ok()
+    }
+
+    /// The limits a call of `tool` spends from, with their policy's name:
+    /// the bucket is (policy, limit, workload, tool).
+    pub fn limits(&self, tool: &str) -> Vec<(Arc<str>, &RateLimit)> {
+        self.policies
+            .iter()
+            .flat_map(|p| {
+                p.limits
+                    .iter()
+                    .filter(|(glob, _)| glob.is_match(tool))
+                    .map(|(_, l)| (Arc::clone(&p.name), l))
+            })
+            .collect()
     }
 
     /// `Err` names the first condition of a selecting policy that the
@@ -529,6 +563,37 @@ mod tests {
             v.to_string(),
             r#"argument "path" of tool "read_file" must be a path matching "/data/reports/**" (mcp policy "agents")"#
         );
+    }
+
+    #[test]
+    fn tool_limits_apply_to_the_tools_they_name() {
+        let mut p = agents();
+        p.limits = vec![
+            crate::config::ToolLimit {
+                name: "reads".into(),
+                tools: "read_*".into(),
+                requests: 2,
+                per_secs: 60,
+                burst: None,
+            },
+            crate::config::ToolLimit {
+                name: "all".into(),
+                tools: "*".into(),
+                requests: 100,
+                per_secs: 60,
+                burst: Some(10),
+            },
+        ];
+        let plan = authz(vec![p]).plan(None).unwrap();
+        let names = |tool| -> Vec<String> {
+            plan.limits(tool)
+                .iter()
+                .map(|(pol, l)| format!("{pol}/{}", l.name))
+                .collect()
+        };
+        assert_eq!(names("read_file"), ["agents/reads", "agents/all"]);
+        assert_eq!(names("echo"), ["agents/all"]);
+        assert_eq!(plan.limits("echo")[0].1.burst, Some(10));
     }
 
     #[test]

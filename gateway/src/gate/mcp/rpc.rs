@@ -15,6 +15,8 @@ pub const INVALID_REQUEST: i64 = -32600;
 /// The gateway's own code (in JSON-RPC's server-error range) for a call a
 /// policy refuses.
 pub const DENIED: i64 = -32001;
+/// The gateway's own code for a call over a per-tool limit.
+pub const LIMITED: i64 = -32029;
 
 /// A JSON-RPC error response.
 pub fn error(id: Value, code: i64, message: &str, data: Option<Value>) -> Value {
@@ -168,6 +170,17 @@ impl std::fmt::Display for Refusal {
             Refusal::Denied(d) => d.fmt(f),
             Refusal::Arguments(v) => v.fmt(f),
         }
+    }
+}
+
+impl Planned {
+    /// Takes a forwarded call out (a later step refused it).
+    pub fn take(&mut self, key: &str) -> Option<Call> {
+        let call = self.calls.remove(key)?;
+        self.forward.retain(|m| {
+            m.get("method").is_none() || m.get("id").map(Value::to_string).as_deref() != Some(key)
+        });
+        Some(call)
     }
 }
 

@@ -38,6 +38,7 @@ use crate::{
     },
     policy::{
         guardrail::Session,
+        limits::Decision,
         mcp::{Item, McpPlan},
     },
     telemetry::{
@@ -203,6 +204,17 @@ pub(crate) async fn respond(
         audit.call(call, "denied", Some(why.policy()), "denied", 0);
     }
     let mut refused: Vec<Value> = planned.refused.iter().map(|(_, _, r)| r.clone()).collect();
+    // Limits after authorization (a refused call spends nothing), before
+    // the guardrails read anything.
+    let mut rewritten = !planned.refused.is_empty();
+    if let Some(plan) = authz.as_ref() {
+        let limited = limit_calls(cx, plan, &planned, &audit).await;
+        for (key, resp) in limited {
+            planned.take(&key);
+            refused.push(resp);
+            rewritten = true;
+        }
+    }
     // Guardrails after authorization: a refused call's arguments are
     // never read. Their own refusals join the policy's.
     let who = cx.workload.as_ref().map(|w| (&*w.name, &w.labels));
@@ -212,7 +224,6 @@ pub(crate) async fn respond(
         gate: "mcp",
         workload: rlog.workload.clone(),
     };
-    let mut rewritten = !planned.refused.is_empty();
     if let Some(session) = guard.as_mut() {
         let mut kept = Vec::with_capacity(planned.forward.len());
         for mut msg in std::mem::take(&mut planned.forward) {
@@ -321,6 +332,63 @@ pub(crate) async fn respond(
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.len()));
     Reply::Whole(resp, "ok")
+}
+
+/// Spends each forwarded tool call's limits; the calls over one, with
+/// the error each gets (code [`rpc::LIMITED`], the seconds to wait in its
+/// data).
+async fn limit_calls(
+    cx: &ConnContext,
+    plan: &McpPlan,
+    planned: &rpc::Planned,
+    audit: &Audit,
+) -> Vec<(String, Value)> {
+    let limiter = Arc::clone(&cx.node.api.load().limiter);
+    let mut out = Vec::new();
+    for (key, call) in &planned.calls {
+        let Some((Item::Tool, tool)) = &call.target else {
+            continue;
+        };
+        for (policy, limit) in plan.limits(tool) {
+            let scope = format!("mcp:{policy}");
+            let bucket = format!("{}|{tool}", audit.workload);
+            let decision = limiter.check(&scope, limit, &bucket).await;
+            let label = match &decision {
+                Decision::Allowed { .. } => "allowed",
+                Decision::Limited { .. } => "limited",
+                Decision::BackendDown { admitted: true, .. } => "backend_down_admitted",
+                Decision::BackendDown {
+                    admitted: false, ..
+                } => "backend_down_refused",
+            };
+            cx.node
+                .metrics
+                .rate_limit_decisions
+                .with_label_values(&[&scope, &limit.name, label])
+                .inc();
+            let wait = match decision {
+                Decision::Limited { retry_after } => {
+                    retry_after.as_secs_f64().ceil().max(1.0) as u64
+                }
+                Decision::BackendDown {
+                    admitted: false, ..
+                } => 1,
+                _ => continue,
+            };
+            audit.call(call, "limited", Some(&policy), "rate_limited", 0);
+            let message = format!(
+                "tool {tool:?}: limit {:?} of mcp policy {:?} reached; retry after {wait} s",
+                limit.name, &*policy
+            );
+            let data = serde_json::json!({"policy": &*policy, "limit": limit.name, "retry_after_secs": wait});
+            out.push((
+                key.clone(),
+                rpc::error(call.id.clone(), rpc::LIMITED, &message, Some(data)),
+            ));
+            break;
+        }
+    }
+    out
 }
 
 /// A whole (non-stream) answer, filtered: the server's messages with
