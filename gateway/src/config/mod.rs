@@ -30,7 +30,9 @@ pub use llm::{
     AwsAuth, LlmCache, LlmConfig, LlmLimit, ModelAccess, ModelRoute, ModelTarget, Price, Provider,
     ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
-pub use mcp::{AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpPolicy, PoisonedTools};
+pub use mcp::{
+    AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpPolicy, PoisonedTools, ToolLimit,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
