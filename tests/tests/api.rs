@@ -6,8 +6,8 @@ use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
 use trigate_e2e::{
-    free_port, log_str, log_u64, Daemon, Destination, Node, Pod, Runner, TempFile, TestCa,
-    Upstream, CMD_TIMEOUT,
+    free_port, log_str, log_u64, Daemon, Destination, JwtSigner, Node, Pod, Runner, TempFile,
+    TestCa, Upstream, CMD_TIMEOUT,
 };
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
@@ -483,68 +483,12 @@ fn terminate_with_the_api_gate_serves_http2_and_http11_clients() -> Result<()> {
 }
 
 /// base64url without padding (RFC 7515).
-fn b64url(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// An ES256 signer with its JWKS, made with ring (not with the code under
-/// test).
-struct Signer {
-    key: ring::signature::EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
-}
-
-impl Signer {
-    fn new() -> Result<Self> {
-        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(Signer { key, rng })
-    }
-
-    fn jwks(&self) -> String {
-        use ring::signature::KeyPair;
-        let point = self.key.public_key().as_ref(); // 0x04 || x || y
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-            "x": b64url(&point[1..33]), "y": b64url(&point[33..65])}]})
-        .to_string()
-    }
-
-    fn token(&self, claims: &Value) -> Result<String> {
-        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
-        let input = format!(
-            "{}.{}",
-            b64url(header.to_string().as_bytes()),
-            b64url(claims.to_string().as_bytes())
-        );
-        let sig = self
-            .key
-            .sign(&self.rng, input.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(format!("{input}.{}", b64url(sig.as_ref())))
-    }
-}
-
 #[test]
 fn jwt_tokens_are_verified_and_claims_authorize() -> Result<()> {
     let node = Node::new()?;
     let pod = node.pod("pod-a")?;
     let up = Upstream::start(pod.host_ip.into())?;
-    let signer = Signer::new()?;
+    let signer = JwtSigner::new()?;
     let jwks = TempFile::new("jwks.json", &signer.jwks())?;
     let cfg = set_gate_api(
         node.config()
@@ -601,7 +545,7 @@ fn jwt_tokens_are_verified_and_claims_authorize() -> Result<()> {
         "the legal team may not use the finance route: {status} {body}"
     );
 
-    let other = Signer::new()?;
+    let other = JwtSigner::new()?;
     let (status, _, body) = call(&other.token(&claims("api", now + 300, "finance"))?)?;
     ensure!(
         status == 401,

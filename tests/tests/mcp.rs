@@ -5,7 +5,10 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
-use trigate_e2e::{log_str, mcp_client, Destination, McpServer, McpTransport, Node};
+use trigate_e2e::{
+    log_str, mcp_client, Destination, JwtSigner, McpServer, McpTransport, Node, Runner, TempFile,
+    CMD_TIMEOUT,
+};
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
 
@@ -297,6 +300,133 @@ fn tool_arguments_results_and_descriptions_are_guarded() -> Result<()> {
         "findings: card {} token {}",
         found("credit_card", "block"),
         found("github_token", "redact")
+    );
+    Ok(())
+}
+
+/// The MCP destination as an OAuth 2.1 protected resource: its metadata
+/// is public, a client without a token (or with a token for another
+/// audience) gets 401 pointing to that metadata, and a valid token passes.
+#[test]
+fn oauth_tokens_are_required_and_the_metadata_is_published() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let server = McpServer::start(
+        pod.host_ip.into(),
+        McpTransport::StreamableHttp,
+        "alpha",
+        false,
+    )?;
+    let signer = JwtSigner::new()?;
+    let jwks = TempFile::new("jwks.json", &signer.jwks())?;
+    let resource = server.url().to_string();
+    let cfg = set_gate_mcp(
+        node.config()
+            .destination(
+                Destination::redirect("tools")
+                    .addr(pod.host_ip.into())
+                    .port(server.port()),
+            )
+            .set(
+                "/auth",
+                json!({"jwt": [{"name": "idp", "issuer": "https://idp.e2e.test",
+                                "audiences": [resource], "jwks_file": jwks.path()}]}),
+            )
+            .set(
+                "/mcp",
+                json!({"oauth": {"resource": resource, "jwt": "idp",
+                                 "authorization_servers": ["https://idp.e2e.test"]},
+                       "upstreams": [{"destination": "tools", "headers": {"x-gateway": "trigate"}}]}),
+            )
+            .workload(pod.workload()),
+    );
+    let _d = node.start(&cfg)?;
+    let env = trigate_e2e::env()?;
+    let base = resource.trim_end_matches("/mcp");
+    let metadata_url = format!("{base}/.well-known/oauth-protected-resource/mcp");
+    let out = pod
+        .run(
+            &env.curl,
+            &["-sS", "--noproxy", "*", "--max-time", "10", &metadata_url],
+            CMD_TIMEOUT,
+        )?
+        .check("curl metadata")?;
+    let metadata: Value = serde_json::from_str(&out.stdout)?;
+    ensure!(
+        metadata["resource"] == json!(resource)
+            && metadata["authorization_servers"] == json!(["https://idp.e2e.test"]),
+        "metadata: {metadata:#}"
+    );
+    let out = pod
+        .run(
+            &env.curl,
+            &[
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "10",
+                "-i",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "--data",
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+                &resource,
+            ],
+            CMD_TIMEOUT,
+        )?
+        .check("curl without a token")?;
+    let head = out.stdout.to_ascii_lowercase();
+    ensure!(
+        head.starts_with("http/1.1 401")
+            && head.contains(&format!(
+                "resource_metadata=\"{}\"",
+                metadata_url.to_ascii_lowercase()
+            )),
+        "401 with the metadata's URL: {}",
+        out.stdout
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = |aud: &str| {
+        signer.token(
+            &json!({"iss": "https://idp.e2e.test", "sub": "agent", "aud": aud, "exp": now + 300}),
+        )
+    };
+    let ops = json!([{"op": "list_tools"}]);
+    let without = mcp_client(&pod, &resource, &[], &ops)?;
+    let other = mcp_client(
+        &pod,
+        &resource,
+        &[&format!(
+            "Authorization: Bearer {}",
+            token("https://other.example")?
+        )],
+        &ops,
+    )?;
+    for (what, out) in [
+        ("no token", &without),
+        ("a token for another audience", &other),
+    ] {
+        ensure!(
+            out["results"][0]["ok"] == false && out["results"][0]["error"]["http_status"] == 401,
+            "{what}: {out:#}"
+        );
+    }
+    let valid = mcp_client(
+        &pod,
+        &resource,
+        &[&format!("Authorization: Bearer {}", token(&resource)?)],
+        &ops,
+    )?;
+    ensure!(
+        valid["results"][0]["ok"] == true
+            && tool_names(&valid["results"][0]).contains(&"echo".to_string()),
+        "a valid token: {valid:#}"
     );
     Ok(())
 }

@@ -21,6 +21,14 @@ pub struct McpConfig {
     /// puts a warning in front of the description, `hide` removes the
     /// tool from listings, `allow` leaves it. Either way it is logged.
     pub poisoned_tools: PoisonedTools,
+    /// OAuth 2.1 resource server: MCP clients must present a bearer JWT
+    /// issued for this resource; the gateway publishes the resource's
+    /// metadata (RFC 9728) for them to find the authorization server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<McpOauth>,
+    /// Per MCP destination: credentials the gateway adds for the server
+    /// and whether the client's own `Authorization` goes on.
+    pub upstreams: Vec<McpUpstream>,
 }
 
 impl Default for McpConfig {
@@ -29,8 +37,41 @@ impl Default for McpConfig {
             policies: Vec::new(),
             max_batch: 32,
             poisoned_tools: PoisonedTools::Flag,
+            oauth: None,
+            upstreams: Vec::new(),
         }
     }
+}
+
+/// The MCP destinations as one OAuth protected resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpOauth {
+    /// The resource identifier clients ask tokens for (the MCP server's
+    /// URL as clients know it, `https://mcp.example.com/mcp`); tokens must
+    /// name it in `aud` (list it in the JWT provider's `audiences`).
+    pub resource: String,
+    /// Issuer URLs of the authorization servers clients get tokens from.
+    pub authorization_servers: Vec<String>,
+    /// The `auth.jwt[].name` that verifies the tokens.
+    pub jwt: String,
+    /// Scopes published in the metadata.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// What the gateway does to requests for one MCP destination.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpUpstream {
+    /// `destinations[].name` (gate mcp).
+    pub destination: String,
+    /// Headers set on every request to the server (`Authorization:
+    /// Bearer …` for a static token), replacing the client's.
+    pub headers: BTreeMap<String, String>,
+    /// Let the client's own `Authorization` reach the server. Off: it is
+    /// removed (with OAuth it is the gateway's token, not the server's).
+    pub forward_authorization: bool,
 }
 
 /// What happens to a tool whose description looks poisoned.
@@ -145,6 +186,39 @@ impl McpConfig {
         let mut out = Vec::new();
         if self.max_batch == 0 {
             out.push(("mcp.max_batch".into(), "must be at least 1".into()));
+        }
+        if let Some(o) = &self.oauth {
+            for (field, url) in std::iter::once(("resource", &o.resource)).chain(
+                o.authorization_servers
+                    .iter()
+                    .map(|u| ("authorization_servers", u)),
+            ) {
+                let ok = url.parse::<hyper::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if !ok {
+                    out.push((
+                        format!("mcp.oauth.{field}"),
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
+                }
+            }
+            if o.authorization_servers.is_empty() {
+                out.push((
+                    "mcp.oauth.authorization_servers".into(),
+                    "name at least one".into(),
+                ));
+            }
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            for name in u.headers.keys() {
+                if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    out.push((
+                        format!("mcp.upstreams[{i}].headers"),
+                        format!("{name:?} is not a header name"),
+                    ));
+                }
+            }
         }
         let mut names = BTreeMap::new();
         for (i, p) in self.policies.iter().enumerate() {

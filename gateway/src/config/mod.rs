@@ -31,7 +31,8 @@ pub use llm::{
     ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
 pub use mcp::{
-    AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpPolicy, PoisonedTools, ToolLimit,
+    AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpOauth, McpPolicy, McpUpstream,
+    PoisonedTools, ToolLimit,
 };
 
 use std::collections::BTreeMap;

@@ -47,6 +47,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     for (field, message) in config.mcp.problems() {
         p.push(field, message);
     }
+    check_mcp(config, &mut p);
     for (field, message) in config.guardrails.problems() {
         p.push(field, message);
     }
@@ -889,6 +890,40 @@ pub(super) fn workload_problems(workload: &WorkloadConfig, mode: ListenerMode) -
             problem
         })
         .collect()
+}
+
+/// What `mcp` names elsewhere in the config.
+fn check_mcp(config: &Config, p: &mut Problems) {
+    if let Some(o) = &config.mcp.oauth {
+        match config.auth.jwt.iter().find(|j| j.name == o.jwt) {
+            None => p.push(
+                "mcp.oauth.jwt",
+                format!("{:?} is not one of auth.jwt", o.jwt),
+            ),
+            Some(j) if !j.audiences.iter().any(|a| *a == o.resource) => p.push(
+                "mcp.oauth.jwt",
+                format!(
+                    "auth.jwt {:?} does not accept the audience {:?}: add the resource to its audiences, \
+                     so tokens for other services are refused here",
+                    o.jwt, o.resource
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (i, u) in config.mcp.upstreams.iter().enumerate() {
+        let gate = config
+            .destinations
+            .iter()
+            .find(|d| d.name == u.destination)
+            .map(|d| d.gate);
+        if gate != Some(super::GateKind::Mcp) {
+            p.push(
+                format!("mcp.upstreams[{i}].destination"),
+                format!("{:?} is not a destination with gate mcp", u.destination),
+            );
+        }
+    }
 }
 
 fn check_llm(config: &Config, p: &mut Problems) {

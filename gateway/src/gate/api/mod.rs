@@ -606,6 +606,39 @@ pub(crate) async fn decide<'p>(
         workload: cx.workload.clone(),
         ..Caller::default()
     };
+    // 2b. An MCP destination that is an OAuth protected resource: its
+    //     metadata is public (clients read it to find where to get a
+    //     token); every other request needs a token for the resource,
+    //     checked before the route's own steps (their authz may read its
+    //     claims).
+    let mcp = (cx.destination.gate == GateKind::Mcp).then(|| node.config.load_full());
+    if let Some(oauth) = mcp.as_ref().and_then(|c| c.mcp.oauth.as_ref()) {
+        if crate::gate::mcp::oauth::is_metadata_path(oauth, req.uri.path()) {
+            let body = crate::gate::mcp::oauth::metadata(oauth);
+            let mut resp = Response::new(
+                Full::new(Bytes::from(body.to_string()))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            );
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Verdict::Answer(resp, "mcp_resource_metadata");
+        }
+        let methods = [format!("jwt:{}", oauth.jwt)];
+        if let Err(e) = policy
+            .auth
+            .authenticate(&methods, &req.headers, &mut caller)
+        {
+            let mut resp = refusal(e.status(), "unauthenticated", &e.to_string());
+            let challenge = crate::gate::mcp::oauth::challenge(oauth, &e.www_authenticate());
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return Verdict::Answer(resp, "unauthenticated");
+        }
+    }
     let mut limit_headers = None;
     let mut cors_headers = None;
     let mut cache = None;
@@ -754,6 +787,15 @@ pub(crate) async fn decide<'p>(
                 req.uri = uri;
             }
         }
+    }
+    // 6b. What an MCP server gets instead of the client's credentials.
+    if let Some(config) = &mcp {
+        let upstream = config
+            .mcp
+            .upstreams
+            .iter()
+            .find(|u| *u.destination == *cx.destination.name);
+        crate::gate::mcp::oauth::upstream_headers(upstream, &mut req.headers);
     }
     rlog.caller = caller_label(&caller);
     // 7. Guardrails on the bodies, planned here and applied by the

@@ -4,5 +4,6 @@
 //! filtered so refused tools, resources and prompts are invisible, and
 //! every call gets an audit line and metrics.
 pub mod guard;
+pub mod oauth;
 pub mod rpc;
 pub mod serve;
