@@ -74,6 +74,8 @@ pub struct Node {
     pub guard: ArcSwap<crate::policy::guardrail::Guardrails>,
     /// Which tools, resources and prompts workloads may use (MCP gate).
     pub mcp: ArcSwap<crate::policy::mcp::McpAuthz>,
+    /// MCP sessions seen on this node (active count, first tool listings).
+    pub mcp_sessions: crate::gate::mcp::sessions::Sessions,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -162,6 +164,7 @@ pub async fn run(
         // The tokenizer takes ~0.4 s to build; not on the first request.
         tokio::task::spawn_blocking(crate::gate::llm::usage::warm_up);
     }
+    let metrics_sessions = metrics.mcp.sessions.clone();
     let node = Arc::new(Node {
         proxy: ProxySettings {
             mark: config.intercept.mark,
@@ -188,6 +191,7 @@ pub async fn run(
         llm: ArcSwap::from_pointee(llm),
         guard: ArcSwap::from_pointee(guard),
         mcp: ArcSwap::from_pointee(mcp),
+        mcp_sessions: crate::gate::mcp::sessions::Sessions::new(metrics_sessions),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

@@ -246,6 +246,8 @@ fn tool_arguments_results_and_descriptions_are_guarded() -> Result<()> {
             {"op": "call", "tool": "get_config", "args": {}},
             {"op": "call", "tool": "echo", "args": {"text": "pay with 4111 1111 1111 1111"}},
             {"op": "call", "tool": "echo", "args": {"text": "hello"}},
+            {"op": "call", "tool": "upgrade", "args": {}},
+            {"op": "list_tools"},
         ]),
     )?;
     let r = &out["results"];
@@ -283,6 +285,23 @@ fn tool_arguments_results_and_descriptions_are_guarded() -> Result<()> {
         r[3]["ok"] == true && r[3]["value"]["text"] == "alpha: hello",
         "{:#}",
         r[3]
+    );
+    // A tool redefined mid-session is flagged in the next listing.
+    let description = |listing: &Value, name: &str| {
+        listing["value"]
+            .as_array()
+            .and_then(|tools| tools.iter().find(|t| t["name"] == name))
+            .and_then(|t| t["description"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    ensure!(
+        r[4]["ok"] == true
+            && description(&r[5], "read_file")
+                .starts_with("[trigate: this tool's definition changed")
+            && !description(&r[5], "echo").starts_with("[trigate:"),
+        "the rug pull is flagged: {:#}",
+        r[5]
     );
     d.wait_for_log(LOG_WAIT, "the poisoned tool is logged", |l| {
         log_str(l, "message") == Some("mcp tool description looks poisoned")

@@ -1,7 +1,7 @@
 //! The MCP gate's metrics and its audit line, one per JSON-RPC call.
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Metric families of the MCP gate, named as the issue that asked for
 /// them names them (no `trigate_` prefix), like the `gen_ai_*` ones.
@@ -10,6 +10,8 @@ pub struct McpMetrics {
     pub requests: IntCounterVec,
     /// From the call reaching the gateway to its answer.
     pub duration: HistogramVec,
+    /// Sessions (`Mcp-Session-Id`) seen and not ended or idle for an hour.
+    pub sessions: IntGauge,
 }
 
 impl McpMetrics {
@@ -33,9 +35,14 @@ impl McpMetrics {
                 ]),
                 &["method", "server"],
             )?,
+            sessions: IntGauge::new(
+                "mcp_sessions_active",
+                "MCP sessions this node has seen that were not ended (DELETE) or idle for an hour.",
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.sessions.clone()))?;
         Ok(m)
     }
 }

@@ -789,7 +789,17 @@ pub(crate) async fn decide<'p>(
         }
     }
     // 6b. What an MCP server gets instead of the client's credentials.
+    //     A DELETE ends the client's session (the server is told as well).
     if let Some(config) = &mcp {
+        if req.method == Method::DELETE {
+            if let Some(id) = req
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                node.mcp_sessions.end(id);
+            }
+        }
         let upstream = config
             .mcp
             .upstreams

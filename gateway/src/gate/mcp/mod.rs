@@ -7,3 +7,4 @@ pub mod guard;
 pub mod oauth;
 pub mod rpc;
 pub mod serve;
+pub mod sessions;

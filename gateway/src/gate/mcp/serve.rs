@@ -282,7 +282,16 @@ pub(crate) async fn respond(
     for name in ["connection", "keep-alive", "transfer-encoding"] {
         head.headers.remove(name);
     }
+    if let Some(id) = head
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .or((audit.session != "-").then_some(audit.session.as_str()))
+    {
+        node.mcp_sessions.seen(id);
+    }
     let answers = Answers {
+        node: Arc::clone(node),
         calls: planned.calls,
         authz,
         guard,
@@ -545,6 +554,7 @@ impl McpStream {
 /// matched with their calls, listings filtered and screened, tool results
 /// guarded, and every call audited.
 struct Answers {
+    node: Arc<crate::daemon::Node>,
     calls: HashMap<String, Call>,
     authz: Option<McpPlan>,
     guard: Option<Session>,
@@ -584,6 +594,9 @@ impl Answers {
                         "mcp tool description looks poisoned"
                     );
                 }
+                if self.audit.session != "-" {
+                    changed |= self.rug_pulls(result);
+                }
             }
         }
         if let (Some(session), "tools/call", Status::Ok | Status::ToolError) =
@@ -602,6 +615,39 @@ impl Answers {
         }
         self.audit.answered(&call, &status, hidden);
         changed
+    }
+
+    /// Flags the tools of a listing whose definition changed since the
+    /// session first listed them; `true` when one did.
+    fn rug_pulls(&self, result: &mut Value) -> bool {
+        let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+            return false;
+        };
+        let changed = self
+            .node
+            .mcp_sessions
+            .changed_tools(&self.audit.session, tools);
+        for tool in tools.iter_mut() {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if !changed.iter().any(|c| c == name) {
+                continue;
+            }
+            tracing::warn!(
+                workload = &*self.audit.workload,
+                server = &*self.audit.server,
+                session = %self.audit.session,
+                tool = name,
+                "mcp tool definition changed since it was first listed in the session"
+            );
+            let description = tool
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            tool["description"] = Value::String(format!("{}{description}", mcp_guard::CHANGED));
+        }
+        !changed.is_empty()
     }
 
     /// Calls no answer came for get their audit line.
