@@ -449,3 +449,128 @@ fn oauth_tokens_are_required_and_the_metadata_is_published() -> Result<()> {
     );
     Ok(())
 }
+
+/// Bad input on an MCP destination: JSON-RPC errors with the right codes
+/// and HTTP statuses, never a panic, and the gateway keeps serving.
+#[test]
+fn bad_messages_get_json_rpc_errors() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let server = McpServer::start(
+        pod.host_ip.into(),
+        McpTransport::StreamableHttp,
+        "alpha",
+        false,
+    )?;
+    let dead_port = trigate_e2e::free_port(pod.host_ip.into())?;
+    let cfg = set_gate_mcp(
+        node.config()
+            .set("/http", json!({"max_request_body_bytes": 4096}))
+            .destination(
+                Destination::redirect("tools")
+                    .addr(pod.host_ip.into())
+                    .port(server.port()),
+            )
+            .destination(
+                Destination::redirect("dead")
+                    .addr(pod.host_ip.into())
+                    .port(dead_port),
+            )
+            .workload(pod.workload()),
+    );
+    let _d = node.start(&cfg)?;
+    let env = trigate_e2e::env()?;
+    let post = |url: &str, body: &str, extra: &[&str]| -> Result<(u16, Value)> {
+        let mut args = vec![
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--data-binary", body, url]);
+        let out = pod.run(&env.curl, &args, CMD_TIMEOUT)?.check("curl")?;
+        let (body, status) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
+        Ok((
+            status.trim().parse()?,
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        ))
+    };
+    let url = server.url().to_string();
+    let code = |v: &Value| v["error"]["code"].as_i64().unwrap_or(0);
+
+    let (status, v) = post(&url, "{nope", &[])?;
+    ensure!(
+        status == 400 && code(&v) == -32700,
+        "not JSON: {status} {v}"
+    );
+    let (status, v) = post(&url, "[]", &[])?;
+    ensure!(
+        status == 400 && code(&v) == -32600,
+        "empty batch: {status} {v}"
+    );
+    let batch = format!(
+        "[{}]",
+        vec![r#"{"jsonrpc":"2.0","method":"notifications/x"}"#; 40].join(",")
+    );
+    let (status, v) = post(&url, &batch, &[])?;
+    ensure!(
+        status == 400
+            && code(&v) == -32600
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("mcp.max_batch"),
+        "a batch over the limit: {status} {v}"
+    );
+    let (status, v) = post(&url, r#"{"jsonrpc":"2.0","id":7}"#, &[])?;
+    ensure!(
+        status == 400 && code(&v) == -32600 && v["id"] == 7,
+        "not a message: {status} {v}"
+    );
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let (status, _) = post(&url, &big, &[])?;
+    ensure!(status == 413, "an oversized message: {status}");
+    let (status, _) = post(
+        &url,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        &[
+            "-H",
+            "mcp-session-id: no-such-session",
+            "-H",
+            "mcp-protocol-version: 2025-11-25",
+        ],
+    )?;
+    ensure!(
+        status == 404,
+        "an unknown session is the server's 404: {status}"
+    );
+    let dead = format!("http://{}:{dead_port}/mcp", pod.host_ip);
+    let (status, v) = post(&dead, r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, &[])?;
+    ensure!(
+        status == 503 && code(&v) == -32002,
+        "a dead server: {status} {v}"
+    );
+
+    // Still serving.
+    let out = mcp_client(
+        &pod,
+        &url,
+        &[],
+        &json!([{"op": "call", "tool": "echo", "args": {"text": "ok"}}]),
+    )?;
+    ensure!(out["results"][0]["value"]["text"] == "alpha: ok", "{out:#}");
+    Ok(())
+}
