@@ -355,6 +355,8 @@ fn oauth_tokens_are_required_and_the_metadata_is_published() -> Result<()> {
                 "/mcp",
                 json!({"oauth": {"resource": resource, "jwt": "idp",
                                  "authorization_servers": ["https://idp.e2e.test"]},
+                       "policies": [{"name": "finance-agents", "claims": {"team": ["finance"]},
+                                     "tools": {"deny": ["delete_*"]}}],
                        "upstreams": [{"destination": "tools", "headers": {"x-gateway": "trigate"}}]}),
             )
             .workload(pod.workload()),
@@ -416,6 +418,8 @@ fn oauth_tokens_are_required_and_the_metadata_is_published() -> Result<()> {
             &json!({"iss": "https://idp.e2e.test", "sub": "agent", "aud": aud, "exp": now + 300}),
         )
     };
+    let finance = signer.token(&json!({"iss": "https://idp.e2e.test", "sub": "agent",
+        "aud": resource, "exp": now + 300, "team": "finance"}))?;
     let ops = json!([{"op": "list_tools"}]);
     let without = mcp_client(&pod, &resource, &[], &ops)?;
     let other = mcp_client(
@@ -442,10 +446,24 @@ fn oauth_tokens_are_required_and_the_metadata_is_published() -> Result<()> {
         &[&format!("Authorization: Bearer {}", token(&resource)?)],
         &ops,
     )?;
+    let names = tool_names(&valid["results"][0]);
     ensure!(
         valid["results"][0]["ok"] == true
-            && tool_names(&valid["results"][0]).contains(&"echo".to_string()),
-        "a valid token: {valid:#}"
+            && names.contains(&"echo".to_string())
+            && names.contains(&"delete_all".to_string()),
+        "a valid token (no team claim: the finance policy does not apply): {valid:#}"
+    );
+    // The policy selects callers by their token's claims.
+    let fin = mcp_client(
+        &pod,
+        &resource,
+        &[&format!("Authorization: Bearer {finance}")],
+        &ops,
+    )?;
+    let names = tool_names(&fin["results"][0]);
+    ensure!(
+        names.contains(&"echo".to_string()) && !names.contains(&"delete_all".to_string()),
+        "a finance token: {fin:#}"
     );
     Ok(())
 }

@@ -92,6 +92,10 @@ pub struct McpPolicy {
     pub name: String,
     pub workloads: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// JWT claims the caller's token (`mcp.oauth`, or a route's `jwt:`
+    /// authn) must carry: claim → accepted values (a string claim equal to
+    /// one, or an array claim holding one). Empty: no token needed.
+    pub claims: BTreeMap<String, Vec<String>>,
     /// Tool names (`read_*`).
     pub tools: AllowDeny,
     /// Resource URIs (`file:///data/reports/**`: `*` stays within one path

@@ -10,6 +10,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 
 use crate::config::{AllowDeny, ArgumentConstraint, McpConfig, RateLimit};
+use crate::policy::auth::claim_matches;
 
 /// What an MCP server offers that policies name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ struct Policy {
     name: Arc<str>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
+    claims: BTreeMap<String, Vec<String>>,
     tools: Lists,
     resources: Lists,
     prompts: Lists,
@@ -217,6 +219,7 @@ impl McpAuthz {
                     name: Arc::from(p.name.as_str()),
                     workloads: p.workloads.clone(),
                     labels: p.labels.clone(),
+                    claims: p.claims.clone(),
                     tools: lists(&p.tools, false).map_err(bad)?,
                     resources: lists(&p.resources, true).map_err(bad)?,
                     prompts: lists(&p.prompts, false).map_err(bad)?,
@@ -280,8 +283,13 @@ impl McpAuthz {
     }
 
     /// The policies selecting a workload (name and labels; `None`: not
-    /// identified); `None` when none does, and everything is allowed.
-    pub fn plan(&self, who: Option<(&str, &BTreeMap<String, String>)>) -> Option<McpPlan> {
+    /// identified) and its verified JWT claims, if any; `None` when none
+    /// does, and everything is allowed.
+    pub fn plan(
+        &self,
+        who: Option<(&str, &BTreeMap<String, String>)>,
+        claims: Option<&serde_json::Map<String, Value>>,
+    ) -> Option<McpPlan> {
         let policies: Vec<Arc<Policy>> = self
             .policies
             .iter()
@@ -292,7 +300,13 @@ impl McpAuthz {
                     || who.is_some_and(|(_, labels)| {
                         p.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
                     });
-                by_name && by_labels
+                let by_claims = p.claims.is_empty()
+                    || claims.is_some_and(|have| {
+                        p.claims.iter().all(|(name, wanted)| {
+                            have.get(name).is_some_and(|v| claim_matches(v, wanted))
+                        })
+                    });
+                by_name && by_labels && by_claims
             })
             .cloned()
             .collect();
@@ -400,18 +414,18 @@ mod tests {
 
     #[test]
     fn no_selecting_policy_means_everything_is_allowed() {
-        assert!(authz(vec![]).plan(None).is_none());
+        assert!(authz(vec![]).plan(None, None).is_none());
         let mut p = agents();
         p.workloads = vec!["pod-a".into()];
         let a = authz(vec![p]);
-        assert!(a.plan(Some(("pod-b", &BTreeMap::new()))).is_none());
-        assert!(a.plan(None).is_none());
-        assert!(a.plan(Some(("pod-a", &BTreeMap::new()))).is_some());
+        assert!(a.plan(Some(("pod-b", &BTreeMap::new())), None).is_none());
+        assert!(a.plan(None, None).is_none());
+        assert!(a.plan(Some(("pod-a", &BTreeMap::new())), None).is_some());
     }
 
     #[test]
     fn tools_by_allow_and_deny() {
-        let plan = authz(vec![agents()]).plan(None).unwrap();
+        let plan = authz(vec![agents()]).plan(None, None).unwrap();
         for (tool, ok) in [
             ("echo", true),
             ("read_file", true),
@@ -438,7 +452,7 @@ mod tests {
 
     #[test]
     fn resource_globs_treat_slashes_as_segments() {
-        let plan = authz(vec![agents()]).plan(None).unwrap();
+        let plan = authz(vec![agents()]).plan(None, None).unwrap();
         for (uri, ok) in [
             ("file:///data/reports/q3.txt", true),
             ("file:///data/reports/2026/q3.txt", true),
@@ -457,6 +471,24 @@ mod tests {
     }
 
     #[test]
+    fn policies_can_select_by_jwt_claims() {
+        let mut p = agents();
+        p.claims = BTreeMap::from([("team".to_string(), vec!["finance".to_string()])]);
+        let a = authz(vec![p]);
+        let claims = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let fin = claims(serde_json::json!({"team": "finance"}));
+        let many = claims(serde_json::json!({"team": ["ops", "finance"]}));
+        let ops = claims(serde_json::json!({"team": "ops"}));
+        assert!(a.plan(None, Some(&fin)).is_some());
+        assert!(a.plan(None, Some(&many)).is_some());
+        assert!(a.plan(None, Some(&ops)).is_none());
+        assert!(
+            a.plan(None, None).is_none(),
+            "no token: the policy does not select"
+        );
+    }
+
+    #[test]
     fn every_selecting_policy_must_allow() {
         let strict = McpPolicy {
             name: "strict".into(),
@@ -469,11 +501,11 @@ mod tests {
         };
         let a = authz(vec![agents(), strict]);
         let fin = BTreeMap::from([("team".to_string(), "fin".to_string())]);
-        let plan = a.plan(Some(("pod-a", &fin))).unwrap();
+        let plan = a.plan(Some(("pod-a", &fin)), None).unwrap();
         assert!(plan.allows(Item::Tool, "echo"));
         let d = plan.check(Item::Tool, "read_file").unwrap_err();
         assert_eq!(&*d.policy, "strict");
-        let other = a.plan(Some(("pod-a", &BTreeMap::new()))).unwrap();
+        let other = a.plan(Some(("pod-a", &BTreeMap::new())), None).unwrap();
         assert!(other.allows(Item::Tool, "read_file"));
     }
 
@@ -498,7 +530,7 @@ mod tests {
                 ("id".to_string(), c(json!({"pattern": "^[a-z]+$"}))),
             ]),
         }];
-        let plan = authz(vec![p]).plan(None).unwrap();
+        let plan = authz(vec![p]).plan(None, None).unwrap();
         let check = |tool: &str, args: Value| {
             plan.check_arguments(tool, Some(&args))
                 .map_err(|v| (v.argument, v.rule))
@@ -584,7 +616,7 @@ mod tests {
                 burst: Some(10),
             },
         ];
-        let plan = authz(vec![p]).plan(None).unwrap();
+        let plan = authz(vec![p]).plan(None, None).unwrap();
         let names = |tool| -> Vec<String> {
             plan.limits(tool)
                 .iter()

@@ -378,6 +378,9 @@ pub(crate) struct Plan<'p> {
     /// policy selects): the transport reads textual bodies whole and has
     /// them checked before they travel on.
     pub guard: Option<guard::BodyGuard>,
+    /// The verified JWT's claims on `mcp` destinations (MCP policies may
+    /// select by them).
+    pub jwt_claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub(crate) struct CacheFill {
@@ -831,6 +834,7 @@ pub(crate) async fn decide<'p>(
         limit_headers,
         cache,
         guard,
+        jwt_claims: mcp.and(caller.jwt).map(|j| j.claims),
     }))
 }
 

@@ -320,7 +320,7 @@ mod tests {
             ..McpConfig::default()
         })
         .unwrap()
-        .plan(None)
+        .plan(None, None)
         .unwrap()
     }
 

@@ -75,9 +75,10 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
     let api_policy = cx.node.api.load_full();
     let (mut parts, body) = req.into_parts();
     let mut rlog = RequestLog::start(cx, &parts);
-    if let Verdict::Answer(resp, outcome) = decide(cx, &api_policy, &mut parts, &mut rlog).await {
-        return rlog.finish_answered(resp, outcome);
-    }
+    let claims = match decide(cx, &api_policy, &mut parts, &mut rlog).await {
+        Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
+        Verdict::Forward(mut plan) => plan.jwt_claims.take(),
+    };
     let max = cx.node.config.load().http.max_request_body_bytes;
     let body = match Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
         .collect()
@@ -106,7 +107,7 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
             return rlog.finish_answered(json_response(status, &err), outcome);
         }
     };
-    match respond(cx, parts, body, &mut rlog).await {
+    match respond(cx, parts, body, claims, &mut rlog).await {
         Reply::Whole(resp, outcome) => rlog.finish_answered(resp, outcome),
         Reply::Stream(resp, outcome) => {
             let (parts, body) = resp.into_parts();
@@ -167,6 +168,7 @@ pub(crate) async fn respond(
     cx: &Arc<ConnContext>,
     parts: Parts,
     body: Bytes,
+    claims: Option<serde_json::Map<String, Value>>,
     rlog: &mut RequestLog,
 ) -> Reply {
     let node = &cx.node;
@@ -195,10 +197,10 @@ pub(crate) async fn respond(
             return Reply::Whole(json_response(StatusCode::BAD_REQUEST, &err), "mcp_invalid");
         }
     };
-    let authz = node
-        .mcp
-        .load()
-        .plan(cx.workload.as_ref().map(|w| (&*w.name, &w.labels)));
+    let authz = node.mcp.load().plan(
+        cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
+        claims.as_ref(),
+    );
     let mut planned = rpc::plan(batch.messages, authz.as_ref());
     for (call, why, _) in &planned.refused {
         audit.call(call, "denied", Some(why.policy()), "denied", 0);

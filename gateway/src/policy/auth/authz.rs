@@ -103,7 +103,7 @@ fn identity_matches(rule: &AllowRule, who: &Principal<'_>) -> bool {
 
 /// A string claim equal to one of `wanted`, or an array claim holding one
 /// of them as a string element. Other JSON types never match.
-fn claim_matches(value: &Value, wanted: &[String]) -> bool {
+pub(crate) fn claim_matches(value: &Value, wanted: &[String]) -> bool {
     let is_wanted = |v: &Value| v.as_str().is_some_and(|s| wanted.iter().any(|w| w == s));
     match value {
         Value::Array(items) => items.iter().any(is_wanted),

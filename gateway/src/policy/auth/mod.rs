@@ -21,6 +21,7 @@ mod refresh;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use authz::claim_matches;
 pub use authz::{authorize, Denied};
 pub use jwt::TokenProblem;
 

@@ -553,7 +553,8 @@ where
         // MCP messages are POSTed; GET (the server's stream) and DELETE
         // are relayed below like any request.
         if cx.destination.gate == crate::config::GateKind::Mcp && parts.method == Method::POST {
-            return Box::pin(self.mcp(parts, body, http10, client_close, rlog)).await;
+            let claims = plan.jwt_claims.take();
+            return Box::pin(self.mcp(parts, body, claims, http10, client_close, rlog)).await;
         }
 
         // Guardrails read a textual body whole and send on what they
@@ -701,6 +702,7 @@ where
         &mut self,
         parts: request::Parts,
         body: Framing,
+        claims: Option<serde_json::Map<String, serde_json::Value>>,
         http10: bool,
         client_close: bool,
         rlog: &mut RequestLog,
@@ -720,7 +722,7 @@ where
             Err(e) => return Err(e),
         };
         let method = parts.method.clone();
-        match crate::gate::mcp::serve::respond(&self.cx, parts, bytes, rlog).await {
+        match crate::gate::mcp::serve::respond(&self.cx, parts, bytes, claims, rlog).await {
             crate::gate::mcp::serve::Reply::Whole(resp, outcome) => {
                 self.answer(resp, outcome, &method, client_close, rlog)
                     .await?;
