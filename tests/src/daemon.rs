@@ -37,6 +37,9 @@ pub struct Daemon {
     pid: i32,
     status: Option<ExitStatus>,
     stdout: Arc<Mutex<Vec<LogLine>>>,
+    /// Stdout lines containing this are not kept (a benchmark's per-call
+    /// audit lines would otherwise pile up in memory).
+    skip: Arc<Mutex<Option<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     admin: Option<SocketAddr>,
     dir: PathBuf,
@@ -88,13 +91,27 @@ impl Daemon {
             .with_context(|| format!("spawning {}", env.trigate.display()))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect_lines(child.stdout.take().expect("piped"), stdout.clone(), |l| {
-            match serde_json::from_str::<Value>(&l) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => Value::String(l),
-            }
-        });
-        collect_lines(child.stderr.take().expect("piped"), stderr.clone(), |l| l);
+        let skip: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let skipping = skip.clone();
+        collect_lines(
+            child.stdout.take().expect("piped"),
+            stdout.clone(),
+            move |l| {
+                if skipping
+                    .lock()
+                    .unwrap()
+                    .as_deref()
+                    .is_some_and(|s| l.contains(s))
+                {
+                    return None;
+                }
+                Some(match serde_json::from_str::<Value>(&l) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => Value::String(l),
+                })
+            },
+        );
+        collect_lines(child.stderr.take().expect("piped"), stderr.clone(), Some);
         let generation = node.generation.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Self {
             env,
@@ -102,6 +119,7 @@ impl Daemon {
             child,
             status: None,
             stdout,
+            skip,
             stderr,
             admin: None,
             dir,
@@ -165,6 +183,11 @@ impl Daemon {
     pub fn admin_addr(&self) -> Result<SocketAddr> {
         self.admin
             .context("the daemon has not logged `admin listening` yet")
+    }
+
+    /// From now on, stdout lines containing `text` are read but not kept.
+    pub fn skip_lines_containing(&self, text: &str) {
+        *self.skip.lock().unwrap() = Some(text.to_owned());
     }
 
     /// Every stdout line so far.
@@ -332,7 +355,7 @@ impl Drop for Daemon {
 fn collect_lines<R: Read + Send + 'static, T: Send + 'static>(
     r: R,
     into: Arc<Mutex<Vec<T>>>,
-    map: impl Fn(String) -> T + Send + 'static,
+    map: impl Fn(String) -> Option<T> + Send + 'static,
 ) {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
@@ -345,7 +368,9 @@ fn collect_lines<R: Read + Send + 'static, T: Send + 'static>(
                     let line = String::from_utf8_lossy(&buf)
                         .trim_end_matches(['\r', '\n'])
                         .to_string();
-                    into.lock().unwrap().push(map(line));
+                    if let Some(item) = map(line) {
+                        into.lock().unwrap().push(item);
+                    }
                 }
             }
         }

@@ -84,6 +84,14 @@ enum Bench {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// What the MCP gate costs per `tools/call` (policy, listing filter,
+    /// audit line on) vs direct and vs nginx plain-proxying the same POST:
+    /// the `bench-api` binary in its `mcp` mode.
+    Mcp {
+        /// Passed to bench-api, e.g. `-- --rounds 3 --secs 2`.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// Cost of the guardrail engine (policy::guard, default detectors):
     /// scan throughput on 1 MiB of generated mixed text, scan + redact
     /// latency on a 2 KiB prompt, streamed scanning in SSE-sized deltas.
@@ -125,6 +133,13 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Bench {
             bench: Bench::Llm { args },
         } => bench_bin(&root, "bench-llm", &args),
+        Cmd::Bench {
+            bench: Bench::Mcp { args },
+        } => {
+            let mut all = vec!["mcp".to_owned()];
+            all.extend(args);
+            bench_bin(&root, "bench-api", &all)
+        }
         Cmd::Bench {
             bench: Bench::Guard { args },
         } => bench_guard(&root, &args),

@@ -22,6 +22,15 @@
 //! requests wrk reported, and in mode (b) trigate's
 //! `trigate_http_requests_total{route="bench",status="200"}` grew by them.
 //!
+//! `cargo xtask bench mcp` is the same bench in its `mcp` mode: every
+//! request is a JSON-RPC `tools/call` POST (a wrk Lua script), the upstream
+//! answers it with a JSON-RPC result, and the destination has `gate: mcp`
+//! with a policy allowing the tool (so the call is parsed, authorized,
+//! its answer matched and filtered) and audit lines on at info level (read
+//! from the daemon's stdout and dropped, so they cost what they cost in
+//! production). Checked per run: `mcp_requests_total` of allowed
+//! `tools/call`s grew by the requests wrk counted.
+//!
 //! Why nginx as the upstream: it is cheap per request and keeps connections
 //! alive, so the shared two cores go to the client and the proxy, and it
 //! counts requests and accepted connections (`stub_status`), which shows
@@ -58,21 +67,35 @@ const MAX_ERROR_SHARE: f64 = 0.001;
 fn main() -> Result<()> {
     let mut rounds = 5;
     let mut secs = 5;
+    let mut gate = Gate::Api;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
             "--secs" => secs = it.next().context("--secs S")?.parse()?,
-            "api" => {}
-            other => bail!("unknown argument {other:?} (use --rounds N --secs S)"),
+            "api" => gate = Gate::Api,
+            "mcp" => gate = Gate::Mcp,
+            other => bail!("unknown argument {other:?} (use [api|mcp] --rounds N --secs S)"),
         }
     }
     if rounds == 0 || secs == 0 {
         bail!("--rounds and --secs must be at least 1");
     }
-    bench(rounds, secs)
+    bench(rounds, secs, gate)
 }
+
+/// Which gate is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Api,
+    Mcp,
+}
+
+/// The `tools/call` every MCP-mode request sends.
+const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+/// The upstream's answer to it.
+const TOOLS_RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}],"isError":false}}"#;
 
 /// An nginx (master + 1 worker, in the foreground) with its own prefix,
 /// config and temp paths in a temp dir. Dropping it stops it by its pids
@@ -221,9 +244,17 @@ struct Run {
     upstream_conns: u64,
 }
 
-/// `trigate_http_requests_total` of the bench route: (all, status 200).
-fn trigate_requests(d: &Daemon) -> Result<(f64, f64)> {
+/// `trigate_http_requests_total` of the bench route: (all, status 200);
+/// for the MCP gate, its allowed `tools/call`s (both).
+fn trigate_requests(d: &Daemon, gate: Gate) -> Result<(f64, f64)> {
     let m = d.metrics()?;
+    if gate == Gate::Mcp {
+        let n = m.sum(
+            "mcp_requests_total",
+            &[("method", "tools/call"), ("decision", "allowed")],
+        );
+        return Ok((n, n));
+    }
     Ok((
         m.sum("trigate_http_requests_total", &[("route", "bench")]),
         m.sum(
@@ -233,35 +264,44 @@ fn trigate_requests(d: &Daemon) -> Result<(f64, f64)> {
     ))
 }
 
-fn run_mode(wrk: &Path, mode: &Mode, upstream: SocketAddr, conns: u32, secs: u64) -> Result<Run> {
+fn run_mode(
+    wrk: &Path,
+    mode: &Mode,
+    upstream: SocketAddr,
+    conns: u32,
+    secs: u64,
+    gate: Gate,
+    script: Option<&Path>,
+) -> Result<Run> {
     let threads = conns.min(2).to_string();
     let conns_s = conns.to_string();
     let duration = format!("{secs}s");
     let up_before = upstream_counters(upstream)?;
     let gate_before = match mode.proxy {
-        Proxy::Trigate(d) => Some(trigate_requests(d)?),
+        Proxy::Trigate(d) => Some(trigate_requests(d, gate)?),
         _ => None,
     };
     let cpu_before = mode.proxy.cpu_ticks()?;
-    let out = mode.pod.run(
-        wrk,
-        &[
-            "-t",
-            &threads,
-            "-c",
-            &conns_s,
-            "-d",
-            &duration,
-            "--timeout",
-            "5s",
-            "--latency",
-            &mode.url,
-        ],
-        Duration::from_secs(secs + 60),
-    )?;
+    let script_s = script.map(|p| p.to_string_lossy().to_string());
+    let mut args = vec![
+        "-t",
+        &threads,
+        "-c",
+        &conns_s,
+        "-d",
+        &duration,
+        "--timeout",
+        "5s",
+        "--latency",
+    ];
+    if let Some(s) = &script_s {
+        args.extend(["-s", s]);
+    }
+    args.push(&mode.url);
+    let out = mode.pod.run(wrk, &args, Duration::from_secs(secs + 60))?;
     let cpu_after = mode.proxy.cpu_ticks()?;
     let gate_after = match mode.proxy {
-        Proxy::Trigate(d) => Some(trigate_requests(d)?),
+        Proxy::Trigate(d) => Some(trigate_requests(d, gate)?),
         _ => None,
     };
     let up_after = upstream_counters(upstream)?;
@@ -320,7 +360,7 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
-fn bench(rounds: usize, secs: u64) -> Result<()> {
+fn bench(rounds: usize, secs: u64, gate: Gate) -> Result<()> {
     let nginx = find_tool("nginx")?;
     let wrk = find_tool("wrk")?;
 
@@ -337,6 +377,21 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
     nginx_pod.route_to(up_ip)?;
 
     let upstream = SocketAddr::new(up_ip, free_port(up_ip)?);
+    let answer = match gate {
+        Gate::Api => "return 200 \"ok\\n\";".to_owned(),
+        Gate::Mcp => format!("default_type application/json; return 200 '{TOOLS_RESULT}';"),
+    };
+    // The MCP mode's wrk script: every request the same tools/call.
+    let script_dir = TempDir::new("wrk")?;
+    let script = script_dir.0.join("tools-call.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\nwrk.body = '{TOOLS_CALL}'\n"
+        ),
+    )?;
+    let script = (gate == Gate::Mcp).then_some(script.as_path());
     // Held until the end: dropping it stops the upstream.
     let _upstream_nginx = Nginx::start(
         &nginx,
@@ -345,7 +400,7 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
         &format!(
             "    server {{
         listen {upstream};
-        location / {{ return 200 \"ok\\n\"; }}
+        location / {{ {answer} }}
         location = /__status {{ stub_status; }}
     }}"
         ),
@@ -375,8 +430,15 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
     let cfg = node
         .config()
         .listener_in_pod()
-        // Quiet access logs, but the start-up lines the harness waits for.
-        .set("/log/level", json!("warn,trigate::daemon=info"))
+        // Quiet access logs, but the start-up lines the harness waits for
+        // and (MCP) the per-call audit lines, which are part of the cost.
+        .set(
+            "/log/level",
+            json!(match gate {
+                Gate::Api => "warn,trigate::daemon=info",
+                Gate::Mcp => "warn,trigate::daemon=info,trigate::mcp=info",
+            }),
+        )
         // The shipped heartbeat, not the harness's fast one.
         .set("/intercept/heartbeat_interval_ms", json!(1000))
         .set("/intercept/heartbeat_timeout_ms", json!(5000))
@@ -387,13 +449,18 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
                 "cidrs": [format!("{up_ip}/32")],
                 "ports": [upstream.port()],
                 "action": "redirect",
-                "gate": "api",
+                "gate": match gate { Gate::Api => "api", Gate::Mcp => "mcp" },
             }]),
+        )
+        .set(
+            "/mcp",
+            json!({"policies": [{"name": "bench", "tools": {"allow": ["echo"], "deny": ["delete_*"]}}]}),
         )
         // One route without authn, allow rules or limits: the proxy path.
         .set("/routes", json!([{"name": "bench"}]))
         .workload(gate_pod.workload());
     let mut daemon = node.start(&cfg)?;
+    daemon.skip_lines_containing("\"mcp call\"");
 
     let up_url = format!("http://{upstream}/");
     let modes = [
@@ -431,7 +498,7 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
 
     // Warm-up (pools, page cache), also a first check of every path.
     for m in &modes {
-        run_mode(&wrk, m, upstream, CONNS[0], 1)
+        run_mode(&wrk, m, upstream, CONNS[0], 1, gate, script)
             .with_context(|| format!("warm-up of {}", m.name))?;
     }
     // results[conns index][mode index][round]
@@ -442,9 +509,10 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
                 // Each round starts at another mode, so none always runs
                 // right after the same neighbour.
                 let i = (round + k) % modes.len();
-                let r = run_mode(&wrk, &modes[i], upstream, conns, secs).with_context(|| {
-                    format!("round {round} of {} at {conns} connections", modes[i].name)
-                })?;
+                let r = run_mode(&wrk, &modes[i], upstream, conns, secs, gate, script)
+                    .with_context(|| {
+                        format!("round {round} of {} at {conns} connections", modes[i].name)
+                    })?;
                 results[ci][i].push(r);
             }
         }
@@ -454,7 +522,8 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
     let rss_nginx: u64 = proxy_nginx.pids().into_iter().map(peak_rss_kib).sum();
 
     println!(
-        "\ncargo xtask bench api — {rounds} interleaved rounds of {secs} s wrk runs per mode and concurrency; medians of the rounds; proxy CPU from /proc utime+stime"
+        "\ncargo xtask bench {} — {rounds} interleaved rounds of {secs} s wrk runs per mode and concurrency; medians of the rounds; proxy CPU from /proc utime+stime",
+        match gate { Gate::Api => "api", Gate::Mcp => "mcp (tools/call through the MCP gate)" }
     );
     println!("| mode | conns | req/s | p50 µs | p99 µs | proxy CPU µs/req | proxy CPU % of a core | upstream conns opened |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -492,7 +561,7 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
 
     // Rounds are interleaved, so a round's modes saw the same machine: the
     // median of per-round ratios is steadier than a ratio of medians.
-    let (direct, gate, ngx) = (0, 1, 2);
+    let (direct, gate_i, ngx) = (0, 1, 2);
     let per_round = |ci: usize, a: usize, b: usize, f: &dyn Fn(&Run, &Run) -> f64| {
         median(
             results[ci][a]
@@ -503,28 +572,45 @@ fn bench(rounds: usize, secs: u64) -> Result<()> {
         )
     };
     let cpu = |r: &Run| r.cpu_us_per_req.unwrap_or(f64::NAN);
-    println!();
-    for (ci, conns) in CONNS.iter().enumerate() {
-        let ratio = per_round(ci, gate, ngx, &|t, n| cpu(t) / cpu(n));
-        println!(
-            "target trigate CPU/request ≤ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
-            met(ratio <= 1.0)
-        );
-    }
-    for (ci, conns) in CONNS.iter().enumerate() {
-        let ratio = per_round(ci, gate, ngx, &|t, n| t.wrk.rps / n.wrk.rps);
-        println!(
-            "target trigate req/s ≥ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
-            met(ratio >= 1.0)
-        );
-    }
     let one = CONNS.iter().position(|&c| c == 1).context("1 connection")?;
-    let added = per_round(one, gate, direct, &|t, d| t.wrk.p50_us - d.wrk.p50_us);
+    let added = per_round(one, gate_i, direct, &|t, d| t.wrk.p50_us - d.wrk.p50_us);
     let added_nginx = per_round(one, ngx, direct, &|n, d| n.wrk.p50_us - d.wrk.p50_us);
-    println!(
-        "target trigate adds ≤ 50 µs to p50 over direct at 1 conn: per-round difference median {added:+.0} µs (nginx: {added_nginx:+.0} µs) → {}",
-        met(added <= 50.0)
-    );
+    println!();
+    match gate {
+        Gate::Api => {
+            for (ci, conns) in CONNS.iter().enumerate() {
+                let ratio = per_round(ci, gate_i, ngx, &|t, n| cpu(t) / cpu(n));
+                println!(
+                    "target trigate CPU/request ≤ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
+                    met(ratio <= 1.0)
+                );
+            }
+            for (ci, conns) in CONNS.iter().enumerate() {
+                let ratio = per_round(ci, gate_i, ngx, &|t, n| t.wrk.rps / n.wrk.rps);
+                println!(
+                    "target trigate req/s ≥ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
+                    met(ratio >= 1.0)
+                );
+            }
+            println!(
+                "target trigate adds ≤ 50 µs to p50 over direct at 1 conn: per-round difference median {added:+.0} µs (nginx: {added_nginx:+.0} µs) → {}",
+                met(added <= 50.0)
+            );
+        }
+        Gate::Mcp => {
+            for (ci, conns) in CONNS.iter().enumerate() {
+                let ratio = per_round(ci, gate_i, ngx, &|t, n| cpu(t) / cpu(n));
+                println!(
+                    "target MCP gate CPU per tools/call ≤ 2× nginx's per plain proxied request at {conns} conn: per-round ratio median {ratio:.2} → {}",
+                    met(ratio <= 2.0)
+                );
+            }
+            println!(
+                "target MCP gate adds ≤ 200 µs to p50 over direct at 1 conn: per-round difference median {added:+.0} µs (nginx: {added_nginx:+.0} µs) → {}",
+                met(added <= 200.0)
+            );
+        }
+    }
     drop(modes);
     daemon.dump_on_drop(false);
     drop(daemon);
