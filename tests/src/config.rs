@@ -111,6 +111,20 @@ impl Config {
         self.value.pointer(pointer)
     }
 
+    /// Every destination so far served by `gate` (`api`, `llm`, `mcp`).
+    pub fn gate_all(self, gate: &str) -> Self {
+        let mut dests = self
+            .get("/destinations")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        if let Some(list) = dests.as_array_mut() {
+            for d in list {
+                d["gate"] = Value::String(gate.to_owned());
+            }
+        }
+        self.set("/destinations", dests)
+    }
+
     pub fn as_json(&self) -> &Value {
         &self.value
     }

@@ -209,13 +209,7 @@ fn routes_rewrite_and_api_keys_authenticate() -> Result<()> {
 /// The test config builder has no gate setter: set `gate: api` on every
 /// destination.
 fn set_gate_api(cfg: trigate_e2e::Config) -> trigate_e2e::Config {
-    let mut dests = cfg.get("/destinations").cloned().unwrap_or(json!([]));
-    if let Some(list) = dests.as_array_mut() {
-        for d in list {
-            d["gate"] = json!("api");
-        }
-    }
-    cfg.set("/destinations", dests)
+    cfg.gate_all("api")
 }
 
 #[test]

@@ -13,13 +13,7 @@ use trigate_e2e::{
 const LOG_WAIT: Duration = Duration::from_secs(5);
 
 fn set_gate_mcp(cfg: trigate_e2e::Config) -> trigate_e2e::Config {
-    let mut dests = cfg.get("/destinations").cloned().unwrap_or(json!([]));
-    if let Some(list) = dests.as_array_mut() {
-        for d in list {
-            d["gate"] = json!("mcp");
-        }
-    }
-    cfg.set("/destinations", dests)
+    cfg.gate_all("mcp")
 }
 
 /// The names a `list_tools` result shows.

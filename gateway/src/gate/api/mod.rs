@@ -618,16 +618,10 @@ pub(crate) async fn decide<'p>(
     if let Some(oauth) = mcp.as_ref().and_then(|c| c.mcp.oauth.as_ref()) {
         if crate::gate::mcp::oauth::is_metadata_path(oauth, req.uri.path()) {
             let body = crate::gate::mcp::oauth::metadata(oauth);
-            let mut resp = Response::new(
-                Full::new(Bytes::from(body.to_string()))
-                    .map_err(|e| match e {})
-                    .boxed(),
+            return Verdict::Answer(
+                json_response(StatusCode::OK, &body),
+                "mcp_resource_metadata",
             );
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Verdict::Answer(resp, "mcp_resource_metadata");
         }
         let methods = [format!("jwt:{}", oauth.jwt)];
         if let Err(e) = policy
@@ -1296,6 +1290,21 @@ fn caller_label(caller: &Caller) -> std::borrow::Cow<'static, str> {
 }
 
 /// A refusal in the shape clients of an HTTP API expect.
+/// A JSON body the gateway answers with itself.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ApiBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
     let body = serde_json::json!({ "error": { "type": kind, "message": message } }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());

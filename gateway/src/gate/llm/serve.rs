@@ -41,7 +41,7 @@ use crate::{
         client::{ApiBody, PoolKey},
         decide,
         h1::outbound::{self, UpBody},
-        ConnContext, RequestLog, Verdict,
+        json_response, ConnContext, RequestLog, Verdict,
     },
     policy::{
         embed::LocalEmbedder,
@@ -1677,20 +1677,6 @@ fn upstream_error(
         Bytes::from(v.to_string())
     };
     let mut resp = Response::new(Full::new(json_body).map_err(|e| match e {}).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -32,7 +32,7 @@ use crate::{
             client::{ApiBody, BoxError, PoolKey},
             decide,
             h1::outbound::{self, UpBody},
-            ConnContext, Failure, RequestLog, Verdict,
+            json_response, ConnContext, Failure, RequestLog, Verdict,
         },
         llm::stream::{SseEvent, SseParser},
     },
@@ -491,20 +491,6 @@ fn failure_response(f: &Failure) -> Response<ApiBody> {
         None,
     );
     json_response(status, &err)
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<ApiBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 /// One SSE event as text, its id and name kept (clients resume from the

@@ -564,20 +564,7 @@ where
         let mut held = None;
         let kind = guard.as_ref().and_then(|g| g.request_kind(&parts.headers));
         if let (Some(g), Some(kind), false) = (guard.as_mut(), kind, body == Framing::Empty) {
-            let bytes = match self.read_body(body).await {
-                Ok(b) => b,
-                Err(ConnError::BodyTooLarge(max)) => {
-                    let resp = refusal(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        &format!("the request body is larger than {max} bytes"),
-                    );
-                    self.answer(resp, "body_too_large", &parts.method, true, rlog)
-                        .await?;
-                    return Err(ConnError::BodyTooLarge(max));
-                }
-                Err(e) => return Err(e),
-            };
+            let bytes = self.read_body_or_413(body, &parts.method, rlog).await?;
             match g.request(kind, &bytes) {
                 // The body was read: the connection is at a request
                 // boundary and may carry the next one.
@@ -707,20 +694,7 @@ where
         client_close: bool,
         rlog: &mut RequestLog,
     ) -> Result<bool, ConnError> {
-        let bytes = match self.read_body(body).await {
-            Ok(b) => b,
-            Err(ConnError::BodyTooLarge(max)) => {
-                let resp = refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    &format!("the request body is larger than {max} bytes"),
-                );
-                self.answer(resp, "body_too_large", &parts.method, true, rlog)
-                    .await?;
-                return Err(ConnError::BodyTooLarge(max));
-            }
-            Err(e) => return Err(e),
-        };
+        let bytes = self.read_body_or_413(body, &parts.method, rlog).await?;
         let method = parts.method.clone();
         match crate::gate::mcp::serve::respond(&self.cx, parts, bytes, claims, rlog).await {
             crate::gate::mcp::serve::Reply::Whole(resp, outcome) => {
@@ -736,6 +710,29 @@ where
                 let result = self.stream_out(parts, &mut body, http10, close, rlog).await;
                 result.map(|()| !close)
             }
+        }
+    }
+
+    /// The whole request body; one over the cap is answered with 413 (the
+    /// api gate's error shape) and ends the connection.
+    async fn read_body_or_413(
+        &mut self,
+        body: Framing,
+        method: &Method,
+        rlog: &mut RequestLog,
+    ) -> Result<Bytes, ConnError> {
+        match self.read_body(body).await {
+            Err(ConnError::BodyTooLarge(max)) => {
+                let resp = refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    &format!("the request body is larger than {max} bytes"),
+                );
+                self.answer(resp, "body_too_large", method, true, rlog)
+                    .await?;
+                Err(ConnError::BodyTooLarge(max))
+            }
+            other => other,
         }
     }
 
