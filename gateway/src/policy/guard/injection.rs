@@ -25,6 +25,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use super::finding::Kind;
+use super::runs::Trigger;
 use super::text::{
     accept, char_after, char_before, floor_boundary, has_word, window_before, Check, Hay, Spec,
     Verdict,
@@ -131,6 +132,7 @@ pub(super) fn specs() -> Vec<Spec> {
         flexible_spaces: true,
         check,
         decode: None,
+        trigger: Trigger::Anchors,
     };
     vec![
         phrase(
@@ -525,6 +527,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_invisible,
             decode: Some((decode_tags, "tag_characters_decoded")),
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: HiddenText,
@@ -535,6 +538,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_fullwidth,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::EncodedPayload,
@@ -544,6 +548,8 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_base64,
             decode: Some((decode_base64, "base64_decoded")),
+            // Every match is a run of 32 alphabet characters or more.
+            trigger: Trigger::Base64 { min: 32, max: 8192 },
         },
     ]
 }
@@ -1064,6 +1070,18 @@ mod tests {
             enc("ignore"),
         ] {
             assert!(hits(Kind::EncodedPayload, &text).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn base64_trigger_states_the_pattern() {
+        for spec in specs() {
+            if let Trigger::Base64 { min, max } = spec.trigger {
+                assert_eq!(
+                    spec.pattern,
+                    format!(r"[A-Za-z0-9+/_\-]{{{min},{max}}}={{0,2}}")
+                );
+            }
         }
     }
 

@@ -22,17 +22,21 @@
 //! (the `regex` crate has no backtracking) and refused above
 //! [`GuardConfig::max_scan_bytes`] with [`ScanError::TooLarge`].
 //!
-//! How a scan runs: one Aho-Corasick pass over the text finds the literal
-//! anchors of every detector ("@", "sk-", "-----BEGIN", digits, trigger
-//! words); only detectors whose anchor occurs run their regex, and each
-//! regex match is checked by the detector's validator (Luhn, mod-97,
-//! context words, parsing) before it becomes a finding. Overlapping
-//! findings are resolved longest first, then most specific.
+//! How a scan runs: Aho-Corasick passes over the text find the literal
+//! anchors of detectors ("@", "sk-", "-----BEGIN", trigger words), one
+//! pass for case-sensitive anchors and one ignoring ASCII case; byte loops
+//! find the runs the number, IBAN, IPv6 and base64 rules need (digits with
+//! their separators, long enough). A detector's regex runs only around its
+//! anchors or inside its runs, and each regex match is checked by the
+//! detector's validator (Luhn, mod-97, context words, parsing) before it
+//! becomes a finding. Overlapping findings are resolved longest first,
+//! then most specific.
 mod config;
 mod finding;
 mod injection;
 mod pii;
 mod redact;
+mod runs;
 mod scanner;
 mod secrets;
 mod stream;

@@ -16,9 +16,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use super::finding::Kind;
+use super::runs::{NumberNeeds, Trigger};
 use super::text::{
     char_after, char_before, continues_number, digits_of, has_word, is_digit, is_word, luhn_valid,
-    two_after, window_before, Hay, Spec, Verdict, DIGITS,
+    two_after, window_before, Hay, Spec, Verdict,
 };
 
 pub(super) fn specs() -> Vec<Spec> {
@@ -34,29 +35,35 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_email,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::Phone,
             rule: "phone_international",
-            anchors: &[b"+"],
+            anchors: &[],
             pattern: r"(?-u)\+[1-9]\d{0,2}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5})){1,7}",
             flexible_spaces: false,
             check: check_phone_international,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds {
+                plus: true,
+                ..NumberNeeds::digits(8)
+            }),
         },
         Spec {
             kind: Kind::Phone,
             rule: "phone_nanp",
-            anchors: DIGITS,
+            anchors: &[],
             pattern: r"(?-u)(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
             flexible_spaces: false,
             check: check_phone_nanp,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds::digits(10)),
         },
         Spec {
             kind: Kind::Phone,
             rule: "phone_national",
-            anchors: DIGITS,
+            anchors: &[],
             // Trunk-prefix national numbers: UK "020 7946 0958",
             // "07700 900123", German "030 1234 5678", French
             // "06 12 34 56 78", Australian "(02) 9374 4000".
@@ -64,71 +71,88 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_phone_national,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds::digits(9)),
         },
         Spec {
             kind: Kind::Phone,
             rule: "phone_context",
-            anchors: DIGITS,
+            anchors: &[],
             // Any other digit run counts only after a word that says it is
             // a phone number ("tel: 0301234567").
             pattern: r"(?-u)\b\d[\d .\-]{5,22}\d\b",
             flexible_spaces: false,
             check: check_phone_context,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds {
+                context: Some((PHONE_WORD_PARTS, PHONE_CONTEXT)),
+                ..NumberNeeds::digits(7)
+            }),
         },
         Spec {
             kind: Kind::CreditCard,
             rule: "credit_card",
-            anchors: DIGITS,
+            anchors: &[],
             pattern: r"(?-u)\b\d(?:[ \-]?\d){12,18}\b",
             flexible_spaces: false,
             check: check_card,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds::digits(13)),
         },
         Spec {
             kind: Kind::Iban,
             rule: "iban",
-            anchors: DIGITS,
+            anchors: &[],
             pattern: r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
             flexible_spaces: false,
             check: check_iban,
             decode: None,
+            trigger: Trigger::CountryCode,
         },
         Spec {
             kind: Kind::UsSsn,
             rule: "us_ssn",
-            anchors: &[b"-"],
+            anchors: &[],
             pattern: r"(?-u)\b\d{3}-\d{2}-\d{4}\b",
             flexible_spaces: false,
             check: check_ssn_dashed,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds {
+                dashes: 2,
+                ..NumberNeeds::digits(9)
+            }),
         },
         Spec {
             kind: Kind::UsSsn,
             rule: "us_ssn_context",
-            anchors: DIGITS,
+            anchors: &[],
             pattern: r"(?-u)\b\d{3} ?\d{2} ?\d{4}\b",
             flexible_spaces: false,
             check: check_ssn_context,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds::digits(9)),
         },
         Spec {
             kind: Kind::Ipv4,
             rule: "ipv4",
-            anchors: &[b"."],
+            anchors: &[],
             pattern: r"(?-u)\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b",
             flexible_spaces: false,
             check: check_ipv4,
             decode: None,
+            trigger: Trigger::Number(NumberNeeds {
+                dots: 3,
+                ..NumberNeeds::digits(4)
+            }),
         },
         Spec {
             kind: Kind::Ipv6,
             rule: "ipv6",
-            anchors: &[b":"],
+            anchors: &[],
             pattern: r"(?-u)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}",
             flexible_spaces: false,
             check: check_ipv6,
             decode: None,
+            trigger: Trigger::Colons,
         },
     ]
 }
@@ -266,6 +290,17 @@ const PHONE_WORDS: &[&str] = &[
     "cellulare",
 ];
 
+/// How far before a bare number its phone word may be.
+const PHONE_CONTEXT: usize = 32;
+
+/// ASCII pieces, one in each of [`PHONE_WORDS`] (lower case): the number
+/// trigger looks for these before running `phone_context` at all (see
+/// `runs::ContextWords::before` for why neither `k` nor a final `i`).
+const PHONE_WORD_PARTS: &[&str] = &[
+    "phone", "tel", "mobile", "cel", "call", "fax", "whatsapp", "sms", "text", "landline", "dial",
+    "reach", "mero", "num", "fono", "vil", "portable", "handy",
+];
+
 fn check_phone_context(h: &Hay<'_>, m: Range<usize>) -> Verdict {
     let t = h.text;
     let s = &t[m.clone()];
@@ -287,7 +322,7 @@ fn check_phone_context(h: &Hay<'_>, m: Range<usize>) -> Verdict {
     if continues_number(t, &m, NUMBER_SEPARATORS) {
         return Verdict::Reject;
     }
-    if !has_word(window_before(t, m.start, 32), PHONE_WORDS) {
+    if !has_word(window_before(t, m.start, PHONE_CONTEXT), PHONE_WORDS) {
         return Verdict::Reject;
     }
     Verdict::Accept(m)
@@ -543,6 +578,17 @@ fn check_ipv6(h: &Hay<'_>, m: Range<usize>) -> Verdict {
 mod tests {
     use super::super::tests::hits;
     use super::*;
+
+    #[test]
+    fn every_phone_word_holds_a_part_the_trigger_looks_for() {
+        for word in PHONE_WORDS {
+            let lower = word.to_lowercase();
+            assert!(PHONE_WORD_PARTS.iter().any(|p| lower.contains(p)), "{word}");
+        }
+        for part in PHONE_WORD_PARTS {
+            assert!(part.is_ascii() && !part.contains('k') && !part.ends_with('i'));
+        }
+    }
 
     #[test]
     fn email_finds_addresses_in_several_forms() {

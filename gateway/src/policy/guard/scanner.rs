@@ -4,13 +4,14 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::config::{
     compile_custom_regex, keyword_pattern, BuildError, GuardConfig, CUSTOM_REGEX_SIZE_LIMIT,
 };
 use super::finding::{Category, Finding, Kind};
+use super::runs::{self, ContextWords, NumberRun, Trigger};
 use super::text::{
     accept, ceil_boundary, floor_boundary, max_match_len, Check, Decode, Hay, Spec, Verdict,
     LOOKAROUND,
@@ -34,10 +35,17 @@ struct Detector {
     check: Check,
     /// With the rule name for data found inside (`base64_decoded`).
     decode: Option<(Decode, Arc<str>)>,
-    /// The trigger group of its anchors; `None`: no anchors, so it runs
-    /// over the whole text (always, or for a custom regex when the
-    /// RegexSet says it matches).
+    /// What runs it: its anchors (then `group`) or a kind of run.
+    trigger: Trigger,
+    /// The trigger group of its anchors; `None` with [`Trigger::Anchors`]:
+    /// no anchors, so it runs over the whole text (always, or for a custom
+    /// regex when the RegexSet says it matches).
     group: Option<usize>,
+    /// Its longest match ([`max_match_len`]): the window after an IBAN
+    /// country code.
+    reach: Option<usize>,
+    /// The words a number run needs before it ([`runs::NumberNeeds`]).
+    context: Option<ContextWords>,
     /// Case-insensitive with Unicode folding, where `k` and `s` also match
     /// KELVIN SIGN and LONG S: an anchor spelled with them escapes the
     /// ASCII prefilter, so when either occurs the rule runs over the whole
@@ -68,8 +76,8 @@ enum Scope<'a> {
     Windows(&'a [Range<usize>]),
 }
 
-/// What the prefilter pass found: per group whether an anchor occurred,
-/// and the windows around the hits.
+/// What the prefilter passes found: per group whether an anchor occurred,
+/// and the windows around the hits; and the runs the run triggers need.
 struct Triggers {
     hit: Vec<bool>,
     windows: Vec<Vec<Range<usize>>>,
@@ -77,6 +85,27 @@ struct Triggers {
     folded: bool,
     /// The prefilter failed; everything runs over the whole text.
     all: bool,
+    numbers: Vec<NumberRun>,
+    country_codes: Vec<usize>,
+    colon_runs: Vec<Range<usize>>,
+    base64_runs: Vec<Range<usize>>,
+}
+
+/// One literal automaton and, per pattern, the groups its hits trigger
+/// (none for a fold anchor).
+struct Prefilter {
+    automaton: AhoCorasick,
+    anchor_groups: Vec<Vec<usize>>,
+}
+
+/// Which run triggers some detector uses, so a scan computes only those.
+#[derive(Default)]
+struct RunKinds {
+    numbers: bool,
+    country_codes: bool,
+    colons: bool,
+    /// The shortest run a base64 rule needs.
+    base64: Option<usize>,
 }
 
 /// The result of scanning part of a buffer (see [`Scanner::scan_window`]).
@@ -98,14 +127,17 @@ pub(super) struct Window {
 /// times.
 pub struct Scanner {
     detectors: Vec<Detector>,
-    /// Literal anchors of every anchored detector, each once, in one
-    /// automaton (ASCII case-insensitive: a superset filter, the regexes
-    /// decide), followed by [`FOLD_ANCHORS`].
-    prefilter: Option<AhoCorasick>,
-    /// Automaton pattern id → the groups that anchor triggers (empty for
-    /// a fold anchor).
-    anchor_groups: Vec<Vec<usize>>,
+    /// Literal anchors of every anchored detector, each once: those of
+    /// case-sensitive regexes (and [`FOLD_ANCHORS`]) in one automaton,
+    /// which can then skip ahead with its SIMD prefilter; the rest in one
+    /// that ignores ASCII case (a superset filter, the regexes decide).
+    prefilters: Vec<Prefilter>,
+    /// Case-sensitive anchors of one byte ("@"), each with the groups it
+    /// triggers: found with a byte search, since one such pattern would
+    /// make the automaton's SIMD prefilter stop at most bytes.
+    byte_anchors: Vec<(u8, Vec<usize>)>,
     groups: Vec<Group>,
+    runs: RunKinds,
     /// Custom regexes have no known literal: one RegexSet pass says which of
     /// them match at all, and only those run to find where.
     custom_set: Option<(RegexSet, Vec<usize>)>,
@@ -136,6 +168,7 @@ impl Scanner {
         }
         let mut detectors = Vec::new();
         let mut groups = Groups::default();
+        let mut runs = RunKinds::default();
         let specs = pii::specs()
             .into_iter()
             .chain(secrets::specs())
@@ -147,10 +180,40 @@ impl Scanner {
             let regex = Regex::new(&pattern)
                 .map_err(|e| build_error(format!("built-in rule {}: {e}", spec.rule)))?;
             let words: Vec<&[u8]> = spec.anchors.to_vec();
+            let reach = max_match_len(&pattern);
+            let group = match spec.trigger {
+                Trigger::Anchors => groups.join(&words, reach, case_sensitive(&pattern)),
+                Trigger::Number(_) => {
+                    runs.numbers = true;
+                    None
+                }
+                Trigger::CountryCode => {
+                    runs.country_codes = true;
+                    None
+                }
+                Trigger::Colons => {
+                    runs.colons = true;
+                    None
+                }
+                Trigger::Base64 { min, .. } => {
+                    runs.base64 = Some(runs.base64.map_or(min, |m: usize| m.min(min)));
+                    None
+                }
+            };
+            let context = match spec.trigger {
+                Trigger::Number(needs) => needs
+                    .context
+                    .map(|(words, reach)| ContextWords::new(words, reach))
+                    .transpose()?,
+                _ => None,
+            };
             detectors.push(Detector {
                 kind: spec.kind,
                 rule: Arc::from(spec.rule),
-                group: groups.join(&words, max_match_len(&pattern)),
+                trigger: spec.trigger,
+                group,
+                reach,
+                context,
                 folds: folds(&pattern),
                 regex,
                 check: spec.check,
@@ -182,7 +245,7 @@ impl Scanner {
                             .filter_map(|w| w.split_whitespace().next())
                             .map(str::as_bytes)
                             .collect();
-                        groups.join(&words, max_match_len(&pattern))
+                        groups.join(&words, max_match_len(&pattern), false)
                     } else {
                         None
                     };
@@ -199,31 +262,62 @@ impl Scanner {
                 regex,
                 check: accept,
                 decode: None,
+                trigger: Trigger::Anchors,
                 group,
+                reach: None,
+                context: None,
                 folds,
             });
         }
 
         let Groups {
             groups,
-            mut anchors,
-            mut anchor_groups,
+            anchors,
+            anchor_groups,
             ..
         } = groups;
-        let prefilter = if anchors.is_empty() {
-            None
-        } else {
-            for fold in FOLD_ANCHORS {
-                anchors.push(fold.as_bytes().to_vec());
-                anchor_groups.push(Vec::new());
+        let mut prefilters = Vec::new();
+        let mut byte_anchors = Vec::new();
+        let folding = anchors.iter().any(|(_, exact)| !exact);
+        for exact in [true, false] {
+            let mut words = Vec::new();
+            let mut triggers = Vec::new();
+            for ((word, e), groups) in anchors.iter().zip(&anchor_groups) {
+                if let (true, true, &[byte]) = (exact, *e, word.as_slice()) {
+                    if byte.is_ascii() {
+                        byte_anchors.push((byte, groups.clone()));
+                        continue;
+                    }
+                }
+                if *e == exact {
+                    words.push(word.clone());
+                    triggers.push(groups.clone());
+                }
             }
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(&anchors)
-                    .map_err(|e| build_error(format!("guard prefilter: {e}")))?,
-            )
-        };
+            // Fold characters only matter to rules that ignore case.
+            if exact && folding {
+                for fold in FOLD_ANCHORS {
+                    words.push(fold.as_bytes().to_vec());
+                    triggers.push(Vec::new());
+                }
+            }
+            if words.is_empty() {
+                continue;
+            }
+            let automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(!exact)
+                // A DFA: the automatic choice for this many patterns is a
+                // noncontiguous NFA, about three times slower per byte
+                // when the prefilter cannot skip (measured on the bench's
+                // mixed text).
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&words)
+                .map_err(|e| build_error(format!("guard prefilter: {e}")))?;
+            prefilters.push(Prefilter {
+                automaton,
+                anchor_groups: triggers,
+            });
+        }
         let custom_set = if set_patterns.is_empty() {
             None
         } else {
@@ -235,9 +329,10 @@ impl Scanner {
         };
         Ok(Scanner {
             detectors,
-            prefilter,
-            anchor_groups,
+            prefilters,
+            byte_anchors,
             groups,
+            runs,
             custom_set,
             max_scan_bytes: config.max_scan_bytes,
         })
@@ -266,62 +361,152 @@ impl Scanner {
         Ok(self.scan(text)?.iter().any(|f| f.category() == category))
     }
 
-    /// One pass of the prefilter over `hay[from..]`: which groups' anchors
-    /// occur, and where.
+    /// The prefilter passes over `hay[from..]`: which groups' anchors
+    /// occur, and where; and the runs the run triggers need.
     fn triggers(&self, hay: &str, from: usize) -> Triggers {
         let mut t = Triggers {
             hit: vec![false; self.groups.len()],
             windows: vec![Vec::new(); self.groups.len()],
             folded: false,
             all: false,
+            numbers: Vec::new(),
+            country_codes: Vec::new(),
+            colon_runs: Vec::new(),
+            base64_runs: Vec::new(),
         };
-        let Some(ac) = &self.prefilter else {
-            return t;
-        };
-        let input = aho_corasick::Input::new(hay).span(from..hay.len());
-        let hits = match ac.try_find_overlapping_iter(input) {
-            Ok(hits) => hits,
-            // Not expected for a default-built automaton; scanning without
-            // the filter is slower but finds the same.
-            Err(_) => {
-                t.all = true;
-                return t;
+        if self.runs.numbers || self.runs.country_codes {
+            t.numbers = runs::number_runs(hay, from, &mut t.country_codes);
+        }
+        if self.runs.colons {
+            t.colon_runs = runs::colon_runs(hay, from);
+        }
+        if let Some(min) = self.runs.base64 {
+            t.base64_runs = runs::base64_runs(hay, from, min);
+        }
+        for (byte, groups) in &self.byte_anchors {
+            for (at, _) in hay[from..].match_indices(char::from(*byte)) {
+                let at = from + at;
+                for &g in groups {
+                    self.hit_window(&mut t, g, at..at + 1, from, hay.len());
+                }
             }
-        };
-        for m in hits {
-            let groups = &self.anchor_groups[m.pattern().as_usize()];
-            t.folded |= groups.is_empty();
-            for &g in groups {
-                t.hit[g] = true;
-                let Some(reach) = self.groups[g].reach else {
-                    continue;
-                };
-                // A match of at most `reach` bytes that contains this hit
-                // lies in here. One byte more at the end, so that no match
-                // ends where the window does: there `\b` and `$` would see
-                // the end of the text instead of what follows.
-                let start = m.end().saturating_sub(reach).max(from);
-                let end = (m.start() + reach + 1).min(hay.len());
-                let windows = &mut t.windows[g];
-                // Hits come in order of their end, so window starts do too.
-                match windows.last_mut() {
-                    Some(last) if start <= last.end => last.end = last.end.max(end),
-                    _ => windows.push(start..end),
+        }
+        for pre in &self.prefilters {
+            let input = aho_corasick::Input::new(hay).span(from..hay.len());
+            let hits = match pre.automaton.try_find_overlapping_iter(input) {
+                Ok(hits) => hits,
+                // Not expected for a default-built automaton; scanning
+                // without the filter is slower but finds the same.
+                Err(_) => {
+                    t.all = true;
+                    return t;
+                }
+            };
+            for m in hits {
+                let groups = &pre.anchor_groups[m.pattern().as_usize()];
+                t.folded |= groups.is_empty();
+                for &g in groups {
+                    self.hit_window(&mut t, g, m.start()..m.end(), from, hay.len());
+                }
+            }
+        }
+        // Each source gives hits in order of their end; a group whose
+        // anchors came from two of them (a byte and a longer literal) gets
+        // its windows ordered and merged here.
+        for windows in &mut t.windows {
+            if !windows.is_sorted_by_key(|w| w.start) {
+                windows.sort_by_key(|w| w.start);
+                let unordered = std::mem::take(windows);
+                for w in unordered {
+                    push_window(windows, w);
                 }
             }
         }
         t
     }
 
-    /// Where detector `i` runs in this scan.
-    fn scope<'t>(&self, i: usize, t: &'t Triggers, custom: &[bool]) -> Scope<'t> {
-        let detector = &self.detectors[i];
-        let Some(g) = detector.group else {
-            return if custom[i] { Scope::Whole } else { Scope::Skip };
+    /// Records an anchor hit of group `g`: the group runs, in the window
+    /// around the hit.
+    fn hit_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, len: usize) {
+        t.hit[g] = true;
+        let Some(reach) = self.groups[g].reach else {
+            return;
         };
+        // A match of at most `reach` bytes that contains this hit lies in
+        // here. One byte more at the end, so that no match ends where the
+        // window does: there `\b` and `$` would see the end of the text
+        // instead of what follows. Window starts follow hit ends.
+        let start = hit.end.saturating_sub(reach).max(from);
+        let end = (hit.start + reach + 1).min(len);
+        push_window(&mut t.windows[g], start..end);
+    }
+
+    /// Where detector `i` runs in this scan: `Skip`, `Whole`, or windows
+    /// (in `scratch` for run triggers).
+    fn scope<'t>(
+        &self,
+        i: usize,
+        hay: &str,
+        t: &'t Triggers,
+        custom: &[bool],
+        scratch: &'t mut Vec<Range<usize>>,
+    ) -> Scope<'t> {
+        let detector = &self.detectors[i];
         if t.all {
             return Scope::Whole;
         }
+        // One byte past a run, as past an anchor window: `\b` sees what
+        // follows.
+        let past = |end: usize| (end + 1).min(hay.len());
+        scratch.clear();
+        match detector.trigger {
+            Trigger::Anchors => {}
+            Trigger::Number(needs) => {
+                scratch.extend(
+                    t.numbers
+                        .iter()
+                        .filter(|run| {
+                            needs.counted_in(run)
+                                && detector
+                                    .context
+                                    .as_ref()
+                                    .is_none_or(|words| words.before(hay, run.range.start))
+                        })
+                        .map(|run| run.range.start..past(run.range.end)),
+                );
+                return Scope::Windows(scratch);
+            }
+            Trigger::CountryCode => {
+                let Some(reach) = detector.reach else {
+                    return if t.country_codes.is_empty() {
+                        Scope::Skip
+                    } else {
+                        Scope::Whole
+                    };
+                };
+                for &start in &t.country_codes {
+                    push_window(scratch, start..(start + reach + 1).min(hay.len()));
+                }
+                return Scope::Windows(scratch);
+            }
+            Trigger::Colons => {
+                scratch.extend(t.colon_runs.iter().map(|r| r.start..past(r.end)));
+                return Scope::Windows(scratch);
+            }
+            Trigger::Base64 { min, .. } => {
+                // Room for the `=` padding after the run.
+                scratch.extend(
+                    t.base64_runs
+                        .iter()
+                        .filter(|r| r.len() >= min)
+                        .map(|r| r.start..(r.end + 3).min(hay.len())),
+                );
+                return Scope::Windows(scratch);
+            }
+        }
+        let Some(g) = detector.group else {
+            return if custom[i] { Scope::Whole } else { Scope::Skip };
+        };
         if !t.hit[g] {
             return Scope::Skip;
         }
@@ -334,7 +519,11 @@ impl Scanner {
     /// Detectors without anchors that run in this scan: all of them but the
     /// custom regexes the RegexSet rules out.
     fn unanchored(&self, hay: &str, from: usize) -> Vec<bool> {
-        let mut run: Vec<bool> = self.detectors.iter().map(|d| d.group.is_none()).collect();
+        let mut run: Vec<bool> = self
+            .detectors
+            .iter()
+            .map(|d| d.trigger == Trigger::Anchors && d.group.is_none())
+            .collect();
         if let Some((set, members)) = &self.custom_set {
             let matched = set.matches_at(hay, from);
             for (k, &index) in members.iter().enumerate() {
@@ -379,21 +568,38 @@ impl Scanner {
             hay: Hay { text: hay, more },
             from,
             decode,
+            windowed,
             open_from: hay.len(),
             spans: Vec::new(),
             candidates: Vec::new(),
         };
+        // A stream cuts only outside every number run: a run's rules may
+        // have been skipped for too few digits (validator minimums), and a
+        // scan resumed inside a run could find what a one-shot scan, which
+        // enters every run at its start, does not.
+        if more {
+            pass.spans
+                .extend(triggers.numbers.iter().map(|r| r.range.clone()));
+        }
         // One window over everything after `from` (a slice of one range,
         // not a range of positions).
         #[allow(clippy::single_range_in_vec_init)]
         let whole = [from..hay.len()];
+        let mut scratch = Vec::new();
         for (i, detector) in self.detectors.iter().enumerate() {
-            let windows: &[Range<usize>] = match self.scope(i, &triggers, &unanchored) {
-                Scope::Skip => continue,
-                Scope::Whole => &whole,
-                Scope::Windows(_) if !windowed => &whole,
-                Scope::Windows(windows) => windows,
-            };
+            // Decoded text is scanned for the kind of data it carries
+            // (`data_kind`); data findings are resolved apart from
+            // injection ones, so injection rules cannot change the answer.
+            if !decode && detector.kind.category() == Category::Injection {
+                continue;
+            }
+            let windows: &[Range<usize>] =
+                match self.scope(i, hay, &triggers, &unanchored, &mut scratch) {
+                    Scope::Skip => continue,
+                    Scope::Whole => &whole,
+                    Scope::Windows(_) if !windowed => &whole,
+                    Scope::Windows(windows) => windows,
+                };
             pass.run(detector, windows);
         }
         Window {
@@ -410,6 +616,9 @@ struct Pass<'a> {
     hay: Hay<'a>,
     from: usize,
     decode: bool,
+    /// Not the whole-text reference scan of the tests, which runs every
+    /// detector's regex.
+    windowed: bool,
     open_from: usize,
     spans: Vec<Range<usize>>,
     candidates: Vec<Finding>,
@@ -431,10 +640,15 @@ impl Pass<'_> {
             let part = &text[..end];
             at = at.max(floor_boundary(text, window.start));
             while at <= end {
-                let Some(m) = detector.regex.find_at(part, at) else {
+                let found = match detector.trigger {
+                    Trigger::Base64 { min, max } if self.windowed => {
+                        runs::base64_match(text, at, end, min, max)
+                    }
+                    _ => detector.regex.find_at(part, at).map(|m| m.range()),
+                };
+                let Some(r) = found else {
                     break;
                 };
-                let r = m.range();
                 if r.is_empty() {
                     at = r.end + text[r.end..].chars().next().map_or(1, char::len_utf8);
                     continue;
@@ -483,23 +697,37 @@ impl Pass<'_> {
     }
 }
 
-/// Anchors deduplicated (ASCII case folded, as the prefilter matches
-/// them) and detectors grouped by their anchor list.
+/// Anchor list (sorted), longest match and exactness: detectors alike in
+/// all three share a group.
+type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool);
+
+/// Anchors deduplicated (ASCII case folded where the prefilter ignores
+/// case) and detectors grouped by their anchor list.
 #[derive(Default)]
 struct Groups {
     groups: Vec<Group>,
-    /// Anchor list (folded, sorted) and longest match → group index.
-    by_anchors: HashMap<(Vec<Vec<u8>>, Option<usize>), usize>,
-    anchors: Vec<Vec<u8>>,
+    by_anchors: HashMap<GroupKey, usize>,
+    /// Each anchor, and whether it is matched case-sensitively.
+    anchors: Vec<(Vec<u8>, bool)>,
     /// Per anchor, the groups it triggers.
     anchor_groups: Vec<Vec<usize>>,
 }
 
 impl Groups {
     /// The group for a detector with these anchors and longest match;
-    /// `None` without anchors.
-    fn join(&mut self, words: &[&[u8]], max_len: Option<usize>) -> Option<usize> {
-        let mut key: Vec<Vec<u8>> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    /// `None` without anchors. `exact`: the detector's regex matches the
+    /// anchors only as written, so the case-sensitive automaton finds them.
+    fn join(&mut self, words: &[&[u8]], max_len: Option<usize>, exact: bool) -> Option<usize> {
+        let mut key: Vec<Vec<u8>> = words
+            .iter()
+            .map(|w| {
+                if exact {
+                    w.to_vec()
+                } else {
+                    w.to_ascii_lowercase()
+                }
+            })
+            .collect();
         key.sort();
         key.dedup();
         if key.is_empty() {
@@ -508,17 +736,21 @@ impl Groups {
         // A window per longest match: the digit rules share their anchors,
         // but the widest (IBAN) would make the others search four times
         // the text they need.
-        let key = (key, max_len);
+        let key = (key, max_len, exact);
         if let Some(&g) = self.by_anchors.get(&key) {
             return Some(g);
         }
         let g = self.groups.len();
         self.groups.push(Group { reach: max_len });
         for word in &key.0 {
-            let at = match self.anchors.iter().position(|a| a == word) {
+            let at = match self
+                .anchors
+                .iter()
+                .position(|(a, e)| a == word && *e == exact)
+            {
                 Some(at) => at,
                 None => {
-                    self.anchors.push(word.clone());
+                    self.anchors.push((word.clone(), exact));
                     self.anchor_groups.push(Vec::new());
                     self.anchors.len() - 1
                 }
@@ -544,6 +776,21 @@ pub(super) fn builtin_pattern(spec: &Spec) -> String {
     // search to the PikeVM, which was most of the scan time
     // (rust-lang/regex#768).
     pattern.replace(r"\b", r"(?-u:\b)")
+}
+
+/// Appends a window to windows ordered by start, merging it into the last
+/// one when they overlap or touch.
+fn push_window(windows: &mut Vec<Range<usize>>, window: Range<usize>) {
+    match windows.last_mut() {
+        Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
+        _ => windows.push(window),
+    }
+}
+
+/// Whether a pattern matches its literals only as written: no case
+/// folding anywhere in it.
+fn case_sensitive(pattern: &str) -> bool {
+    !pattern.contains("(?i")
 }
 
 /// Whether a pattern folds case with Unicode rules (see

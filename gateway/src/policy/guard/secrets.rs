@@ -12,6 +12,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use super::finding::Kind;
+use super::runs::Trigger;
 use super::text::{char_after, char_classes, floor_boundary, looks_random, Hay, Spec, Verdict};
 
 /// Longest PEM private key block looked for: an 8192-bit RSA key in PKCS#1
@@ -36,6 +37,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_aws,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::OpenaiKey,
@@ -45,6 +47,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_openai,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::AnthropicKey,
@@ -54,6 +57,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_anthropic,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::GithubToken,
@@ -63,6 +67,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::GithubToken,
@@ -72,6 +77,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::GitlabToken,
@@ -81,6 +87,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_prefixed_token,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::Jwt,
@@ -91,6 +98,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_jwt,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::PrivateKey,
@@ -100,6 +108,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_private_key,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::SlackToken,
@@ -109,6 +118,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_slack,
             decode: None,
+            trigger: Trigger::Anchors,
         },
         Spec {
             kind: Kind::GoogleApiKey,
@@ -118,6 +128,7 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_google,
             decode: None,
+            trigger: Trigger::Anchors,
         },
     ]
 }

@@ -2,6 +2,7 @@
 use std::ops::Range;
 
 use super::finding::Kind;
+use super::runs::Trigger;
 
 /// How far a validator may look before a match (context words such as
 /// "SSN") or after it (a digit that would make the number longer). The
@@ -48,9 +49,9 @@ pub(super) struct Spec {
     /// finding inside makes the whole match a finding of that kind, under
     /// the rule name given here.
     pub decode: Option<(Decode, &'static str)>,
+    /// What makes the scanner run the regex, and where.
+    pub trigger: Trigger,
 }
-
-pub(super) const DIGITS: &[&[u8]] = &[b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
 
 /// Accepts the regex match as it is.
 pub(super) fn accept(_: &Hay<'_>, m: Range<usize>) -> Verdict {

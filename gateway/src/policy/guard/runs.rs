@@ -1,0 +1,480 @@
+//! Triggers found by walking bytes instead of matching literals: runs of
+//! digits and separators for the number rules, runs of base64 characters,
+//! hex-and-colon runs for IPv6, and IBAN country codes.
+//!
+//! A literal anchor does not suit these rules: every digit (or dot, dash,
+//! colon) of a JSON document or a log line would open a window, and the
+//! windows covered most of such text. A run is a maximal stretch of the
+//! characters a rule's regex can match, so every match lies inside one run
+//! and a search that starts at a run's start finds what a search of the
+//! whole text finds there; runs too short (too few digits) to hold a match
+//! the rule's validator accepts are skipped.
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+
+use super::config::BuildError;
+
+/// Which trigger a built-in rule runs on (see [`super::text::Spec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// The rule's literal anchors, through the Aho-Corasick prefilter.
+    Anchors,
+    /// A number run (see [`numbers`]) with at least what it needs.
+    Number(NumberNeeds),
+    /// Two capital letters and two digits at a word start: where every
+    /// IBAN match starts.
+    CountryCode,
+    /// A run of hex digits, colons and dots with two colons or more: what
+    /// every IPv6 match lies in.
+    Colons,
+    /// A run of base64 characters at least `min` long; the rule's pattern
+    /// must be `[A-Za-z0-9+/_\-]{min,max}={0,2}`, which
+    /// [`base64_match`] finds without a regex.
+    Base64 { min: usize, max: usize },
+}
+
+/// What a number run must have for a rule to run in it: the least any
+/// match its validator accepts has. Counts are over the whole run, so a
+/// run that passes may still hold no match; one that fails holds none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct NumberNeeds {
+    pub digits: u32,
+    pub dots: u32,
+    pub dashes: u32,
+    pub plus: bool,
+    /// A word that must occur within `reach` bytes before the match, as
+    /// ASCII fragments that every such word contains (see
+    /// [`ContextWords::before`]).
+    pub context: Option<(&'static [&'static str], usize)>,
+}
+
+impl NumberNeeds {
+    pub const fn digits(digits: u32) -> NumberNeeds {
+        NumberNeeds {
+            digits,
+            dots: 0,
+            dashes: 0,
+            plus: false,
+            context: None,
+        }
+    }
+
+    /// Whether `run` has the counts; the context words are checked by the
+    /// caller (with [`ContextWords`]), which is dearer and so comes last.
+    pub(super) fn counted_in(&self, run: &NumberRun) -> bool {
+        run.digits >= self.digits
+            && run.dots >= self.dots
+            && run.dashes >= self.dashes
+            && (!self.plus || run.plus > 0)
+    }
+}
+
+/// The context check of a [`NumberNeeds`], compiled: it runs for every
+/// long number run (each date in a log), where comparing every fragment
+/// at every position cost more than the rule's regex.
+pub(super) struct ContextWords {
+    fragments: AhoCorasick,
+    reach: usize,
+}
+
+impl ContextWords {
+    pub(super) fn new(fragments: &[&str], reach: usize) -> Result<ContextWords, BuildError> {
+        let fragments = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(fragments)
+            .map_err(|e| BuildError {
+                problems: vec![format!("guard context words: {e}")],
+            })?;
+        Ok(ContextWords { fragments, reach })
+    }
+
+    /// True if a fragment occurs, ignoring ASCII case, in the `reach`
+    /// bytes (and up to three more, the rest of a split character) before
+    /// `at`. A superset of `has_word` over `window_before(text, m, reach)`
+    /// for any match `m` starting at `at` or later, when every word
+    /// `has_word` looks for contains a fragment and no fragment holds `k`
+    /// (KELVIN SIGN lower-cases to it) or ends in `i` (CAPITAL I WITH DOT
+    /// lower-cases to `i` and a combining dot): those are the only
+    /// non-ASCII characters whose lower case has ASCII letters.
+    pub(super) fn before(&self, text: &str, at: usize) -> bool {
+        let before = &text.as_bytes()[at.saturating_sub(self.reach + 3)..at];
+        self.fragments.is_match(before)
+    }
+}
+
+/// A maximal run of number characters (digits, space, `.`, `-`, `(`, `)`,
+/// `+`: every character the number rules match) without its leading and
+/// trailing spaces, which no match starts or ends with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct NumberRun {
+    pub range: Range<usize>,
+    pub digits: u32,
+    pub dots: u32,
+    pub dashes: u32,
+    pub plus: u32,
+}
+
+/// Runs with fewer digits hold no match of any number rule (each needs two
+/// digits at least), accepted or not.
+const MIN_RUN_DIGITS: u32 = 2;
+
+fn is_number_byte(b: u8) -> bool {
+    b.is_ascii_digit() || matches!(b, b' ' | b'.' | b'-' | b'(' | b')' | b'+')
+}
+
+/// Number runs in `text[from..]` with two digits or more, in order (a run
+/// that starts before `from` is taken from `from`: a scan never reports a
+/// match that starts there); and into `codes` the starts of `[A-Z]{2}[0-9]{2}` at an
+/// ASCII word boundary, in order: where an IBAN match
+/// (`\b[A-Z]{2}\d{2}…`) can start. Such digits start a run (a capital is
+/// no number character), so the run loop meets every one.
+pub(super) fn number_runs(text: &str, from: usize, codes: &mut Vec<usize>) -> Vec<NumberRun> {
+    let bytes = text.as_bytes();
+    let mut runs = Vec::new();
+    let mut at = from;
+    while let Some(offset) = bytes[at..].iter().position(u8::is_ascii_digit) {
+        let digit = at + offset;
+        if digit >= from + 2 && is_country_code(bytes, digit - 2) {
+            codes.push(digit - 2);
+        }
+        // Back over the separators before the first digit; `at` is past
+        // the previous run, so runs never overlap.
+        let mut start = digit;
+        while start > at && is_number_byte(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut run = NumberRun {
+            range: start..digit,
+            digits: 0,
+            dots: 0,
+            dashes: 0,
+            plus: 0,
+        };
+        let mut end = start;
+        while end < bytes.len() && is_number_byte(bytes[end]) {
+            match bytes[end] {
+                b'0'..=b'9' => run.digits += 1,
+                b'.' => run.dots += 1,
+                b'-' => run.dashes += 1,
+                b'+' => run.plus += 1,
+                _ => {}
+            }
+            end += 1;
+        }
+        at = end;
+        if run.digits < MIN_RUN_DIGITS {
+            continue;
+        }
+        while bytes[start] == b' ' {
+            start += 1;
+        }
+        while bytes[end - 1] == b' ' {
+            end -= 1;
+        }
+        run.range = start..end;
+        runs.push(run);
+    }
+    runs
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `[A-Z]{2}[0-9]{2}` at `start`, at an ASCII word boundary.
+fn is_country_code(bytes: &[u8], start: usize) -> bool {
+    let Some(&[first, second, tens, ones]) = bytes.get(start..start + 4) else {
+        return false;
+    };
+    first.is_ascii_uppercase()
+        && second.is_ascii_uppercase()
+        && tens.is_ascii_digit()
+        && ones.is_ascii_digit()
+        && (start == 0 || !is_word_byte(bytes[start - 1]))
+}
+
+fn is_hex_colon_byte(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b == b':' || b == b'.'
+}
+
+/// Maximal runs of hex digits, `:` and `.` in `text[from..]` holding two
+/// colons or more, in order.
+pub(super) fn colon_runs(text: &str, from: usize) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut runs = Vec::new();
+    let mut at = from;
+    while let Some(offset) = text[at..].find(':') {
+        let colon = at + offset;
+        let mut start = colon;
+        while start > at && is_hex_colon_byte(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = colon;
+        let mut colons = 0;
+        while end < bytes.len() && is_hex_colon_byte(bytes[end]) {
+            colons += usize::from(bytes[end] == b':');
+            end += 1;
+        }
+        at = end;
+        if colons >= 2 {
+            runs.push(start..end);
+        }
+    }
+    runs
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+}
+
+/// Maximal runs of base64 characters (both alphabets) in `text[from..]` at
+/// least `min` bytes long, in order.
+pub(super) fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut runs = Vec::new();
+    // Invariant: `start` is `from` or follows a byte outside the alphabet,
+    // so a run found from it is maximal at its start.
+    let mut start = from;
+    while start + min <= bytes.len() {
+        // A run of `min` from `start` needs every byte up to `start + min`;
+        // the last non-alphabet byte among them moves the search past it,
+        // so most text is skipped a word at a time.
+        let probe = &bytes[start..start + min];
+        if let Some(gap) = probe.iter().rposition(|&b| !is_base64_byte(b)) {
+            start += gap + 1;
+            continue;
+        }
+        let mut end = start + min;
+        while end < bytes.len() && is_base64_byte(bytes[end]) {
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end + 1;
+    }
+    runs
+}
+
+/// The leftmost match of `[A-Za-z0-9+/_\-]{min,max}={0,2}` (greedy, as
+/// the regex crate finds it) in `text[..end]` starting at `at` or later.
+/// That pattern as a regex counts to `max` and its lazy DFA thrashes; the
+/// run is what it matches, so walking it is the same search.
+pub(super) fn base64_match(
+    text: &str,
+    at: usize,
+    end: usize,
+    min: usize,
+    max: usize,
+) -> Option<Range<usize>> {
+    let bytes = &text.as_bytes()[..end];
+    let mut start = at;
+    while start < bytes.len() {
+        if !is_base64_byte(bytes[start]) {
+            start += 1;
+            continue;
+        }
+        let mut run_end = start;
+        while run_end < bytes.len() && is_base64_byte(bytes[run_end]) {
+            run_end += 1;
+        }
+        if run_end - start < min {
+            start = run_end;
+            continue;
+        }
+        let mut match_end = run_end.min(start + max);
+        if match_end == run_end {
+            for _ in 0..2 {
+                if bytes.get(match_end) == Some(&b'=') {
+                    match_end += 1;
+                }
+            }
+        }
+        return Some(start..match_end);
+    }
+    None
+}
+
+// Expected runs are lists of ranges that often hold just one.
+#[allow(clippy::single_range_in_vec_init)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
+        number_runs(text, from, &mut Vec::new())
+    }
+
+    fn number_texts(text: &str, from: usize) -> Vec<(&str, u32)> {
+        numbers(text, from)
+            .into_iter()
+            .map(|r| (&text[r.range], r.digits))
+            .collect()
+    }
+
+    #[test]
+    fn number_runs_take_separators_and_trim_spaces() {
+        assert_eq!(
+            number_texts("call (415) 555-0132 today", 0),
+            [("(415) 555-0132", 10)]
+        );
+        assert_eq!(
+            number_texts("+44 20 7946 0958,", 0),
+            [("+44 20 7946 0958", 12)]
+        );
+        // At the text's start and end, and glued to non-ASCII text.
+        assert_eq!(number_texts("12", 0), [("12", 2)]);
+        assert_eq!(number_texts("电话4155550132", 0), [("4155550132", 10)]);
+        assert_eq!(number_texts("4155550132é", 0), [("4155550132", 10)]);
+        // A slash, a letter or a comma ends a run.
+        assert_eq!(
+            number_texts("15/03/2024 1a2 3,4", 0),
+            [("15", 2), ("03", 2), ("2024 1", 5), ("2 3", 2)]
+        );
+        // One digit is no run; separators alone are none.
+        assert!(number_texts("a 1 b . - ( ) + c", 0).is_empty());
+        assert!(number_texts("", 0).is_empty());
+    }
+
+    #[test]
+    fn number_runs_count_what_rules_need() {
+        let runs = numbers("ip 10.0.4.17 ssn 536-22-8714, tel +1 (212) 555-0147", 0);
+        let counts: Vec<_> = runs
+            .iter()
+            .map(|r| (r.digits, r.dots, r.dashes, r.plus))
+            .collect();
+        assert_eq!(counts, [(6, 3, 0, 0), (9, 0, 2, 0), (11, 0, 1, 1)]);
+    }
+
+    #[test]
+    fn number_runs_start_at_from() {
+        let text = "4111 1111 1111 1111";
+        assert_eq!(number_texts(text, 5), [("1111 1111 1111", 12)]);
+        assert_eq!(number_texts(text, 17), [("11", 2)]);
+        assert!(number_texts(text, 18).is_empty());
+        assert!(number_texts(text, text.len()).is_empty());
+    }
+
+    #[test]
+    fn number_needs_are_minimums() {
+        let needs = NumberNeeds::digits(10);
+        let text = "a 415 555 0132 b 415 555 013";
+        let runs = numbers(text, 0);
+        assert!(needs.counted_in(&runs[0]));
+        assert!(!needs.counted_in(&runs[1]));
+        let ip = NumberNeeds {
+            dots: 3,
+            ..NumberNeeds::digits(4)
+        };
+        for (text, want) in [
+            ("1.2.3.4", true),
+            ("1.2.3", false),
+            ("1.2.3.", false),
+            ("1.2.3.45", true),
+        ] {
+            assert_eq!(ip.counted_in(&numbers(text, 0)[0]), want, "{text}");
+        }
+        let plus = NumberNeeds {
+            plus: true,
+            ..NumberNeeds::digits(2)
+        };
+        assert!(plus.counted_in(&numbers("+12", 0)[0]));
+        assert!(!plus.counted_in(&numbers("12", 0)[0]));
+    }
+
+    #[test]
+    fn context_fragments_look_back_a_bounded_distance() {
+        let words = ContextWords::new(&["tel", "mero"], 8).unwrap();
+        for (text, want) in [
+            ("TEL: 12", true),
+            ("tel:     12", true),
+            ("tel:          12", false),
+            ("número 12", true),
+            ("12", false),
+            ("hotel 12", true),
+        ] {
+            let run = numbers(text, 0).pop().unwrap();
+            assert_eq!(words.before(text, run.range.start), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn country_codes_need_a_word_start_two_capitals_and_two_digits() {
+        let text = "DE89 x GB29NWBK aDE89 D89 DEX9 éFR14 _NL91 NO9";
+        let codes = |text: &str, from: usize| {
+            let mut codes = Vec::new();
+            number_runs(text, from, &mut codes);
+            codes
+        };
+        let found: Vec<&str> = codes(text, 0)
+            .into_iter()
+            .map(|s| &text[s..s + 4])
+            .collect();
+        assert_eq!(found, ["DE89", "GB29", "FR14"]);
+        assert_eq!(codes("GB29", 0), [0]);
+        assert_eq!(codes("GB2", 0), Vec::<usize>::new());
+        assert_eq!(codes("GB2 9", 0), Vec::<usize>::new());
+        assert_eq!(codes("xx GB29", 3), [3]);
+        assert_eq!(codes("xx GB29", 4), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn colon_runs_need_two_colons() {
+        let text = "\"a\": 1, at 14:30:00.5Z fe80::1%eth0 std::vec x:y";
+        let found: Vec<&str> = colon_runs(text, 0).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(found, ["14:30:00.5", "fe80::1", "d::"]);
+        assert_eq!(colon_runs("::", 0), [0..2]);
+        assert_eq!(colon_runs("::", 1), Vec::<Range<usize>>::new());
+    }
+
+    #[test]
+    fn base64_match_is_the_regex_match() {
+        let regex = regex::Regex::new(r"[A-Za-z0-9+/_\-]{4,10}={0,2}").unwrap();
+        for text in [
+            "abc abcd",
+            "abcd=== x",
+            "abcdefghijklmno==",
+            "abcdefghij==",
+            "abcdefghijk=",
+            "é+/_-é",
+            "ab=cdef=",
+            "",
+            "abc",
+            "a-b_c+d/e=f",
+        ] {
+            for at in 0..=text.len() {
+                if !text.is_char_boundary(at) {
+                    continue;
+                }
+                for end in at..=text.len() {
+                    if !text.is_char_boundary(end) {
+                        continue;
+                    }
+                    assert_eq!(
+                        base64_match(text, at, end, 4, 10),
+                        regex.find_at(&text[..end], at).map(|m| m.range()),
+                        "{text:?} {at} {end}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn base64_runs_at_and_below_the_minimum() {
+        let long = "A".repeat(32);
+        let short = "A".repeat(31);
+        for (text, want) in [
+            (long.clone(), vec![0..32]),
+            (short.clone(), vec![]),
+            (format!(" {short} {long}="), vec![33..65]),
+            (format!("é{long}é"), vec![2..34]),
+            (format!("{short}+/_-"), vec![0..35]),
+            (format!("{long}.{long}"), vec![0..32, 33..65]),
+        ] {
+            assert_eq!(base64_runs(&text, 0, 32), want, "{text}");
+        }
+        assert_eq!(base64_runs(&long, 1, 32), Vec::<Range<usize>>::new());
+        assert_eq!(base64_runs(&format!("x{long}"), 1, 32), [1..33]);
+    }
+}
