@@ -38,7 +38,7 @@ pub use env::{env, sdk_python, Env};
 pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, SigV4Check, StreamRecord};
 pub use http::{http_request, HttpResponse};
 pub use jwt::{b64url, JwtSigner};
-pub use mcp::{mcp_client, McpServer, McpTransport};
+pub use mcp::{mcp_client, mcp_client_over, McpServer, McpTransport};
 pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;
 pub use node::{HostPod, Node, Pod, Runner};

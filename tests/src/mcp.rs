@@ -103,14 +103,34 @@ impl Drop for McpServer {
     }
 }
 
-/// Runs the SDK client in `pod` against `url`: `ops` in one session (see
-/// tests/src/mcp_client.py). Returns its JSON: `results[i]` per op.
+/// Runs the SDK client in `pod` against `url` over streamable HTTP: `ops`
+/// in one session (see tests/src/mcp_client.py). Returns its JSON:
+/// `results[i]` per op.
 pub fn mcp_client(pod: &Pod, url: &str, headers: &[&str], ops: &Value) -> Result<Value> {
+    mcp_client_over(pod, url, McpTransport::StreamableHttp, headers, ops)
+}
+
+/// [`mcp_client`] over `transport`.
+pub fn mcp_client_over(
+    pod: &Pod,
+    url: &str,
+    transport: McpTransport,
+    headers: &[&str],
+    ops: &Value,
+) -> Result<Value> {
     let py = sdk_python()?;
     let script = workspace_root().join("tests/src/mcp_client.py");
     let script = script.to_string_lossy().to_string();
     let ops = ops.to_string();
-    let mut args: Vec<&str> = vec![&script, "--url", url, "--ops", &ops];
+    let mut args: Vec<&str> = vec![
+        &script,
+        "--url",
+        url,
+        "--transport",
+        transport.arg(),
+        "--ops",
+        &ops,
+    ];
     for h in headers {
         args.extend(["--header", h]);
     }

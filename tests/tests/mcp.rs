@@ -586,3 +586,52 @@ fn bad_messages_get_json_rpc_errors() -> Result<()> {
     ensure!(out["results"][0]["value"]["text"] == "alpha: ok", "{out:#}");
     Ok(())
 }
+
+/// A server on the older HTTP+SSE transport, whose answers to every POST
+/// come on its event stream: the gateway filters listings there too, and
+/// calls still reach the server through it.
+#[test]
+fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let server = McpServer::start(pod.host_ip.into(), McpTransport::Sse, "legacy", false)?;
+    let cfg = set_gate_mcp(
+        node.config()
+            .destination(
+                Destination::redirect("tools")
+                    .addr(pod.host_ip.into())
+                    .port(server.port()),
+            )
+            .set(
+                "/mcp",
+                json!({"policies": [{"name": "agents", "tools": {"deny": ["delete_*", "get_config"]}}]}),
+            )
+            .workload(pod.workload()),
+    );
+    let _d = node.start(&cfg)?;
+    let out = trigate_e2e::mcp_client_over(
+        &pod,
+        server.url(),
+        McpTransport::Sse,
+        &[],
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "echo", "args": {"text": "over sse"}},
+        ]),
+    )?;
+    let r = &out["results"];
+    let names = tool_names(&r[0]);
+    ensure!(
+        r[0]["ok"] == true
+            && names.contains(&"echo".to_string())
+            && !names.contains(&"delete_all".to_string())
+            && !names.contains(&"get_config".to_string()),
+        "the listing on the event stream: {out:#}"
+    );
+    ensure!(
+        r[1]["ok"] == true && r[1]["value"]["text"] == "legacy: over sse",
+        "a call over the SSE transport: {:#}",
+        r[1]
+    );
+    Ok(())
+}

@@ -310,7 +310,11 @@ where
         async move {
             Ok::<_, Infallible>(match cx.destination.gate {
                 crate::config::GateKind::Llm => crate::gate::llm::handle(&cx, req).await,
-                crate::config::GateKind::Mcp if req.method() == Method::POST => {
+                crate::config::GateKind::Mcp
+                    if req.method() == Method::POST
+                        || (req.method() == Method::GET
+                            && crate::gate::mcp::serve::wants_stream(req.headers())) =>
+                {
                     crate::gate::mcp::serve::handle(&cx, req).await
                 }
                 _ => handle(&cx, req).await,

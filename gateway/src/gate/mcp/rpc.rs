@@ -273,6 +273,27 @@ pub fn answer(
     Some((call, status, hidden))
 }
 
+/// A listing answer on a stream of the server's (the older HTTP+SSE
+/// transport answers every POST there) whose call the gateway did not
+/// follow: filtered by what it holds (`tools`, `resources` or `prompts`).
+/// Returns the item kind and how many items went.
+pub fn stray_listing(msg: &mut Value, authz: Option<&McpPlan>) -> Option<(Item, usize)> {
+    let plan = authz?;
+    if msg.get("method").is_some() || msg.get("id").is_none() {
+        return None;
+    }
+    let result = msg.get("result")?;
+    let item = [
+        ("tools", Item::Tool),
+        ("resources", Item::Resource),
+        ("prompts", Item::Prompt),
+    ]
+    .into_iter()
+    .find(|(k, _)| result.get(*k).is_some_and(Value::is_array))?
+    .1;
+    Some((item, filter_listing(msg, item, plan)))
+}
+
 /// Removes the items the workload may not use from a listing result;
 /// returns how many went.
 fn filter_listing(msg: &mut Value, item: Item, plan: &McpPlan) -> usize {
@@ -427,6 +448,27 @@ mod tests {
             None,
         );
         assert!(all.refused.is_empty() && all.forward.len() == 1);
+    }
+
+    #[test]
+    fn stray_listings_are_filtered_by_what_they_hold() {
+        let plan = authz();
+        let mut tools = json!({"jsonrpc": "2.0", "id": 9, "result": {"tools": [{"name": "echo"}, {"name": "delete_all"}]}});
+        assert_eq!(
+            stray_listing(&mut tools, Some(&plan)),
+            Some((Item::Tool, 1))
+        );
+        assert_eq!(tools["result"]["tools"], json!([{"name": "echo"}]));
+        let mut resources = json!({"jsonrpc": "2.0", "id": 9, "result": {"resources": [{"uri": "file:///secret/a"}]}});
+        assert_eq!(
+            stray_listing(&mut resources, Some(&plan)),
+            Some((Item::Resource, 1))
+        );
+        let mut other = json!({"jsonrpc": "2.0", "id": 9, "result": {"content": []}});
+        assert_eq!(stray_listing(&mut other, Some(&plan)), None);
+        let mut note = json!({"jsonrpc": "2.0", "method": "x", "params": {"tools": []}});
+        assert_eq!(stray_listing(&mut note, Some(&plan)), None);
+        assert_eq!(stray_listing(&mut tools, None), None);
     }
 
     #[test]

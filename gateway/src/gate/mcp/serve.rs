@@ -79,39 +79,61 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
         Verdict::Answer(resp, outcome) => return rlog.finish_answered(resp, outcome),
         Verdict::Forward(mut plan) => plan.jwt_claims.take(),
     };
+    let reply = if parts.method == Method::GET {
+        stream(cx, parts, claims, &mut rlog).await
+    } else {
+        match read(cx, body).await {
+            Ok(body) => respond(cx, parts, body, claims, &mut rlog).await,
+            Err((resp, outcome)) => return rlog.finish_answered(resp, outcome),
+        }
+    };
+    match reply {
+        Reply::Whole(resp, outcome) => rlog.finish_answered(resp, outcome),
+        Reply::Stream(resp, outcome) => {
+            let (parts, body) = resp.into_parts();
+            rlog.finish_answered(Response::from_parts(parts, body.boxed()), outcome)
+        }
+    }
+}
+
+/// Whether a GET asks for the server's event stream.
+pub fn wants_stream(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// A POST's body through hyper, up to the configured cap; the refusal
+/// and its outcome when it cannot be read.
+async fn read(
+    cx: &ConnContext,
+    body: Incoming,
+) -> Result<Bytes, (Response<ApiBody>, &'static str)> {
     let max = cx.node.config.load().http.max_request_body_bytes;
-    let body = match Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+    match Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
         .collect()
         .await
     {
-        Ok(c) => c.to_bytes(),
+        Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             let too_large = e.is::<http_body_util::LengthLimitError>();
-            let (status, message) = if too_large {
+            let (status, message, outcome) = if too_large {
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the request body is larger than {max} bytes"),
+                    "body_too_large",
                 )
             } else {
                 (
                     StatusCode::BAD_REQUEST,
                     format!("reading the request body: {e}"),
+                    "bad_request",
                 )
             };
             let err = rpc::error(Value::Null, rpc::INVALID_REQUEST, &message, None);
-            let outcome = if too_large {
-                "body_too_large"
-            } else {
-                "bad_request"
-            };
-            return rlog.finish_answered(json_response(status, &err), outcome);
-        }
-    };
-    match respond(cx, parts, body, claims, &mut rlog).await {
-        Reply::Whole(resp, outcome) => rlog.finish_answered(resp, outcome),
-        Reply::Stream(resp, outcome) => {
-            let (parts, body) = resp.into_parts();
-            rlog.finish_answered(Response::from_parts(parts, body.boxed()), outcome)
+            Err((json_response(status, &err), outcome))
         }
     }
 }
@@ -161,6 +183,64 @@ impl Audit {
     fn answered(&self, call: &Call, status: &Status, hidden: usize) {
         self.call(call, "allowed", None, &status.label(), hidden);
     }
+}
+
+/// A GET for a server stream (SSE) on an `mcp` destination: relayed event
+/// by event with listings filtered, which matters for servers on the older
+/// HTTP+SSE transport, whose answers to every POST come on this stream.
+pub(crate) async fn stream(
+    cx: &Arc<ConnContext>,
+    parts: Parts,
+    claims: Option<serde_json::Map<String, Value>>,
+    rlog: &mut RequestLog,
+) -> Reply {
+    let node = &cx.node;
+    let authz = node.mcp.load().plan(
+        cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
+        claims.as_ref(),
+    );
+    let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
+    let (mut head, up) =
+        match tokio::time::timeout(timeout, send(cx, &parts, Method::GET, Bytes::new())).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
+            Err(_) => {
+                return Reply::Whole(
+                    failure_response(&Failure::Timeout(timeout)),
+                    "upstream_timeout",
+                )
+            }
+        };
+    for name in ["connection", "keep-alive", "transfer-encoding"] {
+        head.headers.remove(name);
+    }
+    let audit = Audit {
+        metrics: Arc::clone(&node.metrics),
+        workload: rlog.workload.clone(),
+        server: cx.destination.name.clone(),
+        session: "-".into(),
+        started: Instant::now(),
+    };
+    let stream = Box::new(McpStream {
+        upstream: up,
+        parser: SseParser::default(),
+        out: VecDeque::new(),
+        answers: Answers {
+            node: Arc::clone(node),
+            calls: HashMap::new(),
+            authz,
+            guard: None,
+            guard_audit: GuardAudit {
+                findings: node.metrics.genai.guard_findings.clone(),
+                gate: "mcp",
+                workload: rlog.workload.clone(),
+            },
+            poisoned: node.config.load().mcp.poisoned_tools,
+            audit,
+        },
+        done: false,
+    });
+    Reply::Stream(Response::from_parts(head, stream), "ok")
 }
 
 /// The MCP gate on one POST (see the module doc).
@@ -272,14 +352,15 @@ pub(crate) async fn respond(
         Bytes::from(planned.forward[0].to_string())
     };
     let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
-    let (head, up) = match tokio::time::timeout(timeout, send(cx, &parts, up_body)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
-        Err(_) => {
-            let f = Failure::Timeout(timeout);
-            return Reply::Whole(failure_response(&f), "upstream_timeout");
-        }
-    };
+    let (head, up) =
+        match tokio::time::timeout(timeout, send(cx, &parts, Method::POST, up_body)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
+            Err(_) => {
+                let f = Failure::Timeout(timeout);
+                return Reply::Whole(failure_response(&f), "upstream_timeout");
+            }
+        };
     let mut head = head;
     for name in ["connection", "keep-alive", "transfer-encoding"] {
         head.headers.remove(name);
@@ -441,6 +522,7 @@ fn whole_answer(
 async fn send(
     cx: &Arc<ConnContext>,
     parts: &Parts,
+    method: Method,
     body: Bytes,
 ) -> Result<(hyper::http::response::Parts, UpBody), Failure> {
     let key = PoolKey {
@@ -450,7 +532,8 @@ async fn send(
     };
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut message = Vec::with_capacity(512 + body.len());
-    message.extend_from_slice(b"POST ");
+    message.extend_from_slice(method.as_str().as_bytes());
+    message.push(b' ');
     message.extend_from_slice(pq.as_bytes());
     message.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
@@ -472,9 +555,12 @@ async fn send(
             .map_or_else(|| cx.original_dst.to_string(), |a| a.to_string());
         message.extend_from_slice(format!("host: {host}\r\n").as_bytes());
     }
-    message.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    if method == Method::POST {
+        message.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    message.extend_from_slice(b"\r\n");
     message.extend_from_slice(&body);
-    outbound::send(cx, key, &Method::POST, &message).await
+    outbound::send(cx, key, &method, &message).await
 }
 
 fn failure_response(f: &Failure) -> Response<ApiBody> {
@@ -566,7 +652,20 @@ impl Answers {
     fn message(&mut self, msg: &mut Value) -> bool {
         let Some((call, status, hidden)) = rpc::answer(msg, &mut self.calls, self.authz.as_ref())
         else {
-            return false;
+            // Not an answer to a call of this POST: on a server stream
+            // (GET), listings are filtered and screened all the same.
+            return match rpc::stray_listing(msg, self.authz.as_ref()) {
+                Some((item, hidden)) => {
+                    let mut changed = hidden > 0;
+                    if item == Item::Tool {
+                        if let Some(result) = msg.get_mut("result") {
+                            changed |= !mcp_guard::screen_tools(result, self.poisoned).is_empty();
+                        }
+                    }
+                    changed
+                }
+                None => false,
+            };
         };
         let mut changed = hidden > 0;
         if call.lists == Some(Item::Tool) {

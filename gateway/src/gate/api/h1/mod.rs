@@ -556,6 +556,14 @@ where
             let claims = plan.jwt_claims.take();
             return Box::pin(self.mcp(parts, body, claims, http10, client_close, rlog)).await;
         }
+        if cx.destination.gate == crate::config::GateKind::Mcp
+            && parts.method == Method::GET
+            && crate::gate::mcp::serve::wants_stream(&parts.headers)
+        {
+            let claims = plan.jwt_claims.take();
+            let reply = crate::gate::mcp::serve::stream(&self.cx, parts, claims, rlog).await;
+            return Box::pin(self.mcp_reply(reply, &Method::GET, http10, client_close, rlog)).await;
+        }
 
         // Guardrails read a textual body whole and send on what they
         // leave of it, with its length.
@@ -696,9 +704,23 @@ where
     ) -> Result<bool, ConnError> {
         let bytes = self.read_body_or_413(body, &parts.method, rlog).await?;
         let method = parts.method.clone();
-        match crate::gate::mcp::serve::respond(&self.cx, parts, bytes, claims, rlog).await {
+        let reply = crate::gate::mcp::serve::respond(&self.cx, parts, bytes, claims, rlog).await;
+        self.mcp_reply(reply, &method, http10, client_close, rlog)
+            .await
+    }
+
+    /// Sends what the MCP gate answered: whole, or streamed event by event.
+    async fn mcp_reply(
+        &mut self,
+        reply: crate::gate::mcp::serve::Reply,
+        method: &Method,
+        http10: bool,
+        client_close: bool,
+        rlog: &mut RequestLog,
+    ) -> Result<bool, ConnError> {
+        match reply {
             crate::gate::mcp::serve::Reply::Whole(resp, outcome) => {
-                self.answer(resp, outcome, &method, client_close, rlog)
+                self.answer(resp, outcome, method, client_close, rlog)
                     .await?;
                 Ok(!client_close)
             }
