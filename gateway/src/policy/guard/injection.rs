@@ -134,6 +134,12 @@ pub(super) fn specs() -> Vec<Spec> {
         decode: None,
         trigger: Trigger::Anchors,
     };
+    // Rules whose every match starts with one of their anchors, at a word
+    // start: windows open at such hits only ("hey" in "they" opens none).
+    let leading = |spec: Spec| Spec {
+        trigger: Trigger::LeadingAnchors,
+        ..spec
+    };
     vec![
         phrase(
             Override,
@@ -164,20 +170,20 @@ pub(super) fn specs() -> Vec<Spec> {
             ),
             check_override,
         ),
-        phrase(
+        leading(phrase(
             Override,
             "ignore_above",
             &[b"ignore", b"disregard", b"forget", b"skip"],
             r"(?i)\b(?:ignore|disregard|forget|skip) (?:all |everything |anything )?(?:of )?(?:(?:the|what(?:'s| is| was)|that|which is)(?: written| said)? )?(?:above|previous(?:ly)?|preceding|earlier|before|prior)(?: (?:text|content|part|messages?|this (?:line|message|point)))?\s{0,8}(?:[,.;:!]|\band\b|\bthen\b|$)",
             accept,
-        ),
-        phrase(
+        )),
+        leading(phrase(
             Override,
             "forget_everything",
             &[b"forget"],
             r"(?i)\bforget (?:about )?(?:everything|all(?: of)?(?: that)?)(?: that| which)? (?:you (?:were|have been|'ve been|’ve been) (?:told|taught|given|instructed|trained)|(?:you )?(?:know|learned)|above|before|previously|so far|until now)",
             accept,
-        ),
+        )),
         phrase(
             Override,
             "instructions_void",
@@ -218,7 +224,7 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:obey|heed) (?:only )?(?:me|my|mine|this message|these|the following|the new|what i say)\b|\b(?:follow|listen to|comply with) only (?:me|my|this message|these) ?(?:instructions|commands|orders|rules|words)?\b|\bonly (?:obey|follow|listen to) (?:me|my|this message)\b",
             accept,
         ),
-        phrase(
+        leading(phrase(
             Override,
             "task_hijack",
             &[
@@ -231,7 +237,7 @@ pub(super) fn specs() -> Vec<Spec> {
             ],
             r"(?i)\b(?:ignore|disregard|skip|forget|abandon|stop) (?:the|your|this|that) (?:translation|summary|summari[sz]ation|summari[sz]ing|task|question|request|text|document|article|review|original task|assignment)(?: task)?\s{0,8}(?:and|,|;)\s{0,8}(?:instead |then |just |only )?(?:write|say|output|print|respond|reply|answer|tell|insert|add|include|send|repeat)\b",
             accept,
-        ),
+        )),
         phrase(
             Override,
             "impersonate_developer",
@@ -253,13 +259,13 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:reveal|show|print|output|display|repeat|recite|leak|dump|expose|share|give|tell|write out|spell out|type out|provide|list|paste|what (?:is|are|was|were)) (?:me |us )?(?:(?:your|the|its|all|full|entire|complete|exact|original|initial|hidden|secret|internal|verbatim|text|contents?|of|in|whole) ){0,5}(?:system (?:prompt|message|instructions?)|(?:initial|hidden|original|secret|internal|starting|first|full|entire|whole|complete|exact) (?:prompt|instructions)|(?:instructions|prompt) (?:above|you were given|you received|you got)|prompt above|pre-?prompt)\b|\bwhat(?:'s| is| was) (?:written|said|stated) above (?:this|the|my) (?:message|line|text)\b",
             check_leak,
         ),
-        phrase(
+        leading(phrase(
             Override,
             "repeat_above",
             &[b"repeat"],
             r"(?i)\brepeat (?:back )?(?:all |everything |the (?:words|text|sentences|lines|content|messages?|instructions|conversation) )?(?:above|before this|prior to this|from the (?:start|beginning))\b",
             accept,
-        ),
+        )),
         phrase(
             Override,
             "chat_template_marker",
@@ -280,7 +286,7 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)<\|(?:im_start|im_end|endoftext|system|user|assistant|start_header_id|end_header_id|eot_id|begin_of_text)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|user_input|system_prompt|instructions)>|\[system\]\(#\w{1,64}\)",
             accept,
         ),
-        phrase(
+        leading(phrase(
             Override,
             "note_to_ai",
             &[
@@ -295,8 +301,8 @@ pub(super) fn specs() -> Vec<Spec> {
             ],
             r"(?i)\b(?:(?:note|message|attention|instructions?|important|reminder) (?:to|for) (?:the |any |all )?|(?:attention|hey|dear) )(?:ai|llm|assistant|language model|model|chatbot|agent|gpt|claude|ai assistant|ai agent|ai model)s?(?: reading this(?: [0-9A-Za-z_'’]{1,16}){0,3})?\s{0,8}[:,]",
             accept,
-        ),
-        phrase(
+        )),
+        leading(phrase(
             Override,
             "ignore_previous_translated",
             &[
@@ -322,7 +328,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 r"|\b(?:ignora|dimentica) (?:tutte )?(?:le )?(?:istruzioni|regole)(?: (?:precedenti|originali|sopra))?",
             ),
             check_translated,
-        ),
+        )),
         phrase(
             RolePlay,
             "dan",

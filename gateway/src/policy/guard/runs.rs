@@ -20,6 +20,10 @@ use super::config::BuildError;
 pub(super) enum Trigger {
     /// The rule's literal anchors, through the Aho-Corasick prefilter.
     Anchors,
+    /// The same, for a rule whose every match starts where one of its
+    /// anchors does, at an ASCII word boundary (`\b(?:ignore|…) …`): its
+    /// windows open at such hits and reach forward only.
+    LeadingAnchors,
     /// A number run (see [`numbers`]) with at least what it needs.
     Number(NumberNeeds),
     /// Two capital letters and two digits at a word start: where every

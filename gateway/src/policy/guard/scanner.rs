@@ -61,6 +61,9 @@ struct Group {
     /// [`super::text::max_match_len`]). `None`: some member's matches are
     /// unbounded, so members run over the whole text once triggered.
     reach: Option<usize>,
+    /// Members' matches start at an anchor hit with a word boundary before
+    /// it ([`Trigger::LeadingAnchors`]).
+    leading: bool,
 }
 
 /// Non-ASCII characters that Unicode case folding makes equal to ASCII
@@ -182,7 +185,10 @@ impl Scanner {
             let words: Vec<&[u8]> = spec.anchors.to_vec();
             let reach = max_match_len(&pattern);
             let group = match spec.trigger {
-                Trigger::Anchors => groups.join(&words, reach, case_sensitive(&pattern)),
+                Trigger::Anchors => groups.join(&words, reach, case_sensitive(&pattern), false),
+                Trigger::LeadingAnchors => {
+                    groups.join(&words, reach, case_sensitive(&pattern), true)
+                }
                 Trigger::Number(_) => {
                     runs.numbers = true;
                     None
@@ -245,7 +251,7 @@ impl Scanner {
                             .filter_map(|w| w.split_whitespace().next())
                             .map(str::as_bytes)
                             .collect();
-                        groups.join(&words, max_match_len(&pattern), false)
+                        groups.join(&words, max_match_len(&pattern), false, false)
                     } else {
                         None
                     };
@@ -387,7 +393,7 @@ impl Scanner {
             for (at, _) in hay[from..].match_indices(char::from(*byte)) {
                 let at = from + at;
                 for &g in groups {
-                    self.hit_window(&mut t, g, at..at + 1, from, hay.len());
+                    self.hit_window(&mut t, g, at..at + 1, from, hay.as_bytes());
                 }
             }
         }
@@ -406,7 +412,7 @@ impl Scanner {
                 let groups = &pre.anchor_groups[m.pattern().as_usize()];
                 t.folded |= groups.is_empty();
                 for &g in groups {
-                    self.hit_window(&mut t, g, m.start()..m.end(), from, hay.len());
+                    self.hit_window(&mut t, g, m.start()..m.end(), from, hay.as_bytes());
                 }
             }
         }
@@ -427,7 +433,8 @@ impl Scanner {
 
     /// Records an anchor hit of group `g`: the group runs, in the window
     /// around the hit.
-    fn hit_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, len: usize) {
+    fn hit_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, hay: &[u8]) {
+        let len = hay.len();
         t.hit[g] = true;
         let Some(reach) = self.groups[g].reach else {
             return;
@@ -438,6 +445,15 @@ impl Scanner {
         // instead of what follows. Window starts follow hit ends.
         let start = hit.end.saturating_sub(reach).max(from);
         let end = (hit.start + reach + 1).min(len);
+        if self.groups[g].leading {
+            // No match starts at a hit inside a word, and one that starts
+            // at this hit ends within `reach` of it.
+            let glued = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
+            if !glued && hit.start >= from {
+                push_window(&mut t.windows[g], hit.start..end);
+            }
+            return;
+        }
         push_window(&mut t.windows[g], start..end);
     }
 
@@ -460,7 +476,7 @@ impl Scanner {
         let past = |end: usize| (end + 1).min(hay.len());
         scratch.clear();
         match detector.trigger {
-            Trigger::Anchors => {}
+            Trigger::Anchors | Trigger::LeadingAnchors => {}
             Trigger::Number(needs) => {
                 scratch.extend(
                     t.numbers
@@ -522,7 +538,9 @@ impl Scanner {
         let mut run: Vec<bool> = self
             .detectors
             .iter()
-            .map(|d| d.trigger == Trigger::Anchors && d.group.is_none())
+            .map(|d| {
+                matches!(d.trigger, Trigger::Anchors | Trigger::LeadingAnchors) && d.group.is_none()
+            })
             .collect();
         if let Some((set, members)) = &self.custom_set {
             let matched = set.matches_at(hay, from);
@@ -697,9 +715,9 @@ impl Pass<'_> {
     }
 }
 
-/// Anchor list (sorted), longest match and exactness: detectors alike in
-/// all three share a group.
-type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool);
+/// Anchor list (sorted), longest match, exactness and leading anchors:
+/// detectors alike in all four share a group.
+type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool, bool);
 
 /// Anchors deduplicated (ASCII case folded where the prefilter ignores
 /// case) and detectors grouped by their anchor list.
@@ -717,7 +735,13 @@ impl Groups {
     /// The group for a detector with these anchors and longest match;
     /// `None` without anchors. `exact`: the detector's regex matches the
     /// anchors only as written, so the case-sensitive automaton finds them.
-    fn join(&mut self, words: &[&[u8]], max_len: Option<usize>, exact: bool) -> Option<usize> {
+    fn join(
+        &mut self,
+        words: &[&[u8]],
+        max_len: Option<usize>,
+        exact: bool,
+        leading: bool,
+    ) -> Option<usize> {
         let mut key: Vec<Vec<u8>> = words
             .iter()
             .map(|w| {
@@ -736,12 +760,15 @@ impl Groups {
         // A window per longest match: the digit rules share their anchors,
         // but the widest (IBAN) would make the others search four times
         // the text they need.
-        let key = (key, max_len, exact);
+        let key = (key, max_len, exact, leading);
         if let Some(&g) = self.by_anchors.get(&key) {
             return Some(g);
         }
         let g = self.groups.len();
-        self.groups.push(Group { reach: max_len });
+        self.groups.push(Group {
+            reach: max_len,
+            leading,
+        });
         for word in &key.0 {
             let at = match self
                 .anchors
@@ -785,6 +812,11 @@ fn push_window(windows: &mut Vec<Range<usize>>, window: Range<usize>) {
         Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
         _ => windows.push(window),
     }
+}
+
+/// The ASCII `\b` of the built-in patterns counts these as word bytes.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Whether a pattern matches its literals only as written: no case

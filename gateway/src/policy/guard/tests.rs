@@ -864,7 +864,8 @@ fn windowed_scans_equal_whole_text_scans_on_the_corpora() {
 }
 
 /// Windows rest on every match containing one of its rule's anchors (as
-/// the prefilter finds them: ASCII case folded). Checked for every match
+/// the prefilter finds them: ASCII case folded), and for leading anchors
+/// on every match starting with one at a word start. Checked for every match
 /// of every built-in rule in the corpora and in a text of every positive
 /// example the detector tests use.
 #[test]
@@ -895,6 +896,22 @@ fn every_match_contains_an_anchor_of_its_rule() {
         for text in &texts {
             for m in regex.find_iter(text) {
                 let lower = m.as_str().to_ascii_lowercase().into_bytes();
+                if spec.trigger == super::runs::Trigger::LeadingAnchors {
+                    let glued = text[..m.start()]
+                        .bytes()
+                        .next_back()
+                        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    assert!(
+                        !glued
+                            && spec
+                                .anchors
+                                .iter()
+                                .any(|a| lower.starts_with(&a.to_ascii_lowercase())),
+                        "{}: {:?} does not start with an anchor at a word start",
+                        spec.rule,
+                        m.as_str()
+                    );
+                }
                 assert!(
                     spec.anchors.iter().any(|a| {
                         let a = a.to_ascii_lowercase();
