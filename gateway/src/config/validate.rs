@@ -900,7 +900,7 @@ fn check_mcp(config: &Config, p: &mut Problems) {
                 "mcp.oauth.jwt",
                 format!("{:?} is not one of auth.jwt", o.jwt),
             ),
-            Some(j) if !j.audiences.iter().any(|a| *a == o.resource) => p.push(
+            Some(j) if !j.audiences.contains(&o.resource) => p.push(
                 "mcp.oauth.jwt",
                 format!(
                     "auth.jwt {:?} does not accept the audience {:?}: add the resource to its audiences, \

@@ -153,7 +153,7 @@ fn broken(
         }
     }
     if let Some(max) = c.max_length {
-        if !text.is_some_and(|t| t.chars().count() <= max) {
+        if text.is_none_or(|t| t.chars().count() > max) {
             return Some(format!("must be a string of at most {max} characters"));
         }
     }

@@ -11,14 +11,14 @@ use crate::config::PoisonedTools;
 use crate::policy::guard::{Category, GuardConfig, Kind, Scanner};
 use crate::policy::guardrail::{kinds_of, CheckError, Phase, Session};
 
+/// Checks one string (given its path): `Some(new)` replaces it, `Err`
+/// refuses.
+type CheckAt<'a> = &'a mut dyn FnMut(&str, &str) -> Result<Option<String>, CheckError>;
+
 /// Calls `check` on every string inside `value` (object keys are not
 /// text anyone wrote for the model), replacing the ones it returns a new
 /// text for. `path` names where each string is, for refusals.
-fn walk(
-    value: &mut Value,
-    path: &mut String,
-    check: &mut dyn FnMut(&str, &str) -> Result<Option<String>, CheckError>,
-) -> Result<(), CheckError> {
+fn walk(value: &mut Value, path: &mut String, check: CheckAt<'_>) -> Result<(), CheckError> {
     match value {
         Value::String(s) => {
             if let Some(new) = check(s, path)? {

@@ -368,10 +368,7 @@ mod tests {
             code(br#"{"jsonrpc":"2.0","id":1,"method":7}"#, 4),
             INVALID_REQUEST
         );
-        let five = format!(
-            "[{}]",
-            vec![r#"{"jsonrpc":"2.0","method":"x"}"#; 5].join(",")
-        );
+        let five = format!("[{}]", [r#"{"jsonrpc":"2.0","method":"x"}"#; 5].join(","));
         let e = parse(five.as_bytes(), 4).unwrap_err();
         assert_eq!(e["error"]["code"], INVALID_REQUEST);
         assert!(e["error"]["message"]

@@ -642,9 +642,13 @@ impl Answers {
     /// changed.
     fn value(&mut self, value: &mut Value) -> bool {
         match value {
+            // Every message is looked at (no short cut at the first
+            // change): each answer must be matched and audited.
             Value::Array(items) => items
                 .iter_mut()
-                .fold(false, |changed, m| self.message(m) || changed),
+                .map(|m| self.message(m))
+                .collect::<Vec<bool>>()
+                .contains(&true),
             one => self.message(one),
         }
     }

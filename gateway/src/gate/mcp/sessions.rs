@@ -117,6 +117,10 @@ impl Sessions {
     pub fn len(&self) -> usize {
         self.with(|map| map.len())
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
