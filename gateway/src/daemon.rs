@@ -76,6 +76,8 @@ pub struct Node {
     pub mcp: ArcSwap<crate::policy::mcp::McpAuthz>,
     /// MCP sessions seen on this node (active count, first tool listings).
     pub mcp_sessions: crate::gate::mcp::sessions::Sessions,
+    /// Client sessions of the federated MCP endpoints.
+    pub mcp_federation: crate::gate::mcp::federation::FederationSessions,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -192,6 +194,7 @@ pub async fn run(
         guard: ArcSwap::from_pointee(guard),
         mcp: ArcSwap::from_pointee(mcp),
         mcp_sessions: crate::gate::mcp::sessions::Sessions::new(metrics_sessions),
+        mcp_federation: Default::default(),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

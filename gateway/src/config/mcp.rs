@@ -29,6 +29,9 @@ pub struct McpConfig {
     /// Per MCP destination: credentials the gateway adds for the server
     /// and whether the client's own `Authorization` goes on.
     pub upstreams: Vec<McpUpstream>,
+    /// Virtual MCP endpoints: a destination whose requests the gateway
+    /// serves itself, as one MCP server aggregating several.
+    pub federations: Vec<McpFederation>,
 }
 
 impl Default for McpConfig {
@@ -39,7 +42,62 @@ impl Default for McpConfig {
             poisoned_tools: PoisonedTools::Flag,
             oauth: None,
             upstreams: Vec::new(),
+            federations: Vec::new(),
         }
+    }
+}
+
+/// One virtual MCP endpoint: the pods call `destination` (gate mcp) as
+/// their MCP server; the gateway answers it from `servers`, each item's
+/// name prefixed with its server's prefix (`files__read_file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpFederation {
+    /// `destinations[].name` (gate mcp) the pods call. Nothing needs to
+    /// listen there: the gateway answers.
+    pub destination: String,
+    /// Between a server's prefix and an item's name.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// The aggregated servers (streamable HTTP), in listing order.
+    pub servers: Vec<FederatedServer>,
+    /// Longest wait for one server's answer to a fanned-out message
+    /// (`initialize`, listings); a server that does not answer in time is
+    /// left out of that answer.
+    #[serde(default = "default_fanout_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_separator() -> String {
+    "__".into()
+}
+
+fn default_fanout_timeout_ms() -> u64 {
+    5000
+}
+
+/// An MCP server behind a federation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedServer {
+    /// Unique within the federation; in audit lines and metrics.
+    pub name: String,
+    /// The server's MCP endpoint, `http(s)://host:port/path`, reached from
+    /// the calling pod's network namespace. The host is an IP address or
+    /// a name the node resolves.
+    pub url: String,
+    /// Put before its tools' and prompts' names; default `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Headers set on every request to it (its credentials). The client's
+    /// own `Authorization` never reaches it.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl FederatedServer {
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
     }
 }
 
@@ -224,6 +282,9 @@ impl McpConfig {
                 }
             }
         }
+        for (i, f) in self.federations.iter().enumerate() {
+            federation_problems(&format!("mcp.federations[{i}]"), f, &mut out);
+        }
         let mut names = BTreeMap::new();
         for (i, p) in self.policies.iter().enumerate() {
             let at = format!("mcp.policies[{i}]");
@@ -282,5 +343,63 @@ impl McpConfig {
             }
         }
         out
+    }
+}
+
+fn federation_problems(at: &str, f: &McpFederation, out: &mut Vec<(String, String)>) {
+    if f.separator.is_empty() {
+        out.push((format!("{at}.separator"), "must not be empty".into()));
+    }
+    if f.servers.is_empty() {
+        out.push((format!("{at}.servers"), "name at least one server".into()));
+    }
+    if f.timeout_ms == 0 {
+        out.push((format!("{at}.timeout_ms"), "must be more than 0".into()));
+    }
+    let mut names = BTreeMap::new();
+    let mut prefixes = BTreeMap::new();
+    for (k, s) in f.servers.iter().enumerate() {
+        let at = format!("{at}.servers[{k}]");
+        if s.name.is_empty() {
+            out.push((format!("{at}.name"), "must not be empty".into()));
+        } else if let Some(first) = names.insert(s.name.as_str(), k) {
+            out.push((
+                format!("{at}.name"),
+                format!("{:?} is also the name of servers[{first}]", s.name),
+            ));
+        }
+        let prefix = s.prefix();
+        if prefix.is_empty() || !f.separator.is_empty() && prefix.contains(f.separator.as_str()) {
+            out.push((
+                format!("{at}.prefix"),
+                format!(
+                    "{prefix:?} must be non-empty and must not contain the separator {:?}",
+                    f.separator
+                ),
+            ));
+        } else if let Some(first) = prefixes.insert(prefix, k) {
+            out.push((
+                format!("{at}.prefix"),
+                format!("{prefix:?} is also the prefix of servers[{first}]"),
+            ));
+        }
+        let ok = s
+            .url
+            .parse::<hyper::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            out.push((
+                format!("{at}.url"),
+                format!("{:?} is not an http(s) URL", s.url),
+            ));
+        }
+        for name in s.headers.keys() {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                out.push((
+                    format!("{at}.headers"),
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+        }
     }
 }

@@ -31,8 +31,8 @@ pub use llm::{
     ProviderKind, ReportModel, SecretSource, SemanticEmbeddings,
 };
 pub use mcp::{
-    AllowDeny, ArgumentConstraint, ArgumentRule, McpConfig, McpOauth, McpPolicy, McpUpstream,
-    PoisonedTools, ToolLimit,
+    AllowDeny, ArgumentConstraint, ArgumentRule, FederatedServer, McpConfig, McpFederation,
+    McpOauth, McpPolicy, McpUpstream, PoisonedTools, ToolLimit,
 };
 
 use std::collections::BTreeMap;

@@ -924,6 +924,28 @@ fn check_mcp(config: &Config, p: &mut Problems) {
             );
         }
     }
+    let mut federated = BTreeMap::new();
+    for (i, f) in config.mcp.federations.iter().enumerate() {
+        let gate = config
+            .destinations
+            .iter()
+            .find(|d| d.name == f.destination)
+            .map(|d| d.gate);
+        if gate != Some(super::GateKind::Mcp) {
+            p.push(
+                format!("mcp.federations[{i}].destination"),
+                format!("{:?} is not a destination with gate mcp", f.destination),
+            );
+        } else if let Some(first) = federated.insert(f.destination.as_str(), i) {
+            p.push(
+                format!("mcp.federations[{i}].destination"),
+                format!(
+                    "{:?} is already the destination of mcp.federations[{first}]",
+                    f.destination
+                ),
+            );
+        }
+    }
 }
 
 fn check_llm(config: &Config, p: &mut Problems) {

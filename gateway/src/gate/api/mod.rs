@@ -313,7 +313,8 @@ where
                 crate::config::GateKind::Mcp
                     if req.method() == Method::POST
                         || (req.method() == Method::GET
-                            && crate::gate::mcp::serve::wants_stream(req.headers())) =>
+                            && crate::gate::mcp::serve::wants_stream(req.headers()))
+                        || crate::gate::mcp::serve::federated(&cx) =>
                 {
                     crate::gate::mcp::serve::handle(&cx, req).await
                 }

@@ -23,6 +23,7 @@ use hyper::{
 };
 use serde_json::Value;
 
+use super::federation;
 use super::guard as mcp_guard;
 use super::rpc::{self, Call, Status};
 use crate::{
@@ -81,6 +82,8 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
     };
     let reply = if parts.method == Method::GET {
         stream(cx, parts, claims, &mut rlog).await
+    } else if parts.method != Method::POST {
+        other(cx, &parts).await
     } else {
         match read(cx, body).await {
             Ok(body) => respond(cx, parts, body, claims, &mut rlog).await,
@@ -94,6 +97,43 @@ pub async fn handle(cx: &Arc<ConnContext>, req: Request<Incoming>) -> Response<A
             rlog.finish_answered(Response::from_parts(parts, body.boxed()), outcome)
         }
     }
+}
+
+/// A request other than POST and GET on an `mcp` destination the gateway
+/// answers itself (a federation): DELETE ends the session.
+pub(crate) async fn other(cx: &Arc<ConnContext>, parts: &Parts) -> Reply {
+    match federation::of(cx) {
+        Some(fed) if parts.method == Method::DELETE => {
+            Reply::Whole(federation::end(cx, &fed, parts).await, "ok")
+        }
+        _ => {
+            let err = rpc::error(
+                Value::Null,
+                rpc::INVALID_REQUEST,
+                &format!(
+                    "{} is not an MCP request: use POST, GET or DELETE",
+                    parts.method
+                ),
+                None,
+            );
+            Reply::Whole(
+                json_response(StatusCode::METHOD_NOT_ALLOWED, &err),
+                "method_not_allowed",
+            )
+        }
+    }
+}
+
+/// Whether requests on this destination are the gate's own to answer
+/// (a federation) rather than relayed to the server the pod called.
+pub fn federated(cx: &ConnContext) -> bool {
+    cx.node
+        .config
+        .load()
+        .mcp
+        .federations
+        .iter()
+        .any(|f| *f.destination == *cx.destination.name)
 }
 
 /// Whether a GET asks for the server's event stream.
@@ -200,9 +240,14 @@ pub(crate) async fn stream(
         claims.as_ref(),
     );
     let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
-    let (mut head, up) =
+    let (mut head, up) = if let Some(fed) = federation::of(cx) {
+        match federation::listen(cx, &fed, &parts).await {
+            Ok(r) => r,
+            Err((resp, outcome)) => return Reply::Whole(resp, outcome),
+        }
+    } else {
         match tokio::time::timeout(timeout, send(cx, &parts, Method::GET, Bytes::new())).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok((head, up))) => (head, boxed(up)),
             Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
             Err(_) => {
                 return Reply::Whole(
@@ -210,7 +255,8 @@ pub(crate) async fn stream(
                     "upstream_timeout",
                 )
             }
-        };
+        }
+    };
     for name in ["connection", "keep-alive", "transfer-encoding"] {
         head.headers.remove(name);
     }
@@ -342,25 +388,33 @@ pub(crate) async fn respond(
         };
         return Reply::Whole(json_response(StatusCode::OK, &answer), "mcp_denied");
     }
-    // Unchanged when nothing was taken out or redacted: the server gets
-    // the bytes the client sent.
-    let up_body = if !rewritten {
-        body
-    } else if batch.batch {
-        Bytes::from(Value::Array(planned.forward).to_string())
+    let (head, up) = if let Some(fed) = federation::of(cx) {
+        // A federation: the gateway is the server.
+        let forward = std::mem::take(&mut planned.forward);
+        match federation::post(cx, &fed, &parts, forward, batch.batch).await {
+            Ok(r) => r,
+            Err((resp, outcome)) => return Reply::Whole(resp, outcome),
+        }
     } else {
-        Bytes::from(planned.forward[0].to_string())
-    };
-    let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
-    let (head, up) =
+        // Unchanged when nothing was taken out or redacted: the server
+        // gets the bytes the client sent.
+        let up_body = if !rewritten {
+            body
+        } else if batch.batch {
+            Bytes::from(Value::Array(std::mem::take(&mut planned.forward)).to_string())
+        } else {
+            Bytes::from(planned.forward[0].to_string())
+        };
+        let timeout = Duration::from_millis(node.config.load().http.request_timeout_ms);
         match tokio::time::timeout(timeout, send(cx, &parts, Method::POST, up_body)).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok((head, up))) => (head, boxed(up)),
             Ok(Err(f)) => return Reply::Whole(failure_response(&f), "upstream_error"),
             Err(_) => {
                 let f = Failure::Timeout(timeout);
                 return Reply::Whole(failure_response(&f), "upstream_timeout");
             }
-        };
+        }
+    };
     let mut head = head;
     for name in ["connection", "keep-alive", "transfer-encoding"] {
         head.headers.remove(name);
@@ -406,8 +460,8 @@ pub(crate) async fn respond(
         });
         return Reply::Stream(Response::from_parts(head, stream), "ok");
     }
-    let bytes = match Limited::new(up, MAX_ANSWER_BYTES).collect().await {
-        Ok(c) => c.to_bytes(),
+    let bytes = match read_whole(up).await {
+        Ok(b) => b,
         Err(e) => {
             let f = Failure::Upstream(format!("reading the MCP server's answer: {e}"));
             return Reply::Whole(failure_response(&f), "upstream_body_error");
@@ -563,6 +617,26 @@ async fn send(
     outbound::send(cx, key, &method, &message).await
 }
 
+/// A whole answer, up to [`MAX_ANSWER_BYTES`]. By hand: `Limited` over a
+/// boxed body trips the compiler's higher-ranked `Send` check in hyper's
+/// service (its error conversion is generic over the box's lifetime).
+async fn read_whole(mut up: ApiBody) -> Result<Bytes, BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = up.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > MAX_ANSWER_BYTES {
+                return Err(format!("larger than {MAX_ANSWER_BYTES} bytes").into());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+pub(super) fn boxed(up: UpBody) -> ApiBody {
+    up.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
 fn failure_response(f: &Failure) -> Response<ApiBody> {
     let (status, code) = match f {
         Failure::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32002),
@@ -581,7 +655,7 @@ fn failure_response(f: &Failure) -> Response<ApiBody> {
 
 /// One SSE event as text, its id and name kept (clients resume from the
 /// last id they saw).
-fn encode(ev: &SseEvent) -> String {
+pub(super) fn encode(ev: &SseEvent) -> String {
     let mut s = String::with_capacity(ev.data.len() + 32);
     if let Some(id) = &ev.id {
         s.push_str("id: ");
@@ -606,7 +680,7 @@ fn encode(ev: &SseEvent) -> String {
 /// sent as soon as it arrived whole (progress notifications and the
 /// server's own requests pass unchanged).
 pub(crate) struct McpStream {
-    upstream: UpBody,
+    upstream: ApiBody,
     parser: SseParser,
     out: VecDeque<Bytes>,
     answers: Answers,
@@ -769,7 +843,7 @@ impl Body for McpStream {
                 Poll::Ready(None) => self.done = true,
                 Poll::Ready(Some(Err(e))) => {
                     self.done = true;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {

@@ -558,11 +558,22 @@ where
         }
         if cx.destination.gate == crate::config::GateKind::Mcp
             && parts.method == Method::GET
-            && crate::gate::mcp::serve::wants_stream(&parts.headers)
+            && (crate::gate::mcp::serve::wants_stream(&parts.headers)
+                || crate::gate::mcp::serve::federated(&cx))
         {
             let claims = plan.jwt_claims.take();
             let reply = crate::gate::mcp::serve::stream(&self.cx, parts, claims, rlog).await;
             return Box::pin(self.mcp_reply(reply, &Method::GET, http10, client_close, rlog)).await;
+        }
+        // A federation answers everything itself: nothing is relayed.
+        if cx.destination.gate == crate::config::GateKind::Mcp
+            && crate::gate::mcp::serve::federated(&cx)
+        {
+            let method = parts.method.clone();
+            let reply = crate::gate::mcp::serve::other(&self.cx, &parts).await;
+            // A body nobody reads leaves the connection mid-message.
+            let close = client_close || body != Framing::Empty;
+            return Box::pin(self.mcp_reply(reply, &method, http10, close, rlog)).await;
         }
 
         // Guardrails read a textual body whole and send on what they
