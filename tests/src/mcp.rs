@@ -35,7 +35,7 @@ impl McpTransport {
 }
 
 /// An MCP server (tools echo, read_file, get_config, delete_all,
-/// count_slowly; `poison`: also weather, whose description carries an
+/// count_slowly, pick_color; `poison`: also weather, whose description carries an
 /// injected instruction).
 pub struct McpServer {
     child: Child,

@@ -10,6 +10,7 @@ with a real SDK client.
     [{"op": "list_tools"},
      {"op": "call", "tool": "echo", "args": {"text": "hi"}},
      {"op": "call", "tool": "count_slowly", "args": {"n": 3}, "progress": true},
+     {"op": "call", "tool": "pick_color", "elicit": {"color": "green"}},
      {"op": "list_resources"}, {"op": "read_resource", "uri": "file:///data/reports/q3.txt"},
      {"op": "list_prompts"}, {"op": "get_prompt", "name": "summarize", "args": {"text": "x"}},
      {"op": "terminate"}]
@@ -19,6 +20,8 @@ Output (stdout, one line):
 with one result per op, in order:
     {"op": ..., "ok": true, "value": ...}
     {"op": ..., "ok": false, "error": {"code": int|null, "message": str[, "http_status": int]}}
+A call's "elicit" is the content the client accepts the server's
+elicitation requests with during that call (without it: declined).
 Values: list_tools [{"name", "description"}]; call {"text", "is_error",
 "structured"[, "progress": [values]]}; list_resources [{"uri", "name",
 "description", "mime_type"}]; read_resource [{"uri", "mime_type", "text"}];
@@ -62,7 +65,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import TextContent, TextResourceContents
+from mcp.types import ElicitRequestParams, ElicitResult, TextContent, TextResourceContents
 
 OP_TIMEOUT = 10.0
 
@@ -224,6 +227,8 @@ async def run_op(client: Client, op: dict[str, Any], ctx: dict[str, Any]) -> Any
         async def on_progress(value: float, total: float | None, message: str | None) -> None:
             progress.append(number(value))
 
+        # What this call's elicitation requests get (none: declined).
+        ctx["elicit"] = op.get("elicit")
         # Passing a callback is what makes the SDK put a progressToken in the request.
         result = await client.call_tool(op["tool"], op.get("args", {}),
                                         progress_callback=on_progress if op.get("progress") else None)
@@ -302,7 +307,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                        httpx_client_factory=log.client_factory, on_session_created=on_session)
             # cache=None: every op must reach the wire (the SDK caches list
             # answers by default when the server sends cache hints).
-            client = Client(transport, mode=args.mode, read_timeout_seconds=OP_TIMEOUT, cache=None)
+            async def on_elicit(context: Any, params: ElicitRequestParams) -> ElicitResult:
+                content = ctx.get("elicit")
+                if content is None:
+                    return ElicitResult(action="decline")
+                return ElicitResult(action="accept", content=content)
+
+            client = Client(transport, mode=args.mode, read_timeout_seconds=OP_TIMEOUT, cache=None,
+                            elicitation_callback=on_elicit)
             log.reset()
             try:
                 # The handshake is bounded by read_timeout_seconds; a cancel

@@ -13,7 +13,8 @@ Transports and HTTP paths (the SDK's defaults):
                    message endpoint, POST /messages/?session_id=...
 
 Tools: echo, read_file, get_config (its answer holds a fake GitHub token for
-the DLP tests), delete_all, count_slowly (progress notifications); with
+the DLP tests), delete_all, count_slowly (progress notifications), pick_color (asks the
+client with an elicitation request); with
 --poison also `weather`, whose description carries a prompt injection for the
 tool-poisoning tests. One resource (file:///data/reports/q3.txt) and one
 prompt (summarize).
@@ -29,6 +30,7 @@ import signal
 
 import anyio
 import uvicorn
+from pydantic import BaseModel
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -45,6 +47,10 @@ POISONED_DESCRIPTION = (
 # /mcp, or the /sse stream) would otherwise keep the process alive after
 # SIGTERM until the client hangs up.
 SHUTDOWN_GRACE_SECONDS = 2
+
+
+class Color(BaseModel):
+    color: str
 
 
 def build_server(name: str, poison: bool) -> MCPServer:
@@ -91,6 +97,14 @@ def build_server(name: str, poison: bool) -> MCPServer:
             if i < n:
                 await anyio.sleep(0.05)
         return f"counted {n}"
+
+    @mcp.tool()
+    async def pick_color(ctx: Context) -> str:
+        """Ask the user for a colour (an elicitation request to the client)."""
+        result = await ctx.elicit(message="Which colour?", schema=Color)
+        if result.action == "accept":
+            return f"{name}: {result.data.color}"
+        return f"{name}: {result.action}"
 
     if poison:
 

@@ -635,3 +635,155 @@ fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
     );
     Ok(())
 }
+
+/// Federation: one virtual MCP endpoint the gateway answers from two
+/// servers (and a third that is down). Names carry their server's prefix,
+/// calls reach the right server, progress and the servers' own requests
+/// (elicitation) travel through, the policy applies to the prefixed names,
+/// the dead server's tools are absent with a logged reason, and ending the
+/// session makes it unknown.
+#[test]
+fn a_federation_serves_several_servers_as_one() -> Result<()> {
+    let node = Node::new()?;
+    let pod = node.pod("pod-a")?;
+    let ip: std::net::IpAddr = pod.host_ip.into();
+    let alpha = McpServer::start(ip, McpTransport::StreamableHttp, "alpha", false)?;
+    let beta = McpServer::start(ip, McpTransport::StreamableHttp, "beta", false)?;
+    // Nobody listens on these: the hub is answered by the gateway, the
+    // third server is down.
+    let hub_port = trigate_e2e::free_port(ip)?;
+    let gone_port = trigate_e2e::free_port(ip)?;
+    let cfg = set_gate_mcp(
+        node.config()
+            .destination(Destination::redirect("hub").addr(ip).port(hub_port))
+            .set(
+                "/mcp",
+                json!({
+                    "federations": [{
+                        "destination": "hub",
+                        "servers": [
+                            {"name": "alpha", "url": alpha.url()},
+                            {"name": "beta", "url": beta.url()},
+                            {"name": "gone", "url": format!("http://{ip}:{gone_port}/mcp")},
+                        ],
+                    }],
+                    "policies": [{"name": "agents", "tools": {"deny": ["beta__get_config"]}}],
+                }),
+            )
+            .workload(pod.workload()),
+    );
+    let d = node.start(&cfg)?;
+    let out = mcp_client(
+        &pod,
+        &format!("http://{ip}:{hub_port}/mcp"),
+        &[],
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "alpha__echo", "args": {"text": "hi"}},
+            {"op": "call", "tool": "beta__echo", "args": {"text": "hi"}},
+            {"op": "call", "tool": "beta__get_config", "args": {}},
+            {"op": "call", "tool": "alpha__count_slowly", "args": {"n": 3}, "progress": true},
+            {"op": "call", "tool": "beta__pick_color", "elicit": {"color": "green"}},
+            {"op": "list_prompts"},
+            {"op": "get_prompt", "name": "beta__summarize", "args": {"text": "x"}},
+            {"op": "list_resources"},
+            {"op": "read_resource", "uri": "file:///data/reports/q3.txt"},
+            {"op": "call", "tool": "gone__echo", "args": {"text": "hi"}},
+            {"op": "call", "tool": "nobody__echo", "args": {"text": "hi"}},
+            {"op": "terminate"},
+            {"op": "list_tools"},
+        ]),
+    )?;
+    let r = &out["results"];
+    let names = tool_names(&r[0]);
+    for want in [
+        "alpha__echo",
+        "beta__echo",
+        "alpha__get_config",
+        "beta__pick_color",
+    ] {
+        ensure!(names.iter().any(|n| n == want), "{want} listed: {names:?}");
+    }
+    ensure!(
+        !names
+            .iter()
+            .any(|n| n == "beta__get_config" || n.starts_with("gone__")),
+        "the denied tool and the dead server's are absent: {names:?}"
+    );
+    ensure!(
+        r[1]["value"]["text"] == "alpha: hi" && r[2]["value"]["text"] == "beta: hi",
+        "calls routed by prefix: {:#} {:#}",
+        r[1],
+        r[2]
+    );
+    let message = r[3]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[3]["error"]["code"] == -32001 && message.contains("\"agents\""),
+        "the policy on prefixed names: {:#}",
+        r[3]
+    );
+    ensure!(
+        r[4]["value"]["text"] == "counted 3" && r[4]["value"]["progress"] == json!([1, 2, 3]),
+        "progress through the federation: {:#}",
+        r[4]
+    );
+    ensure!(
+        r[5]["value"]["text"] == "beta: green",
+        "an elicitation request from beta answered by the client: {:#}",
+        r[5]
+    );
+    let prompts: Vec<&str> = r[6]["value"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        prompts == ["alpha__summarize", "beta__summarize"] && r[7]["ok"] == true,
+        "prompts: {:#} {:#}",
+        r[6],
+        r[7]
+    );
+    ensure!(
+        r[8]["ok"] == true
+            && r[9]["ok"] == true
+            && r[9]["value"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+        "resources: {:#} {:#}",
+        r[8],
+        r[9]
+    );
+    let message = r[10]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[10]["error"]["code"] == -32002 && message.contains("\"gone\""),
+        "a call to the dead server: {:#}",
+        r[10]
+    );
+    ensure!(
+        r[11]["error"]["code"] == -32602,
+        "an unknown prefix: {:#}",
+        r[11]
+    );
+    ensure!(
+        r[12]["ok"] == true && r[13]["error"]["http_status"] == 404,
+        "the ended session is unknown: {:#} {:#}",
+        r[12],
+        r[13]
+    );
+    let deadline = std::time::Instant::now() + LOG_WAIT;
+    let logged = |msg: &str, server: &str| {
+        d.logs().into_iter().any(|l| {
+            log_str(&l, "message").is_some_and(|m| m.starts_with(msg))
+                && log_str(&l, "server") == Some(server)
+        })
+    };
+    while !logged("mcp federation server unavailable", "gone")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        logged("mcp federation server unavailable", "gone"),
+        "the dead server's absence is logged"
+    );
+    Ok(())
+}
