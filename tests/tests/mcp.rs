@@ -636,8 +636,9 @@ fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
     Ok(())
 }
 
-/// Federation: one virtual MCP endpoint the gateway answers from two
-/// servers (and a third that is down). Names carry their server's prefix,
+/// Federation: one virtual MCP endpoint the gateway answers from three
+/// servers (one on the older HTTP+SSE transport, bridged) and a fourth
+/// that is down. Names carry their server's prefix,
 /// calls reach the right server, progress and the servers' own requests
 /// (elicitation) travel through, the policy applies to the prefixed names,
 /// the dead server's tools are absent with a logged reason, and ending the
@@ -649,6 +650,7 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
     let ip: std::net::IpAddr = pod.host_ip.into();
     let alpha = McpServer::start(ip, McpTransport::StreamableHttp, "alpha", false)?;
     let beta = McpServer::start(ip, McpTransport::StreamableHttp, "beta", false)?;
+    let legacy = McpServer::start(ip, McpTransport::Sse, "legacy", false)?;
     // Nobody listens on these: the hub is answered by the gateway, the
     // third server is down.
     let hub_port = trigate_e2e::free_port(ip)?;
@@ -664,6 +666,7 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
                         "servers": [
                             {"name": "alpha", "url": alpha.url()},
                             {"name": "beta", "url": beta.url()},
+                            {"name": "legacy", "url": legacy.url(), "transport": "sse"},
                             {"name": "gone", "url": format!("http://{ip}:{gone_port}/mcp")},
                         ],
                     }],
@@ -690,6 +693,9 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
             {"op": "read_resource", "uri": "file:///data/reports/q3.txt"},
             {"op": "call", "tool": "gone__echo", "args": {"text": "hi"}},
             {"op": "call", "tool": "nobody__echo", "args": {"text": "hi"}},
+            {"op": "call", "tool": "legacy__echo", "args": {"text": "bridged"}},
+            {"op": "call", "tool": "legacy__count_slowly", "args": {"n": 2}, "progress": true},
+            {"op": "call", "tool": "legacy__pick_color", "elicit": {"color": "blue"}},
             {"op": "terminate"},
             {"op": "list_tools"},
         ]),
@@ -701,6 +707,7 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
         "beta__echo",
         "alpha__get_config",
         "beta__pick_color",
+        "legacy__echo",
     ] {
         ensure!(names.iter().any(|n| n == want), "{want} listed: {names:?}");
     }
@@ -737,7 +744,8 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
         .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
         .unwrap_or_default();
     ensure!(
-        prompts == ["alpha__summarize", "beta__summarize"] && r[7]["ok"] == true,
+        prompts == ["alpha__summarize", "beta__summarize", "legacy__summarize"]
+            && r[7]["ok"] == true,
         "prompts: {:#} {:#}",
         r[6],
         r[7]
@@ -764,10 +772,19 @@ fn a_federation_serves_several_servers_as_one() -> Result<()> {
         r[11]
     );
     ensure!(
-        r[12]["ok"] == true && r[13]["error"]["http_status"] == 404,
-        "the ended session is unknown: {:#} {:#}",
+        r[12]["value"]["text"] == "legacy: bridged"
+            && r[13]["value"]["progress"] == json!([1, 2])
+            && r[14]["value"]["text"] == "legacy: blue",
+        "a server on the SSE transport, bridged: {:#} {:#} {:#}",
         r[12],
-        r[13]
+        r[13],
+        r[14]
+    );
+    ensure!(
+        r[15]["ok"] == true && r[16]["error"]["http_status"] == 404,
+        "the ended session is unknown: {:#} {:#}",
+        r[15],
+        r[16]
     );
     let deadline = std::time::Instant::now() + LOG_WAIT;
     let logged = |msg: &str, server: &str| {

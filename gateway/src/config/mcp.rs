@@ -93,6 +93,21 @@ pub struct FederatedServer {
     /// own `Authorization` never reaches it.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// How it speaks MCP: `streamable-http` (`url` is its endpoint) or the
+    /// older HTTP+SSE transport (`sse`: `url` is its event stream, e.g.
+    /// `http://host:8000/sse`), which the gateway bridges to streamable
+    /// HTTP for the clients.
+    #[serde(default)]
+    pub transport: McpTransport,
+}
+
+/// An MCP server's transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum McpTransport {
+    #[default]
+    StreamableHttp,
+    Sse,
 }
 
 impl FederatedServer {

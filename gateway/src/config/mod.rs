@@ -32,7 +32,7 @@ pub use llm::{
 };
 pub use mcp::{
     AllowDeny, ArgumentConstraint, ArgumentRule, FederatedServer, McpConfig, McpFederation,
-    McpOauth, McpPolicy, McpUpstream, PoisonedTools, ToolLimit,
+    McpOauth, McpPolicy, McpTransport, McpUpstream, PoisonedTools, ToolLimit,
 };
 
 use std::collections::BTreeMap;

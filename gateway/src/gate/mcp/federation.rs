@@ -27,19 +27,20 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{
+    bridge::{Bridge, Relayed},
     federate::{self, Listing, Route},
     rpc,
     serve::{boxed, encode},
 };
 use crate::{
-    config::{FederatedServer, McpFederation},
+    config::{FederatedServer, McpFederation, McpTransport},
     gate::{
         api::{
             client::{ApiBody, BoxError, PoolKey},
             h1::outbound::{self, UpBody},
             json_response, ConnContext, Failure,
         },
-        llm::stream::SseParser,
+        llm::stream::{SseEvent, SseParser},
     },
 };
 
@@ -126,28 +127,34 @@ struct State {
 
 #[derive(Clone)]
 enum Joined {
-    Live {
-        /// The server's `Mcp-Session-Id`, if it keeps sessions.
-        session: Option<String>,
-        version: Option<String>,
-        capabilities: Value,
-    },
-    Down {
-        since: Instant,
-        why: String,
-    },
+    Live(Link),
+    Down { since: Instant, why: String },
+}
+
+/// A server's session for one client session.
+#[derive(Clone)]
+struct Link {
+    /// The server's `Mcp-Session-Id`, if it keeps sessions.
+    session: Option<String>,
+    version: Option<String>,
+    capabilities: Value,
+    /// Its event stream, on the SSE transport.
+    bridge: Option<Arc<Bridge>>,
 }
 
 /// A server as the gateway reaches it.
 #[derive(Clone)]
-struct Target {
-    name: String,
+pub(super) struct Target {
+    pub name: String,
     prefix: String,
     addr: SocketAddr,
     authority: String,
-    path: String,
+    /// The URL's path: the endpoint (streamable HTTP) or the event
+    /// stream (SSE).
+    pub path: String,
     tls: Option<String>,
     headers: Vec<(String, String)>,
+    sse: bool,
 }
 
 impl Target {
@@ -179,6 +186,7 @@ impl Target {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            sse: s.transport == McpTransport::Sse,
         })
     }
 
@@ -192,6 +200,21 @@ impl Target {
         version: Option<&str>,
         body: &[u8],
     ) -> Result<(response::Parts, UpBody), Failure> {
+        self.send_to(cx, method, &self.path, session, version, body)
+            .await
+    }
+
+    /// [`Target::send`] to another path of the server (an SSE server's
+    /// message endpoint).
+    pub(super) async fn send_to(
+        &self,
+        cx: &Arc<ConnContext>,
+        method: Method,
+        path: &str,
+        session: Option<&str>,
+        version: Option<&str>,
+        body: &[u8],
+    ) -> Result<(response::Parts, UpBody), Failure> {
         let key = PoolKey {
             workload: cx.workload.as_ref().map_or(0, |w| w.id),
             addr: self.addr,
@@ -200,8 +223,8 @@ impl Target {
         let mut m = Vec::with_capacity(256 + body.len());
         m.extend_from_slice(
             format!(
-                "{method} {} HTTP/1.1\r\nhost: {}\r\naccept: application/json, text/event-stream\r\n",
-                self.path, self.authority
+                "{method} {path} HTTP/1.1\r\nhost: {}\r\naccept: application/json, text/event-stream\r\n",
+                self.authority
             )
             .as_bytes(),
         );
@@ -304,6 +327,32 @@ async fn ask(
     }
 }
 
+/// [`ask`] over a server's link: its event stream on the SSE transport.
+async fn ask_link(
+    cx: &Arc<ConnContext>,
+    t: &Target,
+    link: &Link,
+    msg: &Value,
+) -> Result<Option<Value>, AskError> {
+    let Some(bridge) = &link.bridge else {
+        let (_, answer) = ask(cx, t, link.session.as_deref(), link.version.as_deref(), msg).await?;
+        return Ok(answer);
+    };
+    let Some(mut rx) = bridge.post(cx, t, msg).await.map_err(AskError::Failed)? else {
+        return Ok(None);
+    };
+    while let Some(m) = rx.recv().await {
+        if m.get("method").is_none() {
+            return Ok(Some(m));
+        }
+    }
+    Err(AskError::Failed(
+        bridge
+            .ended()
+            .unwrap_or_else(|| "no answer to the request".into()),
+    ))
+}
+
 fn is_sse(headers: &hyper::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -316,8 +365,26 @@ fn is_sse(headers: &hyper::HeaderMap) -> bool {
 /// when it joined.
 async fn join(cx: &Arc<ConnContext>, t: &Target, init: &Value) -> (Joined, Option<Value>) {
     let msg = json!({"jsonrpc": "2.0", "id": "trigate-initialize", "method": "initialize", "params": init});
-    let (session, answer) = match ask(cx, t, None, None, &msg).await {
-        Ok(r) => r,
+    let mut link = Link {
+        session: None,
+        version: None,
+        capabilities: json!({}),
+        bridge: None,
+    };
+    let answer = if t.sse {
+        match Bridge::open(cx, t).await {
+            Ok(b) => link.bridge = Some(Arc::new(b)),
+            Err(why) => return down(t, why),
+        }
+        ask_link(cx, t, &link, &msg).await
+    } else {
+        ask(cx, t, None, None, &msg).await.map(|(session, answer)| {
+            link.session = session;
+            answer
+        })
+    };
+    let answer = match answer {
+        Ok(a) => a,
         Err(AskError::Expired) => return down(t, "HTTP 404 to initialize".into()),
         Err(AskError::Failed(why)) => return down(t, why),
     };
@@ -329,19 +396,13 @@ async fn join(cx: &Arc<ConnContext>, t: &Target, init: &Value) -> (Joined, Optio
             .to_owned();
         return down(t, format!("initialize refused: {why}"));
     };
-    let version = result["protocolVersion"].as_str().map(str::to_owned);
+    link.version = result["protocolVersion"].as_str().map(str::to_owned);
+    link.capabilities = result.get("capabilities").cloned().unwrap_or(json!({}));
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    if let Err(AskError::Failed(why)) =
-        ask(cx, t, session.as_deref(), version.as_deref(), &note).await
-    {
+    if let Err(AskError::Failed(why)) = ask_link(cx, t, &link, &note).await {
         tracing::info!(server = %t.name, reason = %why, "mcp federation: notifications/initialized not taken");
     }
-    let joined = Joined::Live {
-        session,
-        version,
-        capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
-    };
-    (joined, Some(result))
+    (Joined::Live(link), Some(result))
 }
 
 fn down(t: &Target, why: String) -> (Joined, Option<Value>) {
@@ -440,7 +501,7 @@ enum Answer {
     Taken,
     Json(Value),
     /// A server's SSE answer, relayed event by event.
-    Stream(Box<Tagged>),
+    Stream(ApiBody),
 }
 
 /// Serves the POSTed messages the policy let through (see the module
@@ -503,7 +564,7 @@ pub async fn post(
                         .body(())
                         .unwrap_or_default()
                         .into_parts();
-                    (p, BodyExt::boxed(*t))
+                    (p, t)
                 }
             });
         }
@@ -656,17 +717,14 @@ impl Fx<'_> {
 
     /// The server's session, joining it first when it has none yet or
     /// was down long enough to be asked again; `Err` says why it is out.
-    async fn joined(
-        &self,
-        t: &Target,
-        rejoin: bool,
-    ) -> Result<(Option<String>, Option<String>, Value), String> {
+    async fn joined(&self, t: &Target, rejoin: bool) -> Result<Link, String> {
         let now = lock(&self.session.state).servers.get(&t.prefix).cloned();
         let ask_again = match &now {
             _ if rejoin => true,
             None => true,
             Some(Joined::Down { since, .. }) => since.elapsed() >= RETRY_DOWN,
-            Some(Joined::Live { .. }) => false,
+            // A bridged server whose event stream ended lost the session.
+            Some(Joined::Live(l)) => l.bridge.as_ref().is_some_and(|b| b.ended().is_some()),
         };
         let joined = if ask_again {
             let j = match tokio::time::timeout(self.timeout(), join(self.cx, t, &self.session.init))
@@ -689,11 +747,7 @@ impl Fx<'_> {
             })
         };
         match joined {
-            Joined::Live {
-                session,
-                version,
-                capabilities,
-            } => Ok((session, version, capabilities)),
+            Joined::Live(link) => Ok(link),
             Joined::Down { why, .. } => Err(why),
         }
     }
@@ -701,14 +755,11 @@ impl Fx<'_> {
     /// Asks one server, joining it again once when it forgot the session.
     async fn ask(&self, t: &Target, msg: &Value) -> Result<Option<Value>, String> {
         for rejoin in [false, true] {
-            let (session, version, _) = self.joined(t, rejoin).await?;
-            let asked = tokio::time::timeout(
-                self.timeout(),
-                ask(self.cx, t, session.as_deref(), version.as_deref(), msg),
-            )
-            .await;
+            let link = self.joined(t, rejoin).await?;
+            let asked =
+                tokio::time::timeout(self.timeout(), ask_link(self.cx, t, &link, msg)).await;
             match asked {
-                Ok(Ok((_, answer))) => return Ok(answer),
+                Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(AskError::Expired)) if !rejoin => {
                     tracing::info!(server = %t.name, session = %self.session.id, "mcp federation: the server forgot its session; joining again");
                 }
@@ -772,8 +823,8 @@ impl Fx<'_> {
         kind: Listing,
         method: &str,
     ) -> Result<Option<Value>, String> {
-        let (_, _, caps) = self.joined(t, false).await?;
-        if caps.get(kind.capability()).is_none() {
+        let link = self.joined(t, false).await?;
+        if link.capabilities.get(kind.capability()).is_none() {
             return Ok(None);
         }
         let mut all: Vec<Value> = Vec::new();
@@ -853,13 +904,18 @@ impl Fx<'_> {
         }
         let body = msg.to_string();
         let mut last = String::new();
+        let timeout = Duration::from_millis(self.cx.node.config.load().http.request_timeout_ms);
         for rejoin in [false, true] {
-            let (session, version, _) = match self.joined(t, rejoin).await {
+            let link = match self.joined(t, rejoin).await {
                 Ok(j) => j,
                 Err(why) => return unavailable(id.as_ref(), prefix, &why),
             };
+            if let Some(bridge) = &link.bridge {
+                return self.bridged(t, bridge, &msg, batch, timeout).await;
+            }
+            let (session, version) = (link.session, link.version);
             let sent = tokio::time::timeout(
-                Duration::from_millis(self.cx.node.config.load().http.request_timeout_ms),
+                timeout,
                 t.send(
                     self.cx,
                     Method::POST,
@@ -883,11 +939,9 @@ impl Fx<'_> {
                 return Answer::Taken;
             }
             if is_sse(&head.headers) && head.status.is_success() && !batch {
-                return Answer::Stream(Box::new(Tagged::new(
-                    boxed(up),
-                    t.prefix.clone(),
-                    self.fed.separator.clone(),
-                )));
+                return Answer::Stream(
+                    Tagged::new(boxed(up), t.prefix.clone(), self.fed.separator.clone()).boxed(),
+                );
             }
             let bytes = match Limited::new(up, MAX_ANSWER_BYTES).collect().await {
                 Ok(c) => c.to_bytes(),
@@ -917,6 +971,52 @@ impl Fx<'_> {
             };
         }
         unavailable(id.as_ref(), prefix, &last)
+    }
+}
+
+impl Fx<'_> {
+    /// [`Fx::relay`] to a server on the SSE transport: the message is
+    /// POSTed to its endpoint and the answer comes on its event stream.
+    async fn bridged(
+        &self,
+        t: &Target,
+        bridge: &Bridge,
+        msg: &Value,
+        batch: bool,
+        timeout: Duration,
+    ) -> Answer {
+        let id = msg.get("id");
+        let rx = match tokio::time::timeout(timeout, bridge.post(self.cx, t, msg)).await {
+            Ok(Ok(Some(rx))) => rx,
+            Ok(Ok(None)) => return Answer::Taken,
+            Ok(Err(why)) => return unavailable(id, &t.prefix, &why),
+            Err(_) => return unavailable(id, &t.prefix, "no answer in time"),
+        };
+        if !batch {
+            return Answer::Stream(
+                Relayed {
+                    rx,
+                    prefix: t.prefix.clone(),
+                    separator: self.fed.separator.clone(),
+                }
+                .boxed(),
+            );
+        }
+        let mut rx = rx;
+        let answer = tokio::time::timeout(timeout, async {
+            while let Some(m) = rx.recv().await {
+                if m.get("method").is_none() {
+                    return Some(m);
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(a)) => Answer::Json(a),
+            Ok(None) => unavailable(id, &t.prefix, &bridge.ended().unwrap_or_default()),
+            Err(_) => unavailable(id, &t.prefix, "no answer in time"),
+        }
     }
 }
 
@@ -966,7 +1066,31 @@ pub async fn listen(
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut streams = 0;
     for t in &targets {
-        let Ok((Some(up_session), version, _)) = fx.joined(t, false).await else {
+        let Ok(link) = fx.joined(t, false).await else {
+            continue;
+        };
+        if let Some(bridge) = &link.bridge {
+            // The server's own messages, from the stream the gateway keeps.
+            let (stray_tx, mut stray_rx) = mpsc::channel::<Value>(64);
+            bridge.set_stray(stray_tx);
+            streams += 1;
+            let (tx, prefix, sep) = (tx.clone(), t.prefix.clone(), fed.separator.clone());
+            tokio::spawn(async move {
+                while let Some(mut m) = stray_rx.recv().await {
+                    federate::tag_server_request(&mut m, &prefix, &sep);
+                    let ev = SseEvent {
+                        event: None,
+                        data: m.to_string(),
+                        id: None,
+                    };
+                    if tx.send(Bytes::from(encode(&ev))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            continue;
+        }
+        let (Some(up_session), version) = (link.session, link.version) else {
             continue;
         };
         let opened = tokio::time::timeout(
@@ -1050,11 +1174,11 @@ pub async fn end(
             .collect()
     };
     for (t, j) in joined {
-        if let Joined::Live {
+        if let Joined::Live(Link {
             session: Some(s),
             version,
             ..
-        } = j
+        }) = j
         {
             let sent = tokio::time::timeout(
                 Duration::from_millis(fed.timeout_ms),

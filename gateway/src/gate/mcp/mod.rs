@@ -3,6 +3,7 @@
 //! answered here with a JSON-RPC error naming the policy), listings are
 //! filtered so refused tools, resources and prompts are invisible, and
 //! every call gets an audit line and metrics.
+pub mod bridge;
 pub mod federate;
 pub mod federation;
 pub mod guard;
