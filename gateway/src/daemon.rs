@@ -78,6 +78,8 @@ pub struct Node {
     pub mcp_sessions: crate::gate::mcp::sessions::Sessions,
     /// Client sessions of the federated MCP endpoints.
     pub mcp_federation: crate::gate::mcp::federation::FederationSessions,
+    /// HTTP+SSE transport endpoints whose streams pass the gateway.
+    pub mcp_sse: crate::gate::mcp::sessions::SseEndpoints,
 }
 
 /// How long a stop waits for cut connections to finish their bookkeeping.
@@ -195,6 +197,7 @@ pub async fn run(
         mcp: ArcSwap::from_pointee(mcp),
         mcp_sessions: crate::gate::mcp::sessions::Sessions::new(metrics_sessions),
         mcp_federation: Default::default(),
+        mcp_sse: Default::default(),
     });
     // The CA must exist before any pod connects: workloads are given its
     // certificate to trust, so it cannot wait for the first connection.

@@ -588,13 +588,18 @@ fn bad_messages_get_json_rpc_errors() -> Result<()> {
 }
 
 /// A server on the older HTTP+SSE transport, whose answers to every POST
-/// come on its event stream: the gateway filters listings there too, and
-/// calls still reach the server through it.
+/// come on its event stream: the gateway filters listings there too,
+/// answers refused calls there (the transport's clients read nothing
+/// else), and calls still reach the server through it. The same server
+/// bridged to streamable HTTP by a one-server federation without a prefix.
 #[test]
-fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
+fn listings_and_refusals_on_the_older_sse_transport() -> Result<()> {
     let node = Node::new()?;
     let pod = node.pod("pod-a")?;
     let server = McpServer::start(pod.host_ip.into(), McpTransport::Sse, "legacy", false)?;
+    // The same server bridged for streamable-HTTP clients: a federation of
+    // one server without a prefix.
+    let bridge_port = trigate_e2e::free_port(pod.host_ip.into())?;
     let cfg = set_gate_mcp(
         node.config()
             .destination(
@@ -602,13 +607,47 @@ fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
                     .addr(pod.host_ip.into())
                     .port(server.port()),
             )
+            .destination(
+                Destination::redirect("bridge")
+                    .addr(pod.host_ip.into())
+                    .port(bridge_port),
+            )
             .set(
                 "/mcp",
-                json!({"policies": [{"name": "agents", "tools": {"deny": ["delete_*", "get_config"]}}]}),
+                json!({
+                    "policies": [{"name": "agents", "tools": {"deny": ["delete_*", "get_config"]}}],
+                    "federations": [{"destination": "bridge", "servers": [
+                        {"name": "legacy", "prefix": "", "url": server.url(), "transport": "sse"},
+                    ]}],
+                }),
             )
             .workload(pod.workload()),
     );
     let _d = node.start(&cfg)?;
+    let bridged = mcp_client(
+        &pod,
+        &format!("http://{}:{bridge_port}/mcp", pod.host_ip),
+        &[],
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "count_slowly", "args": {"n": 2}, "progress": true},
+            {"op": "call", "tool": "get_config", "args": {}},
+            {"op": "terminate"},
+        ]),
+    )?;
+    let b = &bridged["results"];
+    let names = tool_names(&b[0]);
+    ensure!(
+        names.contains(&"echo".to_string()) && !names.contains(&"get_config".to_string()),
+        "tools of the bridged server, unprefixed and filtered: {bridged:#}"
+    );
+    ensure!(
+        b[1]["value"]["text"] == "counted 2"
+            && b[1]["value"]["progress"] == json!([1, 2])
+            && b[2]["error"]["code"] == -32001
+            && b[3]["ok"] == true,
+        "calls over the bridge: {bridged:#}"
+    );
     let out = trigate_e2e::mcp_client_over(
         &pod,
         server.url(),
@@ -617,6 +656,8 @@ fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
         &json!([
             {"op": "list_tools"},
             {"op": "call", "tool": "echo", "args": {"text": "over sse"}},
+            {"op": "call", "tool": "delete_all", "args": {}},
+            {"op": "call", "tool": "echo", "args": {"text": "still there"}},
         ]),
     )?;
     let r = &out["results"];
@@ -632,6 +673,17 @@ fn listings_on_the_older_sse_transport_are_filtered() -> Result<()> {
         r[1]["ok"] == true && r[1]["value"]["text"] == "legacy: over sse",
         "a call over the SSE transport: {:#}",
         r[1]
+    );
+    // The transport's clients read every answer from the event stream:
+    // the refusal must come there, and the session goes on.
+    let message = r[2]["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        r[2]["error"]["code"] == -32001
+            && message.contains("\"agents\"")
+            && r[3]["value"]["text"] == "legacy: still there",
+        "a refused call over the SSE transport: {:#} {:#}",
+        r[2],
+        r[3]
     );
     Ok(())
 }

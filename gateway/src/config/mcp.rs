@@ -86,7 +86,9 @@ pub struct FederatedServer {
     /// the calling pod's network namespace. The host is an IP address or
     /// a name the node resolves.
     pub url: String,
-    /// Put before its tools' and prompts' names; default `name`.
+    /// Put before its tools' and prompts' names; default `name`. Empty
+    /// (`""`) in a federation of one server: its names stay as they are,
+    /// which makes the federation a transport bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Headers set on every request to it (its credentials). The client's
@@ -384,11 +386,18 @@ fn federation_problems(at: &str, f: &McpFederation, out: &mut Vec<(String, Strin
             ));
         }
         let prefix = s.prefix();
-        if prefix.is_empty() || !f.separator.is_empty() && prefix.contains(f.separator.as_str()) {
+        // Without a prefix, names could not say whose they are: only a
+        // federation of one server (a transport bridge) may go without.
+        if prefix.is_empty() && f.servers.len() > 1 {
+            out.push((
+                format!("{at}.prefix"),
+                "may be empty only when the federation has one server".into(),
+            ));
+        } else if !f.separator.is_empty() && prefix.contains(f.separator.as_str()) {
             out.push((
                 format!("{at}.prefix"),
                 format!(
-                    "{prefix:?} must be non-empty and must not contain the separator {:?}",
+                    "{prefix:?} must not contain the separator {:?}",
                     f.separator
                 ),
             ));
@@ -415,6 +424,67 @@ fn federation_problems(at: &str, f: &McpFederation, out: &mut Vec<(String, Strin
                     format!("{name:?} is not a header name"),
                 ));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, prefix: Option<&str>, url: &str) -> FederatedServer {
+        FederatedServer {
+            name: name.into(),
+            url: url.into(),
+            prefix: prefix.map(Into::into),
+            headers: BTreeMap::new(),
+            transport: McpTransport::StreamableHttp,
+        }
+    }
+
+    fn problems(servers: Vec<FederatedServer>) -> Vec<String> {
+        let f = McpFederation {
+            destination: "hub".into(),
+            separator: "__".into(),
+            servers,
+            timeout_ms: 5000,
+        };
+        let mut out = Vec::new();
+        federation_problems("mcp.federations[0]", &f, &mut out);
+        out.into_iter().map(|(f, m)| format!("{f}: {m}")).collect()
+    }
+
+    #[test]
+    fn federation_problems_name_the_field() {
+        let ok = "http://10.0.0.1:8000/mcp";
+        assert!(problems(vec![server("a", None, ok), server("b", None, ok)]).is_empty());
+        assert!(problems(vec![server("a", Some(""), ok)]).is_empty());
+        let cases = [
+            (vec![], "mcp.federations[0].servers: name at least one server"),
+            (
+                vec![server("a", None, ok), server("a", Some("x"), ok)],
+                "mcp.federations[0].servers[1].name: \"a\" is also the name of servers[0]",
+            ),
+            (
+                vec![server("a", None, ok), server("b", Some("a"), ok)],
+                "mcp.federations[0].servers[1].prefix: \"a\" is also the prefix of servers[0]",
+            ),
+            (
+                vec![server("a", Some(""), ok), server("b", None, ok)],
+                "mcp.federations[0].servers[0].prefix: may be empty only when the federation has one server",
+            ),
+            (
+                vec![server("a__b", None, ok)],
+                "mcp.federations[0].servers[0].prefix: \"a__b\" must not contain the separator \"__\"",
+            ),
+            (
+                vec![server("a", None, "ftp://x/mcp")],
+                "mcp.federations[0].servers[0].url: \"ftp://x/mcp\" is not an http(s) URL",
+            ),
+        ];
+        for (servers, want) in cases {
+            let got = problems(servers);
+            assert_eq!(got, [want], "{want}");
         }
     }
 }

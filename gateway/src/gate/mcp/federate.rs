@@ -149,6 +149,10 @@ fn strip(name: Option<&mut Value>, sep: &str, prefixes: &[&str], method: &str) -
     let Some(v) = name else {
         return Route::Error(INVALID_PARAMS, format!("{method} without a name"));
     };
+    if let [""] = prefixes {
+        // One server without a prefix (a bridge): names are its own.
+        return Route::One(String::new());
+    }
     let Some(full) = v.as_str() else {
         return Route::Error(
             INVALID_PARAMS,
@@ -188,7 +192,9 @@ pub fn merge_listing(
         };
         for item in list {
             let mut item = item.clone();
-            if let Some(name) = item.get("name").and_then(Value::as_str) {
+            if let (Some(name), false) =
+                (item.get("name").and_then(Value::as_str), prefix.is_empty())
+            {
                 item["name"] = Value::String(format!("{prefix}{sep}{name}"));
             }
             let uri = match kind {
@@ -437,6 +443,25 @@ mod tests {
             route(&mut a, "__", &P),
             Route::Error(INVALID_PARAMS, _)
         ));
+    }
+
+    #[test]
+    fn one_server_without_a_prefix_keeps_its_names() {
+        let mut m = json!({"id":1,"method":"tools/call","params":{"name":"read","arguments":{}}});
+        assert_eq!(route(&mut m, "__", &[""]), Route::One(String::new()));
+        assert_eq!(m["params"]["name"], "read");
+        let (merged, _) = merge_listing(
+            Listing::Tools,
+            &[("", json!({"tools":[{"name":"read"}]}))],
+            "__",
+        );
+        assert_eq!(merged["tools"][0]["name"], "read");
+        // Its own requests' ids still come back to it.
+        let mut req = json!({"id":5,"method":"elicitation/create"});
+        assert!(tag_server_request(&mut req, "", "__"));
+        let mut answer = json!({"id":req["id"].clone(),"result":{}});
+        assert_eq!(route(&mut answer, "__", &[""]), Route::One(String::new()));
+        assert_eq!(answer["id"], 5);
     }
 
     #[test]

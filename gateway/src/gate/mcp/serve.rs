@@ -271,6 +271,12 @@ pub(crate) async fn stream(
         upstream: up,
         parser: SseParser::default(),
         out: VecDeque::new(),
+        sse_transport: Some(SseTransport {
+            workload: cx.workload.as_ref().map_or(0, |w| w.id),
+            stream_path: parts.uri.path().to_owned(),
+            endpoint: None,
+            refusals: None,
+        }),
         answers: Answers {
             node: Arc::clone(node),
             calls: HashMap::new(),
@@ -380,6 +386,27 @@ pub(crate) async fn respond(
         }
         planned.forward = kept;
     }
+    // Clients of the HTTP+SSE transport read answers from their stream
+    // only: refusals go there, and the POST gets the transport's 202.
+    let sse_stream = node.mcp_sse.stream_of(
+        cx.workload.as_ref().map_or(0, |w| w.id),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+    );
+    if let Some(tx) = sse_stream.filter(|_| !refused.is_empty()) {
+        for r in std::mem::take(&mut refused) {
+            if tx.try_send(r).is_err() {
+                tracing::warn!(
+                    workload = &*audit.workload,
+                    "mcp refusal not delivered: the client's event stream is gone or full"
+                );
+            }
+        }
+        if planned.forward.is_empty() {
+            let mut resp = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            return Reply::Whole(resp, "mcp_denied");
+        }
+    }
     if planned.forward.is_empty() {
         let answer = if batch.batch {
             Value::Array(refused)
@@ -455,6 +482,7 @@ pub(crate) async fn respond(
             upstream: up,
             parser: SseParser::default(),
             out,
+            sse_transport: None,
             answers,
             done: false,
         });
@@ -683,12 +711,30 @@ pub(crate) struct McpStream {
     upstream: ApiBody,
     parser: SseParser,
     out: VecDeque<Bytes>,
+    /// A GET stream: its endpoint, once it names one (HTTP+SSE transport).
+    sse_transport: Option<SseTransport>,
     answers: Answers,
     done: bool,
 }
 
+/// A GET stream of the older HTTP+SSE transport: the message endpoint it
+/// named and the refusals of calls POSTed there.
+struct SseTransport {
+    workload: u32,
+    stream_path: String,
+    endpoint: Option<String>,
+    refusals: Option<tokio::sync::mpsc::Receiver<Value>>,
+}
+
 impl McpStream {
     fn event(&mut self, mut ev: SseEvent) {
+        if let (Some(t), Some("endpoint")) = (self.sse_transport.as_mut(), ev.event.as_deref()) {
+            if t.endpoint.is_none() {
+                let endpoint = super::bridge::endpoint_path(&t.stream_path, &ev.data);
+                t.refusals = Some(self.answers.node.mcp_sse.open(t.workload, endpoint.clone()));
+                t.endpoint = Some(endpoint);
+            }
+        }
         if let Ok(mut value) = serde_json::from_str::<Value>(&ev.data) {
             if self.answers.value(&mut value) {
                 ev.data = value.to_string();
@@ -838,6 +884,19 @@ impl Body for McpStream {
             if self.done {
                 return Poll::Ready(None);
             }
+            let refused = self
+                .sse_transport
+                .as_mut()
+                .and_then(|t| t.refusals.as_mut())
+                .map(|rx| rx.poll_recv(cx));
+            if let Some(Poll::Ready(Some(r))) = refused {
+                self.out.push_back(Bytes::from(encode(&SseEvent {
+                    event: Some("message".into()),
+                    data: r.to_string(),
+                    id: None,
+                })));
+                continue;
+            }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => self.done = true,
@@ -871,5 +930,13 @@ impl Drop for McpStream {
     /// or the client left) still get their audit line.
     fn drop(&mut self) {
         self.answers.unanswered();
+        if let Some(SseTransport {
+            workload,
+            endpoint: Some(e),
+            ..
+        }) = &self.sse_transport
+        {
+            self.answers.node.mcp_sse.close(*workload, e);
+        }
     }
 }

@@ -171,3 +171,46 @@ mod tests {
         assert_eq!(s.changed_tools("a", &schema), ["echo"]);
     }
 }
+
+/// Message endpoints of the older HTTP+SSE transport whose event stream
+/// runs through the gateway, by workload and endpoint path. Clients of
+/// that transport read every answer from the stream (a POST only gets
+/// 202), so a call the gateway refuses is answered there too.
+#[derive(Default)]
+pub struct SseEndpoints {
+    map: Mutex<HashMap<(u32, String), tokio::sync::mpsc::Sender<Value>>>,
+}
+
+/// Refusals queued per stream before more are dropped (logged).
+const SSE_QUEUE: usize = 64;
+
+impl SseEndpoints {
+    /// Registers the endpoint a stream named; its refusals come on the
+    /// receiver.
+    pub fn open(&self, workload: u32, endpoint: String) -> tokio::sync::mpsc::Receiver<Value> {
+        let (tx, rx) = tokio::sync::mpsc::channel(SSE_QUEUE);
+        self.lock().insert((workload, endpoint), tx);
+        rx
+    }
+
+    pub fn close(&self, workload: u32, endpoint: &str) {
+        self.lock().remove(&(workload, endpoint.to_owned()));
+    }
+
+    /// Where refusals of a POST to `endpoint` go, if its stream is open.
+    pub fn stream_of(
+        &self,
+        workload: u32,
+        endpoint: &str,
+    ) -> Option<tokio::sync::mpsc::Sender<Value>> {
+        let map = self.lock();
+        let tx = map.get(&(workload, endpoint.to_owned()))?;
+        (!tx.is_closed()).then(|| tx.clone())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(u32, String), tokio::sync::mpsc::Sender<Value>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
