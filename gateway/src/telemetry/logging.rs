@@ -332,10 +332,23 @@ impl AccessLine {
     /// A new line, or `None` when the filter leaves access lines out (or
     /// logging was not set up, as in unit tests).
     pub fn start(message: &str) -> Option<AccessLine> {
-        let sink = SINK.get()?;
         if !tracing::enabled!(target: "trigate::access", tracing::Level::INFO) {
             return None;
         }
+        Self::begin("trigate::access", message)
+    }
+
+    /// An MCP audit line (target `trigate::mcp`), one per JSON-RPC call:
+    /// as busy as access lines on MCP traffic.
+    pub fn mcp(message: &str) -> Option<AccessLine> {
+        if !tracing::enabled!(target: "trigate::mcp", tracing::Level::INFO) {
+            return None;
+        }
+        Self::begin("trigate::mcp", message)
+    }
+
+    fn begin(target: &str, message: &str) -> Option<AccessLine> {
+        let sink = SINK.get()?;
         let mut line = AccessLine {
             buf: Vec::with_capacity(640),
             json: sink.json,
@@ -345,11 +358,14 @@ impl AccessLine {
             line.buf.extend_from_slice(b"{\"timestamp\":\"");
             rfc3339_micros(now, &mut line.buf);
             line.buf
-                .extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"trigate::access\"");
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"target\":");
+            json_str(&mut line.buf, target);
             line.field("message", message);
         } else {
             rfc3339_micros(now, &mut line.buf);
-            line.buf.extend_from_slice(b"  INFO trigate::access: ");
+            line.buf.extend_from_slice(b"  INFO ");
+            line.buf.extend_from_slice(target.as_bytes());
+            line.buf.extend_from_slice(b": ");
             line.buf.extend_from_slice(message.as_bytes());
         }
         Some(line)

@@ -318,11 +318,123 @@ fn filter_listing(msg: &mut Value, item: Item, plan: &McpPlan) -> usize {
     before - items.len()
 }
 
+/// What the audit needs of one answer, read without building a tree.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
+    method: Option<serde::de::IgnoredAny>,
+    error: Option<PeekError>,
+    result: Option<PeekResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekError {
+    code: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekResult {
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+}
+
+/// The answers in a JSON body (one message or a batch) as (key, status),
+/// read without building a tree: what [`answer`] gives when nothing is to
+/// be filtered. `None` when the body holds anything else (a request, a
+/// notification, an id whose key would need the tree to be spelled like
+/// [`Call::key`]): the caller then takes the full way.
+pub fn peek_answers(body: &[u8]) -> Option<Vec<(String, Status)>> {
+    let one = |p: Peek<'_>| -> Option<(String, Status)> {
+        if p.method.is_some() {
+            return None;
+        }
+        let raw = p.id?.get();
+        // Plain integers and strings without escapes are spelled by
+        // `Value::to_string` as they came.
+        let plain = if let Some(s) = raw.strip_prefix('"') {
+            !s.contains('\\')
+        } else {
+            let digits = raw.strip_prefix('-').unwrap_or(raw);
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && raw.parse::<i64>().is_ok()
+        };
+        if !plain {
+            return None;
+        }
+        let status = match (p.error, p.result) {
+            (Some(e), _) => Status::Error(e.code),
+            (
+                None,
+                Some(PeekResult {
+                    is_error: Some(true),
+                }),
+            ) => Status::ToolError,
+            (None, Some(_)) => Status::Ok,
+            (None, None) => return None,
+        };
+        Some((raw.to_owned(), status))
+    };
+    let start = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *start == b'[' {
+        let items: Vec<Peek<'_>> = serde_json::from_slice(body).ok()?;
+        items.into_iter().map(one).collect()
+    } else {
+        one(serde_json::from_slice(body).ok()?).map(|a| vec![a])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{AllowDeny, McpConfig, McpPolicy};
     use crate::policy::mcp::McpAuthz;
+
+    #[test]
+    fn peeked_answers_agree_with_the_full_reading() {
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":"a-1","result":{"content":[],"isError":true}}"#,
+            r#"{"jsonrpc":"2.0","id":-7,"error":{"code":-32602,"message":"bad"}}"#,
+            r#" [{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":"2","result":{"isError":false}}]"#,
+        ];
+        for body in bodies {
+            let peeked = peek_answers(body.as_bytes()).expect(body);
+            let value: Value = serde_json::from_str(body).unwrap();
+            let msgs = match value {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            assert_eq!(peeked.len(), msgs.len(), "{body}");
+            for ((key, status), mut msg) in peeked.into_iter().zip(msgs) {
+                let id = msg["id"].clone();
+                let mut calls = HashMap::from([(
+                    id.to_string(),
+                    Call::of(&call(id, "tools/call", json!({"name": "echo"}))).unwrap(),
+                )]);
+                let (_, full, _) = answer(&mut msg, &mut calls, None).expect(body);
+                assert_eq!(key, msg["id"].to_string(), "{body}");
+                assert_eq!(status, full, "{body}");
+            }
+        }
+        // What only the full reading spells right, or what is not an
+        // answer: the caller takes the full way.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1.5,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"\u0041","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1e2,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":3}"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"message":"no code"}}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","method":"x"}]"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(peek_answers(body.as_bytes()), None, "{body}");
+        }
+    }
 
     fn authz() -> McpPlan {
         McpAuthz::build(&McpConfig {

@@ -584,6 +584,23 @@ fn whole_answer(
         };
         return Bytes::from(v.to_string());
     }
+    // Nothing to filter or guard (the common `tools/call`): the answers
+    // are matched and audited without building a tree.
+    if refused.is_empty()
+        && answers.guard.is_none()
+        && answers.calls.values().all(|c| c.lists.is_none())
+    {
+        if let Some(peeked) = rpc::peek_answers(bytes)
+            .filter(|p| p.iter().all(|(key, _)| answers.calls.contains_key(key)))
+        {
+            for (key, status) in peeked {
+                if let Some(call) = answers.calls.remove(&key) {
+                    answers.audit.answered(&call, &status, 0);
+                }
+            }
+            return bytes.clone();
+        }
+    }
     let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
         return bytes.clone();
     };
