@@ -454,14 +454,14 @@ async fn targets(fed: &McpFederation) -> Vec<Target> {
 }
 
 /// A refusal in the client's protocol.
-pub type Refused = (Response<ApiBody>, &'static str);
+pub type Refused = Box<(Response<ApiBody>, &'static str)>;
 
 fn refuse(status: StatusCode, code: i64, message: String, outcome: &'static str) -> Refused {
     tracing::info!(status = status.as_u16(), reason = %message, "mcp federation request refused");
-    (
+    Box::new((
         json_response(status, &rpc::error(Value::Null, code, &message, None)),
         outcome,
-    )
+    ))
 }
 
 /// The client's session, checked: it exists and belongs to this workload
@@ -1161,7 +1161,7 @@ pub async fn end(
 ) -> Response<ApiBody> {
     let session = match session_of(cx, fed, parts) {
         Ok(s) => s,
-        Err((resp, _)) => return resp,
+        Err(r) => return r.0,
     };
     cx.node.mcp_federation.remove(&session.id);
     cx.node.mcp_sessions.end(&session.id);

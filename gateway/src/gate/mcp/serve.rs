@@ -243,7 +243,10 @@ pub(crate) async fn stream(
     let (mut head, up) = if let Some(fed) = federation::of(cx) {
         match federation::listen(cx, &fed, &parts).await {
             Ok(r) => r,
-            Err((resp, outcome)) => return Reply::Whole(resp, outcome),
+            Err(r) => {
+                let (resp, outcome) = *r;
+                return Reply::Whole(resp, outcome);
+            }
         }
     } else {
         match tokio::time::timeout(timeout, send(cx, &parts, Method::GET, Bytes::new())).await {
@@ -420,7 +423,10 @@ pub(crate) async fn respond(
         let forward = std::mem::take(&mut planned.forward);
         match federation::post(cx, &fed, &parts, forward, batch.batch).await {
             Ok(r) => r,
-            Err((resp, outcome)) => return Reply::Whole(resp, outcome),
+            Err(r) => {
+                let (resp, outcome) = *r;
+                return Reply::Whole(resp, outcome);
+            }
         }
     } else {
         // Unchanged when nothing was taken out or redacted: the server
