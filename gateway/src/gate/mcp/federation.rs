@@ -30,7 +30,7 @@ use super::{
     bridge::{Bridge, Relayed},
     federate::{self, Listing, Route},
     rpc,
-    serve::{boxed, encode},
+    serve::{boxed, encode, poll_events},
 };
 use crate::{
     config::{FederatedServer, McpFederation, McpTransport},
@@ -1238,39 +1238,24 @@ impl Body for Tagged {
             if this.done {
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
+            match poll_events(&mut this.upstream, &mut this.parser, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => this.done = true,
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    match this.parser.push(&data) {
-                        Ok(events) => {
-                            for mut ev in events {
-                                if let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) {
-                                    if federate::tag_server_request(
-                                        &mut v,
-                                        &this.prefix,
-                                        &this.separator,
-                                    ) {
-                                        ev.data = v.to_string();
-                                    }
-                                }
-                                // Event ids are the server's: resuming
-                                // a merged stream by them is not possible.
-                                ev.id = None;
-                                this.out.push_back(Bytes::from(encode(&ev)));
+                Poll::Ready(Some(Ok(events))) => {
+                    for mut ev in events {
+                        if let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) {
+                            if federate::tag_server_request(&mut v, &this.prefix, &this.separator) {
+                                ev.data = v.to_string();
                             }
                         }
-                        Err(e) => {
-                            this.done = true;
-                            return Poll::Ready(Some(Err(Box::new(e))));
-                        }
+                        // Event ids are the server's: resuming a merged
+                        // stream by them is not possible.
+                        ev.id = None;
+                        this.out.push_back(Bytes::from(encode(&ev)));
                     }
                 }
             }

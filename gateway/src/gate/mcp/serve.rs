@@ -920,29 +920,43 @@ impl Body for McpStream {
                 })));
                 continue;
             }
-            match Pin::new(&mut self.upstream).poll_frame(cx) {
+            let this = &mut *self;
+            match poll_events(&mut this.upstream, &mut this.parser, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => self.done = true,
+                Poll::Ready(None) => this.done = true,
                 Poll::Ready(Some(Err(e))) => {
-                    self.done = true;
+                    this.done = true;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    match self.parser.push(&data) {
-                        Ok(events) => {
-                            for ev in events {
-                                self.event(ev);
-                            }
-                        }
-                        Err(e) => {
-                            self.done = true;
-                            return Poll::Ready(Some(Err(Box::new(e))));
-                        }
+                Poll::Ready(Some(Ok(events))) => {
+                    for ev in events {
+                        this.event(ev);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The next events of an SSE body (none yet from a frame that ended
+/// mid-event); `Ready(None)` at its end.
+pub(super) fn poll_events(
+    upstream: &mut ApiBody,
+    parser: &mut SseParser,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Vec<SseEvent>, BoxError>>> {
+    loop {
+        match Pin::new(&mut *upstream).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                return Poll::Ready(Some(
+                    parser.push(&data).map_err(|e| Box::new(e) as BoxError),
+                ));
             }
         }
     }
