@@ -100,9 +100,8 @@ pub fn check(root: &Path) -> Result<()> {
         files.extend(examples(root)?);
         record("kubernetes schemas", kube_validate(&tools, &files));
         record("trigate check on the ConfigMap", {
-            trigate_check(root, &tools, &plain, &out.join("plain-config.yaml")).and_then(|()| {
-                trigate_check(root, &tools, &full, &out.join("full-config.yaml"))
-            })
+            trigate_check(root, &tools, &plain, &out.join("plain-config.yaml"))
+                .and_then(|()| trigate_check(root, &tools, &full, &out.join("full-config.yaml")))
         });
         record("promtool on the PrometheusRule", {
             let rules = out.join("prometheusrule.yaml");
@@ -111,7 +110,10 @@ pub fn check(root: &Path) -> Result<()> {
         });
     }
     let alerts = root.join("deploy/prometheus/alerts.yaml");
-    record("promtool on deploy/prometheus/alerts.yaml", promtool(&tools, &alerts));
+    record(
+        "promtool on deploy/prometheus/alerts.yaml",
+        promtool(&tools, &alerts),
+    );
     record("chart's alerts.yaml is a copy", {
         same_file(&alerts, &root.join("deploy/helm/trigate/files/alerts.yaml"))
     });
@@ -125,7 +127,11 @@ pub fn check(root: &Path) -> Result<()> {
     );
 
     if !failures.is_empty() {
-        bail!("{} deploy check(s) failed: {}", failures.len(), failures.join("; "));
+        bail!(
+            "{} deploy check(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        );
     }
     Ok(())
 }
@@ -246,7 +252,12 @@ fn kube_validate(tools: &DeployTools, files: &[PathBuf]) -> Result<()> {
 fn kinds_without_schema(output: &str) -> BTreeSet<String> {
     output
         .lines()
-        .filter_map(|l| l.split_once("Couldn't find schema for kind ")?.1.split_whitespace().next())
+        .filter_map(|l| {
+            l.split_once("Couldn't find schema for kind ")?
+                .1
+                .split_whitespace()
+                .next()
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -461,13 +472,15 @@ fn metric_names(expr: &str) -> Vec<String> {
             // (0.5, 1e-9, 5m) with what follows them.
             b'$' | b'0'..=b'9' | b'.' => {
                 i += 1;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.')
+                {
                     i += 1;
                 }
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
                     i += 1;
                 }
                 let word = &expr[start..i];
@@ -529,7 +542,10 @@ mod tests {
         assert_eq!(metric_names(e), ["a_total", "b"]);
         let e = "histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m]))) / clamp_min(y, 1e-9)";
         assert_eq!(metric_names(e), ["x_bucket", "y"]);
-        assert_eq!(metric_names("time() - trigate_heartbeat_timestamp_seconds > 15"), ["trigate_heartbeat_timestamp_seconds"]);
+        assert_eq!(
+            metric_names("time() - trigate_heartbeat_timestamp_seconds > 15"),
+            ["trigate_heartbeat_timestamp_seconds"]
+        );
         assert_eq!(metric_names(r#"absent(up{job="trigate"})"#), ["up"]);
         assert_eq!(
             metric_names("a and on (node) b or c unless ignoring(x) group_left(y) d offset 5m"),
@@ -556,7 +572,10 @@ mod tests {
             mod tests { fn t() { Opts::new("only_in_tests", "h"); } }
         "#;
         let got: Vec<_> = registered_metrics(src).into_iter().collect();
-        assert_eq!(got, ["gen_ai_h_seconds", "mcp_sessions_active", "trigate_x_total"]);
+        assert_eq!(
+            got,
+            ["gen_ai_h_seconds", "mcp_sessions_active", "trigate_x_total"]
+        );
     }
 
     #[test]

@@ -282,7 +282,9 @@ fn venv_with(venv: &Path, requirements: &Path, label: &str) -> Result<()> {
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
         .arg(requirements))
-    .with_context(|| format!("pip install -r {shown}: check network access to PyPI and the pins"))?;
+    .with_context(|| {
+        format!("pip install -r {shown}: check network access to PyPI and the pins")
+    })?;
     fs::write(&stamp, format!("{hash}\n")).with_context(|| format!("writing {}", stamp.display()))
 }
 
@@ -356,7 +358,12 @@ fn promtool(dir: &Path) -> Result<PathBuf> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("prometheus_"))
                 && p.extension().is_some_and(|e| e == "deb")
         })
-        .with_context(|| format!("apt-get download left no prometheus_*.deb in {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "apt-get download left no prometheus_*.deb in {}",
+                dir.display()
+            )
+        })?;
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
         .context("unpacking the prometheus package (dpkg-deb)")?;
     let _ = fs::remove_file(&deb);
