@@ -5,6 +5,8 @@ pieces out of YAML/JSON the Rust side then checks. Run with the interpreter
 of target/deploy-venv (deploy/requirements.txt).
 
   render [--set-json JSON] [--name N] [--namespace NS]   manifest on stdout
+  lint [--set-json JSON]   `helm lint --strict`; fails on any finding above
+                           INFO (the missing-icon note is the only INFO)
   config MANIFEST          the daemon config held by the chart's ConfigMap
   rules MANIFEST           the PrometheusRule's groups, as a rule file
   exprs FILE...            every PromQL expression in rule files (YAML) and
@@ -62,6 +64,20 @@ def render(args):
     for _, path, _, part in docs:
         out.append(f"---\n# Source: {path}\n{part.strip()}\n")
     sys.stdout.write("".join(out))
+
+
+def lint(args):
+    import helm_python as helm
+
+    values = json.loads(args.set_json) if args.set_json else {}
+    result = helm.lint(str(CHART), values, strict=True, namespace="trigate")
+    # Helm's severities: 1 INFO, 2 WARNING, 3 ERROR.
+    bad = [m for m in result.get("messages", []) if m.get("severity", 3) > 1]
+    bad += [{"error": e} for e in result.get("errors", [])]
+    for m in result.get("messages", []):
+        print(f"lint: {m.get('path', '')}: {m.get('error')}", file=sys.stderr)
+    if bad:
+        fail(f"helm lint found {len(bad)} problem(s): " + "; ".join(str(m.get("error")) for m in bad))
 
 
 def split_documents(text):
@@ -139,6 +155,9 @@ def main():
     r.add_argument("--name", default="trigate")
     r.add_argument("--namespace", default="trigate")
     r.set_defaults(func=render)
+    li = sub.add_parser("lint")
+    li.add_argument("--set-json", default="")
+    li.set_defaults(func=lint)
     c = sub.add_parser("config")
     c.add_argument("manifest")
     c.set_defaults(func=config)

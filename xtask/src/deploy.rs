@@ -1,7 +1,7 @@
 //! `cargo xtask test`, step "deploy": the Kubernetes install files checked
 //! offline, without root and without a cluster.
 //!
-//! - The Helm chart renders (Helm's own engine: helm-python-sdk wraps the
+//! - The Helm chart renders and passes `helm lint --strict` (Helm's own engine: helm-python-sdk wraps the
 //!   Helm v4 Go SDK; Helm itself is in no registry reachable here), with
 //!   defaults and with every optional object on.
 //! - deploy/manifests/trigate.yaml equals a fresh render
@@ -89,8 +89,15 @@ pub fn check(root: &Path) -> Result<()> {
     let full = out.join("full.yaml");
     let rendered = render(root, &tools, PLAIN_VALUES, &plain)
         .and_then(|()| render(root, &tools, FULL_VALUES, &full));
+    let rendered = rendered.and_then(|()| {
+        // `helm lint --strict` with both value sets.
+        for values in [PLAIN_VALUES, FULL_VALUES] {
+            run(tool(root, &tools).args(["lint", "--set-json", values]))?;
+        }
+        Ok(())
+    });
     let rendered_ok = rendered.is_ok();
-    record("helm chart renders", rendered);
+    record("helm chart renders and lints", rendered);
     if rendered_ok {
         record(
             "deploy/manifests/trigate.yaml is fresh",
