@@ -1,5 +1,6 @@
 //! trigate's developer tasks: `cargo xtask <command>` (alias in .cargo/config.toml).
 
+mod deploy;
 mod schema;
 mod setup;
 mod testing;
@@ -33,7 +34,8 @@ enum Cmd {
     /// idempotent.
     Setup {
         /// Also what the tests need: rustfmt/clippy, Debian packages (root),
-        /// the Python venv in .venv with tests/requirements.txt.
+        /// the Python venv in .venv with tests/requirements.txt, and the
+        /// deploy/ checkers (target/deploy-venv, promtool).
         #[arg(long)]
         test_deps: bool,
     },
@@ -48,6 +50,11 @@ enum Cmd {
     Test(testing::TestArgs),
     /// Regenerate gateway/config.schema.json from `trigate schema`.
     Schema,
+    /// Check deploy/ offline (the `deploy` step of `cargo xtask test`):
+    /// chart render, manifests fresh, Kubernetes schemas, `trigate check`
+    /// on the ConfigMap, promtool, metric names, hadolint.
+    /// TRIGATE_UPDATE_MANIFESTS=1 rewrites deploy/manifests/trigate.yaml.
+    Deploy,
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -124,6 +131,10 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => run_daemon(&root, &args),
         Cmd::Test(args) => testing::test(&root, &args),
         Cmd::Schema => schema::write(&root),
+        Cmd::Deploy => {
+            setup::toolchain()?;
+            deploy::check(&root)
+        }
         Cmd::Bench {
             bench: Bench::Intercept { args },
         } => bench_bin(&root, "bench-intercept", &args),

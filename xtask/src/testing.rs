@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    schema, setup,
+    deploy, schema, setup,
     util::{self, cargo, run},
 };
 
@@ -23,7 +23,8 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     pub skip_lint: bool,
-    /// Only lint, unit tests and the schema check (no root needed).
+    /// Only lint, unit tests, the schema check and the deploy/ checks (no root
+    /// needed once `cargo xtask setup --test-deps` has run).
     #[arg(long, conflicts_with = "e2e_only")]
     pub unit_only: bool,
     /// Only the e2e tests (build the daemon, run them, check for leftovers).
@@ -201,6 +202,8 @@ pub fn test(root: &Path, args: &TestArgs) -> Result<()> {
         steps.run_if(toolchain, no_toolchain, "schema fresh", || {
             schema::check(root)
         });
+        // Needs the daemon binary (`trigate check` on the chart's config).
+        steps.run_if(toolchain, no_toolchain, "deploy", || deploy::check(root));
     }
 
     if e2e {
