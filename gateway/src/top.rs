@@ -213,8 +213,20 @@ fn clean(s: &str) -> String {
 
 fn workload_rows(f: &Fetched) -> (Vec<&'static str>, Vec<Row>) {
     let header = vec![
-        "WORKLOAD", "REQUESTS", "REQ/S", "ERRORS", "REFUSED", "TOKENS-IN", "TOKENS-OUT", "TOK/MIN",
-        "COST-USD", "CACHE-HIT", "BLOCKS", "MCP", "DENIED", "BYTES",
+        "WORKLOAD",
+        "REQUESTS",
+        "REQ/S",
+        "ERRORS",
+        "REFUSED",
+        "TOKENS-IN",
+        "TOKENS-OUT",
+        "TOK/MIN",
+        "COST-USD",
+        "CACHE-HIT",
+        "BLOCKS",
+        "MCP",
+        "DENIED",
+        "BYTES",
     ];
     let rows = f
         .summary
@@ -512,7 +524,10 @@ mod tests {
 
     #[test]
     fn admin_addresses() {
-        assert_eq!(host_port("http://127.0.0.1:15000").unwrap(), "127.0.0.1:15000");
+        assert_eq!(
+            host_port("http://127.0.0.1:15000").unwrap(),
+            "127.0.0.1:15000"
+        );
         assert_eq!(host_port("127.0.0.1:15000/").unwrap(), "127.0.0.1:15000");
         assert_eq!(host_port("http://[::1]:15000").unwrap(), "[::1]:15000");
         for bad in ["https://h:1", "http://h", "", "http://h:1/x"] {
@@ -522,10 +537,7 @@ mod tests {
             default_admin("0.0.0.0:15000".parse().unwrap()),
             "http://127.0.0.1:15000"
         );
-        assert_eq!(
-            default_admin("[::]:1".parse().unwrap()),
-            "http://[::1]:1"
-        );
+        assert_eq!(default_admin("[::]:1".parse().unwrap()), "http://[::1]:1");
         assert_eq!(
             default_admin("10.1.2.3:9".parse().unwrap()),
             "http://10.1.2.3:9"

@@ -102,13 +102,7 @@ fn scene() -> Result<Scene> {
     for i in 0..CALLS {
         let (status, answer) = curl(
             &pod,
-            &[
-                "-H",
-                "content-type: application/json",
-                "-d",
-                &body,
-                &url,
-            ],
+            &["-H", "content-type: application/json", "-d", &body, &url],
         )?;
         ensure!(status == 200, "chat call {i}: {status} {answer}");
     }
@@ -142,17 +136,22 @@ fn close(a: f64, b: f64) -> bool {
 /// Waits until the history has a sample after the traffic and at least two
 /// rate points (a chart needs two to draw a line).
 fn wait_for_rates(d: &Daemon) -> Result<Value> {
-    poll_until(Duration::from_secs(15), "two history points, one with tokens", || {
-        let h = d.admin_get("/api/summary/history?window=600")?.json()?;
-        let has = h["points"].as_array().is_some_and(|ps| {
-            ps.len() >= 2 && ps.iter().any(|p| {
-                p["tokens_per_min_by_model"]
-                    .as_object()
-                    .is_some_and(|m| m.values().any(|v| v.as_f64() > Some(0.0)))
-            })
-        });
-        Ok(has.then_some(h))
-    })
+    poll_until(
+        Duration::from_secs(15),
+        "two history points, one with tokens",
+        || {
+            let h = d.admin_get("/api/summary/history?window=600")?.json()?;
+            let has = h["points"].as_array().is_some_and(|ps| {
+                ps.len() >= 2
+                    && ps.iter().any(|p| {
+                        p["tokens_per_min_by_model"]
+                            .as_object()
+                            .is_some_and(|m| m.values().any(|v| v.as_f64() > Some(0.0)))
+                    })
+            });
+            Ok(has.then_some(h))
+        },
+    )
 }
 
 #[test]
@@ -290,9 +289,7 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         dead.as_ref(),
     ])?;
     ensure!(
-        !down.success()
-            && down.stderr.contains(&dead)
-            && !down.stderr.contains("panicked"),
+        !down.success() && down.stderr.contains(&dead) && !down.stderr.contains("panicked"),
         "top against a dead address: {down:?}"
     );
 
@@ -325,7 +322,8 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         ],
         Duration::from_secs(60),
     )?;
-    let png = std::fs::read(&shot).with_context(|| format!("no screenshot at {}", shot.display()))?;
+    let png =
+        std::fs::read(&shot).with_context(|| format!("no screenshot at {}", shot.display()))?;
     ensure!(
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
         "{} is not a plausible screenshot ({} bytes)",
@@ -357,14 +355,20 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         let r = http_request(s.public, method, path, None)?;
         ensure!(r.status == 404, "public {method} {path}: {r:?}");
     }
-    let names: Vec<String> = s
-        .d
-        .admin_get("/workloads")?
-        .json()?
-        .as_array()
-        .map(|ws| ws.iter().filter_map(|w| w["name"].as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    ensure!(names == [name.clone()], "nothing enrolled through the public port: {names:?}");
+    let names: Vec<String> =
+        s.d.admin_get("/workloads")?
+            .json()?
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .filter_map(|w| w["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+    ensure!(
+        names == [name.clone()],
+        "nothing enrolled through the public port: {names:?}"
+    );
     Ok(())
 }
 

@@ -178,15 +178,11 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
     let mut tools: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut s = Summary::default();
 
-    fn ws<'m>(
-        m: &'m mut BTreeMap<String, WorkloadSummary>,
-        name: &str,
-    ) -> &'m mut WorkloadSummary {
-        m.entry(name.to_owned())
-            .or_insert_with(|| WorkloadSummary {
-                name: name.to_owned(),
-                ..WorkloadSummary::default()
-            })
+    fn ws<'m>(m: &'m mut BTreeMap<String, WorkloadSummary>, name: &str) -> &'m mut WorkloadSummary {
+        m.entry(name.to_owned()).or_insert_with(|| WorkloadSummary {
+            name: name.to_owned(),
+            ..WorkloadSummary::default()
+        })
     }
     fn wl<'m>(m: &'m mut BTreeMap<String, WorkloadSummary>, name: &str) -> &'m mut Counts {
         &mut ws(m, name).counts
@@ -220,17 +216,24 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
         let n = whole(x.value);
         let model = served_model(x);
         let w = x.label("workload");
-        let (field_w, field_m): (fn(&mut Counts) -> &mut u64, fn(&mut ModelCounts) -> &mut u64) =
-            match x.label("gen_ai_token_type") {
-                "input" => (|c| &mut c.tokens_input, |m| &mut m.tokens_input),
-                "output" => (|c| &mut c.tokens_output, |m| &mut m.tokens_output),
-                // cached_input is part of input, reasoning part of output.
-                _ => continue,
-            };
+        let input = match x.label("gen_ai_token_type") {
+            "input" => true,
+            "output" => false,
+            // cached_input is part of input, reasoning part of output.
+            _ => continue,
+        };
         let one = ws(&mut workloads, w);
-        *field_w(&mut one.counts) += n;
-        *field_m(one.models.entry(model.to_owned()).or_default()) += n;
-        *field_m(s.models.entry(model.to_owned()).or_default()) += n;
+        let node_model = s.models.entry(model.to_owned()).or_default();
+        let one_model = one.models.entry(model.to_owned()).or_default();
+        if input {
+            one.counts.tokens_input += n;
+            one_model.tokens_input += n;
+            node_model.tokens_input += n;
+        } else {
+            one.counts.tokens_output += n;
+            one_model.tokens_output += n;
+            node_model.tokens_output += n;
+        }
     }
     for x in samples("trigate_llm_cost_usd_total") {
         let w = x.label("workload");

@@ -148,7 +148,10 @@ fn an_enrolled_workload_without_traffic_is_listed_with_zeros() {
     let idle = s.workload("idle").unwrap();
     assert!(idle.enrolled);
     assert_eq!(idle.counts.requests, 0);
-    assert_eq!(idle.counts.guardrails, guard(&[("block", 0), ("redact", 0), ("log", 0)]));
+    assert_eq!(
+        idle.counts.guardrails,
+        guard(&[("block", 0), ("redact", 0), ("log", 0)])
+    );
     // Counted but not enrolled now (e.g. removed): still listed.
     assert!(!s.workload("batch").unwrap().enrolled);
     let names: Vec<_> = s.workloads.iter().map(|w| w.name.as_str()).collect();
@@ -358,8 +361,12 @@ fn workload_summary_paths_take_multi_segment_and_encoded_names() {
     assert!(summary_path_name("/workloads/summary").is_none());
     assert!(summary_path_name("/workloads//summary").is_none());
     assert!(summary_path_name("/workloads/a").is_none());
-    assert!(summary_path_name("/workloads/%zz/summary").unwrap().is_err());
-    assert!(summary_path_name("/workloads/%ff/summary").unwrap().is_err());
+    assert!(summary_path_name("/workloads/%zz/summary")
+        .unwrap()
+        .is_err());
+    assert!(summary_path_name("/workloads/%ff/summary")
+        .unwrap()
+        .is_err());
     assert!(summary_path_name("/workloads/%4/summary").unwrap().is_err());
 }
 

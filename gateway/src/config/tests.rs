@@ -666,7 +666,10 @@ fn public_admin_address_needs_its_own_port() {
     }));
     let yaml = "admin:\n  public_address: 0.0.0.0:15090\n";
     let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
-    assert_eq!(c.admin.public_address, Some("0.0.0.0:15090".parse().unwrap()));
+    assert_eq!(
+        c.admin.public_address,
+        Some("0.0.0.0:15090".parse().unwrap())
+    );
 }
 
 #[test]
