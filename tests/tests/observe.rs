@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use trigate_e2e::{
-    free_port, http_request, log_str, poll_until, trigate, Daemon, Destination, FakeLlm, Node, Pod,
-    Runner, Upstream, CMD_TIMEOUT,
+    free_port, http_request, log_str, mcp_client, poll_until, trigate, Daemon, Destination,
+    FakeLlm, McpServer, McpTransport, Node, Pod, Runner, Upstream, CMD_TIMEOUT,
 };
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -59,6 +59,7 @@ struct Scene {
     d: Daemon,
     _fake: FakeLlm,
     _api: Upstream,
+    _mcp: McpServer,
     public: SocketAddr,
 }
 
@@ -68,6 +69,12 @@ fn scene() -> Result<Scene> {
     let fake = FakeLlm::openai(pod.host_ip.into())?;
     fake.usage(INPUT, OUTPUT);
     let api = Upstream::start(pod.host_ip.into())?;
+    let mcp = McpServer::start(
+        pod.host_ip.into(),
+        McpTransport::StreamableHttp,
+        "tools",
+        false,
+    )?;
     let llm_ip = pod.host_ip.into();
     let llm = SocketAddr::new(llm_ip, free_port(llm_ip)?);
     let public = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1].into())?));
@@ -84,6 +91,16 @@ fn scene() -> Result<Scene> {
                 .addr(api.ip())
                 .port(api.port())
                 .gate("api"),
+        )
+        .destination(
+            Destination::redirect("tools")
+                .addr(pod.host_ip.into())
+                .port(mcp.port())
+                .gate("mcp"),
+        )
+        .set(
+            "/mcp",
+            json!({"policies": [{"name": "agents", "tools": {"allow": ["echo"]}}]}),
         )
         .set("/admin/public_address", json!(public.to_string()))
         .set(
@@ -110,9 +127,37 @@ fn scene() -> Result<Scene> {
         let (status, answer) = curl(&pod, &[&api.url("/things")])?;
         ensure!(status == 200, "api call {i}: {status} {answer}");
     }
+    let out = mcp_client(
+        &pod,
+        mcp.url(),
+        &[],
+        &json!([
+            {"op": "call", "tool": "echo", "args": {"text": "one"}},
+            {"op": "call", "tool": "echo", "args": {"text": "two"}},
+            {"op": "call", "tool": "delete_all", "args": {}},
+            {"op": "terminate"},
+        ]),
+    )?;
+    let r = &out["results"];
+    ensure!(
+        r[0]["ok"] == true && r[1]["ok"] == true && r[2]["ok"] == false,
+        "mcp calls: {out:#}"
+    );
     // The metrics are counted when the access line is written.
     poll_until(LOG_WAIT, "the request access lines", || {
-        Ok((request_lines(&d).len() as u64 >= CALLS + API_CALLS).then_some(()))
+        let llm_api = request_lines(&d)
+            .iter()
+            .filter(|l| matches!(log_str(l, "gate"), Some("llm" | "api")))
+            .count() as u64;
+        let audited = d
+            .logs()
+            .iter()
+            .filter(|l| {
+                log_str(l, "message") == Some("mcp call")
+                    && log_str(l, "method") == Some("tools/call")
+            })
+            .count();
+        Ok((llm_api >= CALLS + API_CALLS && audited >= 3).then_some(()))
     })
     .map_err(|e| anyhow::anyhow!("{e:#}; lines: {:#?}", request_lines(&d)))?;
     Ok(Scene {
@@ -121,6 +166,7 @@ fn scene() -> Result<Scene> {
         d,
         _fake: fake,
         _api: api,
+        _mcp: mcp,
         public,
     })
 }
@@ -167,13 +213,28 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["name"] == name.as_str()))
         .with_context(|| format!("no workload {name} in {sum:#}"))?;
+    let mcp_requests = sum["destinations"]
+        .as_array()
+        .and_then(|ds| {
+            ds.iter()
+                .find(|p| p["workload"] == name.as_str() && p["destination"] == "tools")
+        })
+        .map_or(0, |p| p["requests"].as_u64().unwrap_or(0));
+    ensure!(mcp_requests >= 3, "MCP HTTP requests to tools: {sum:#}");
     ensure!(
-        w["requests"] == CALLS + API_CALLS
+        w["requests"] == CALLS + API_CALLS + mcp_requests
             && w["errors"] == 0
             && w["tokens_input"] == CALLS * INPUT
             && w["tokens_output"] == CALLS * OUTPUT
             && w["enrolled"] == true,
         "workload summary: {w:#}"
+    );
+    ensure!(
+        w["mcp_denied"] == 1
+            && w["mcp_calls"].as_u64() >= Some(3)
+            && w["top_tools"]
+                == json!([{"tool": "echo", "calls": 2}, {"tool": "delete_all", "calls": 1}]),
+        "MCP in the workload summary: {w:#}"
     );
     let cost = w["cost_usd"].as_f64().unwrap_or(-1.0);
     ensure!(close(cost, expected_cost()), "cost {cost}: {w:#}");
@@ -258,7 +319,8 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
             .unwrap_or("")
     };
     ensure!(
-        cell("REQUESTS") == (CALLS + API_CALLS).to_string()
+        cell("REQUESTS") == (CALLS + API_CALLS + mcp_requests).to_string()
+            && cell("MCP").parse::<u64>().ok() == w["mcp_calls"].as_u64()
             && cell("TOKENS-IN") == (CALLS * INPUT).to_string()
             && cell("TOKENS-OUT") == (CALLS * OUTPUT).to_string()
             && close(cell("COST-USD").parse().unwrap_or(-1.0), expected_cost()),
@@ -307,6 +369,10 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
     ensure!(
         tokens_in.replace(',', "") == (CALLS * INPUT).to_string(),
         "the row's tokens_input cell is {tokens_in:?}: {row}"
+    );
+    ensure!(
+        dom.contains("<span class=\"name\" title=\"echo\">echo</span>"),
+        "the top MCP tools list names echo: {dom}"
     );
     ensure!(
         dom.contains("data-loaded=\"true\"") && dom.contains("<polyline"),

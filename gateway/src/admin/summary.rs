@@ -36,7 +36,8 @@ pub struct Counts {
     /// Guardrail findings acted on, by action (`block`, `redact`, `log`,
     /// and the judge outcomes).
     pub guardrails: BTreeMap<String, u64>,
-    /// MCP JSON-RPC calls, and those refused by policy.
+    /// MCP JSON-RPC calls, and those refused (by policy or a per-tool
+    /// limit: any decision but `allowed`).
     pub mcp_calls: u64,
     pub mcp_denied: u64,
     /// connect() calls the eBPF programs refused (`deny` destinations).
@@ -265,7 +266,7 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
         let w = x.label("workload");
         let c = wl(&mut workloads, w);
         c.mcp_calls += n;
-        if x.label("decision") == "denied" {
+        if x.label("decision") != "allowed" {
             c.mcp_denied += n;
         }
         if x.label("method") == "tools/call" && !x.label("tool").is_empty() {

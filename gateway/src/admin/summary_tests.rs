@@ -55,6 +55,7 @@ fn traffic() -> Metrics {
     };
     mcp("tools/call", "read", "allowed", "ns/agent", 4);
     mcp("tools/call", "delete", "denied", "ns/agent", 1);
+    mcp("tools/call", "read", "limited", "ns/agent", 1);
     mcp("tools/list", "", "allowed", "ns/agent", 2);
     mcp("tools/call", "read", "allowed", "batch", 1);
     mcp("tools/call", "write", "allowed", "batch", 1);
@@ -108,8 +109,8 @@ fn every_field_of_a_workload_comes_from_its_family() {
                 ("log", 0),
                 ("error_blocked", 1)
             ]),
-            mcp_calls: 7,
-            mcp_denied: 1,
+            mcp_calls: 8,
+            mcp_denied: 2,
             denied_connects: 3,
             connections: 11,
             bytes_sent: 1000,
@@ -132,7 +133,7 @@ fn every_field_of_a_workload_comes_from_its_family() {
         vec![
             ToolCount {
                 tool: "read".into(),
-                calls: 4
+                calls: 5
             },
             ToolCount {
                 tool: "delete".into(),
@@ -179,7 +180,7 @@ fn node_totals_add_up_the_workloads() {
     assert_eq!(t.tokens_input, 109);
     assert_eq!(t.tokens_output, 40);
     assert!((t.cost_usd - 0.75).abs() < 1e-9);
-    assert_eq!(t.mcp_calls, 9);
+    assert_eq!(t.mcp_calls, 10);
     assert_eq!(t.denied_connects, 3);
     assert_eq!(
         t.guardrails,
@@ -195,7 +196,7 @@ fn node_totals_add_up_the_workloads() {
         vec![
             ToolCount {
                 tool: "read".into(),
-                calls: 5
+                calls: 6
             },
             ToolCount {
                 tool: "delete".into(),
