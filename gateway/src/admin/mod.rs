@@ -497,3 +497,58 @@ fn json_plain(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_listener_serves_only_read_only_paths() {
+        for p in [
+            "/",
+            "/dashboard",
+            "/dashboard/app.js",
+            "/dashboard/style.css",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/api/summary",
+            "/api/summary/history",
+            "/workloads/ns/pod/summary",
+        ] {
+            assert!(is_read_only(p), "{p}");
+        }
+        for p in [
+            "/workloads",
+            "/workloads/a",
+            "/destinations",
+            "/logging",
+            "/api",
+            "/dashboard/other.js",
+            "/metrics/x",
+        ] {
+            assert!(!is_read_only(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_never_renders_markup_from_data() {
+        // Names on the page come from outside (workloads, tools, models):
+        // the script builds nodes and sets textContent, never HTML.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!DASHBOARD_JS.contains(sink), "app.js uses {sink}");
+        }
+        // No CDN or external fonts: every URL the page loads is our own.
+        for text in [DASHBOARD_HTML, DASHBOARD_CSS, DASHBOARD_JS] {
+            assert!(!text.contains("http://") || text.contains("http://www.w3.org/2000/svg"));
+            assert!(!text.contains("https://"));
+            assert!(!text.contains("@import") && !text.contains("@font-face"));
+        }
+    }
+}
