@@ -48,6 +48,29 @@ pub enum Command {
     },
     /// Print the JSON schema of the config file.
     Schema,
+    /// Live per-workload numbers from a running daemon, like `kubectl top`:
+    /// requests, tokens, cost, cache, guardrail blocks, MCP calls, denied
+    /// connects.
+    Top {
+        /// The daemon's admin endpoint (default: admin.address of --config,
+        /// or of the embedded default config).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Config to take admin.address from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        #[arg(long, value_enum, default_value_t = crate::top::SortBy::Requests)]
+        sort: crate::top::SortBy,
+        /// One row per workload, or per workload and destination.
+        #[arg(long, value_enum, default_value_t = crate::top::By::Workload)]
+        by: crate::top::By,
+        /// Print one frame to stdout, without terminal control codes, and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// Exit code for a bad config or bad usage.
@@ -68,6 +91,14 @@ pub fn main() -> ExitCode {
             print!("{}", Config::json_schema());
             ExitCode::SUCCESS
         }
+        Command::Top {
+            admin,
+            config,
+            interval,
+            sort,
+            by,
+            once,
+        } => top(admin, config, interval, sort, by, once),
         Command::Check { config, file } => match load(config.or(file).as_ref()) {
             Ok(_) => {
                 println!("config ok");
@@ -107,6 +138,52 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn top(
+    admin: Option<String>,
+    config: Option<PathBuf>,
+    interval: f64,
+    sort: crate::top::SortBy,
+    by: crate::top::By,
+    once: bool,
+) -> ExitCode {
+    if !(interval.is_finite() && interval >= 0.1) {
+        eprintln!("trigate top: --interval {interval}: must be at least 0.1 seconds");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let admin = match admin {
+        Some(a) => a,
+        None => match load(config.as_ref()) {
+            Ok(c) => crate::top::default_admin(c.admin.address),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trigate top: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let every = std::time::Duration::from_secs_f64(interval);
+    match runtime.block_on(crate::top::run(&admin, every, by, sort, once)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::top::TopError::BadAddress(_)) => {
+            eprintln!("trigate top: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("trigate top: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -118,6 +118,16 @@ pub async fn run(
         })?;
     let admin_addr = admin_listener.local_addr()?;
     tracing::info!(address = %admin_addr, "admin listening");
+    let public_listener = match config.admin.public_address {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a).await.with_context(|| {
+                format!("admin.public_address {a}: cannot listen (port in use?)")
+            })?;
+            tracing::info!(address = %l.local_addr()?, "public admin listening (read-only)");
+            Some(l)
+        }
+        None => None,
+    };
 
     let interceptor = Arc::new(Interceptor::start(&config, &cgroup2)?);
     let _detach = DetachOnDrop(Arc::clone(&interceptor));
@@ -224,7 +234,7 @@ pub async fn run(
             .with_context(|| format!("workloads[{i}] ({})", spec.name))?;
     }
 
-    tokio::spawn(admin::serve(admin_listener, Arc::clone(&node)));
+    admin::spawn(admin_listener, public_listener, Arc::clone(&node));
     if let Some(path) = node.config_path.clone() {
         tokio::spawn(reload::watch(Arc::clone(&node), path));
     }

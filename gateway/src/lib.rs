@@ -16,6 +16,7 @@ pub mod policy;
 pub mod reload;
 pub mod telemetry;
 pub mod tls;
+pub mod top;
 pub mod upstream;
 pub mod workload;
 

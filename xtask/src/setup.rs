@@ -24,6 +24,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3",      // test clients
     "python3-venv", // .venv with tests/requirements.txt
     "redis-server", // the Redis rate-limit backend's tests (started by the tests)
+    "chromium",     // headless browser for the dashboard test (tests/tests/observe.rs)
 ];
 
 /// What the benchmarks need on top (not installed for `cargo xtask test`,

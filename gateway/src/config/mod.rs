@@ -175,12 +175,18 @@ pub struct AdminConfig {
     /// Address the admin endpoint listens on, `IP:PORT`. Port 0 picks a free
     /// port (the daemon logs the one it got).
     pub address: SocketAddr,
+    /// A second, read-only listener (e.g. `0.0.0.0:15090`) for probes,
+    /// Prometheus scraping and the dashboard: it serves only `/healthz`,
+    /// `/readyz`, `/metrics`, `/api/summary*`, `/workloads/<name>/summary`
+    /// and the dashboard, never enrollment or the log level. None: off.
+    pub public_address: Option<SocketAddr>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 15000)),
+            public_address: None,
         }
     }
 }

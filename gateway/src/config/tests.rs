@@ -643,6 +643,36 @@ fn listener_port_must_not_clash_with_admin() {
 }
 
 #[test]
+fn public_admin_address_needs_its_own_port() {
+    let public = |a: &str| with(|c| c.admin.public_address = Some(a.parse().unwrap()));
+    assert_valid(&public("0.0.0.0:15090"));
+    assert_valid(&public("127.0.0.1:0"));
+    for clash in ["127.0.0.1:15000", "0.0.0.0:15000"] {
+        assert_single(
+            &public(clash),
+            "admin.public_address",
+            "must differ from admin.address",
+        );
+    }
+    assert_single(
+        &public("0.0.0.0:15001"),
+        "admin.public_address",
+        "also listener.port",
+    );
+    // A public port equal to the admin port on another address binds fine.
+    assert_valid(&with(|c| {
+        c.admin.address = "127.0.0.1:15090".parse().unwrap();
+        c.admin.public_address = Some("10.0.0.5:15090".parse().unwrap());
+    }));
+    let yaml = "admin:\n  public_address: 0.0.0.0:15090\n";
+    let c: Config = serde_yaml_ng::from_str(yaml).unwrap();
+    assert_eq!(
+        c.admin.public_address,
+        Some("0.0.0.0:15090".parse().unwrap())
+    );
+}
+
+#[test]
 fn proxy_timeouts_must_be_positive() {
     assert_single(
         &with(|c| c.proxy.connect_timeout_ms = 0),

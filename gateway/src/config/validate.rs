@@ -35,6 +35,7 @@ impl Problems {
 pub(super) fn problems(config: &Config) -> Vec<Problem> {
     let mut p = Problems::default();
     check_instance(&config.instance, &mut p);
+    check_admin(config, &mut p);
     check_log(&config.log, &mut p);
     check_intercept(&config.intercept, &mut p);
     check_listener(config, &mut p);
@@ -472,6 +473,40 @@ fn check_intercept(intercept: &InterceptConfig, p: &mut Problems) {
             ),
         );
     }
+}
+
+/// The public (read-only) admin listener must be bindable next to the
+/// admin endpoint and the host-mode listener: equal ports on the same or a
+/// wildcard address would fail at start-up.
+fn check_admin(config: &Config, p: &mut Problems) {
+    let Some(public) = config.admin.public_address else {
+        return;
+    };
+    let admin = config.admin.address;
+    if binds_overlap(public, admin) {
+        p.push(
+            "admin.public_address",
+            format!(
+                "{public} must differ from admin.address ({admin}): the public listener serves \
+                 only the read-only endpoints, so it needs its own port"
+            ),
+        );
+    }
+    let ListenerConfig { mode, port, .. } = config.listener;
+    let host_listener = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if mode == ListenerMode::Host && binds_overlap(public, host_listener) {
+        p.push(
+            "admin.public_address",
+            format!("{public}: port {port} is also listener.port; pick another"),
+        );
+    }
+}
+
+/// Whether two listeners would fight over one port (port 0 never does).
+fn binds_overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn check_listener(config: &Config, p: &mut Problems) {

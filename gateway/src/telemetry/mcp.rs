@@ -21,9 +21,9 @@ impl McpMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "mcp_requests_total",
-                    "MCP JSON-RPC calls, by method, tool (or resource or prompt), server and decision (allowed, denied).",
+                    "MCP JSON-RPC calls, by method, tool (or resource or prompt), server, decision (allowed, denied) and workload.",
                 ),
-                &["method", "tool", "server", "decision"],
+                &["method", "tool", "server", "decision", "workload"],
             )?,
             duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -73,7 +73,7 @@ impl McpMetrics {
     pub fn record(&self, c: &CallRecord<'_>) {
         let name = c.target.map_or("", |(_, n)| n);
         self.requests
-            .with_label_values(&[c.method, name, c.server, c.decision])
+            .with_label_values(&[c.method, name, c.server, c.decision, c.workload])
             .inc();
         self.duration
             .with_label_values(&[c.method, c.server])

@@ -145,9 +145,9 @@ impl Metrics {
             http_requests: IntCounterVec::new(
                 Opts::new(
                     "trigate_http_requests_total",
-                    "HTTP requests by gate, route, workload and status code.",
+                    "HTTP requests by gate, destination, route, workload and status code.",
                 ),
-                &["gate", "route", "workload", "status"],
+                &["gate", "destination", "route", "workload", "status"],
             )?,
             http_request_duration: HistogramVec::new(
                 HistogramOpts::new(

@@ -1412,8 +1412,13 @@ fn request_metrics(
     let workload = cx.workload.as_ref().map_or("unknown", |w| &*w.name);
     let gate = cx.destination.gate.label();
     (
-        m.http_requests
-            .with_label_values(&[gate, route, workload, &status.to_string()]),
+        m.http_requests.with_label_values(&[
+            gate,
+            &cx.destination.name,
+            route,
+            workload,
+            &status.to_string(),
+        ]),
         m.http_request_duration.with_label_values(&[gate, route]),
     )
 }
@@ -1426,6 +1431,7 @@ impl Drop for RequestLog {
             (
                 m.http_requests.with_label_values(&[
                     self.gate,
+                    &self.destination,
                     &self.route,
                     &self.workload,
                     &self.status.to_string(),
