@@ -35,6 +35,8 @@ struct Policy {
     gates: Vec<GateKind>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
+    namespaces: Vec<String>,
+    service_accounts: Vec<String>,
     request: Vec<Rule>,
     response: Vec<Rule>,
     /// Indexes into the topics.
@@ -142,6 +144,8 @@ impl Guardrails {
                 allow_topics: topic_indexes(&p.allow_topics)?,
                 workloads: p.workloads.clone(),
                 labels: p.labels.clone(),
+                namespaces: p.namespaces.clone(),
+                service_accounts: p.service_accounts.clone(),
                 request: compile(&p.request)?,
                 response: compile(&p.response)?,
             };
@@ -208,8 +212,13 @@ impl Guardrails {
                 || who.is_some_and(|(_, labels)| {
                     p.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
                 });
+            let by_pod = crate::workload::selects_pod(
+                &p.namespaces,
+                &p.service_accounts,
+                who.map(|(_, labels)| labels),
+            );
             let on_gate = p.gates.is_empty() || p.gates.contains(&gate);
-            if by_name && by_labels && on_gate {
+            if by_name && by_labels && by_pod && on_gate {
                 request.extend(p.request.iter().cloned());
                 response.extend(p.response.iter().cloned());
                 if !llm {

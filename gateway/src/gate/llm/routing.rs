@@ -32,13 +32,15 @@ pub struct Who<'a> {
 pub fn selects(
     workloads: &[String],
     labels: &BTreeMap<String, String>,
+    (namespaces, service_accounts): (&[String], &[String]),
     who: Option<&Who<'_>>,
 ) -> bool {
     let by_name =
         workloads.is_empty() || who.is_some_and(|w| workloads.iter().any(|n| n == w.name));
     let by_labels = labels.is_empty()
         || who.is_some_and(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
-    by_name && by_labels
+    let by_pod = crate::workload::selects_pod(namespaces, service_accounts, who.map(|w| w.labels));
+    by_name && by_labels && by_pod
 }
 
 /// Whether the workload may ask for `model`. No rules: everyone may use
@@ -46,8 +48,12 @@ pub fn selects(
 pub fn allowed(access: &[ModelAccess], who: Option<&Who<'_>>, model: &str) -> bool {
     access.is_empty()
         || access.iter().any(|rule| {
-            selects(&rule.workloads, &rule.labels, who)
-                && rule.models.iter().any(|p| name_matches(p, model))
+            selects(
+                &rule.workloads,
+                &rule.labels,
+                (&rule.namespaces, &rule.service_accounts),
+                who,
+            ) && rule.models.iter().any(|p| name_matches(p, model))
         })
 }
 
@@ -247,11 +253,13 @@ mod tests {
                 workloads: vec![],
                 labels: labels.clone(),
                 models: vec!["gpt-4o*".into()],
+                ..Default::default()
             },
             ModelAccess {
                 workloads: vec!["pod-b".into()],
                 labels: BTreeMap::new(),
                 models: vec!["claude-haiku".into()],
+                ..Default::default()
             },
         ];
         assert!(allowed(&rules, Some(&fin), "gpt-4o-mini"));

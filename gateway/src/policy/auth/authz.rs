@@ -88,6 +88,11 @@ fn identity_matches(rule: &AllowRule, who: &Principal<'_>) -> bool {
                 .iter()
                 .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
         });
+    let pod = crate::workload::selects_pod(
+        &rule.namespaces,
+        &rule.service_accounts,
+        who.workload.map(|(_, labels)| labels),
+    );
     let api_keys = rule.api_keys.is_empty()
         || who
             .api_key
@@ -98,7 +103,7 @@ fn identity_matches(rule: &AllowRule, who: &Principal<'_>) -> bool {
                 .iter()
                 .all(|(name, wanted)| claims.get(name).is_some_and(|v| claim_matches(v, wanted)))
         });
-    workloads && labels && api_keys && claims
+    workloads && labels && pod && api_keys && claims
 }
 
 /// A string claim equal to one of `wanted`, or an array claim holding one
@@ -363,6 +368,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             methods: strings(&["POST"]),
+            ..Default::default()
         };
         let full = Principal {
             workload: Some(("pod-a", &l)),
