@@ -405,6 +405,19 @@ pub fn unenroll(node: &Node, name: &str) -> Result<Arc<Workload>, EnrollError> {
     Ok(workload)
 }
 
+fn remove_from_maps(node: &Node, w: &Workload) {
+    if let Some(id) = w.cgroup_id {
+        if let Err(e) = node.interceptor.unenroll_cgroup(id) {
+            tracing::warn!(workload = %w.name, error = %e, "removing the cgroup enrollment failed");
+        }
+    }
+    if let Some(cookie) = w.netns_cookie {
+        if let Err(e) = node.interceptor.unenroll_netns(cookie) {
+            tracing::warn!(workload = %w.name, error = %e, "removing the netns enrollment failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,18 +445,5 @@ mod tests {
         assert!(!selects_pod(&s(&["finance"]), &s(&["other"]), Some(&pod)));
         assert!(!selects_pod(&[], &s(&["agent"]), Some(&not_pod)));
         assert!(!selects_pod(&s(&["finance"]), &[], None));
-    }
-}
-
-fn remove_from_maps(node: &Node, w: &Workload) {
-    if let Some(id) = w.cgroup_id {
-        if let Err(e) = node.interceptor.unenroll_cgroup(id) {
-            tracing::warn!(workload = %w.name, error = %e, "removing the cgroup enrollment failed");
-        }
-    }
-    if let Some(cookie) = w.netns_cookie {
-        if let Err(e) = node.interceptor.unenroll_netns(cookie) {
-            tracing::warn!(workload = %w.name, error = %e, "removing the netns enrollment failed");
-        }
     }
 }

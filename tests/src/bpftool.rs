@@ -51,27 +51,6 @@ pub fn trigate_program_counts(progs: &[AttachedProgram]) -> BTreeMap<&'static st
     counts
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_by_attach_type() {
-        let progs: Vec<AttachedProgram> = serde_json::from_str(
-            r#"[{"id":1,"attach_type":"cgroup_inet4_connect","attach_flags":"multi","name":"trigate_connect"},
-                {"id":2,"attach_type":"cgroup_inet6_connect","attach_flags":"multi","name":"trigate_connect"},
-                {"id":3,"attach_type":"cgroup_sock_ops","attach_flags":"multi","name":"trigate_sock_op"},
-                {"id":4,"attach_type":"cgroup_inet4_getpeername","name":"trigate_getpeer"},
-                {"id":5,"attach_type":"cgroup_inet6_getpeername","name":"trigate_getpeer"},
-                {"id":6,"attach_type":"cgroup_inet4_connect","name":"other_prog"}]"#,
-        )
-        .unwrap();
-        let c = trigate_program_counts(&progs);
-        assert_eq!(c.len(), 5);
-        assert!(c.values().all(|n| *n == 1));
-    }
-}
-
 /// The cgroup ids in the `ENROLL_CGROUP` map of the daemon whose programs
 /// are attached to `cgroup` (found through its connect4 program's maps, so
 /// concurrent daemons of other tests are not mixed in).
@@ -138,4 +117,25 @@ fn entry_key_u64(entry: &serde_json::Value) -> Result<u64> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("key is not 8 bytes: {entry}"))?;
     Ok(u64::from_le_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_attach_type() {
+        let progs: Vec<AttachedProgram> = serde_json::from_str(
+            r#"[{"id":1,"attach_type":"cgroup_inet4_connect","attach_flags":"multi","name":"trigate_connect"},
+                {"id":2,"attach_type":"cgroup_inet6_connect","attach_flags":"multi","name":"trigate_connect"},
+                {"id":3,"attach_type":"cgroup_sock_ops","attach_flags":"multi","name":"trigate_sock_op"},
+                {"id":4,"attach_type":"cgroup_inet4_getpeername","name":"trigate_getpeer"},
+                {"id":5,"attach_type":"cgroup_inet6_getpeername","name":"trigate_getpeer"},
+                {"id":6,"attach_type":"cgroup_inet4_connect","name":"other_prog"}]"#,
+        )
+        .unwrap();
+        let c = trigate_program_counts(&progs);
+        assert_eq!(c.len(), 5);
+        assert!(c.values().all(|n| *n == 1));
+    }
 }
