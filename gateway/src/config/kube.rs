@@ -61,13 +61,18 @@ impl KubernetesConfig {
             .filter(|n| !n.trim().is_empty())
     }
 
-    /// Contradictions, by field.
+    /// Contradictions, by field (`NODE_NAME` read from the environment).
     pub fn problems(&self, in_pod: bool) -> Vec<(String, String)> {
+        self.problems_with(in_pod, std::env::var("NODE_NAME").ok())
+    }
+
+    fn problems_with(&self, in_pod: bool, env_node: Option<String>) -> Vec<(String, String)> {
         let mut p = Vec::new();
         if !self.enabled {
             return p;
         }
-        if self.node_name().is_none() {
+        let node = self.node_name.clone().or(env_node);
+        if node.is_none_or(|n| n.trim().is_empty()) {
             p.push((
                 "kubernetes.node_name".into(),
                 "required when kubernetes.enabled is true: set it or the NODE_NAME environment \
@@ -104,5 +109,70 @@ impl KubernetesConfig {
             }
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(p: &[(String, String)]) -> Vec<&str> {
+        p.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_and_disabled_need_nothing() {
+        let c = KubernetesConfig::default();
+        assert!(!c.enabled && c.intercept_by_default && !c.host_network);
+        assert_eq!(c.proc_root, PathBuf::from("/proc"));
+        assert!(c.problems_with(false, None).is_empty());
+        let parsed: KubernetesConfig = serde_yaml_ng::from_str("enabled: false").unwrap();
+        assert_eq!(parsed, c);
+        assert!(serde_yaml_ng::from_str::<KubernetesConfig>("nodename: x").is_err());
+    }
+
+    #[test]
+    fn enabled_needs_a_node_in_pod_mode_and_sane_paths() {
+        let on = KubernetesConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&on.problems_with(true, None)),
+            ["kubernetes.node_name"]
+        );
+        assert!(on.problems_with(true, Some("node-1".into())).is_empty());
+        assert_eq!(
+            fields(&on.problems_with(true, Some(" ".into()))),
+            ["kubernetes.node_name"]
+        );
+        let named = KubernetesConfig {
+            node_name: Some("n".into()),
+            ..on.clone()
+        };
+        assert!(named.problems_with(true, None).is_empty());
+        assert_eq!(
+            fields(&named.problems_with(false, None)),
+            ["kubernetes.enabled"]
+        );
+        let bad = KubernetesConfig {
+            api_server: Some("127.0.0.1:6443".into()),
+            cgroup_root: Some("sys/fs/cgroup".into()),
+            proc_root: "proc".into(),
+            ..named.clone()
+        };
+        assert_eq!(
+            fields(&bad.problems_with(true, None)),
+            [
+                "kubernetes.api_server",
+                "kubernetes.cgroup_root",
+                "kubernetes.proc_root"
+            ]
+        );
+        let http = KubernetesConfig {
+            api_server: Some("http://127.0.0.1:8001".into()),
+            ..named
+        };
+        assert!(http.problems_with(true, None).is_empty());
     }
 }
