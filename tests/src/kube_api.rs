@@ -46,10 +46,10 @@ pub enum ApiMode {
 struct State {
     mode: ApiMode,
     rv: u64,
-    /// Current pods by `namespace/name`.
+    /// Current objects by `pods/<namespace>/<name>` or `namespaces/<name>`.
     pods: BTreeMap<String, Value>,
-    /// Every change: (resourceVersion, event type, object).
-    history: Vec<(u64, &'static str, Value)>,
+    /// Every change: (resourceVersion, resource, event type, object).
+    history: Vec<(u64, &'static str, &'static str, Value)>,
     /// Watches from a version below this get 410 Gone.
     compacted: u64,
     /// Bumped to end every open watch.
@@ -69,6 +69,7 @@ pub struct FakeKubeApi {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     template: Value,
+    ns_template: Value,
 }
 
 impl FakeKubeApi {
@@ -113,6 +114,7 @@ impl FakeKubeApi {
             shared,
             thread: Some(thread),
             template: serde_json::from_str(&fixture("pod.json")?)?,
+            ns_template: serde_json::from_str(&fixture("namespace.json")?)?,
         })
     }
 
@@ -176,7 +178,7 @@ impl FakeKubeApi {
         o
     }
 
-    fn change(&self, kind: &'static str, key: String, mut obj: Value) {
+    fn change(&self, resource: &'static str, kind: &'static str, key: String, mut obj: Value) {
         let mut st = self.lock();
         st.rv += 1;
         let rv = st.rv;
@@ -189,31 +191,54 @@ impl FakeKubeApi {
                 st.pods.insert(key, obj.clone());
             }
         }
-        st.history.push((rv, kind, obj));
+        st.history.push((rv, resource, kind, obj));
         drop(st);
         self.shared.changed.notify_all();
     }
 
     /// Adds or updates a pod (ADDED or MODIFIED).
     pub fn apply(&self, p: &PodSpec) {
-        let key = format!("{}/{}", p.namespace, p.name);
+        let key = format!("pods/{}/{}", p.namespace, p.name);
         let kind = if self.lock().pods.contains_key(&key) {
             "MODIFIED"
         } else {
             "ADDED"
         };
-        self.change(kind, key, self.pod_object(p));
+        self.change("pods", kind, key, self.pod_object(p));
+    }
+
+    /// Adds or updates a namespace with these labels and annotations.
+    pub fn apply_namespace(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) {
+        let mut o = self.ns_template.clone();
+        let mut l: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        l.insert("kubernetes.io/metadata.name", name);
+        o["metadata"]["name"] = json!(name);
+        o["metadata"]["labels"] = json!(l);
+        o["metadata"]["annotations"] =
+            json!(annotations.iter().copied().collect::<BTreeMap<_, _>>());
+        let key = format!("namespaces/{name}");
+        let kind = if self.lock().pods.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.change("namespaces", kind, key, o);
     }
 
     /// Deletes a pod (DELETED with its last state).
     pub fn delete(&self, namespace: &str, name: &str) -> Result<()> {
-        let key = format!("{namespace}/{name}");
+        let key = format!("pods/{namespace}/{name}");
         let Some(mut obj) = self.lock().pods.get(&key).cloned() else {
             bail!("no pod {key} to delete");
         };
         obj["metadata"]["deletionTimestamp"] = json!("2026-11-27T10:02:11Z");
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        self.change("DELETED", key, obj);
+        self.change("pods", "DELETED", key, obj);
         Ok(())
     }
 }
@@ -322,23 +347,36 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
         ApiMode::Garbage => return respond(&mut conn, "200 OK", "<html>502 Bad Gateway</html>"),
         ApiMode::Up => {}
     }
-    if path != "/api/v1/pods" {
+    let resource = match path.as_str() {
+        "/api/v1/pods" => "pods",
+        "/api/v1/namespaces" => "namespaces",
+        _ => "",
+    };
+    if resource.is_empty() {
         let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
             "message":format!("the server could not find the requested resource ({path})"),
             "reason":"NotFound","details":{},"code":404});
         return respond(&mut conn, "404 Not Found", &status.to_string());
     }
-    let node = selected_node(&params);
+    let node = if resource == "pods" {
+        selected_node(&params)
+    } else {
+        None
+    };
+    let prefix = format!("{resource}/");
     if params.get("watch").map(String::as_str) != Some("true") {
         let st = s.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Value = serde_json::from_str(&fixture("podlist.json").unwrap_or_default())
             .unwrap_or_else(|_| json!({"kind":"PodList","apiVersion":"v1","metadata":{}}));
         list["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        if resource == "namespaces" {
+            list["kind"] = json!("NamespaceList");
+        }
         list["items"] = Value::Array(
             st.pods
-                .values()
-                .filter(|p| on_node(p, node.as_deref()))
-                .cloned()
+                .iter()
+                .filter(|(k, p)| k.starts_with(&prefix) && on_node(p, node.as_deref()))
+                .map(|(_, p)| p.clone())
                 .collect(),
         );
         drop(st);
@@ -372,10 +410,10 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
         let new: Vec<(u64, String)> = st
             .history
             .iter()
-            .filter(|(rv, _, o)| *rv > sent && on_node(o, node.as_deref()))
-            .map(|(rv, kind, o)| (*rv, json!({"type": kind, "object": o}).to_string()))
+            .filter(|(rv, r, _, o)| *rv > sent && *r == resource && on_node(o, node.as_deref()))
+            .map(|(rv, _, kind, o)| (*rv, json!({"type": kind, "object": o}).to_string()))
             .collect();
-        if let Some((rv, _, _)) = st.history.last() {
+        if let Some((rv, _, _, _)) = st.history.last() {
             sent = sent.max(*rv);
         }
         drop(st);
@@ -586,6 +624,8 @@ mod tests {
     fn fixtures_are_the_wire_format() {
         let pod: Value = serde_json::from_str(&fixture("pod.json").unwrap()).unwrap();
         assert_eq!(pod["kind"], "Pod");
+        let ns: Value = serde_json::from_str(&fixture("namespace.json").unwrap()).unwrap();
+        assert_eq!(ns["kind"], "Namespace");
         let list: Value = serde_json::from_str(&fixture("podlist.json").unwrap()).unwrap();
         assert!(list["metadata"]["resourceVersion"].is_string());
         for line in fixture("watch-added.ndjson").unwrap().lines() {

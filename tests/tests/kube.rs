@@ -417,3 +417,41 @@ fn policies_select_namespaces_and_service_accounts() -> Result<()> {
     );
     Ok(())
 }
+
+/// With `kubernetes.namespaces`, `trigate.io/intercept` on a namespace opts
+/// its pods out (label) or back in; an annotation works too.
+#[test]
+fn namespaces_opt_their_pods_out_and_in() -> Result<()> {
+    let node = Node::new()?;
+    let kubepods = Kubepods::new(&node)?;
+    let api = FakeKubeApi::start()?;
+    let n = node_name(&node);
+    api.apply_namespace("quiet", &[("trigate.io/intercept", "false")], &[]);
+    api.apply_namespace("loud", &[], &[]);
+    let quiet = kubepods.create(&node, Kubepods::spec("quiet", "p", &n))?;
+    let loud = kubepods.create(&node, Kubepods::spec("loud", "p", &n))?;
+    api.apply(&quiet.spec);
+    api.apply(&loud.spec);
+    let d = node.start(&kube_config(&node, &api).set("/kubernetes/namespaces", json!(true)))?;
+    wait_enrolled(&d, "loud/p", |_| true)?;
+    // Both pods were decided in the same pass, once namespaces were listed.
+    ensure!(
+        workload(&d, "quiet/p")?.is_none(),
+        "a pod of an opted-out namespace was enrolled"
+    );
+    wait_metric(&d, "trigate_kube_pods", &[("state", "opted_out")], 1.0)?;
+    ensure!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("/api/v1/namespaces")),
+        "namespaces were not read: {:?}",
+        api.requests()
+    );
+
+    api.apply_namespace("quiet", &[], &[]);
+    wait_enrolled(&d, "quiet/p", |_| true)?;
+    api.apply_namespace("loud", &[], &[("trigate.io/intercept", "false")]);
+    wait_unenrolled(&d, "loud/p")?;
+    ensure!(workload(&d, "quiet/p")?.is_some(), "quiet/p stays");
+    Ok(())
+}

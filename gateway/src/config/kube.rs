@@ -26,6 +26,10 @@ pub struct KubernetesConfig {
     /// as a label or annotation). When false, only pods that opt in
     /// (`"true"`) are enrolled.
     pub intercept_by_default: bool,
+    /// Also read `trigate.io/intercept` on the pod's namespace (labels and
+    /// annotations): `"false"` there opts every pod of it out, `"true"` in.
+    /// Needs get/list/watch on namespaces; off, the daemon reads pods only.
+    pub namespaces: bool,
     /// Enroll hostNetwork pods too. They share the node's network
     /// namespace, so by default they are skipped unless they opt in.
     pub host_network: bool,
@@ -45,6 +49,7 @@ impl Default for KubernetesConfig {
             node_name: None,
             api_server: None,
             intercept_by_default: true,
+            namespaces: false,
             host_network: false,
             cgroup_root: None,
             proc_root: PathBuf::from("/proc"),

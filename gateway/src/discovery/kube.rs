@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
     api::Api,
     runtime::{watcher, WatchStreamExt as _},
@@ -21,7 +21,7 @@ use kube::{
 use tokio::time::Instant;
 
 use super::{
-    pods::{self, PodFacts, Skip},
+    pods::{self, OptIn, PodFacts, Skip},
     DiscoveryError, EnrollmentSource, Started,
 };
 use crate::{
@@ -205,10 +205,26 @@ struct Reconciler {
     retries: BTreeMap<String, Retry>,
     /// Pods of a relist in progress (`Init` … `InitDone`).
     relist: Option<BTreeMap<String, PodFacts>>,
+    /// Namespaces' `trigate.io/intercept` (`kubernetes.namespaces`).
+    namespaces: BTreeMap<String, OptIn>,
+    namespaces_relist: Option<BTreeMap<String, OptIn>>,
+    /// Whether pods may be acted on: with `kubernetes.namespaces`, only
+    /// once the namespaces were listed (or listing them failed), so a pod of
+    /// an opted-out namespace is not enrolled for a moment at start.
+    namespaces_ready: bool,
 }
 
 async fn run(src: KubeSource, client: Client, node: Arc<Node>) {
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<Pod> = Api::all(client.clone());
+    let watch_namespaces = src.cfg.namespaces;
+    let mut ns_events = if watch_namespaces {
+        let wc = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+        watcher(Api::<Namespace>::all(client), wc)
+            .default_backoff()
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let wc = watcher::Config::default()
         .fields(&format!("spec.nodeName={}", src.node_name))
         .timeout(WATCH_TIMEOUT_SECS);
@@ -222,6 +238,9 @@ async fn run(src: KubeSource, client: Client, node: Arc<Node>) {
         enrolled: BTreeMap::new(),
         retries: BTreeMap::new(),
         relist: None,
+        namespaces: BTreeMap::new(),
+        namespaces_relist: None,
+        namespaces_ready: !watch_namespaces,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -245,12 +264,95 @@ async fn run(src: KubeSource, client: Client, node: Arc<Node>) {
                     return;
                 }
             },
+            ev = ns_events.next() => match ev {
+                Some(Ok(ev)) => r.on_namespace_event(ev).await,
+                Some(Err(e)) => {
+                    node.metrics.kube.watch_restarts.inc();
+                    tracing::warn!(
+                        error = %crate::error_chain(&e),
+                        "namespace watch failed (does the service account may list and watch namespaces?); retrying with backoff"
+                    );
+                    if !r.namespaces_ready {
+                        tracing::warn!("enrolling pods without namespace opt-ins until the namespaces are listed");
+                        r.namespaces_ready = true;
+                        r.reconcile_all().await;
+                    }
+                }
+                None => {}
+            },
             _ = tick.tick() => r.retry_due().await,
         }
     }
 }
 
 impl Reconciler {
+    async fn on_namespace_event(&mut self, ev: watcher::Event<Namespace>) {
+        let opt = |ns: &Namespace| {
+            let m = &ns.metadata;
+            (
+                m.name.clone().unwrap_or_default(),
+                pods::opt_in(
+                    &m.labels.clone().unwrap_or_default(),
+                    &m.annotations.clone().unwrap_or_default(),
+                ),
+            )
+        };
+        match ev {
+            watcher::Event::Init => self.namespaces_relist = Some(BTreeMap::new()),
+            watcher::Event::InitApply(ns) => {
+                let (name, o) = opt(&ns);
+                self.namespaces_relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(name, o);
+            }
+            watcher::Event::InitDone => {
+                self.namespaces = self.namespaces_relist.take().unwrap_or_default();
+                self.namespaces_ready = true;
+                self.reconcile_all().await;
+            }
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {
+                let (name, o) = match &ev {
+                    watcher::Event::Apply(ns) => opt(ns),
+                    watcher::Event::Delete(ns) => (opt(ns).0, OptIn::Unset),
+                    _ => return,
+                };
+                let before = self.namespaces.get(&name).copied().unwrap_or(OptIn::Unset);
+                if matches!(ev, watcher::Event::Delete(_)) {
+                    self.namespaces.remove(&name);
+                } else {
+                    self.namespaces.insert(name.clone(), o);
+                }
+                if before != o {
+                    let in_ns: Vec<String> = self
+                        .pods
+                        .iter()
+                        .filter(|(_, f)| f.identity.namespace == name)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for n in in_ns {
+                        self.reconcile(&n).await;
+                    }
+                    self.update_gauges();
+                }
+            }
+        }
+    }
+
+    /// Every pod the API listed and every pod enrolled.
+    async fn reconcile_all(&mut self) {
+        let mut names: Vec<String> = self.pods.keys().cloned().collect();
+        names.extend(
+            self.enrolled
+                .keys()
+                .filter(|n| !self.pods.contains_key(*n))
+                .cloned(),
+        );
+        for name in names {
+            self.reconcile(&name).await;
+        }
+        self.update_gauges();
+    }
+
     async fn on_event(&mut self, ev: watcher::Event<Pod>) {
         match ev {
             watcher::Event::Init => {
@@ -331,8 +433,14 @@ impl Reconciler {
     }
 
     fn decision(&self, f: &PodFacts) -> Result<(), Skip> {
+        let namespace = self
+            .namespaces
+            .get(&f.identity.namespace)
+            .copied()
+            .unwrap_or(OptIn::Unset);
         pods::decide(
             f,
+            namespace,
             self.src.cfg.intercept_by_default,
             self.src.cfg.host_network,
         )
@@ -357,6 +465,9 @@ impl Reconciler {
 
     /// Brings one pod's enrollment in line with what the API says.
     async fn reconcile(&mut self, name: &str) {
+        if !self.namespaces_ready {
+            return;
+        }
         let wanted = self
             .pods
             .get(name)

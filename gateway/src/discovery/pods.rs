@@ -190,17 +190,28 @@ pub fn opt_in(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, 
     }
 }
 
-/// Whether to enroll a pod. Only running pods have a process (and so a
-/// network namespace) to intercept.
+/// The pod's and its namespace's opt-ins together: opting out anywhere
+/// wins, then opting in anywhere.
+pub fn combine(pod: OptIn, namespace: OptIn) -> OptIn {
+    match (pod, namespace) {
+        (OptIn::Out, _) | (_, OptIn::Out) => OptIn::Out,
+        (OptIn::In, _) | (_, OptIn::In) => OptIn::In,
+        _ => OptIn::Unset,
+    }
+}
+
+/// Whether to enroll a pod (`namespace`: its namespace's opt-in). Only
+/// running pods have a process (and so a network namespace) to intercept.
 pub fn decide(
     facts: &PodFacts,
+    namespace: OptIn,
     intercept_by_default: bool,
     host_network: bool,
 ) -> Result<(), Skip> {
     if facts.phase != "Running" {
         return Err(Skip::NotRunning);
     }
-    match facts.opt {
+    match combine(facts.opt, namespace) {
         OptIn::Out => return Err(Skip::OptedOut),
         OptIn::In => return Ok(()),
         OptIn::Unset => {}
@@ -439,11 +450,37 @@ mod tests {
         ];
         for (phase, hn, opt, by_default, allow_hn, want) in cases {
             assert_eq!(
-                decide(&facts_with(phase, hn, opt), by_default, allow_hn),
+                decide(
+                    &facts_with(phase, hn, opt),
+                    OptIn::Unset,
+                    by_default,
+                    allow_hn
+                ),
                 want,
                 "{phase} hostNetwork={hn} {opt:?} by_default={by_default} host_network={allow_hn}"
             );
         }
+    }
+
+    #[test]
+    fn namespace_opt_in_combines_with_the_pod() {
+        use OptIn::*;
+        for (pod, ns, want) in [
+            (Unset, Unset, Unset),
+            (Unset, In, In),
+            (Unset, Out, Out),
+            (In, Unset, In),
+            (In, Out, Out),
+            (Out, In, Out),
+            (In, In, In),
+            (Out, Unset, Out),
+        ] {
+            assert_eq!(combine(pod, ns), want, "{pod:?} {ns:?}");
+        }
+        let f = facts_with("Running", false, Unset);
+        assert_eq!(decide(&f, Out, true, false), Err(Skip::OptedOut));
+        assert_eq!(decide(&f, In, false, false), Ok(()));
+        assert_eq!(decide(&f, Unset, false, false), Err(Skip::NotOptedIn));
     }
 
     fn pod(json: serde_json::Value) -> Pod {
