@@ -692,6 +692,25 @@ mod tests {
     }
 
     #[test]
+    fn policies_select_by_namespace_and_service_account() {
+        let mut p = pii_policy();
+        p.namespaces = vec!["finance".into()];
+        p.service_accounts = vec!["agent".into()];
+        let g = Guardrails::build(&config(vec![p])).unwrap();
+        let pod = |ns: &str, sa: &str| {
+            BTreeMap::from([
+                ("k8s:namespace".to_string(), ns.to_string()),
+                ("k8s:serviceaccount".to_string(), sa.to_string()),
+            ])
+        };
+        let plan = |l: &BTreeMap<String, String>| g.plan(GateKind::Llm, Some(("ns/p", l)));
+        assert!(plan(&pod("finance", "agent")).is_some());
+        assert!(plan(&pod("finance", "default")).is_none());
+        assert!(plan(&pod("legal", "agent")).is_none());
+        assert!(plan(&BTreeMap::new()).is_none());
+    }
+
+    #[test]
     fn policies_apply_on_their_gates_and_topics_only_on_llm() {
         let mut api_only = pii_policy();
         api_only.name = "api-only".into();

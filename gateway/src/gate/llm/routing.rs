@@ -267,6 +267,30 @@ mod tests {
         assert!(allowed(&rules, Some(&other), "claude-haiku"));
         assert!(!allowed(&rules, Some(&other), "gpt-4o"));
         assert!(!allowed(&rules, None, "gpt-4o"));
+
+        let pod: BTreeMap<String, String> = [
+            ("k8s:namespace".to_string(), "finance".to_string()),
+            ("k8s:serviceaccount".to_string(), "agent".to_string()),
+        ]
+        .into();
+        let fin_pod = Who {
+            name: "finance/agent-1",
+            labels: &pod,
+        };
+        let by_identity = vec![ModelAccess {
+            namespaces: vec!["finance".into()],
+            service_accounts: vec!["agent".into()],
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        }];
+        assert!(allowed(&by_identity, Some(&fin_pod), "gpt-4o"));
+        assert!(!allowed(&by_identity, Some(&fin), "gpt-4o"), "not a pod");
+        let other_ns = vec![ModelAccess {
+            namespaces: vec!["legal".into()],
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        }];
+        assert!(!allowed(&other_ns, Some(&fin_pod), "gpt-4o"));
     }
 
     #[test]
