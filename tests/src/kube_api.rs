@@ -407,20 +407,8 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
     let generation = st.watch_generation;
     let mut sent = from;
     loop {
-        let new: Vec<(u64, String)> = st
-            .history
-            .iter()
-            .filter(|(rv, r, _, o)| *rv > sent && *r == resource && on_node(o, node.as_deref()))
-            .map(|(rv, _, kind, o)| (*rv, json!({"type": kind, "object": o}).to_string()))
-            .collect();
-        if let Some((rv, _, _, _)) = st.history.last() {
-            sent = sent.max(*rv);
-        }
-        drop(st);
-        for (_, line) in new {
-            chunk(&mut conn, &line)?;
-        }
-        st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Ended first: a change made after the watch was cut (taken down,
+        // dropped) must not reach this stream.
         if s.stop.load(Ordering::SeqCst)
             || st.watch_generation != generation
             || Instant::now() >= deadline
@@ -433,11 +421,27 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
             }
             return write!(conn, "0\r\n\r\n");
         }
-        st = s
-            .changed
-            .wait_timeout(st, Duration::from_millis(200))
-            .map(|(g, _)| g)
-            .unwrap_or_else(|p| p.into_inner().0);
+        let new: Vec<String> = st
+            .history
+            .iter()
+            .filter(|(rv, r, _, o)| *rv > sent && *r == resource && on_node(o, node.as_deref()))
+            .map(|(_, _, kind, o)| json!({"type": kind, "object": o}).to_string())
+            .collect();
+        if let Some((rv, _, _, _)) = st.history.last() {
+            sent = sent.max(*rv);
+        }
+        drop(st);
+        for line in new {
+            chunk(&mut conn, &line)?;
+        }
+        st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.watch_generation == generation && !s.stop.load(Ordering::SeqCst) {
+            st = s
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 }
 
