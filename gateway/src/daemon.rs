@@ -27,7 +27,7 @@ use crate::{
     netns::Netns,
     reload,
     telemetry::{logging::LogHandle, Metrics},
-    workload::{self, EnrollSource, Registry},
+    workload::Registry,
 };
 
 /// The shared listener of host mode.
@@ -228,10 +228,10 @@ pub async fn run(
         };
         listener::spawn_accept_loops(&node, listeners, ctx, stop.clone());
     }
-    for (i, spec) in node.config.load().workloads.iter().enumerate() {
-        workload::enroll(&node, spec, EnrollSource::Config)
-            .await
-            .with_context(|| format!("workloads[{i}] ({})", spec.name))?;
+    for source in crate::discovery::sources(&node.config.load(), &node.cgroup2)? {
+        let name = source.name();
+        source.start(&node).await?;
+        tracing::debug!(source = name, "enrollment source started");
     }
 
     admin::spawn(admin_listener, public_listener, Arc::clone(&node));

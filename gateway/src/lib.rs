@@ -1,13 +1,15 @@
 //! trigate: the node-local gateway. The module tree follows a connection:
 //! `intercept` (eBPF, original destination) → `listener` (accept,
 //! attribution) → `gate` (serve it) → `upstream` (connect out), with
-//! `telemetry` and `admin` beside, `workload` for identity and `daemon` for
+//! `telemetry` and `admin` beside, `workload` for identity, `discovery` for where workloads come from
+//! (config, Kubernetes) and `daemon` for
 //! start-up and shutdown.
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod discovery;
 pub mod gate;
 pub mod intercept;
 pub mod listener;

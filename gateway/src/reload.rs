@@ -235,6 +235,9 @@ pub fn static_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.http != new.http {
         out.push("http");
     }
+    if old.kubernetes != new.kubernetes {
+        out.push("kubernetes");
+    }
     out
 }
 
@@ -248,6 +251,7 @@ fn keep_static(old: &Config, new: &mut Config) {
     new.log.format = old.log.format;
     new.tls = old.tls.clone();
     new.http = old.http.clone();
+    new.kubernetes = old.kubernetes.clone();
 }
 
 /// Which config workloads to unenroll (gone or changed) and which to enroll

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{ListenerMode, WorkloadConfig},
     daemon::Node,
+    discovery::pods::{PodIdentity, LABEL_NAMESPACE, LABEL_SERVICE_ACCOUNT},
     intercept::{cgroup, InterceptError},
     listener::{self, ListenerContext, Listeners},
     netns::{Netns, NetnsWorker},
@@ -24,6 +25,8 @@ use crate::{
 pub enum EnrollSource {
     Config,
     Admin,
+    /// A pod found through the Kubernetes API (`kubernetes:`).
+    Kubernetes,
 }
 
 /// An enrolled workload.
@@ -38,6 +41,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     pub listeners: Vec<SocketAddr>,
     pub source: EnrollSource,
+    /// The pod's identity, for workloads found through Kubernetes.
+    pub kubernetes: Option<PodIdentity>,
     /// Stops this workload's own accept loops (in-pod mode).
     stop: CancellationToken,
 }
@@ -54,6 +59,8 @@ pub struct WorkloadView {
     pub labels: BTreeMap<String, String>,
     pub listeners: Vec<String>,
     pub source: EnrollSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<PodIdentity>,
 }
 
 impl Workload {
@@ -68,8 +75,26 @@ impl Workload {
             labels: self.labels.clone(),
             listeners: self.listeners.iter().map(ToString::to_string).collect(),
             source: self.source,
+            kubernetes: self.kubernetes.clone(),
         }
     }
+}
+
+/// Whether a policy's `namespaces:` and `service_accounts:` select a
+/// workload (empty: any). They read the reserved `k8s:*` labels, so a
+/// workload that is not a pod matches only selectors that leave both empty.
+pub fn selects_pod(
+    namespaces: &[String],
+    service_accounts: &[String],
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let any_of = |wanted: &[String], key: &str| {
+        wanted.is_empty()
+            || labels
+                .and_then(|l| l.get(key))
+                .is_some_and(|v| wanted.iter().any(|w| w == v))
+    };
+    any_of(namespaces, LABEL_NAMESPACE) && any_of(service_accounts, LABEL_SERVICE_ACCOUNT)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +180,37 @@ impl Registry {
         Ok(())
     }
 
+    /// Gives an enrolled workload new labels and pod identity in place: the
+    /// same id, maps and listeners, so a pod whose labels change keeps its
+    /// connections. False when no such workload is enrolled.
+    pub fn relabel(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        kubernetes: Option<PodIdentity>,
+    ) -> bool {
+        let mut inner = self.write();
+        let Some(old) = inner.by_name.get(name) else {
+            return false;
+        };
+        let new = Arc::new(Workload {
+            id: old.id,
+            name: Arc::clone(&old.name),
+            cgroup: old.cgroup.clone(),
+            cgroup_id: old.cgroup_id,
+            netns_path: old.netns_path.clone(),
+            netns_cookie: old.netns_cookie,
+            labels,
+            listeners: old.listeners.clone(),
+            source: old.source,
+            kubernetes,
+            stop: old.stop.clone(),
+        });
+        inner.by_id.insert(new.id, Arc::clone(&new));
+        inner.by_name.insert(name.to_string(), new);
+        true
+    }
+
     fn remove(&self, name: &str) -> Option<Arc<Workload>> {
         let mut inner = self.write();
         let w = inner.by_name.remove(name)?;
@@ -188,6 +244,16 @@ pub async fn enroll(
     node: &Arc<Node>,
     spec: &WorkloadConfig,
     source: EnrollSource,
+) -> Result<Arc<Workload>, EnrollError> {
+    enroll_pod(node, spec, source, None).await
+}
+
+/// [`enroll`] with the pod identity of a workload found through Kubernetes.
+pub async fn enroll_pod(
+    node: &Arc<Node>,
+    spec: &WorkloadConfig,
+    source: EnrollSource,
+    kubernetes: Option<PodIdentity>,
 ) -> Result<Arc<Workload>, EnrollError> {
     let name = spec.name.clone();
     let invalid = |message: String| EnrollError::Invalid {
@@ -269,6 +335,7 @@ pub async fn enroll(
         labels: spec.labels.clone(),
         listeners: listener_addrs,
         source,
+        kubernetes,
         stop: stop.clone(),
     });
     if let Some((cookie, netns, listeners)) = pod {
@@ -348,5 +415,35 @@ fn remove_from_maps(node: &Node, w: &Workload) {
         if let Err(e) = node.interceptor.unenroll_netns(cookie) {
             tracing::warn!(workload = %w.name, error = %e, "removing the netns enrollment failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_selectors_read_the_reserved_labels() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let pod: BTreeMap<String, String> = [
+            (LABEL_NAMESPACE.to_string(), "finance".to_string()),
+            (LABEL_SERVICE_ACCOUNT.to_string(), "agent".to_string()),
+        ]
+        .into();
+        // A plain label spelled like a namespace does not count.
+        let not_pod: BTreeMap<String, String> =
+            [("namespace".to_string(), "finance".to_string())].into();
+        assert!(selects_pod(&[], &[], None));
+        assert!(selects_pod(&[], &[], Some(&not_pod)));
+        assert!(selects_pod(&s(&["finance"]), &[], Some(&pod)));
+        assert!(selects_pod(
+            &s(&["legal", "finance"]),
+            &s(&["agent"]),
+            Some(&pod)
+        ));
+        assert!(!selects_pod(&s(&["legal"]), &[], Some(&pod)));
+        assert!(!selects_pod(&s(&["finance"]), &s(&["other"]), Some(&pod)));
+        assert!(!selects_pod(&[], &s(&["agent"]), Some(&not_pod)));
+        assert!(!selects_pod(&s(&["finance"]), &[], None));
     }
 }

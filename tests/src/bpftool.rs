@@ -51,6 +51,74 @@ pub fn trigate_program_counts(progs: &[AttachedProgram]) -> BTreeMap<&'static st
     counts
 }
 
+/// The cgroup ids in the `ENROLL_CGROUP` map of the daemon whose programs
+/// are attached to `cgroup` (found through its connect4 program's maps, so
+/// concurrent daemons of other tests are not mixed in).
+pub fn enrolled_cgroup_ids(cgroup: &Path) -> Result<Vec<u64>> {
+    let env = env()?;
+    let bpftool = |args: &[&str]| -> Result<serde_json::Value> {
+        let mut cmd = Command::new(&env.bpftool);
+        cmd.arg("-j").args(args);
+        let out = run_with_timeout(cmd, Duration::from_secs(10))?
+            .check(&format!("bpftool {}", args.join(" ")))?;
+        serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("parsing bpftool {} output", args.join(" ")))
+    };
+    let progs = attached_programs(cgroup)?;
+    let connect = progs
+        .iter()
+        .find(|p| {
+            p.name.starts_with("trigate")
+                && matches!(p.attach_type.as_str(), "cgroup_inet4_connect" | "connect4")
+        })
+        .with_context(|| format!("no trigate connect4 program on {}", cgroup.display()))?;
+    let prog = bpftool(&["prog", "show", "id", &connect.id.to_string()])?;
+    let map_ids: Vec<u64> = prog["map_ids"]
+        .as_array()
+        .context("bpftool prog show: no map_ids")?
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    for id in map_ids {
+        let map = bpftool(&["map", "show", "id", &id.to_string()])?;
+        if map["name"] != "ENROLL_CGROUP" {
+            continue;
+        }
+        let dump = bpftool(&["map", "dump", "id", &id.to_string()])?;
+        let entries = dump.as_array().cloned().unwrap_or_default();
+        return entries.iter().map(entry_key_u64).collect();
+    }
+    anyhow::bail!(
+        "the connect4 program on {} uses no ENROLL_CGROUP map",
+        cgroup.display()
+    )
+}
+
+/// A u64 map key as bpftool prints it: a BTF-formatted number, or the raw
+/// bytes as hex strings (little-endian).
+fn entry_key_u64(entry: &serde_json::Value) -> Result<u64> {
+    if let Some(k) = entry["formatted"]["key"].as_u64() {
+        return Ok(k);
+    }
+    if let Some(k) = entry["key"].as_u64() {
+        return Ok(k);
+    }
+    let bytes: Vec<u8> = entry["key"]
+        .as_array()
+        .with_context(|| format!("bpftool map entry without a key: {entry}"))?
+        .iter()
+        .map(|b| {
+            b.as_str()
+                .and_then(|s| u8::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                .with_context(|| format!("bad key byte in {entry}"))
+        })
+        .collect::<Result<_>>()?;
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("key is not 8 bytes: {entry}"))?;
+    Ok(u64::from_le_bytes(arr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

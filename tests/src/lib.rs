@@ -20,6 +20,7 @@ mod env;
 mod fake_llm;
 mod http;
 mod jwt;
+mod kube_api;
 mod mcp;
 mod metrics;
 mod names;
@@ -29,7 +30,9 @@ mod redis;
 mod upstream;
 mod yaml;
 
-pub use bpftool::{attached_programs, trigate_program_counts, AttachedProgram};
+pub use bpftool::{
+    attached_programs, enrolled_cgroup_ids, trigate_program_counts, AttachedProgram,
+};
 pub use client::{ClientMode, ClientRequest, ClientResult};
 pub use config::{Config, Destination, FailMode, Workload};
 pub use daemon::{is_access_log, log_field, log_str, log_u64, Daemon, LogLine, READY_TIMEOUT};
@@ -38,6 +41,7 @@ pub use env::{env, sdk_python, Env};
 pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, SigV4Check, StreamRecord};
 pub use http::{http_request, HttpResponse};
 pub use jwt::{b64url, JwtSigner};
+pub use kube_api::{ApiMode, FakeKubeApi, KubePod, Kubepods, PodSpec};
 pub use mcp::{mcp_client, mcp_client_over, McpServer, McpTransport};
 pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;

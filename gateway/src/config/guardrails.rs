@@ -52,6 +52,10 @@ pub struct GuardPolicyConfig {
     pub name: String,
     pub workloads: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes namespaces (the pod's `k8s:namespace` label); empty: any.
+    pub namespaces: Vec<String>,
+    /// Kubernetes service accounts (`k8s:serviceaccount`); empty: any.
+    pub service_accounts: Vec<String>,
     /// Applied to what the workload sends (prompts, messages, system
     /// prompt, tool results it passes back).
     pub request: Vec<GuardRuleConfig>,

@@ -206,6 +206,10 @@ pub struct AllowRule {
     pub workloads: Vec<String>,
     /// Workload labels that must all be present with these values.
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes namespaces (the pod's `k8s:namespace` label); empty: any.
+    pub namespaces: Vec<String>,
+    /// Kubernetes service accounts (`k8s:serviceaccount`); empty: any.
+    pub service_accounts: Vec<String>,
     /// API key names (`auth.api_keys[].name`).
     pub api_keys: Vec<String>,
     /// JWT claims: each listed claim must have one of the given values

@@ -231,6 +231,10 @@ fn default_weight() -> u32 {
 pub struct ModelAccess {
     pub workloads: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes namespaces (the pod's `k8s:namespace` label); empty: any.
+    pub namespaces: Vec<String>,
+    /// Kubernetes service accounts (`k8s:serviceaccount`); empty: any.
+    pub service_accounts: Vec<String>,
     /// Requested model names: exact or a prefix ending in `*`.
     pub models: Vec<String>,
 }
@@ -247,6 +251,10 @@ pub struct LlmLimit {
     pub workloads: Vec<String>,
     /// … and labels they must carry.
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes namespaces (the pod's `k8s:namespace` label); empty: any.
+    pub namespaces: Vec<String>,
+    /// Kubernetes service accounts (`k8s:serviceaccount`); empty: any.
+    pub service_accounts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -167,6 +167,10 @@ pub struct McpPolicy {
     pub name: String,
     pub workloads: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes namespaces (the pod's `k8s:namespace` label); empty: any.
+    pub namespaces: Vec<String>,
+    /// Kubernetes service accounts (`k8s:serviceaccount`); empty: any.
+    pub service_accounts: Vec<String>,
     /// JWT claims the caller's token (`mcp.oauth`, or a route's `jwt:`
     /// authn) must carry: claim → accepted values (a string claim equal to
     /// one, or an array claim holding one). Empty: no token needed.

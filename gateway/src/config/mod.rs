@@ -24,6 +24,8 @@ pub use http::{
 };
 mod guardrails;
 pub use guardrails::{Detect, GuardAction, GuardPolicyConfig, GuardRuleConfig, GuardrailsConfig};
+mod kube;
+pub use kube::KubernetesConfig;
 mod llm;
 mod mcp;
 pub use llm::{
@@ -97,6 +99,8 @@ pub struct Config {
     /// The MCP gate: which tools, resources and prompts workloads may see
     /// and use.
     pub mcp: McpConfig,
+    /// Pod discovery through the Kubernetes API.
+    pub kubernetes: KubernetesConfig,
 }
 
 /// Certificates and verification for the destinations with `tls`.
@@ -164,6 +168,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             guardrails: GuardrailsConfig::default(),
             mcp: McpConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }

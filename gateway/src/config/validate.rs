@@ -53,6 +53,12 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         p.push(field, message);
     }
     check_workloads(&config.workloads, config.listener.mode, &mut p);
+    for (field, message) in config
+        .kubernetes
+        .problems(config.listener.mode == ListenerMode::InPod)
+    {
+        p.push(field, message);
+    }
     p.0
 }
 

@@ -35,6 +35,8 @@ struct Policy {
     gates: Vec<GateKind>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
+    namespaces: Vec<String>,
+    service_accounts: Vec<String>,
     request: Vec<Rule>,
     response: Vec<Rule>,
     /// Indexes into the topics.
@@ -142,6 +144,8 @@ impl Guardrails {
                 allow_topics: topic_indexes(&p.allow_topics)?,
                 workloads: p.workloads.clone(),
                 labels: p.labels.clone(),
+                namespaces: p.namespaces.clone(),
+                service_accounts: p.service_accounts.clone(),
                 request: compile(&p.request)?,
                 response: compile(&p.response)?,
             };
@@ -208,8 +212,13 @@ impl Guardrails {
                 || who.is_some_and(|(_, labels)| {
                     p.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
                 });
+            let by_pod = crate::workload::selects_pod(
+                &p.namespaces,
+                &p.service_accounts,
+                who.map(|(_, labels)| labels),
+            );
             let on_gate = p.gates.is_empty() || p.gates.contains(&gate);
-            if by_name && by_labels && on_gate {
+            if by_name && by_labels && by_pod && on_gate {
                 request.extend(p.request.iter().cloned());
                 response.extend(p.response.iter().cloned());
                 if !llm {
@@ -680,6 +689,25 @@ mod tests {
             .is_none());
         assert!(g.plan(GateKind::Llm, Some(("other", &fin))).is_none());
         assert!(g.plan(GateKind::Llm, None).is_none());
+    }
+
+    #[test]
+    fn policies_select_by_namespace_and_service_account() {
+        let mut p = pii_policy();
+        p.namespaces = vec!["finance".into()];
+        p.service_accounts = vec!["agent".into()];
+        let g = Guardrails::build(&config(vec![p])).unwrap();
+        let pod = |ns: &str, sa: &str| {
+            BTreeMap::from([
+                ("k8s:namespace".to_string(), ns.to_string()),
+                ("k8s:serviceaccount".to_string(), sa.to_string()),
+            ])
+        };
+        let plan = |l: &BTreeMap<String, String>| g.plan(GateKind::Llm, Some(("ns/p", l)));
+        assert!(plan(&pod("finance", "agent")).is_some());
+        assert!(plan(&pod("finance", "default")).is_none());
+        assert!(plan(&pod("legal", "agent")).is_none());
+        assert!(plan(&BTreeMap::new()).is_none());
     }
 
     #[test]

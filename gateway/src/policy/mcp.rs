@@ -83,6 +83,8 @@ struct Policy {
     name: Arc<str>,
     workloads: Vec<String>,
     labels: BTreeMap<String, String>,
+    namespaces: Vec<String>,
+    service_accounts: Vec<String>,
     claims: BTreeMap<String, Vec<String>>,
     tools: Lists,
     resources: Lists,
@@ -219,6 +221,8 @@ impl McpAuthz {
                     name: Arc::from(p.name.as_str()),
                     workloads: p.workloads.clone(),
                     labels: p.labels.clone(),
+                    namespaces: p.namespaces.clone(),
+                    service_accounts: p.service_accounts.clone(),
                     claims: p.claims.clone(),
                     tools: lists(&p.tools, false).map_err(bad)?,
                     resources: lists(&p.resources, true).map_err(bad)?,
@@ -300,13 +304,18 @@ impl McpAuthz {
                     || who.is_some_and(|(_, labels)| {
                         p.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
                     });
+                let by_pod = crate::workload::selects_pod(
+                    &p.namespaces,
+                    &p.service_accounts,
+                    who.map(|(_, labels)| labels),
+                );
                 let by_claims = p.claims.is_empty()
                     || claims.is_some_and(|have| {
                         p.claims.iter().all(|(name, wanted)| {
                             have.get(name).is_some_and(|v| claim_matches(v, wanted))
                         })
                     });
-                by_name && by_labels && by_claims
+                by_name && by_labels && by_pod && by_claims
             })
             .cloned()
             .collect();

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod genai;
 pub mod guard;
+pub mod kube;
 pub mod logging;
 pub mod mcp;
 pub mod trace;
@@ -42,6 +43,7 @@ pub struct Metrics {
     pub http_connection_errors: IntCounterVec,
     pub genai: genai::GenAiMetrics,
     pub mcp: mcp::McpMetrics,
+    pub kube: kube::KubeMetrics,
 }
 
 impl Metrics {
@@ -194,6 +196,7 @@ impl Metrics {
             )?,
             genai: genai::GenAiMetrics::new(&registry)?,
             mcp: mcp::McpMetrics::new(&registry)?,
+            kube: kube::KubeMetrics::new(&registry)?,
             registry,
         };
         m.config_last_reload_success.set(1);

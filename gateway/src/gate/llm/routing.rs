@@ -32,13 +32,15 @@ pub struct Who<'a> {
 pub fn selects(
     workloads: &[String],
     labels: &BTreeMap<String, String>,
+    (namespaces, service_accounts): (&[String], &[String]),
     who: Option<&Who<'_>>,
 ) -> bool {
     let by_name =
         workloads.is_empty() || who.is_some_and(|w| workloads.iter().any(|n| n == w.name));
     let by_labels = labels.is_empty()
         || who.is_some_and(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
-    by_name && by_labels
+    let by_pod = crate::workload::selects_pod(namespaces, service_accounts, who.map(|w| w.labels));
+    by_name && by_labels && by_pod
 }
 
 /// Whether the workload may ask for `model`. No rules: everyone may use
@@ -46,8 +48,12 @@ pub fn selects(
 pub fn allowed(access: &[ModelAccess], who: Option<&Who<'_>>, model: &str) -> bool {
     access.is_empty()
         || access.iter().any(|rule| {
-            selects(&rule.workloads, &rule.labels, who)
-                && rule.models.iter().any(|p| name_matches(p, model))
+            selects(
+                &rule.workloads,
+                &rule.labels,
+                (&rule.namespaces, &rule.service_accounts),
+                who,
+            ) && rule.models.iter().any(|p| name_matches(p, model))
         })
 }
 
@@ -247,11 +253,13 @@ mod tests {
                 workloads: vec![],
                 labels: labels.clone(),
                 models: vec!["gpt-4o*".into()],
+                ..Default::default()
             },
             ModelAccess {
                 workloads: vec!["pod-b".into()],
                 labels: BTreeMap::new(),
                 models: vec!["claude-haiku".into()],
+                ..Default::default()
             },
         ];
         assert!(allowed(&rules, Some(&fin), "gpt-4o-mini"));
@@ -259,6 +267,30 @@ mod tests {
         assert!(allowed(&rules, Some(&other), "claude-haiku"));
         assert!(!allowed(&rules, Some(&other), "gpt-4o"));
         assert!(!allowed(&rules, None, "gpt-4o"));
+
+        let pod: BTreeMap<String, String> = [
+            ("k8s:namespace".to_string(), "finance".to_string()),
+            ("k8s:serviceaccount".to_string(), "agent".to_string()),
+        ]
+        .into();
+        let fin_pod = Who {
+            name: "finance/agent-1",
+            labels: &pod,
+        };
+        let by_identity = vec![ModelAccess {
+            namespaces: vec!["finance".into()],
+            service_accounts: vec!["agent".into()],
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        }];
+        assert!(allowed(&by_identity, Some(&fin_pod), "gpt-4o"));
+        assert!(!allowed(&by_identity, Some(&fin), "gpt-4o"), "not a pod");
+        let other_ns = vec![ModelAccess {
+            namespaces: vec!["legal".into()],
+            models: vec!["gpt-4o".into()],
+            ..Default::default()
+        }];
+        assert!(!allowed(&other_ns, Some(&fin_pod), "gpt-4o"));
     }
 
     #[test]

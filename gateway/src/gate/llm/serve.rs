@@ -243,7 +243,12 @@ impl Call {
             || self.api == Api::CountTokens
             || self.llm.limits.iter().any(|l| {
                 l.input_tokens.is_some()
-                    && routing::selects(&l.cfg.workloads, &l.cfg.labels, who.as_ref())
+                    && routing::selects(
+                        &l.cfg.workloads,
+                        &l.cfg.labels,
+                        (&l.cfg.namespaces, &l.cfg.service_accounts),
+                        who.as_ref(),
+                    )
             });
         let estimated_input = if needs_estimate {
             estimate(&request, body.len()).await?
@@ -737,7 +742,12 @@ impl Call {
         // Every bucket of every applicable limit, in order.
         let mut takes = Vec::new();
         for (i, limit) in self.llm.limits.iter().enumerate() {
-            if !routing::selects(&limit.cfg.workloads, &limit.cfg.labels, who) {
+            if !routing::selects(
+                &limit.cfg.workloads,
+                &limit.cfg.labels,
+                (&limit.cfg.namespaces, &limit.cfg.service_accounts),
+                who,
+            ) {
                 continue;
             }
             charges.limits.push(i);

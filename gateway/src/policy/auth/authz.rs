@@ -88,6 +88,11 @@ fn identity_matches(rule: &AllowRule, who: &Principal<'_>) -> bool {
                 .iter()
                 .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
         });
+    let pod = crate::workload::selects_pod(
+        &rule.namespaces,
+        &rule.service_accounts,
+        who.workload.map(|(_, labels)| labels),
+    );
     let api_keys = rule.api_keys.is_empty()
         || who
             .api_key
@@ -98,7 +103,7 @@ fn identity_matches(rule: &AllowRule, who: &Principal<'_>) -> bool {
                 .iter()
                 .all(|(name, wanted)| claims.get(name).is_some_and(|v| claim_matches(v, wanted)))
         });
-    workloads && labels && api_keys && claims
+    workloads && labels && pod && api_keys && claims
 }
 
 /// A string claim equal to one of `wanted`, or an array claim holding one
@@ -239,6 +244,32 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_and_service_accounts_read_the_pod_identity() {
+        let rules = [AllowRule {
+            namespaces: strings(&["finance"]),
+            service_accounts: strings(&["agent"]),
+            ..AllowRule::default()
+        }];
+        let pod = |ns: &str, sa: &str| labels(&[("k8s:namespace", ns), ("k8s:serviceaccount", sa)]);
+        let with = |l| Principal {
+            workload: Some(("ns/pod", l)),
+            ..Principal::default()
+        };
+        let (fin_agent, fin_default, legal_agent) = (
+            pod("finance", "agent"),
+            pod("finance", "default"),
+            pod("legal", "agent"),
+        );
+        let not_pod = labels(&[("app", "x")]);
+        assert_eq!(decide(&rules, with(&fin_agent), &Method::GET), Ok(()));
+        assert!(decide(&rules, with(&fin_default), &Method::GET).is_err());
+        assert!(decide(&rules, with(&legal_agent), &Method::GET).is_err());
+        // Not a pod (no k8s:* labels), or no workload at all.
+        assert!(decide(&rules, with(&not_pod), &Method::GET).is_err());
+        assert!(decide(&rules, Principal::default(), &Method::GET).is_err());
+    }
+
+    #[test]
     fn api_keys_field() {
         let rules = [AllowRule {
             api_keys: strings(&["ci"]),
@@ -363,6 +394,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             methods: strings(&["POST"]),
+            ..Default::default()
         };
         let full = Principal {
             workload: Some(("pod-a", &l)),
