@@ -158,6 +158,18 @@ async fn route(state: &Arc<Admin>, req: Request<Incoming>, access: Access) -> Re
             };
         }
     }
+    // Discovered names span segments (`ns/pod`), plain or percent-encoded.
+    if req.method() == Method::DELETE {
+        if let Some(rest) = path.strip_prefix("/workloads/").filter(|r| !r.is_empty()) {
+            return match summary::percent_decode(rest.trim_end_matches('/')) {
+                Ok(name) => match workload::unenroll(node, &name) {
+                    Ok(_) => empty(StatusCode::NO_CONTENT),
+                    Err(e) => error(enroll_status(&e), e.to_string()),
+                },
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            };
+        }
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, [""] | ["dashboard"]) => asset(DASHBOARD_HTML, "text/html; charset=utf-8"),
@@ -183,10 +195,6 @@ async fn route(state: &Arc<Admin>, req: Request<Incoming>, access: Access) -> Re
             json(StatusCode::OK, &views)
         }
         (&Method::POST, ["workloads"]) => enroll(node, req).await,
-        (&Method::DELETE, ["workloads", name]) => match workload::unenroll(node, name) {
-            Ok(_) => empty(StatusCode::NO_CONTENT),
-            Err(e) => error(enroll_status(&e), e.to_string()),
-        },
         (&Method::GET, ["destinations"]) => destinations(node),
         (&Method::PUT, ["logging"]) => {
             let level = req

@@ -468,7 +468,6 @@ fn refuse(status: StatusCode, code: i64, message: String, outcome: &'static str)
 /// and federation.
 // The refusal is the response itself, built once on a cold path; boxing it
 // would only add an allocation.
-#[allow(clippy::result_large_err)]
 fn session_of(
     cx: &ConnContext,
     fed: &McpFederation,
