@@ -275,7 +275,13 @@ fn trigate_check(root: &Path, tools: &DeployTools, manifest: &Path, config: &Pat
     // crate; the e2e step builds the same one).
     run(cargo(root).args(["build", "--quiet", "-p", "trigate"]))?;
     let bin = util::target_dir(root).join("debug/trigate");
-    run(Command::new(&bin).arg("check").arg(config)).with_context(|| {
+    // The environment the DaemonSet gives the daemon: NODE_NAME from
+    // spec.nodeName (the config leaves kubernetes.node_name to it).
+    run(Command::new(&bin)
+        .arg("check")
+        .arg(config)
+        .env("NODE_NAME", "deploy-check-node"))
+    .with_context(|| {
         format!(
             "the config in the chart's ConfigMap (values.yaml `config`, extracted to {}) \
              is not valid for this daemon",
