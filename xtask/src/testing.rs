@@ -216,14 +216,23 @@ pub fn test(root: &Path, args: &TestArgs) -> Result<()> {
             "setup: test deps failed"
         };
         let ready = built && test_deps;
+        // What an earlier run left when it was killed (its cleanup never ran)
+        // is removed first, so it is not blamed on this run; what belongs to
+        // a test run still going (another checkout) is only noted.
+        let root_ok = util::is_root().unwrap_or(false);
+        let mut before = Vec::new();
+        steps.run_if(ready && root_ok, "not root", "stale e2e leftovers", || {
+            before = leftovers::clear_stale()?;
+            Ok(())
+        });
         steps.run_if(ready, reason, "e2e tests", || {
             e2e_tests(root, &args.e2e_args)
         });
         // After a run, passed or failed: the tests must remove what they make.
         // (Not as non-root: the e2e step failed before running anything.)
-        let ran = ready && util::is_root().unwrap_or(false);
+        let ran = ready && root_ok;
         steps.run_if(ran, "e2e tests did not run", "leftovers", || {
-            leftovers::check()
+            leftovers::check(&before)
         });
     }
 
@@ -270,15 +279,129 @@ fn e2e_tests(root: &Path, extra: &[String]) -> Result<()> {
 }
 
 mod leftovers {
-    //! What the e2e tests create and must remove.
+    //! What the e2e tests create and must remove. Every name carries the pid
+    //! of the test process that made it (`tg-e2e-<pid>-<n>` namespaces,
+    //! `trigate-e2e-<pid>-<n>` cgroups, `e2e-<pid>-<n>` pin directories).
 
     use super::*;
 
-    pub fn check() -> Result<()> {
-        let mut found = Vec::new();
-        found.extend(netns()?);
+    /// One thing an e2e test made.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Leftover {
+        kind: Kind,
+        /// The namespace name, or the cgroup / pin path.
+        name: String,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Netns,
+        Cgroup,
+        Pin,
+    }
+
+    impl std::fmt::Display for Leftover {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let what = match self.kind {
+                Kind::Netns => "network namespace",
+                Kind::Cgroup => "cgroup",
+                Kind::Pin => "bpf pin",
+            };
+            write!(f, "{what} {}", self.name)
+        }
+    }
+
+    impl Leftover {
+        /// The pid of the test process that made it, from its last path part.
+        fn owner(&self) -> Option<u32> {
+            let base = self.name.rsplit('/').next().unwrap_or(&self.name);
+            owner_pid(base)
+        }
+
+        fn remove(&self) -> Result<()> {
+            match self.kind {
+                Kind::Netns => {
+                    util::output(Command::new("ip").args(["netns", "del", &self.name]))?;
+                }
+                Kind::Cgroup => remove_cgroup_tree(Path::new(&self.name))?,
+                // Unlinking the pinned links detaches them.
+                Kind::Pin => {
+                    let path = Path::new(&self.name);
+                    if path.is_dir() {
+                        fs::remove_dir_all(path)
+                    } else {
+                        fs::remove_file(path)
+                    }
+                    .with_context(|| format!("removing {}", path.display()))?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// `<pid>` of `tg-e2e-<pid>-<n>`, `trigate-e2e-<pid>-<n>` or `e2e-<pid>-<n>`.
+    pub(super) fn owner_pid(name: &str) -> Option<u32> {
+        let rest = ["tg-e2e-", "trigate-e2e-", "e2e-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))?;
+        let (pid, n) = rest.split_once('-')?;
+        n.parse::<u32>().ok()?;
+        pid.parse().ok()
+    }
+
+    fn scan() -> Result<Vec<Leftover>> {
+        let mut found = netns()?;
         found.extend(cgroups()?);
         found.extend(pins(Path::new("/sys/fs/bpf/trigate"))?);
+        Ok(found)
+    }
+
+    /// Removes what test processes that no longer exist left behind (a run
+    /// killed before its cleanup) and returns what is left: things of live
+    /// test processes, which `check` must not blame on this run.
+    pub fn clear_stale() -> Result<Vec<Leftover>> {
+        let mut kept = Vec::new();
+        let mut failed = Vec::new();
+        // Namespaces last: a cgroup removal ends the processes that keep one.
+        let mut found = scan()?;
+        found.sort_by_key(|l| l.kind == Kind::Netns);
+        for l in found {
+            let dead = l
+                .owner()
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if !dead {
+                match l.owner() {
+                    Some(pid) => eprintln!("  kept (its test process {pid} runs): {l}"),
+                    None => eprintln!("  kept (no test pid in its name): {l}"),
+                }
+                kept.push(l);
+                continue;
+            }
+            match l.remove() {
+                Ok(()) => eprintln!("  removed (its test process is gone): {l}"),
+                Err(err) => failed.push(format!("{l}: {err:#}")),
+            }
+        }
+        if !failed.is_empty() {
+            bail!(
+                "could not remove what killed e2e runs left: {}",
+                failed.join("; ")
+            );
+        }
+        if kept.is_empty() {
+            eprintln!("nothing left by earlier runs");
+        }
+        Ok(kept)
+    }
+
+    /// Fails on anything the tests made that is still there, except what
+    /// was there before they ran (`before`).
+    pub fn check(before: &[Leftover]) -> Result<()> {
+        let found: Vec<String> = scan()?
+            .into_iter()
+            .filter(|l| !before.contains(l))
+            .map(|l| l.to_string())
+            .collect();
         if found.is_empty() {
             eprintln!("no leftover namespaces, cgroups or pins");
             return Ok(());
@@ -294,12 +417,39 @@ mod leftovers {
         )
     }
 
-    fn netns() -> Result<Vec<String>> {
+    /// Kills what runs in a cgroup tree the tests made, then removes it.
+    fn remove_cgroup_tree(path: &Path) -> Result<()> {
+        for entry in fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                remove_cgroup_tree(&entry.path())?;
+            }
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let populated = fs::read_to_string(path.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l == "populated 1"));
+            if populated {
+                let _ = fs::write(path.join("cgroup.kill"), "1");
+            } else if fs::remove_dir(path).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("cgroup {} cannot be removed", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn netns() -> Result<Vec<Leftover>> {
         let out = util::output(Command::new("ip").args(["netns", "list"]))
             .context("listing network namespaces (is iproute2 installed?)")?;
         Ok(e2e_netns(&String::from_utf8_lossy(&out))
             .into_iter()
-            .map(|n| format!("network namespace {n}"))
+            .map(|name| Leftover {
+                kind: Kind::Netns,
+                name,
+            })
             .collect())
     }
 
@@ -312,7 +462,7 @@ mod leftovers {
             .collect()
     }
 
-    fn cgroups() -> Result<Vec<String>> {
+    fn cgroups() -> Result<Vec<Leftover>> {
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
         let Some(mount) = cgroup2_mount(&mountinfo) else {
@@ -331,7 +481,10 @@ mod leftovers {
                     .to_string_lossy()
                     .starts_with("trigate-e2e-")
             {
-                found.push(format!("cgroup {}", entry.path().display()));
+                found.push(Leftover {
+                    kind: Kind::Cgroup,
+                    name: entry.path().display().to_string(),
+                });
             }
         }
         Ok(found)
@@ -370,7 +523,7 @@ mod leftovers {
     }
 
     /// Everything under `dir` (at any depth) whose name starts with `e2e-`.
-    pub(super) fn pins(dir: &Path) -> Result<Vec<String>> {
+    pub(super) fn pins(dir: &Path) -> Result<Vec<Leftover>> {
         let mut found = Vec::new();
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -381,7 +534,10 @@ mod leftovers {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
             let path = entry.path();
             if entry.file_name().to_string_lossy().starts_with("e2e-") {
-                found.push(format!("bpf pin {}", path.display()));
+                found.push(Leftover {
+                    kind: Kind::Pin,
+                    name: path.display().to_string(),
+                });
             } else if entry.file_type()?.is_dir() {
                 found.extend(pins(&path)?);
             }
@@ -422,13 +578,27 @@ mod tests {
         fs::create_dir_all(dir.join("prod/x")).unwrap();
         fs::create_dir_all(dir.join("e2e-abc")).unwrap();
         fs::write(dir.join("prod/e2e-link"), "").unwrap();
-        let mut found = pins(&dir).unwrap();
+        let mut found: Vec<String> = pins(&dir).unwrap().iter().map(|l| l.to_string()).collect();
         found.sort();
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].ends_with("e2e-abc"));
+        assert!(found[0].starts_with("bpf pin ") && found[0].ends_with("e2e-abc"));
         assert!(found[1].ends_with("prod/e2e-link"));
         assert!(pins(&dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn owner_pid_from_names() {
+        assert_eq!(owner_pid("tg-e2e-14550-3"), Some(14550));
+        assert_eq!(owner_pid("trigate-e2e-14550-0"), Some(14550));
+        assert_eq!(owner_pid("e2e-77-12"), Some(77));
+        // Not a harness name, or not `<pid>-<n>`: never treated as stale.
+        assert_eq!(owner_pid("tg1a2b-3h"), None);
+        assert_eq!(owner_pid("e2e-abc"), None);
+        assert_eq!(owner_pid("e2e-12"), None);
+        assert_eq!(owner_pid("e2e-12-x"), None);
+        assert_eq!(owner_pid("trigate-e2e-caps-12"), None);
+        assert_eq!(owner_pid("prod"), None);
     }
 
     #[test]
