@@ -285,6 +285,11 @@ fn destination_rows(f: &Fetched) -> (Vec<&'static str>, Vec<Row>) {
         "REQUESTS",
         "ERRORS",
         "REFUSED",
+        "TOKENS-IN",
+        "TOKENS-OUT",
+        "COST-USD",
+        "BLOCKS",
+        "MCP",
         "CONNECTIONS",
         "DENIED",
         "SENT",
@@ -304,9 +309,9 @@ fn destination_rows(f: &Fetched) -> (Vec<&'static str>, Vec<Row>) {
                     d.connections as f64,
                     d.errors as f64,
                     d.refused as f64,
-                    0.0,
-                    0.0,
-                    0.0,
+                    (d.tokens_input + d.tokens_output) as f64,
+                    d.cost_usd,
+                    d.mcp_calls as f64,
                     denied as f64,
                     bytes as f64,
                 ],
@@ -316,6 +321,11 @@ fn destination_rows(f: &Fetched) -> (Vec<&'static str>, Vec<Row>) {
                     d.requests.to_string(),
                     d.errors.to_string(),
                     d.refused.to_string(),
+                    d.tokens_input.to_string(),
+                    d.tokens_output.to_string(),
+                    format!("{:.6}", d.cost_usd),
+                    d.guardrails.get("block").copied().unwrap_or(0).to_string(),
+                    d.mcp_calls.to_string(),
                     d.connections.to_string(),
                     denied.to_string(),
                     human_bytes(d.bytes_sent),
@@ -426,6 +436,11 @@ mod tests {
                     bytes_sent: 10,
                     bytes_received: 3 * 1024 * 1024,
                     ebpf: BTreeMap::from([("denied".to_string(), 4)]),
+                    tokens_input: 120,
+                    tokens_output: 30,
+                    cost_usd: 0.25,
+                    guardrails: BTreeMap::from([("block".to_string(), 1)]),
+                    mcp_calls: 0,
                     ..DestinationSummary::default()
                 }],
                 ..Summary::default()
@@ -508,7 +523,10 @@ mod tests {
         let cells: Vec<_> = lines[1].split_whitespace().collect();
         assert_eq!(
             cells,
-            ["alpha", "openai", "5", "0", "0", "2", "4", "10B", "3.0MiB"]
+            [
+                "alpha", "openai", "5", "0", "0", "120", "30", "0.250000", "1", "0", "2", "4",
+                "10B", "3.0MiB"
+            ]
         );
     }
 

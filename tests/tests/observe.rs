@@ -246,8 +246,31 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         })
         .with_context(|| format!("no (workload, llm) pair: {sum:#}"))?;
     ensure!(
-        llm_pair["requests"] == CALLS && llm_pair["ebpf"]["redirected"].as_u64() >= Some(1),
+        llm_pair["requests"] == CALLS
+            && llm_pair["ebpf"]["redirected"].as_u64() >= Some(1)
+            && llm_pair["tokens_input"] == CALLS * INPUT
+            && llm_pair["tokens_output"] == CALLS * OUTPUT
+            && close(
+                llm_pair["cost_usd"].as_f64().unwrap_or(-1.0),
+                expected_cost()
+            )
+            && llm_pair["mcp_calls"] == 0,
         "llm destination: {llm_pair:#}"
+    );
+    // Tokens, spend and MCP calls are split by the destination called.
+    let tools_pair = sum["destinations"]
+        .as_array()
+        .and_then(|ds| {
+            ds.iter()
+                .find(|p| p["workload"] == name.as_str() && p["destination"] == "tools")
+        })
+        .with_context(|| format!("no (workload, tools) pair: {sum:#}"))?;
+    ensure!(
+        tools_pair["mcp_calls"] == w["mcp_calls"]
+            && tools_pair["mcp_denied"] == 1
+            && tools_pair["tokens_input"] == 0
+            && tools_pair["cost_usd"] == 0.0,
+        "tools destination: {tools_pair:#}"
     );
     let api_pair = sum["destinations"]
         .as_array()
@@ -334,11 +357,23 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         "--admin".as_ref(),
         admin.as_ref(),
     ])?;
+    let dest_header: Vec<&str> = by_dest
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tokens_col = dest_header.iter().position(|h| *h == "TOKENS-IN");
     ensure!(
         by_dest.success()
             && by_dest.stdout.lines().any(|l| {
                 let c: Vec<_> = l.split_whitespace().collect();
-                c.len() > 2 && c[0] == name && c[1] == "llm" && c[2] == CALLS.to_string()
+                c.len() > 2
+                    && c[0] == name
+                    && c[1] == "llm"
+                    && c[2] == CALLS.to_string()
+                    && tokens_col.and_then(|i| c.get(i)) == Some(&&*(CALLS * INPUT).to_string())
             }),
         "top --by destination: {by_dest:?}"
     );

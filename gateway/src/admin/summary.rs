@@ -87,6 +87,18 @@ pub struct DestinationSummary {
     pub bytes_received: u64,
     /// Kernel connect() outcomes (`redirected`, `denied`, `observed`, …).
     pub ebpf: BTreeMap<String, u64>,
+    /// LLM tokens and spend of calls to this destination.
+    pub tokens_input: u64,
+    pub tokens_output: u64,
+    pub cost_usd: f64,
+    /// Answer cache lookups (exact and semantic hits; misses).
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Guardrail findings acted on, by action.
+    pub guardrails: BTreeMap<String, u64>,
+    /// MCP calls, and those refused (denied or limited).
+    pub mcp_calls: u64,
+    pub mcp_denied: u64,
 }
 
 /// The node at one moment.
@@ -226,14 +238,17 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
         let one = ws(&mut workloads, w);
         let node_model = s.models.entry(model.to_owned()).or_default();
         let one_model = one.models.entry(model.to_owned()).or_default();
+        let p = pair(&mut pairs, w, x.label("destination"));
         if input {
             one.counts.tokens_input += n;
             one_model.tokens_input += n;
             node_model.tokens_input += n;
+            p.tokens_input += n;
         } else {
             one.counts.tokens_output += n;
             one_model.tokens_output += n;
             node_model.tokens_output += n;
+            p.tokens_output += n;
         }
     }
     for x in samples("trigate_llm_cost_usd_total") {
@@ -243,32 +258,53 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
         one.counts.cost_usd += x.value;
         one.models.entry(model.to_owned()).or_default().cost_usd += x.value;
         s.models.entry(model.to_owned()).or_default().cost_usd += x.value;
+        pair(&mut pairs, w, x.label("destination")).cost_usd += x.value;
     }
     for x in samples("trigate_llm_cache_requests_total") {
-        let c = wl(&mut workloads, x.label("workload"));
-        match x.label("result") {
-            "hit" | "semantic_hit" => c.cache_hits += whole(x.value),
-            "miss" => c.cache_misses += whole(x.value),
-            _ => {}
+        let n = whole(x.value);
+        let w = x.label("workload");
+        let hit = match x.label("result") {
+            "hit" | "semantic_hit" => true,
+            "miss" => false,
+            _ => continue,
+        };
+        let c = wl(&mut workloads, w);
+        let p = pair(&mut pairs, w, x.label("destination"));
+        if hit {
+            c.cache_hits += n;
+            p.cache_hits += n;
+        } else {
+            c.cache_misses += n;
+            p.cache_misses += n;
         }
     }
     for x in samples("trigate_llm_limit_refusals_total") {
         wl(&mut workloads, x.label("workload")).limit_refusals += whole(x.value);
     }
     for x in samples("trigate_guardrail_findings_total") {
-        *wl(&mut workloads, x.label("workload"))
+        let n = whole(x.value);
+        let w = x.label("workload");
+        let action = x.label("action");
+        *wl(&mut workloads, w)
             .guardrails
-            .entry(x.label("action").to_owned())
-            .or_default() += whole(x.value);
+            .entry(action.to_owned())
+            .or_default() += n;
+        *pair(&mut pairs, w, x.label("destination"))
+            .guardrails
+            .entry(action.to_owned())
+            .or_default() += n;
     }
     for x in samples("mcp_requests_total") {
         let n = whole(x.value);
         let w = x.label("workload");
+        let denied = x.label("decision") != "allowed";
         let c = wl(&mut workloads, w);
         c.mcp_calls += n;
-        if x.label("decision") != "allowed" {
-            c.mcp_denied += n;
-        }
+        c.mcp_denied += u64::from(denied) * n;
+        // `server` is the destination the pod called (a federation's too).
+        let p = pair(&mut pairs, w, x.label("server"));
+        p.mcp_calls += n;
+        p.mcp_denied += u64::from(denied) * n;
         if x.label("method") == "tools/call" && !x.label("tool").is_empty() {
             *tools
                 .entry(w.to_owned())
@@ -333,7 +369,15 @@ pub fn summarize(families: &[MetricFamily], enrolled: &[String]) -> Summary {
     }
     s.top_tools = top(&node_tools);
     s.workloads = workloads.into_values().collect();
-    s.destinations = pairs.into_values().collect();
+    s.destinations = pairs
+        .into_values()
+        .map(|mut d| {
+            for a in GUARD_ACTIONS {
+                d.guardrails.entry(a.to_owned()).or_default();
+            }
+            d
+        })
+        .collect();
     s
 }
 

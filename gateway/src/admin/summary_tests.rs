@@ -20,7 +20,7 @@ fn traffic() -> Metrics {
     let g = &m.genai;
     let tok = |kind, served, w, n| {
         g.tokens
-            .with_label_values(&[kind, "chat", "openai", "gpt-4o", served, w])
+            .with_label_values(&[kind, "chat", "openai", "gpt-4o", served, w, "openai"])
             .inc_by(n)
     };
     tok("input", "gpt-4o-2024", "ns/agent", 100);
@@ -29,14 +29,14 @@ fn traffic() -> Metrics {
     tok("reasoning", "gpt-4o-2024", "ns/agent", 10);
     tok("input", "", "batch", 9);
     g.cost_usd
-        .with_label_values(&["ns/agent", "openai", "gpt-4o-2024"])
+        .with_label_values(&["ns/agent", "openai", "gpt-4o-2024", "openai"])
         .inc_by(0.25);
     g.cost_usd
-        .with_label_values(&["batch", "openai", "gpt-4o"])
+        .with_label_values(&["batch", "openai", "gpt-4o", "openai"])
         .inc_by(0.5);
     for (result, n) in [("hit", 3), ("semantic_hit", 2), ("miss", 6), ("bypass", 9)] {
         g.cache_requests
-            .with_label_values(&[result, "ns/agent"])
+            .with_label_values(&[result, "ns/agent", "openai"])
             .inc_by(n);
     }
     g.limit_refusals
@@ -44,7 +44,9 @@ fn traffic() -> Metrics {
         .inc_by(2);
     for (action, n) in [("block", 2), ("redact", 3), ("error_blocked", 1)] {
         g.guard_findings
-            .with_label_values(&["llm", "request", "pii", "email", action, "ns/agent"])
+            .with_label_values(&[
+                "llm", "request", "pii", "email", action, "ns/agent", "openai",
+            ])
             .inc_by(n);
     }
     let mcp = |method, tool, decision, w, n| {
@@ -223,14 +225,17 @@ fn destinations_pair_requests_connections_bytes_and_kernel_outcomes() {
     assert_eq!(
         keys,
         [
+            ("batch", "files"),
             ("batch", "github"),
+            ("batch", "openai"),
+            ("ns/agent", "files"),
             ("ns/agent", "github"),
             ("ns/agent", "openai"),
             ("ns/agent", "pastebin")
         ]
     );
     assert_eq!(
-        s.destinations[2],
+        s.destinations[5],
         DestinationSummary {
             workload: "ns/agent".into(),
             destination: "openai".into(),
@@ -241,10 +246,35 @@ fn destinations_pair_requests_connections_bytes_and_kernel_outcomes() {
             bytes_sent: 1000,
             bytes_received: 5000,
             ebpf: guard(&[("redirected", 11)]),
+            tokens_input: 100,
+            tokens_output: 40,
+            cost_usd: 0.25,
+            cache_hits: 5,
+            cache_misses: 6,
+            guardrails: guard(&[
+                ("block", 2),
+                ("redact", 3),
+                ("log", 0),
+                ("error_blocked", 1)
+            ]),
+            mcp_calls: 0,
+            mcp_denied: 0,
         }
     );
-    assert_eq!(s.destinations[3].ebpf, guard(&[("denied", 3)]));
-    assert_eq!(s.destinations[1].refused, 3);
+    assert_eq!(s.destinations[6].ebpf, guard(&[("denied", 3)]));
+    assert_eq!(s.destinations[4].refused, 3);
+    // MCP calls are paired by their server (the destination called).
+    let files = &s.destinations[3];
+    assert_eq!(
+        (files.workload.as_str(), files.mcp_calls, files.mcp_denied),
+        ("ns/agent", 8, 2)
+    );
+    let batch_openai = &s.destinations[2];
+    assert_eq!(
+        (batch_openai.tokens_input, batch_openai.cost_usd),
+        (9, 0.5),
+        "{batch_openai:?}"
+    );
 }
 
 #[test]

@@ -54,9 +54,12 @@ pub struct GenAiMetrics {
 const MAX_KEPT_SERIES: usize = 10_000;
 
 /// The series one call records into, for one set of [`CALL_LABELS`]
-/// values (operation, provider, requested model, served model, workload).
+/// values (operation, provider, requested model, served model, workload)
+/// and the destination the pod called (on the counters only: per-node
+/// summaries split tokens and spend by destination, the histograms need
+/// not).
 pub struct CallSeries {
-    labels: [String; 5],
+    labels: [String; 6],
     pub duration: Histogram,
     /// `gen_ai_client_token_usage` for input and output tokens.
     pub usage_input: Histogram,
@@ -71,54 +74,60 @@ pub struct CallSeries {
 }
 
 impl CallSeries {
-    fn new(m: &GenAiMetrics, labels: [&str; 5]) -> CallSeries {
-        let typed = |kind: &'static str| {
-            let [a, b, c, d, e] = labels;
-            [kind, a, b, c, d, e]
-        };
+    fn new(m: &GenAiMetrics, labels: [&str; 6]) -> CallSeries {
+        let [a, b, c, d, e, destination] = labels;
+        let call = [a, b, c, d, e];
+        let typed = |kind: &'static str| [kind, a, b, c, d, e];
         CallSeries {
             labels: labels.map(str::to_owned),
-            duration: m.request_duration.with_label_values(&labels),
+            duration: m.request_duration.with_label_values(&call),
             usage_input: m.token_usage.with_label_values(&typed("input")),
             usage_output: m.token_usage.with_label_values(&typed("output")),
             tokens: ["input", "output", "cached_input", "reasoning"]
-                .map(|k| m.tokens.with_label_values(&typed(k))),
+                .map(|k| m.tokens.with_label_values(&[k, a, b, c, d, e, destination])),
             ttft: OnceLock::new(),
             tpot: OnceLock::new(),
             cost: OnceLock::new(),
         }
     }
 
-    fn refs(&self) -> [&str; 5] {
-        let [a, b, c, d, e] = &self.labels;
+    fn refs(&self) -> [&str; 6] {
+        let [a, b, c, d, e, f] = &self.labels;
+        [a, b, c, d, e, f]
+    }
+
+    /// The [`CALL_LABELS`] values.
+    fn call(&self) -> [&str; 5] {
+        let [a, b, c, d, e, _] = self.refs();
         [a, b, c, d, e]
     }
 
     pub fn time_to_first_token(&self, m: &GenAiMetrics) -> &Histogram {
         self.ttft
-            .get_or_init(|| m.time_to_first_token.with_label_values(&self.refs()))
+            .get_or_init(|| m.time_to_first_token.with_label_values(&self.call()))
     }
 
     pub fn time_per_output_token(&self, m: &GenAiMetrics) -> &Histogram {
         self.tpot
-            .get_or_init(|| m.time_per_output_token.with_label_values(&self.refs()))
+            .get_or_init(|| m.time_per_output_token.with_label_values(&self.call()))
     }
 
-    /// `trigate_llm_cost_usd_total` of the workload, provider and served
-    /// model.
+    /// `trigate_llm_cost_usd_total` of the workload, provider, served
+    /// model and destination.
     pub fn cost(&self, m: &GenAiMetrics) -> &Counter {
         self.cost.get_or_init(|| {
-            let [_, provider, _, served, workload] = self.refs();
-            m.cost_usd.with_label_values(&[workload, provider, served])
+            let [_, provider, _, served, workload, destination] = self.refs();
+            m.cost_usd
+                .with_label_values(&[workload, provider, served, destination])
         })
     }
 }
 
 impl GenAiMetrics {
-    /// The series of a call with these [`CALL_LABELS`] values, made once
-    /// and kept: per call, one hash and one uncontended lock instead of a
-    /// label lookup per metric.
-    pub fn series(&self, labels: [&str; 5]) -> Arc<CallSeries> {
+    /// The series of a call with these [`CALL_LABELS`] values and
+    /// destination, made once and kept: per call, one hash and one
+    /// uncontended lock instead of a label lookup per metric.
+    pub fn series(&self, labels: [&str; 6]) -> Arc<CallSeries> {
         use std::sync::atomic::Ordering;
         let hash = self.hasher.hash_one(labels);
         let mut kept = self.series.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,6 +146,8 @@ impl GenAiMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<GenAiMetrics> {
         let mut usage_labels = vec!["gen_ai_token_type"];
         usage_labels.extend_from_slice(CALL_LABELS);
+        let mut token_labels = usage_labels.clone();
+        token_labels.push("destination");
         let m = GenAiMetrics {
             // Buckets as the GenAI conventions advise for token counts.
             token_usage: HistogramVec::new(
@@ -155,9 +166,9 @@ impl GenAiMetrics {
             tokens: IntCounterVec::new(
                 Opts::new(
                     "trigate_llm_tokens_total",
-                    "Tokens by type: input, output, cached_input, reasoning.",
+                    "Tokens by type: input, output, cached_input, reasoning; and by the destination the pod called.",
                 ),
-                &usage_labels,
+                &token_labels,
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -195,9 +206,14 @@ impl GenAiMetrics {
             cost_usd: CounterVec::new(
                 Opts::new(
                     "trigate_llm_cost_usd_total",
-                    "Spend in USD from the price table, by workload, provider and served model.",
+                    "Spend in USD from the price table, by workload, provider, served model and the destination the pod called.",
                 ),
-                &["workload", "gen_ai_provider_name", "gen_ai_response_model"],
+                &[
+                    "workload",
+                    "gen_ai_provider_name",
+                    "gen_ai_response_model",
+                    "destination",
+                ],
             )?,
             failovers: IntCounterVec::new(
                 Opts::new(
@@ -216,16 +232,24 @@ impl GenAiMetrics {
             guard_findings: IntCounterVec::new(
                 Opts::new(
                     "trigate_guardrail_findings_total",
-                    "Guardrail findings acted on, by gate, phase (request or response), policy, detector, action and workload.",
+                    "Guardrail findings acted on, by gate, phase (request or response), policy, detector, action, workload and destination.",
                 ),
-                &["gate", "phase", "policy", "detector", "action", "workload"],
+                &[
+                    "gate",
+                    "phase",
+                    "policy",
+                    "detector",
+                    "action",
+                    "workload",
+                    "destination",
+                ],
             )?,
             cache_requests: IntCounterVec::new(
                 Opts::new(
                     "trigate_llm_cache_requests_total",
-                    "LLM answer cache lookups, by result (hit, miss, bypass) and workload.",
+                    "LLM answer cache lookups, by result (hit, miss, bypass), workload and destination.",
                 ),
-                &["result", "workload"],
+                &["result", "workload", "destination"],
             )?,
             cache_tokens_saved: IntCounterVec::new(
                 Opts::new(
@@ -277,11 +301,14 @@ mod tests {
     fn kept_series_record_into_the_labelled_families() {
         let registry = Registry::new();
         let m = GenAiMetrics::new(&registry).unwrap();
-        let labels = ["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a"];
+        let labels = ["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a", "llm"];
         let s = m.series(labels);
         assert!(Arc::ptr_eq(&s, &m.series(labels)), "made once");
-        let other = m.series(["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-b"]);
+        let other = m.series(["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-b", "llm"]);
         assert!(!Arc::ptr_eq(&s, &other));
+        let elsewhere = m.series(["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a", "proxy"]);
+        assert!(!Arc::ptr_eq(&s, &elsewhere));
+        elsewhere.tokens[0].inc_by(5);
         s.usage_input.observe(7.0);
         s.tokens[3].inc_by(2);
         s.cost(&m).inc_by(0.5);
@@ -299,14 +326,30 @@ mod tests {
                     "openai",
                     "gpt-4o",
                     "gpt-4o-mini",
-                    "pod-a"
+                    "pod-a",
+                    "llm"
                 ])
                 .get(),
             2
         );
+        // Counted per destination; the histograms do not split by it.
+        assert_eq!(
+            m.tokens
+                .with_label_values(&[
+                    "input",
+                    "chat",
+                    "openai",
+                    "gpt-4o",
+                    "gpt-4o-mini",
+                    "pod-a",
+                    "proxy"
+                ])
+                .get(),
+            5
+        );
         assert_eq!(
             m.cost_usd
-                .with_label_values(&["pod-a", "openai", "gpt-4o-mini"])
+                .with_label_values(&["pod-a", "openai", "gpt-4o-mini", "llm"])
                 .get(),
             0.5
         );

@@ -14,6 +14,8 @@ pub struct Audit {
     /// The gate's label (`llm`, `api`).
     pub gate: &'static str,
     pub workload: Arc<str>,
+    /// The destination the pod called.
+    pub destination: Arc<str>,
 }
 
 impl Audit {
@@ -29,12 +31,14 @@ impl Audit {
                     &h.detector,
                     h.action.as_str(),
                     &self.workload,
+                    &self.destination,
                 ])
                 .inc();
             tracing::info!(
                 target: "trigate::guard",
                 gate = self.gate,
                 workload = &*self.workload,
+                destination = &*self.destination,
                 phase = h.phase.as_str(),
                 policy = &*h.policy,
                 detector = h.detector.as_str(),

@@ -178,6 +178,8 @@ function renderDestinations(summary) {
     tr.append(
       el("td", d.workload), el("td", d.destination),
       el("td", int(d.requests), "num"), el("td", int(d.errors), "num"), el("td", int(d.refused), "num"),
+      el("td", int(d.tokens_input + d.tokens_output), "num"), el("td", money(d.cost_usd), "num"),
+      el("td", int(d.guardrails.block || 0), "num"), el("td", int(d.mcp_calls), "num"),
       el("td", int(d.connections), "num"), el("td", bytes(d.bytes_sent), "num"),
       el("td", bytes(d.bytes_received), "num"), el("td", ebpf),
     );

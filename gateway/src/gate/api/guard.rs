@@ -545,11 +545,20 @@ mod tests {
         let audit = Audit {
             findings: prometheus::IntCounterVec::new(
                 prometheus::Opts::new("f", "test"),
-                &["gate", "phase", "policy", "detector", "action", "workload"],
+                &[
+                    "gate",
+                    "phase",
+                    "policy",
+                    "detector",
+                    "action",
+                    "workload",
+                    "destination",
+                ],
             )
             .unwrap(),
             gate: "api",
             workload: "w".into(),
+            destination: "d".into(),
         };
         let mut guard = BodyGuard::new(Session::new(plan), audit.clone());
         let json = headers(&[("content-type", "application/json")]);

@@ -471,6 +471,7 @@ fn api_guard(cx: &ConnContext, workload: &Arc<str>) -> Option<guard::BodyGuard> 
             findings: cx.node.metrics.genai.guard_findings.clone(),
             gate: "api",
             workload: Arc::clone(workload),
+            destination: cx.destination.name.clone(),
         },
     ))
 }

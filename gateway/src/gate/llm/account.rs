@@ -23,6 +23,8 @@ pub(super) struct Settle {
     pub(super) llm: Arc<LlmPolicy>,
     pub(super) limiter: Arc<Limiter>,
     pub(super) workload: String,
+    /// The destination the pod called (tokens and spend are counted by it).
+    pub(super) destination: std::sync::Arc<str>,
     pub(super) operation: &'static str,
     /// The provider kind, as `gen_ai_provider_name`.
     pub(super) provider: &'static str,
@@ -48,6 +50,7 @@ impl Settle {
             self.requested.as_str(),
             self.served.as_str(),
             self.workload.as_str(),
+            &self.destination,
         ]);
         series
             .duration

@@ -40,7 +40,15 @@ fn session(request: Vec<GuardRuleConfig>, response: Vec<GuardRuleConfig>) -> Ses
 fn audit() -> (Audit, IntCounterVec) {
     let c = IntCounterVec::new(
         Opts::new("findings", "test"),
-        &["gate", "phase", "policy", "detector", "action", "workload"],
+        &[
+            "gate",
+            "phase",
+            "policy",
+            "detector",
+            "action",
+            "workload",
+            "destination",
+        ],
     )
     .unwrap();
     (
@@ -48,6 +56,7 @@ fn audit() -> (Audit, IntCounterVec) {
             findings: c.clone(),
             gate: "llm",
             workload: "w".into(),
+            destination: "d".into(),
         },
         c,
     )

@@ -440,7 +440,7 @@ impl Call {
             .metrics
             .genai
             .cache_requests
-            .with_label_values(&[result, self.workload_name()])
+            .with_label_values(&[result, self.workload_name(), &self.cx.destination.name])
             .inc();
         if let Some(l) = rlog.llm.as_mut() {
             l.cache = Some(result);
@@ -522,6 +522,7 @@ impl Call {
                 .workload
                 .as_ref()
                 .map_or_else(|| "unknown".into(), |w| w.name.clone()),
+            destination: self.cx.destination.name.clone(),
         }
     }
 
@@ -631,6 +632,7 @@ impl Call {
                         &format!("judge:{}", j.name()),
                         action,
                         self.workload_name(),
+                        &self.cx.destination.name,
                     ])
                     .inc();
                 match &o.error {
@@ -952,6 +954,7 @@ impl Call {
                         llm: Arc::clone(&self.llm),
                         limiter: Arc::clone(&self.limiter),
                         workload: self.workload_name().to_owned(),
+                        destination: self.cx.destination.name.clone(),
                         operation: self.api.operation(),
                         provider: p.cfg.kind.as_str(),
                         provider_name: p.name().to_owned(),

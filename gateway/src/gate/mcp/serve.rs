@@ -289,6 +289,7 @@ pub(crate) async fn stream(
                 findings: node.metrics.genai.guard_findings.clone(),
                 gate: "mcp",
                 workload: rlog.workload.clone(),
+                destination: cx.destination.name.clone(),
             },
             poisoned: node.config.load().mcp.poisoned_tools,
             audit,
@@ -360,6 +361,7 @@ pub(crate) async fn respond(
         findings: node.metrics.genai.guard_findings.clone(),
         gate: "mcp",
         workload: rlog.workload.clone(),
+        destination: cx.destination.name.clone(),
     };
     if let Some(session) = guard.as_mut() {
         let mut kept = Vec::with_capacity(planned.forward.len());
