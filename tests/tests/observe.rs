@@ -58,7 +58,7 @@ struct Scene {
     pod: Pod,
     d: Daemon,
     _fake: FakeLlm,
-    _api: Upstream,
+    api: Upstream,
     _mcp: McpServer,
     public: SocketAddr,
 }
@@ -165,7 +165,7 @@ fn scene() -> Result<Scene> {
         pod,
         d,
         _fake: fake,
-        _api: api,
+        api,
         _mcp: mcp,
         public,
     })
@@ -469,6 +469,120 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
     ensure!(
         names == [name.clone()],
         "nothing enrolled through the public port: {names:?}"
+    );
+    Ok(())
+}
+
+/// `trigate top` without `--once` redraws in place: a request sent while
+/// it runs shows up in a later frame, and Ctrl-C (SIGINT) ends it cleanly.
+#[test]
+fn trigate_top_refreshes_until_interrupted() -> Result<()> {
+    let s = scene()?;
+    let name = s.pod.name.clone();
+    let env = trigate_e2e::env()?;
+    let admin = format!("http://{}", s.d.admin_addr()?);
+    let mut child = Command::new(&env.trigate)
+        .args(["top", "--admin", &admin, "--interval", "0.2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting trigate top")?;
+    let pid = child.id() as i32;
+    // Ends it (by its pid) whatever happens below.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().context("top's stdout")?;
+    let stderr = child.stderr.take();
+    let mut child = Reap(child);
+    // Frames as they arrive, split on the home + clear-screen codes.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        const CLEAR: &[u8] = b"\x1b[H\x1b[2J";
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // Everything before the last clear is complete frames.
+            let Some(last) = buf.windows(CLEAR.len()).rposition(|w| w == CLEAR) else {
+                continue;
+            };
+            let done: Vec<u8> = buf.drain(..last).collect();
+            for frame in String::from_utf8_lossy(&done).split("\x1b[H\x1b[2J") {
+                if !frame.is_empty() && tx.send(frame.to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The REQUESTS cell of the pod's row in a frame.
+    let requests_in = |frame: &str| -> Option<u64> {
+        let mut lines = frame.lines().skip_while(|l| !l.starts_with("WORKLOAD"));
+        let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let col = header.iter().position(|h| *h == "REQUESTS")?;
+        lines
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.first() == Some(&name.as_str()))?
+            .get(col)?
+            .parse()
+            .ok()
+    };
+    let next_count = |deadline: Instant, past: Option<u64>| -> Result<u64> {
+        let mut frames = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = rx.recv_timeout(left).map_err(|_| {
+                anyhow::anyhow!("no frame from trigate top with a new count after {frames} frames")
+            })?;
+            frames += 1;
+            ensure!(
+                frame.starts_with("trigate top"),
+                "a frame starts with the title line: {frame:?}"
+            );
+            if let Some(n) = requests_in(&frame).filter(|n| Some(*n) != past) {
+                return Ok(n);
+            }
+        }
+    };
+    let before = next_count(Instant::now() + Duration::from_secs(10), None)?;
+    let (status, answer) = curl(&s.pod, &[&s.api.url("/later")])?;
+    ensure!(status == 200, "api call: {status} {answer}");
+    let after = next_count(Instant::now() + Duration::from_secs(10), Some(before))?;
+    ensure!(
+        after == before + 1,
+        "a later frame counts the new request: {before} then {after}"
+    );
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = child.0.try_wait()? {
+            break st;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "trigate top did not end on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = stderr {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    ensure!(
+        status.success() && !err.contains("panicked"),
+        "trigate top after SIGINT: {status}; stderr: {err}"
     );
     Ok(())
 }
