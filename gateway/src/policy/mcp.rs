@@ -364,6 +364,14 @@ impl McpPlan {
 
     /// `Err` names the first condition of a selecting policy that the
     /// call's arguments (`params.arguments`, `None` when absent) break.
+    /// Whether any policy has argument conditions for `tool` (a call of
+    /// another tool passes [`McpPlan::check_arguments`] unread).
+    pub fn constrains(&self, tool: &str) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.arguments.iter().any(|r| r.tool.is_match(tool)))
+    }
+
     pub fn check_arguments(&self, tool: &str, args: Option<&Value>) -> Result<(), ArgViolation> {
         for p in &self.policies {
             for rule in p.arguments.iter().filter(|r| r.tool.is_match(tool)) {

@@ -116,9 +116,7 @@ impl Call {
             "prompts/list" => Some(Item::Prompt),
             _ => None,
         };
-        let args_hash = params
-            .and_then(|p| p.get("arguments"))
-            .map(|a| crate::upstream::sigv4::hex(&Sha256::digest(a.to_string().as_bytes())[..8]));
+        let args_hash = params.and_then(|p| p.get("arguments")).map(args_hash);
         Some(Call {
             id,
             method,
@@ -135,11 +133,20 @@ impl Call {
     }
 }
 
+/// SHA-256 (first 16 hex digits) of arguments in their compact JSON
+/// form (object keys sorted), however the client spaced them.
+fn args_hash(args: &Value) -> String {
+    crate::upstream::sigv4::hex(&Sha256::digest(args.to_string().as_bytes())[..8])
+}
+
 /// What the gateway does with one POST's messages.
 #[derive(Debug, Default)]
 pub struct Planned {
     /// Messages that go upstream, in order.
     pub forward: Vec<Value>,
+    /// The body goes upstream as sent: its one request was read by
+    /// [`peek_request`] and never parsed into `forward`.
+    pub as_sent: bool,
     /// Requests among them, by [`Call::key`].
     pub calls: HashMap<String, Call>,
     /// Requests refused here, with the error response each gets.
@@ -174,9 +181,16 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Planned {
+    /// Whether nothing is left to send upstream.
+    pub fn nothing_to_forward(&self) -> bool {
+        self.forward.is_empty() && !self.as_sent
+    }
+
     /// Takes a forwarded call out (a later step refused it).
     pub fn take(&mut self, key: &str) -> Option<Call> {
         let call = self.calls.remove(key)?;
+        // The body as sent holds this one request only.
+        self.as_sent = false;
         self.forward.retain(|m| {
             m.get("method").is_none() || m.get("id").map(Value::to_string).as_deref() != Some(key)
         });
@@ -194,28 +208,9 @@ pub fn plan(messages: Vec<Value>, authz: Option<&McpPlan>) -> Planned {
             out.forward.push(msg);
             continue;
         };
-        let refusal = match (&call.target, authz) {
-            (Some((item, name)), Some(plan)) => match plan.check(*item, name) {
-                Err(d) => Some(Refusal::Denied(d)),
-                Ok(()) if *item == Item::Tool => plan
-                    .check_arguments(name, msg.pointer("/params/arguments"))
-                    .err()
-                    .map(Refusal::Arguments),
-                Ok(()) => None,
-            },
-            _ => None,
-        };
-        match refusal {
-            Some(r) => {
-                let data = match &r {
-                    Refusal::Denied(d) => json!({"policy": &*d.policy, d.item.as_str(): d.name}),
-                    Refusal::Arguments(v) => {
-                        json!({"policy": &*v.policy, "tool": v.tool, "argument": v.argument})
-                    }
-                };
-                let resp = error(call.id.clone(), DENIED, &r.to_string(), Some(data));
-                out.refused.push((call, r, resp));
-            }
+        let args = || msg.get("params").and_then(|p| p.get("arguments"));
+        match refusal(&call, authz, |_| args().cloned()) {
+            Some((r, resp)) => out.refused.push((call, r, resp)),
             None => {
                 out.calls.insert(call.key(), call);
                 out.forward.push(msg);
@@ -223,6 +218,129 @@ pub fn plan(messages: Vec<Value>, authz: Option<&McpPlan>) -> Planned {
         }
     }
     out
+}
+
+/// Why a policy refuses a call, with the error response it gets; `args`
+/// gives the call's arguments, asked for only when a policy has
+/// conditions on them.
+fn refusal(
+    call: &Call,
+    authz: Option<&McpPlan>,
+    args: impl FnOnce(&str) -> Option<Value>,
+) -> Option<(Refusal, Value)> {
+    let (Some((item, name)), Some(plan)) = (&call.target, authz) else {
+        return None;
+    };
+    let r = match plan.check(*item, name) {
+        Err(d) => Refusal::Denied(d),
+        Ok(()) if *item == Item::Tool && plan.constrains(name) => {
+            Refusal::Arguments(plan.check_arguments(name, args(name).as_ref()).err()?)
+        }
+        Ok(()) => return None,
+    };
+    let data = match &r {
+        Refusal::Denied(d) => json!({"policy": &*d.policy, d.item.as_str(): d.name}),
+        Refusal::Arguments(v) => {
+            json!({"policy": &*v.policy, "tool": v.tool, "argument": v.argument})
+        }
+    };
+    let resp = error(call.id.clone(), DENIED, &r.to_string(), Some(data));
+    Some((r, resp))
+}
+
+/// One request read without building a tree of the whole message.
+#[derive(serde::Deserialize)]
+struct PeekRequest<'a> {
+    #[serde(borrow)]
+    jsonrpc: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    params: Option<PeekParams<'a>>,
+    result: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The raw text of an id, if `Value::to_string` spells it the same way
+/// (plain integers, strings without escapes): then it is the call's key.
+fn plain_id(raw: &str) -> bool {
+    if let Some(s) = raw.strip_prefix('"') {
+        !s.contains('\\')
+    } else {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && raw.parse::<i64>().is_ok()
+    }
+}
+
+/// The plan of a body holding one request (the common POST: one
+/// `tools/call`), read without building a tree of it; what [`parse`] and
+/// [`plan`] give for it. `None` when the body is anything else (a batch,
+/// a notification, a response, invalid JSON-RPC, an id spelled unusually,
+/// `params` that are not an object): the caller then takes the full way,
+/// which also answers the errors.
+pub fn plan_one(body: &[u8], authz: Option<&McpPlan>) -> Option<Planned> {
+    let start = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *start != b'{' {
+        return None;
+    }
+    let p: PeekRequest<'_> = serde_json::from_slice(body).ok()?;
+    if p.jsonrpc != "2.0" || p.result.is_some() || p.error.is_some() || !plain_id(p.id.get()) {
+        return None;
+    }
+    let params = p.params.as_ref();
+    let param =
+        |v: Option<&std::borrow::Cow<'_, str>>| v.map_or_else(String::new, |s| s.to_string());
+    let method = p.method.into_owned();
+    let target = match method.as_str() {
+        "tools/call" => Some((Item::Tool, param(params.and_then(|p| p.name.as_ref())))),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Some((Item::Resource, param(params.and_then(|p| p.uri.as_ref()))))
+        }
+        "prompts/get" => Some((Item::Prompt, param(params.and_then(|p| p.name.as_ref())))),
+        _ => None,
+    };
+    let lists = match method.as_str() {
+        "tools/list" => Some(Item::Tool),
+        "resources/list" => Some(Item::Resource),
+        "prompts/list" => Some(Item::Prompt),
+        _ => None,
+    };
+    let raw_args = params.and_then(|p| p.arguments);
+    // Parsed once, for the hash and any argument conditions.
+    let args: Option<Value> = match raw_args {
+        Some(raw) => Some(serde_json::from_str(raw.get()).ok()?),
+        None => None,
+    };
+    let call = Call {
+        id: serde_json::from_str(p.id.get()).ok()?,
+        method,
+        target,
+        args_hash: args.as_ref().map(args_hash),
+        lists,
+    };
+    let mut out = Planned::default();
+    match refusal(&call, authz, |_| args) {
+        Some((r, resp)) => out.refused.push((call, r, resp)),
+        None => {
+            out.calls.insert(p.id.get().to_owned(), call);
+            out.as_sent = true;
+        }
+    }
+    Some(out)
 }
 
 /// How a server's answer to a call came out, for the audit line.
@@ -350,17 +468,7 @@ pub fn peek_answers(body: &[u8]) -> Option<Vec<(String, Status)>> {
             return None;
         }
         let raw = p.id?.get();
-        // Plain integers and strings without escapes are spelled by
-        // `Value::to_string` as they came.
-        let plain = if let Some(s) = raw.strip_prefix('"') {
-            !s.contains('\\')
-        } else {
-            let digits = raw.strip_prefix('-').unwrap_or(raw);
-            !digits.is_empty()
-                && digits.bytes().all(|b| b.is_ascii_digit())
-                && raw.parse::<i64>().is_ok()
-        };
-        if !plain {
+        if !plain_id(raw) {
             return None;
         }
         let status = match (p.error, p.result) {
@@ -557,6 +665,101 @@ mod tests {
             None,
         );
         assert!(all.refused.is_empty() && all.forward.len() == 1);
+    }
+
+    /// [`authz`] plus a condition on `read_*` tools' `path`.
+    fn authz_with_arguments() -> McpPlan {
+        let rule: crate::config::ArgumentRule = serde_json::from_value(json!({
+            "tool": "read_*",
+            "arguments": {"path": {"required": true, "glob": "/data/**"}}
+        }))
+        .unwrap();
+        McpAuthz::build(&McpConfig {
+            policies: vec![McpPolicy {
+                name: "agents".into(),
+                tools: AllowDeny {
+                    allow: vec!["echo".into(), "read_*".into()],
+                    deny: vec![],
+                },
+                arguments: vec![rule],
+                ..McpPolicy::default()
+            }],
+            ..McpConfig::default()
+        })
+        .unwrap()
+        .plan(None, None)
+        .unwrap()
+    }
+
+    #[test]
+    fn one_request_is_planned_without_a_tree_as_the_full_reading_plans_it() {
+        let plain = authz();
+        let with_args = authz_with_arguments();
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+            // Spacing and key order do not change the arguments' hash.
+            r#" { "params" : { "arguments" : { "b" : 2, "a" : [1, {"y":1,"x":0}] }, "name" : "echo" }, "method" : "tools/call", "id" : "abc", "jsonrpc" : "2.0" }"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///secret/key"}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///open"}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{},"extra":[1,2]}"#,
+            r#"{"jsonrpc":"2.0","id":6,"method":"prompts/get","params":{"name":"p","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":-7,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/passwd"}}}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/data/q3"}}}"#,
+            r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"read_file"}}"#,
+            r#"{"jsonrpc":"2.0","id":"aé","method":"tools/call","params":{"name":"echo"}}"#,
+        ];
+        for plan in [None, Some(&plain), Some(&with_args)] {
+            for body in bodies {
+                let one = plan_one(body.as_bytes(), plan).expect(body);
+                let full = super::plan(parse(body.as_bytes(), 4).unwrap().messages, plan);
+                assert_eq!(one.calls, full.calls, "{body}");
+                let refusals = |p: &Planned| -> Vec<(Call, Refusal, Value)> { p.refused.clone() };
+                assert_eq!(refusals(&one), refusals(&full), "{body}");
+                // Sent as it came exactly when the full reading forwards it.
+                assert_eq!(one.as_sent, full.forward.len() == 1, "{body}");
+                assert!(one.forward.is_empty());
+                assert_eq!(
+                    one.nothing_to_forward(),
+                    full.nothing_to_forward(),
+                    "{body}"
+                );
+            }
+        }
+        // The arguments' condition applies on this path too.
+        let r = plan_one(bodies[8].as_bytes(), Some(&with_args)).unwrap();
+        assert!(
+            matches!(r.refused[0].1, Refusal::Arguments(_)),
+            "{:?}",
+            r.refused
+        );
+        // A limit that takes the call leaves nothing to send.
+        let mut taken = plan_one(bodies[0].as_bytes(), Some(&plain)).unwrap();
+        assert!(taken.take("1").is_some() && taken.nothing_to_forward());
+    }
+
+    #[test]
+    fn bodies_one_request_does_not_take_go_the_full_way() {
+        for body in [
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":3}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"} trailing"#,
+            "{nope",
+        ] {
+            assert!(plan_one(body.as_bytes(), None).is_none(), "{body}");
+        }
     }
 
     #[test]

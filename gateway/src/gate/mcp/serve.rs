@@ -321,23 +321,34 @@ pub(crate) async fn respond(
             .to_owned(),
         started: Instant::now(),
     };
-    let batch = match rpc::parse(&body, max_batch) {
-        Ok(b) => b,
-        Err(err) => {
-            tracing::info!(
-                workload = &*audit.workload,
-                server = %audit.server,
-                error = %err["error"]["message"],
-                "mcp message refused"
-            );
-            return Reply::Whole(json_response(StatusCode::BAD_REQUEST, &err), "mcp_invalid");
-        }
-    };
     let authz = node.mcp.load().plan(
         cx.workload.as_ref().map(|w| (&*w.name, &w.labels)),
         claims.as_ref(),
     );
-    let mut planned = rpc::plan(batch.messages, authz.as_ref());
+    let who = cx.workload.as_ref().map(|w| (&*w.name, &w.labels));
+    let mut guard = node.guard.load().plan(GateKind::Mcp, who).map(Session::new);
+    let fed = federation::of(cx);
+    // One request with no guardrail to read its arguments, to a server
+    // the pod called (not a federation, which rewrites every message): read
+    // without a tree and, unless refused, sent as it came.
+    let one = (guard.is_none() && fed.is_none())
+        .then(|| rpc::plan_one(&body, authz.as_ref()))
+        .flatten();
+    let (mut planned, batch) = match one {
+        Some(planned) => (planned, false),
+        None => match rpc::parse(&body, max_batch) {
+            Ok(b) => (rpc::plan(b.messages, authz.as_ref()), b.batch),
+            Err(err) => {
+                tracing::info!(
+                    workload = &*audit.workload,
+                    server = %audit.server,
+                    error = %err["error"]["message"],
+                    "mcp message refused"
+                );
+                return Reply::Whole(json_response(StatusCode::BAD_REQUEST, &err), "mcp_invalid");
+            }
+        },
+    };
     for (call, why, _) in &planned.refused {
         audit.call(call, "denied", Some(why.policy()), "denied", 0);
     }
@@ -355,8 +366,6 @@ pub(crate) async fn respond(
     }
     // Guardrails after authorization: a refused call's arguments are
     // never read. Their own refusals join the policy's.
-    let who = cx.workload.as_ref().map(|w| (&*w.name, &w.labels));
-    let mut guard = node.guard.load().plan(GateKind::Mcp, who).map(Session::new);
     let guard_audit = GuardAudit {
         findings: node.metrics.genai.guard_findings.clone(),
         gate: "mcp",
@@ -406,24 +415,24 @@ pub(crate) async fn respond(
                 );
             }
         }
-        if planned.forward.is_empty() {
+        if planned.nothing_to_forward() {
             let mut resp = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
             *resp.status_mut() = StatusCode::ACCEPTED;
             return Reply::Whole(resp, "mcp_denied");
         }
     }
-    if planned.forward.is_empty() {
-        let answer = if batch.batch {
+    if planned.nothing_to_forward() {
+        let answer = if batch {
             Value::Array(refused)
         } else {
             refused.into_iter().next().unwrap_or(Value::Null)
         };
         return Reply::Whole(json_response(StatusCode::OK, &answer), "mcp_denied");
     }
-    let (head, up) = if let Some(fed) = federation::of(cx) {
+    let (head, up) = if let Some(fed) = fed {
         // A federation: the gateway is the server.
         let forward = std::mem::take(&mut planned.forward);
-        match federation::post(cx, &fed, &parts, forward, batch.batch).await {
+        match federation::post(cx, &fed, &parts, forward, batch).await {
             Ok(r) => r,
             Err(r) => {
                 let (resp, outcome) = *r;
@@ -435,7 +444,7 @@ pub(crate) async fn respond(
         // gets the bytes the client sent.
         let up_body = if !rewritten {
             body
-        } else if batch.batch {
+        } else if batch {
             Bytes::from(Value::Array(std::mem::take(&mut planned.forward)).to_string())
         } else {
             Bytes::from(planned.forward[0].to_string())
@@ -504,7 +513,7 @@ pub(crate) async fn respond(
         }
     };
     let mut answers = answers;
-    let answer = whole_answer(&bytes, head.status, batch.batch, refused, &mut answers);
+    let answer = whole_answer(&bytes, head.status, batch, refused, &mut answers);
     answers.unanswered();
     let mut resp = Response::from_parts(
         head,
