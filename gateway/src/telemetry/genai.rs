@@ -2,11 +2,9 @@
 //! conventions (`gen_ai.client.token.usage` → `gen_ai_client_token_usage`,
 //! durations in seconds with the unit in the name, as Prometheus wants),
 //! plus trigate's own cost, failover and limit counters.
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, RandomState},
-    sync::{Arc, Mutex, OnceLock},
-};
+use std::sync::{Arc, OnceLock};
+
+use super::kept::{Kept, Labelled};
 
 use prometheus::{
     Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
@@ -44,14 +42,8 @@ pub struct GenAiMetrics {
     /// provider and result (ok, error).
     pub cache_embeddings: IntCounterVec,
     /// Series by call labels (see [`GenAiMetrics::series`]).
-    series: Mutex<HashMap<u64, Vec<Arc<CallSeries>>>>,
-    series_count: std::sync::atomic::AtomicUsize,
-    hasher: RandomState,
+    series: Kept<6, CallSeries>,
 }
-
-/// Most label sets whose series are kept for reuse; past it, calls look
-/// their series up each time (still counted, only slower).
-const MAX_KEPT_SERIES: usize = 10_000;
 
 /// The series one call records into, for one set of [`CALL_LABELS`]
 /// values (operation, provider, requested model, served model, workload)
@@ -59,7 +51,6 @@ const MAX_KEPT_SERIES: usize = 10_000;
 /// summaries split tokens and spend by destination, the histograms need
 /// not).
 pub struct CallSeries {
-    labels: [String; 6],
     pub duration: Histogram,
     /// `gen_ai_client_token_usage` for input and output tokens.
     pub usage_input: Histogram,
@@ -79,7 +70,6 @@ impl CallSeries {
         let call = [a, b, c, d, e];
         let typed = |kind: &'static str| [kind, a, b, c, d, e];
         CallSeries {
-            labels: labels.map(str::to_owned),
             duration: m.request_duration.with_label_values(&call),
             usage_input: m.token_usage.with_label_values(&typed("input")),
             usage_output: m.token_usage.with_label_values(&typed("output")),
@@ -90,33 +80,36 @@ impl CallSeries {
             cost: OnceLock::new(),
         }
     }
+}
 
-    fn refs(&self) -> [&str; 6] {
-        let [a, b, c, d, e, f] = &self.labels;
-        [a, b, c, d, e, f]
-    }
+/// A call's kept series with its label values, which the series made on
+/// first use need.
+pub type Series = Labelled<6, CallSeries>;
 
+impl Labelled<6, CallSeries> {
     /// The [`CALL_LABELS`] values.
     fn call(&self) -> [&str; 5] {
-        let [a, b, c, d, e, _] = self.refs();
+        let [a, b, c, d, e, _] = self.labels();
         [a, b, c, d, e]
     }
 
     pub fn time_to_first_token(&self, m: &GenAiMetrics) -> &Histogram {
-        self.ttft
+        self.handles
+            .ttft
             .get_or_init(|| m.time_to_first_token.with_label_values(&self.call()))
     }
 
     pub fn time_per_output_token(&self, m: &GenAiMetrics) -> &Histogram {
-        self.tpot
+        self.handles
+            .tpot
             .get_or_init(|| m.time_per_output_token.with_label_values(&self.call()))
     }
 
     /// `trigate_llm_cost_usd_total` of the workload, provider, served
     /// model and destination.
     pub fn cost(&self, m: &GenAiMetrics) -> &Counter {
-        self.cost.get_or_init(|| {
-            let [_, provider, _, served, workload, destination] = self.refs();
+        self.handles.cost.get_or_init(|| {
+            let [_, provider, _, served, workload, destination] = self.labels();
             m.cost_usd
                 .with_label_values(&[workload, provider, served, destination])
         })
@@ -127,20 +120,8 @@ impl GenAiMetrics {
     /// The series of a call with these [`CALL_LABELS`] values and
     /// destination, made once and kept: per call, one hash and one
     /// uncontended lock instead of a label lookup per metric.
-    pub fn series(&self, labels: [&str; 6]) -> Arc<CallSeries> {
-        use std::sync::atomic::Ordering;
-        let hash = self.hasher.hash_one(labels);
-        let mut kept = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = kept.entry(hash).or_default();
-        if let Some(s) = bucket.iter().find(|s| s.refs() == labels) {
-            return Arc::clone(s);
-        }
-        let s = Arc::new(CallSeries::new(self, labels));
-        if self.series_count.load(Ordering::Relaxed) < MAX_KEPT_SERIES {
-            self.series_count.fetch_add(1, Ordering::Relaxed);
-            bucket.push(Arc::clone(&s));
-        }
-        s
+    pub fn series(&self, labels: [&str; 6]) -> Arc<Series> {
+        self.series.get(labels, || CallSeries::new(self, labels))
     }
 
     pub fn new(registry: &Registry) -> prometheus::Result<GenAiMetrics> {
@@ -272,9 +253,7 @@ impl GenAiMetrics {
                 ),
                 &["provider", "result"],
             )?,
-            series: Mutex::new(HashMap::new()),
-            series_count: Default::default(),
-            hasher: RandomState::new(),
+            series: Kept::default(),
         };
         registry.register(Box::new(m.token_usage.clone()))?;
         registry.register(Box::new(m.tokens.clone()))?;
@@ -308,9 +287,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&s, &other));
         let elsewhere = m.series(["chat", "openai", "gpt-4o", "gpt-4o-mini", "pod-a", "proxy"]);
         assert!(!Arc::ptr_eq(&s, &elsewhere));
-        elsewhere.tokens[0].inc_by(5);
-        s.usage_input.observe(7.0);
-        s.tokens[3].inc_by(2);
+        elsewhere.handles.tokens[0].inc_by(5);
+        s.handles.usage_input.observe(7.0);
+        s.handles.tokens[3].inc_by(2);
         s.cost(&m).inc_by(0.5);
         assert_eq!(
             m.token_usage

@@ -1,8 +1,11 @@
 //! The MCP gate's metrics and its audit line, one per JSON-RPC call.
 use std::time::Duration;
 
+use super::kept::Kept;
 use super::logging::AccessLine;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Metric families of the MCP gate, named as the issue that asked for
 /// them names them (no `trigate_` prefix), like the `gen_ai_*` ones.
@@ -13,6 +16,9 @@ pub struct McpMetrics {
     pub duration: HistogramVec,
     /// Sessions (`Mcp-Session-Id`) seen and not ended or idle for an hour.
     pub sessions: IntGauge,
+    /// `requests` and `duration` of each (method, tool, server, decision,
+    /// workload): per call one lookup instead of two label lookups.
+    kept: Kept<5, (IntCounter, Histogram)>,
 }
 
 impl McpMetrics {
@@ -40,6 +46,7 @@ impl McpMetrics {
                 "mcp_sessions_active",
                 "MCP sessions this node has seen that were not ended (DELETE) or idle for an hour.",
             )?,
+            kept: Kept::default(),
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
@@ -72,12 +79,18 @@ impl McpMetrics {
     /// The metrics and the audit line (`target: trigate::mcp`) of a call.
     pub fn record(&self, c: &CallRecord<'_>) {
         let name = c.target.map_or("", |(_, n)| n);
-        self.requests
-            .with_label_values(&[c.method, name, c.server, c.decision, c.workload])
-            .inc();
-        self.duration
-            .with_label_values(&[c.method, c.server])
-            .observe(c.elapsed.as_secs_f64());
+        let series = self
+            .kept
+            .get([c.method, name, c.server, c.decision, c.workload], || {
+                (
+                    self.requests
+                        .with_label_values(&[c.method, name, c.server, c.decision, c.workload]),
+                    self.duration.with_label_values(&[c.method, c.server]),
+                )
+            });
+        let (calls, duration) = &series.handles;
+        calls.inc();
+        duration.observe(c.elapsed.as_secs_f64());
         // Written like the access log, not through `tracing::info!`: one
         // line per call, and tracing's JSON formatter was about a sixth of
         // the gateway's CPU per call in `cargo xtask bench mcp` profiles.

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod genai;
 pub mod guard;
+pub mod kept;
 pub mod kube;
 pub mod logging;
 pub mod mcp;

@@ -581,7 +581,15 @@ mod tests {
         assert_eq!(
             audit
                 .findings
-                .with_label_values(&["api", "response", "data", "github_token", "redact", "w"])
+                .with_label_values(&[
+                    "api",
+                    "response",
+                    "data",
+                    "github_token",
+                    "redact",
+                    "w",
+                    "d"
+                ])
                 .get(),
             1
         );

@@ -53,6 +53,7 @@ impl Settle {
             &self.destination,
         ]);
         series
+            .handles
             .duration
             .observe(self.started.elapsed().as_secs_f64());
         if let Some(t) = ttft {
@@ -67,9 +68,9 @@ impl Settle {
                     .observe(after_first.as_secs_f64() / (usage.output - 1) as f64);
             }
         }
-        series.usage_input.observe(usage.input as f64);
-        series.usage_output.observe(usage.output as f64);
-        for (counter, n) in series.tokens.iter().zip([
+        series.handles.usage_input.observe(usage.input as f64);
+        series.handles.usage_output.observe(usage.output as f64);
+        for (counter, n) in series.handles.tokens.iter().zip([
             usage.input,
             usage.output,
             usage.cached_input,

@@ -273,7 +273,7 @@ fn a_secret_split_over_chat_chunks_is_redacted_in_the_stream() {
         assert!(!String::from_utf8_lossy(&out).contains(&key[..12]));
         assert_eq!(
             counter
-                .with_label_values(&["llm", "response", "p", "openai_key", "redact", "w"])
+                .with_label_values(&["llm", "response", "p", "openai_key", "redact", "w", "d"])
                 .get(),
             1
         );
