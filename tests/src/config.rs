@@ -14,7 +14,7 @@ pub enum FailMode {
 
 /// A daemon config. Starts from the node's defaults: admin on
 /// 127.0.0.1:0, JSON logs at `info,trigate=debug`, attach cgroup and
-/// instance from the node, fail-open, 100 ms heartbeat / 500 ms timeout,
+/// instance from the node, fail-open, 100 ms heartbeat / 2 s timeout,
 /// in-pod listener on 15001 without IPv6, no destinations, no workloads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,7 +33,11 @@ impl Config {
                     "create_cgroup": true,
                     "fail_mode": "open",
                     "heartbeat_interval_ms": 100,
-                    "heartbeat_timeout_ms": 500,
+                    // Short enough for the fail-mode tests, long enough
+                    // that a debug daemon on a loaded 2-core CI machine is
+                    // never taken for dead (500 ms once let a call of the
+                    // MCP tests go around the gateway, fail-open).
+                    "heartbeat_timeout_ms": 2000,
                     "mark": 0x7467,
                     "bpffs": node.env.bpffs.to_string_lossy(),
                 },

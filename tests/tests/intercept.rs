@@ -499,7 +499,7 @@ fn sigkill_fail_open_connects_directly() -> Result<()> {
     one_proxied_request(&d, &pod, &up, "/before")?;
 
     d.sigkill()?;
-    // heartbeat_timeout_ms is 500; until then connects go to the dead
+    // heartbeat_timeout_ms is 2000; until then connects go to the dead
     // listener and are refused.
     let r = poll_until(
         Duration::from_secs(5),

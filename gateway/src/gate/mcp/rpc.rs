@@ -354,11 +354,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Status::Ok => "ok".into(),
             Status::ToolError => "tool_error".into(),
-            Status::Error(code) => format!("error {code}"),
+            Status::Error(code) => format!("error {code}").into(),
         }
     }
 }

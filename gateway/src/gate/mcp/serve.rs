@@ -402,11 +402,16 @@ pub(crate) async fn respond(
     }
     // Clients of the HTTP+SSE transport read answers from their stream
     // only: refusals go there, and the POST gets the transport's 202.
-    let sse_stream = node.mcp_sse.stream_of(
-        cx.workload.as_ref().map_or(0, |w| w.id),
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-    );
-    if let Some(tx) = sse_stream.filter(|_| !refused.is_empty()) {
+    // (Looked up only with refusals: the lookup takes a node-wide lock.)
+    let sse_stream = (!refused.is_empty())
+        .then(|| {
+            node.mcp_sse.stream_of(
+                cx.workload.as_ref().map_or(0, |w| w.id),
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )
+        })
+        .flatten();
+    if let Some(tx) = sse_stream {
         for r in std::mem::take(&mut refused) {
             if tx.try_send(r).is_err() {
                 tracing::warn!(

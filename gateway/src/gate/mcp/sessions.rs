@@ -72,13 +72,19 @@ impl Sessions {
 
     /// A session the server gave out (or a client used).
     pub fn seen(&self, id: &str) {
-        self.with(|map| {
-            map.entry(id.to_owned())
-                .or_insert_with(|| Session {
-                    tools: HashMap::new(),
-                    used: Instant::now(),
-                })
-                .used = Instant::now();
+        let now = Instant::now();
+        self.with(|map| match map.get_mut(id) {
+            // Every call of a session passes here: no key copy when known.
+            Some(s) => s.used = now,
+            None => {
+                map.insert(
+                    id.to_owned(),
+                    Session {
+                        tools: HashMap::new(),
+                        used: now,
+                    },
+                );
+            }
         });
     }
 
