@@ -132,12 +132,20 @@ pub(super) fn specs() -> Vec<Spec> {
         flexible_spaces: true,
         check,
         decode: None,
-        trigger: Trigger::Anchors,
+        // Phrases are words: their anchors are hit at word starts in every
+        // match, so hits inside words ("rest" in "request") open no window.
+        trigger: Trigger::WordAnchors,
     };
     // Rules whose every match starts with one of their anchors, at a word
     // start: windows open at such hits only ("hey" in "they" opens none).
     let leading = |spec: Spec| Spec {
         trigger: Trigger::LeadingAnchors,
+        ..spec
+    };
+    // Rules with an anchor that may be glued to what precedes it
+    // (`pre-prompt`, `<|im_start|>`).
+    let anywhere = |spec: Spec| Spec {
+        trigger: Trigger::Anchors,
         ..spec
     };
     vec![
@@ -252,13 +260,14 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:i am|i'm|i’m|this is) (?:your|an? openai|an? anthropic) (?:developer|creator|administrator|admin|owner|programmer|maker)s?\b",
             accept,
         ),
-        phrase(
+        // `preprompt`: its anchor glued to `pre`.
+        anywhere(phrase(
             Override,
             "prompt_leak",
             &[b"prompt", b"instruction", b"message", b"above"],
             r"(?i)\b(?:reveal|show|print|output|display|repeat|recite|leak|dump|expose|share|give|tell|write out|spell out|type out|provide|list|paste|what (?:is|are|was|were)) (?:me |us )?(?:(?:your|the|its|all|full|entire|complete|exact|original|initial|hidden|secret|internal|verbatim|text|contents?|of|in|whole) ){0,5}(?:system (?:prompt|message|instructions?)|(?:initial|hidden|original|secret|internal|starting|first|full|entire|whole|complete|exact) (?:prompt|instructions)|(?:instructions|prompt) (?:above|you were given|you received|you got)|prompt above|pre-?prompt)\b|\bwhat(?:'s| is| was) (?:written|said|stated) above (?:this|the|my) (?:message|line|text)\b",
             check_leak,
-        ),
+        )),
         leading(phrase(
             Override,
             "repeat_above",
@@ -266,7 +275,8 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\brepeat (?:back )?(?:all |everything |the (?:words|text|sentences|lines|content|messages?|instructions|conversation) )?(?:above|before this|prior to this|from the (?:start|beginning))\b",
             accept,
         )),
-        phrase(
+        // `content<|im_end|>`: markers glued to text.
+        anywhere(phrase(
             Override,
             "chat_template_marker",
             &[
@@ -285,7 +295,7 @@ pub(super) fn specs() -> Vec<Spec> {
             ],
             r"(?i)<\|(?:im_start|im_end|endoftext|system|user|assistant|start_header_id|end_header_id|eot_id|begin_of_text)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|user_input|system_prompt|instructions)>|\[system\]\(#\w{1,64}\)",
             accept,
-        ),
+        )),
         leading(phrase(
             Override,
             "note_to_ai",

@@ -24,6 +24,10 @@ pub(super) enum Trigger {
     /// anchors does, at an ASCII word boundary (`\b(?:ignore|…) …`): its
     /// windows open at such hits and reach forward only.
     LeadingAnchors,
+    /// The same, for a rule whose every match holds one of its anchors at
+    /// an ASCII word start (`… no (?:rules|limits)`): hits inside a word
+    /// ("rest" in "request", "now" in "know") open no window.
+    WordAnchors,
     /// A number run (see [`numbers`]) with at least what it needs.
     Number(NumberNeeds),
     /// Two capital letters and two digits at a word start: where every

@@ -64,6 +64,9 @@ struct Group {
     /// Members' matches start at an anchor hit with a word boundary before
     /// it ([`Trigger::LeadingAnchors`]).
     leading: bool,
+    /// Members' matches hold an anchor hit with a word boundary before it
+    /// ([`Trigger::WordAnchors`]); hits inside words are ignored.
+    word_start: bool,
 }
 
 /// Non-ASCII characters that Unicode case folding makes equal to ASCII
@@ -184,11 +187,11 @@ impl Scanner {
                 .map_err(|e| build_error(format!("built-in rule {}: {e}", spec.rule)))?;
             let words: Vec<&[u8]> = spec.anchors.to_vec();
             let reach = max_match_len(&pattern);
+            let exact = case_sensitive(&pattern);
             let group = match spec.trigger {
-                Trigger::Anchors => groups.join(&words, reach, case_sensitive(&pattern), false),
-                Trigger::LeadingAnchors => {
-                    groups.join(&words, reach, case_sensitive(&pattern), true)
-                }
+                Trigger::Anchors => groups.join(&words, reach, exact, Start::Any),
+                Trigger::LeadingAnchors => groups.join(&words, reach, exact, Start::Leading),
+                Trigger::WordAnchors => groups.join(&words, reach, exact, Start::Word),
                 Trigger::Number(_) => {
                     runs.numbers = true;
                     None
@@ -251,7 +254,7 @@ impl Scanner {
                             .filter_map(|w| w.split_whitespace().next())
                             .map(str::as_bytes)
                             .collect();
-                        groups.join(&words, max_match_len(&pattern), false, false)
+                        groups.join(&words, max_match_len(&pattern), false, Start::Any)
                     } else {
                         None
                     };
@@ -435,6 +438,10 @@ impl Scanner {
     /// around the hit.
     fn hit_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, hay: &[u8]) {
         let len = hay.len();
+        let glued = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
+        if glued && self.groups[g].word_start {
+            return;
+        }
         t.hit[g] = true;
         let Some(reach) = self.groups[g].reach else {
             return;
@@ -448,7 +455,6 @@ impl Scanner {
         if self.groups[g].leading {
             // No match starts at a hit inside a word, and one that starts
             // at this hit ends within `reach` of it.
-            let glued = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
             if !glued && hit.start >= from {
                 push_window(&mut t.windows[g], hit.start..end);
             }
@@ -476,7 +482,7 @@ impl Scanner {
         let past = |end: usize| (end + 1).min(hay.len());
         scratch.clear();
         match detector.trigger {
-            Trigger::Anchors | Trigger::LeadingAnchors => {}
+            Trigger::Anchors | Trigger::LeadingAnchors | Trigger::WordAnchors => {}
             Trigger::Number(needs) => {
                 scratch.extend(
                     t.numbers
@@ -539,7 +545,10 @@ impl Scanner {
             .detectors
             .iter()
             .map(|d| {
-                matches!(d.trigger, Trigger::Anchors | Trigger::LeadingAnchors) && d.group.is_none()
+                matches!(
+                    d.trigger,
+                    Trigger::Anchors | Trigger::LeadingAnchors | Trigger::WordAnchors
+                ) && d.group.is_none()
             })
             .collect();
         if let Some((set, members)) = &self.custom_set {
@@ -715,9 +724,20 @@ impl Pass<'_> {
     }
 }
 
-/// Anchor list (sorted), longest match, exactness and leading anchors:
-/// detectors alike in all four share a group.
-type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool, bool);
+/// Where a rule's matches hold an anchor hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Start {
+    /// Anywhere, even inside a word.
+    Any,
+    /// At the match's start, at a word start ([`Trigger::LeadingAnchors`]).
+    Leading,
+    /// Somewhere in the match, at a word start ([`Trigger::WordAnchors`]).
+    Word,
+}
+
+/// Anchor list (sorted), longest match, exactness and where the anchors
+/// sit: detectors alike in all four share a group.
+type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool, Start);
 
 /// Anchors deduplicated (ASCII case folded where the prefilter ignores
 /// case) and detectors grouped by their anchor list.
@@ -740,7 +760,7 @@ impl Groups {
         words: &[&[u8]],
         max_len: Option<usize>,
         exact: bool,
-        leading: bool,
+        start: Start,
     ) -> Option<usize> {
         let mut key: Vec<Vec<u8>> = words
             .iter()
@@ -760,14 +780,16 @@ impl Groups {
         // A window per longest match: the digit rules share their anchors,
         // but the widest (IBAN) would make the others search four times
         // the text they need.
-        let key = (key, max_len, exact, leading);
+        let key = (key, max_len, exact, start);
         if let Some(&g) = self.by_anchors.get(&key) {
             return Some(g);
         }
         let g = self.groups.len();
         self.groups.push(Group {
             reach: max_len,
-            leading,
+            leading: start == Start::Leading,
+            // A leading hit is at a word start too.
+            word_start: start != Start::Any,
         });
         for word in &key.0 {
             let at = match self
