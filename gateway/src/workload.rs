@@ -245,7 +245,31 @@ pub async fn enroll(
     spec: &WorkloadConfig,
     source: EnrollSource,
 ) -> Result<Arc<Workload>, EnrollError> {
-    enroll_pod(node, spec, source, None).await
+    enroll_pod(node, spec, source, None, NetnsUse::Own).await
+}
+
+/// Whose network namespace a workload's `netns` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetnsUse {
+    /// The workload's own (a pod's): the whole namespace is enrolled and
+    /// its listener takes `listener.port`.
+    Own,
+    /// The node's, shared with the node's services and every other
+    /// hostNetwork pod: only the workload's cgroup may be enrolled, and its
+    /// listener takes a free port there.
+    SharedWithNode,
+}
+
+/// The in-pod listener's port and whether the namespace itself goes into
+/// the enrollment map. A shared namespace must not: every process in it
+/// (kubelet, other hostNetwork pods) would be redirected and attributed to
+/// this workload. Nor may it take the fixed port: a second hostNetwork pod,
+/// or a node service, may hold it.
+pub fn in_pod_listener(netns: NetnsUse, port: u16) -> (u16, bool) {
+    match netns {
+        NetnsUse::Own => (port, true),
+        NetnsUse::SharedWithNode => (0, false),
+    }
 }
 
 /// [`enroll`] with the pod identity of a workload found through Kubernetes.
@@ -254,6 +278,7 @@ pub async fn enroll_pod(
     spec: &WorkloadConfig,
     source: EnrollSource,
     kubernetes: Option<PodIdentity>,
+    netns_use: NetnsUse,
 ) -> Result<Arc<Workload>, EnrollError> {
     let name = spec.name.clone();
     let invalid = |message: String| EnrollError::Invalid {
@@ -266,6 +291,12 @@ pub async fn enroll_pod(
     };
     if spec.cgroup.is_none() && spec.netns.is_none() {
         return Err(invalid("needs a cgroup or a netns".into()));
+    }
+    if netns_use == NetnsUse::SharedWithNode && spec.cgroup.is_none() {
+        return Err(invalid(
+            "a workload in the node's network namespace needs a cgroup: the namespace is shared"
+                .into(),
+        ));
     }
     let id = node.workloads.reserve(&name)?;
 
@@ -291,7 +322,8 @@ pub async fn enroll_pod(
                 source,
             })?;
             let netns = Netns::Pod(worker);
-            let listeners = Listeners::open(&netns, node.listener.port, node.listener.ipv6)
+            let (port, _) = in_pod_listener(netns_use, node.listener.port);
+            let listeners = Listeners::open(&netns, port, node.listener.ipv6)
                 .await
                 .map_err(|source| EnrollError::Listener {
                     name: name.clone(),
@@ -331,7 +363,11 @@ pub async fn enroll_pod(
         cgroup: cgroup_path,
         cgroup_id,
         netns_path: spec.netns.clone(),
-        netns_cookie: pod.as_ref().map(|(c, _, _)| *c),
+        // The namespace's cookie only when the namespace itself is enrolled.
+        netns_cookie: pod
+            .as_ref()
+            .filter(|_| in_pod_listener(netns_use, 0).1)
+            .map(|(c, _, _)| *c),
         labels: spec.labels.clone(),
         listeners: listener_addrs,
         source,
@@ -421,6 +457,12 @@ fn remove_from_maps(node: &Node, w: &Workload) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_namespace_is_never_enrolled_and_takes_a_free_port() {
+        assert_eq!(in_pod_listener(NetnsUse::Own, 15001), (15001, true));
+        assert_eq!(in_pod_listener(NetnsUse::SharedWithNode, 15001), (0, false));
+    }
 
     #[test]
     fn pod_selectors_read_the_reserved_labels() {

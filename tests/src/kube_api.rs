@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server on 127.0.0.1 for the pod-discovery tests,
-//! and simulated kubelet pods (cgroup laid out like kubelet's systemd
-//! driver, a netns, a process inside it).
+//! and simulated kubelet pods (cgroup laid out like kubelet's systemd or
+//! cgroupfs driver, a netns, a process inside it; hostNetwork pods without
+//! a netns of their own).
 //!
 //! The server speaks the API server's wire format from recorded objects
 //! (`tests/fixtures/kube/`): `GET /api/v1/pods?fieldSelector=spec.nodeName=N`
@@ -9,7 +10,8 @@
 //! chunks from that version on, or the recorded `ERROR` 410 `Expired`
 //! Status when the version has been compacted away. The test drives it:
 //! add, update and delete pods, cut the open watches, take it down (every
-//! connection is closed at once) or make it answer garbage.
+//! connection is closed at once), make it answer garbage, or slow it down
+//! (every answer starts only after a delay).
 
 use crate::names::Uniq;
 use crate::node::{Node, Pod, Runner};
@@ -56,6 +58,10 @@ struct State {
     watch_generation: u64,
     /// Request paths (with query), in order.
     requests: Vec<String>,
+    /// How long every answer (list, or a watch's response head) waits.
+    delay: Duration,
+    /// Watch streams open now (past their response head).
+    watching: usize,
 }
 
 struct Shared {
@@ -91,6 +97,8 @@ impl FakeKubeApi {
                 compacted: 0,
                 watch_generation: 0,
                 requests: Vec::new(),
+                delay: Duration::ZERO,
+                watching: 0,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -144,6 +152,21 @@ impl FakeKubeApi {
         self.shared.changed.notify_all();
     }
 
+    /// Makes every request wait this long before its answer starts (a
+    /// slow, not down, API server); `Duration::ZERO` answers at once again.
+    /// A request already waiting keeps the delay it started with.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
+    }
+
+    /// Waits until a watch stream is open: a `drop_watches()` before that
+    /// would cut nothing (the watch about to open starts after it).
+    pub fn wait_watching(&self, timeout: Duration) -> Result<()> {
+        crate::poll_until(timeout, "an open watch", || {
+            Ok((self.lock().watching > 0).then_some(()))
+        })
+    }
+
     /// Forgets the history: a watch from any version seen so far gets 410.
     pub fn compact(&self) {
         let mut st = self.lock();
@@ -174,7 +197,12 @@ impl FakeKubeApi {
             o["spec"]["hostNetwork"] = json!(true);
         }
         o["status"]["phase"] = json!(p.phase);
-        o["status"]["qosClass"] = json!(p.qos);
+        // An empty class: the API server has not reported one yet.
+        o["status"]["qosClass"] = if p.qos.is_empty() {
+            Value::Null
+        } else {
+            json!(p.qos)
+        };
         o
     }
 
@@ -337,11 +365,17 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
         .unwrap_or("")
         .to_string();
     let (path, params) = query(&target);
-    let mode = {
+    let (mode, delay) = {
         let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
         st.requests.push(target.clone());
-        st.mode
+        (st.mode, st.delay)
     };
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+        if s.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+    }
     match mode {
         ApiMode::Down => return Ok(()), // closed without an answer
         ApiMode::Garbage => return respond(&mut conn, "200 OK", "<html>502 Bad Gateway</html>"),
@@ -405,6 +439,8 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
         return write!(conn, "0\r\n\r\n");
     }
     let generation = st.watch_generation;
+    st.watching += 1;
+    let _open = OpenWatch(s);
     let mut sent = from;
     loop {
         // Ended first: a change made after the watch was cut (taken down,
@@ -445,6 +481,16 @@ fn serve(s: &Shared, mut conn: TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// Counts a watch stream as open until it ends, however it ends.
+struct OpenWatch<'a>(&'a Shared);
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.watching = st.watching.saturating_sub(1);
+    }
+}
+
 /// What the fake API server says about one pod.
 #[derive(Debug, Clone)]
 pub struct PodSpec {
@@ -475,11 +521,11 @@ impl PodSpec {
     }
 }
 
-/// A kubelet-like pod on the node: the pod cgroup
-/// `<node>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice`
-/// with a container cgroup below it running `sleep` inside a netns the
-/// test made (the sandbox's pause process, in effect). The fields drop in
-/// order: the process and cgroups before the netns.
+/// A kubelet-like pod on the node: the pod cgroup where kubelet's cgroup
+/// driver puts it for the pod's QoS class (see [`Kubepods`]), with a
+/// container cgroup below it running `sleep` inside a netns the test made
+/// (the sandbox's pause process, in effect). The fields drop in order: the
+/// process and cgroups before the netns.
 pub struct KubePod {
     pub spec: PodSpec,
     /// netns + veth + the pod-level cgroup; clients run in it.
@@ -487,21 +533,54 @@ pub struct KubePod {
     sandbox: Option<Child>,
 }
 
-/// The QoS slices a node's pods live under (kept until the node drops).
+/// A hostNetwork pod: its cgroups laid out like [`KubePod`]'s, its
+/// sandbox process in the node's (the test's) network namespace.
+pub struct KubeHostNetPod {
+    pub spec: PodSpec,
+    /// The pod-level cgroup; clients run in it, in the host netns.
+    pub pod: HostPod,
+    sandbox: Option<Child>,
+}
+
+/// kubelet's `--cgroup-driver`: where it puts the pod cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// `kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _>.slice`
+    /// (guaranteed: `kubepods.slice/kubepods-pod<uid>.slice`).
+    Systemd,
+    /// `kubepods/<qos>/pod<uid>` (guaranteed: `kubepods/pod<uid>`).
+    Cgroupfs,
+}
+
+/// The QoS cgroups a node's pods live under, for one cgroup driver (kept
+/// until the node drops).
 pub struct Kubepods {
+    driver: CgroupDriver,
     _slices: Vec<HostPod>,
-    besteffort: PathBuf,
 }
 
 impl Kubepods {
-    /// `kubepods.slice/kubepods-besteffort.slice` under the node cgroup.
+    /// The systemd driver's `kubepods.slice` with its besteffort and
+    /// burstable slices under the node cgroup.
     pub fn new(node: &Node) -> Result<Self> {
         let top = node.host_pod("kubepods.slice")?;
         let be = top.child("kubepods-besteffort.slice")?;
-        let besteffort = be.cgroup.clone();
+        let bu = top.child("kubepods-burstable.slice")?;
         Ok(Self {
-            _slices: vec![top, be],
-            besteffort,
+            driver: CgroupDriver::Systemd,
+            _slices: vec![be, bu, top],
+        })
+    }
+
+    /// The cgroupfs driver's `kubepods` with `besteffort` and `burstable`
+    /// under the node cgroup.
+    pub fn cgroupfs(node: &Node) -> Result<Self> {
+        let top = node.host_pod("kubepods")?;
+        let be = top.child("besteffort")?;
+        let bu = top.child("burstable")?;
+        Ok(Self {
+            driver: CgroupDriver::Cgroupfs,
+            _slices: vec![be, bu, top],
         })
     }
 
@@ -522,22 +601,40 @@ impl Kubepods {
         }
     }
 
+    /// The pod cgroup relative to the node cgroup, as kubelet with this
+    /// driver names it for the spec's QoS class (written out here from
+    /// kubelet's naming, not taken from the daemon).
+    pub fn pod_cgroup(&self, spec: &PodSpec) -> PathBuf {
+        let uid = &spec.uid;
+        match (self.driver, spec.qos.as_str()) {
+            (CgroupDriver::Cgroupfs, "Guaranteed") => format!("kubepods/pod{uid}").into(),
+            (CgroupDriver::Cgroupfs, "Burstable") => format!("kubepods/burstable/pod{uid}").into(),
+            (CgroupDriver::Cgroupfs, _) => format!("kubepods/besteffort/pod{uid}").into(),
+            (CgroupDriver::Systemd, qos) => {
+                let u = uid.replace('-', "_");
+                match qos {
+                    "Guaranteed" => format!("kubepods.slice/kubepods-pod{u}.slice").into(),
+                    "Burstable" => format!(
+                        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"
+                    )
+                    .into(),
+                    _ => format!(
+                        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice"
+                    )
+                    .into(),
+                }
+            }
+        }
+    }
+
     /// Creates the pod's cgroup and netns and starts its sandbox process
     /// (returns once the process is inside the netns).
     pub fn create(&self, node: &Node, spec: PodSpec) -> Result<KubePod> {
-        let slice = format!(
-            "kubepods-besteffort-pod{}.slice",
-            spec.uid.replace('-', "_")
-        );
-        let rel = self
-            .besteffort
-            .strip_prefix(&node.cgroup)
-            .context("kubepods under the node cgroup")?
-            .join(&slice);
+        let rel = self.pod_cgroup(&spec);
         let pod = node.pod(rel.to_str().context("utf-8 cgroup path")?)?;
         let container = Container {
             cgroup: pod.cgroup.join("cri-containerd-e2e.scope"),
-            netns: pod.netns.clone(),
+            netns: Some(pod.netns.clone()),
         };
         std::fs::create_dir(&container.cgroup)
             .with_context(|| format!("creating {}", container.cgroup.display()))?;
@@ -546,15 +643,7 @@ impl Kubepods {
             pod,
             sandbox: None,
         };
-        let child = container
-            .command(Path::new("/bin/sleep"), &["600"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting the pod's sleep")?;
-        let pid = child.id();
-        kp.sandbox = Some(child);
+        let pid = container.start_sandbox(&mut kp.sandbox)?;
         let host_ns = std::fs::read_link("/proc/self/ns/net")?;
         crate::poll_until(
             Duration::from_secs(5),
@@ -567,6 +656,48 @@ impl Kubepods {
             },
         )?;
         Ok(kp)
+    }
+
+    /// Creates a hostNetwork pod (the spec says `hostNetwork: true`): its
+    /// cgroups, and its sandbox process in the host netns (returns once the
+    /// process is in its container cgroup).
+    pub fn create_host_network(&self, node: &Node, mut spec: PodSpec) -> Result<KubeHostNetPod> {
+        spec.host_network = true;
+        let rel = self.pod_cgroup(&spec);
+        let pod = node.host_pod(rel.to_str().context("utf-8 cgroup path")?)?;
+        let container = Container {
+            cgroup: pod.cgroup.join("cri-containerd-e2e.scope"),
+            netns: None,
+        };
+        std::fs::create_dir(&container.cgroup)
+            .with_context(|| format!("creating {}", container.cgroup.display()))?;
+        let mut kp = KubeHostNetPod {
+            spec,
+            pod,
+            sandbox: None,
+        };
+        let pid = container.start_sandbox(&mut kp.sandbox)?;
+        let procs = container.cgroup.join("cgroup.procs");
+        crate::poll_until(
+            Duration::from_secs(5),
+            "the sandbox in its container cgroup",
+            || {
+                Ok(std::fs::read_to_string(&procs)
+                    .ok()
+                    .filter(|p| p.lines().any(|l| l.trim() == pid.to_string()))
+                    .map(|_| ()))
+            },
+        )?;
+        Ok(kp)
+    }
+}
+
+impl Drop for KubeHostNetPod {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sandbox.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -594,7 +725,24 @@ impl Drop for KubePod {
 /// A container cgroup inside a pod (commands join it, then the netns).
 struct Container {
     cgroup: PathBuf,
-    netns: String,
+    netns: Option<String>,
+}
+
+impl Container {
+    /// Starts the sandbox's `sleep` here; the child goes into `slot` at
+    /// once, so the pod's Drop kills it even if the caller fails later.
+    fn start_sandbox(&self, slot: &mut Option<Child>) -> Result<u32> {
+        let child = self
+            .command(Path::new("/bin/sleep"), &["600"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the pod's sleep")?;
+        let pid = child.id();
+        *slot = Some(child);
+        Ok(pid)
+    }
 }
 
 impl Runner for Container {
@@ -605,7 +753,7 @@ impl Runner for Container {
         &self.cgroup
     }
     fn netns(&self) -> Option<&str> {
-        Some(&self.netns)
+        self.netns.as_deref()
     }
 }
 

@@ -41,7 +41,9 @@ pub use env::{env, sdk_python, Env};
 pub use fake_llm::{FakeKind, FakeLlm, RecordedRequest, SigV4Check, StreamRecord};
 pub use http::{http_request, HttpResponse};
 pub use jwt::{b64url, JwtSigner};
-pub use kube_api::{ApiMode, FakeKubeApi, KubePod, Kubepods, PodSpec};
+pub use kube_api::{
+    ApiMode, CgroupDriver, FakeKubeApi, KubeHostNetPod, KubePod, Kubepods, PodSpec,
+};
 pub use mcp::{mcp_client, mcp_client_over, McpServer, McpTransport};
 pub use metrics::{Metrics, Sample};
 pub use node::CMD_TIMEOUT;

@@ -1,11 +1,13 @@
 //! Pod discovery end to end: a fake Kubernetes API server (recorded wire
 //! format, tests/fixtures/kube) tells the real daemon about pods laid out
-//! like kubelet's (systemd driver cgroups under the test's node cgroup, a
-//! sandbox process in a netns the test made); the daemon enrolls them and
-//! their traffic goes through the real eBPF redirect. See tests/README.md.
+//! like kubelet's (systemd or cgroupfs driver cgroups under the test's node
+//! cgroup, a sandbox process in a netns the test made, or in the host netns
+//! for hostNetwork pods); the daemon enrolls them and their traffic goes
+//! through the real eBPF redirect. See tests/README.md.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use trigate_e2e::{
     enrolled_cgroup_ids, log_str, poll_until, ApiMode, ClientRequest, ClientResult, Daemon,
@@ -228,6 +230,7 @@ fn watch_reconnects_relists_on_410_and_restart_rediscovers() -> Result<()> {
     wait_enrolled(&d, "team/a", |_| true)?;
     wait_enrolled(&d, "team/b", |_| true)?;
 
+    api.wait_watching(WAIT)?;
     api.drop_watches();
     let c = kubepods.create(&node, Kubepods::spec("team", "c", &n))?;
     api.apply(&c.spec);
@@ -453,5 +456,312 @@ fn namespaces_opt_their_pods_out_and_in() -> Result<()> {
     api.apply_namespace("loud", &[], &[("trigate.io/intercept", "false")]);
     wait_unenrolled(&d, "loud/p")?;
     ensure!(workload(&d, "quiet/p")?.is_some(), "quiet/p stays");
+    Ok(())
+}
+
+/// hostNetwork pods share the node's network namespace. By default they
+/// are skipped (counted as `host_network`) and not redirected; one that
+/// opts in (`trigate.io/intercept: "true"`) is enrolled, and unenrolled
+/// when it stops opting in; with `kubernetes.host_network` all are. They
+/// are enrolled by cgroup only, each with its own listener on a free port
+/// in the node's namespace: two of them side by side each get their own
+/// traffic attributed, and a node process outside them (kubelet, in
+/// effect) is not redirected.
+#[test]
+fn host_network_pods_are_skipped_unless_opted_in_and_enrolled_by_cgroup() -> Result<()> {
+    let node = Node::new()?;
+    let kubepods = Kubepods::new(&node)?;
+    let api = FakeKubeApi::start()?;
+    let n = node_name(&node);
+    let exporter = kubepods.create_host_network(&node, Kubepods::spec("infra", "exporter", &n))?;
+    let mut agent = Kubepods::spec("infra", "agent", &n);
+    agent.qos = "Burstable".into();
+    let agent = kubepods.create_host_network(&node, agent)?;
+    let system = node.host_pod("system.slice")?;
+    api.apply(&exporter.spec);
+    api.apply(&agent.spec);
+    let up = Upstream::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))?;
+    let cfg = kube_config(&node, &api).destination(
+        Destination::redirect("upstream")
+            .addr(up.ip())
+            .port(up.port()),
+    );
+    let mut d = node.start(&cfg)?;
+    wait_metric(&d, "trigate_kube_pods", &[("state", "host_network")], 2.0)?;
+    ensure!(
+        workloads(&d)?.is_empty(),
+        "hostNetwork pods enrolled by default: {:#?}",
+        workloads(&d)?
+    );
+    let r = exporter
+        .pod
+        .client(&ClientRequest::get(up.addr(), "/skipped"))?;
+    ensure!(
+        !proxied(&r)?,
+        "a skipped hostNetwork pod was redirected: {r:?}"
+    );
+
+    // The pod opts in by annotation.
+    let opted_in = exporter
+        .spec
+        .clone()
+        .annotation("trigate.io/intercept", "true");
+    api.apply(&opted_in);
+    let w = wait_enrolled(&d, "infra/exporter", |_| true)?;
+    ensure!(
+        w["cgroup"] == exporter.pod.cgroup.to_string_lossy().as_ref(),
+        "the pod-level cgroup is enrolled: {w}"
+    );
+    ensure!(
+        w["netns_cookie"].is_null(),
+        "the node's network namespace was enrolled: {w}"
+    );
+    ensure!(
+        enrolled_cgroup_ids(&node.cgroup)?.contains(&cgroup_id(&w)?),
+        "cgroup not in ENROLL_CGROUP: {w}"
+    );
+    wait_metric(&d, "trigate_kube_pods", &[("state", "enrolled")], 1.0)?;
+    ensure!(
+        metric(&d, "trigate_kube_pods", &[("state", "host_network")])? == 1.0,
+        "the other hostNetwork pod is still skipped"
+    );
+    let r = exporter
+        .pod
+        .client(&ClientRequest::get(up.addr(), "/opted-in"))?;
+    ensure!(
+        proxied(&r)?,
+        "an opted-in hostNetwork pod was not redirected: {r:?}"
+    );
+    d.wait_for_access_log(WAIT, |l| log_str(l, "workload") == Some("infra/exporter"))?;
+    for (who, runner) in [
+        ("infra/agent", &agent.pod as &dyn Runner),
+        ("system.slice", &system),
+    ] {
+        let r = runner.client(&ClientRequest::get(up.addr(), "/bystander"))?;
+        ensure!(!proxied(&r)?, "{who} was redirected: {r:?}");
+    }
+
+    // No longer opted in: unenrolled.
+    api.apply(&exporter.spec);
+    wait_unenrolled(&d, "infra/exporter")?;
+    wait_metric(&d, "trigate_kube_pods", &[("state", "host_network")], 2.0)?;
+    d.stop()?;
+
+    // Opted in by config: both, side by side.
+    let d = node.start(&cfg.set("/kubernetes/host_network", json!(true)))?;
+    let we = wait_enrolled(&d, "infra/exporter", |_| true)?;
+    let wa = wait_enrolled(&d, "infra/agent", |_| true)?;
+    ensure!(
+        we["listeners"] != wa["listeners"],
+        "two hostNetwork pods share a listener: {we} {wa}"
+    );
+    ensure!(
+        we["netns_cookie"].is_null() && wa["netns_cookie"].is_null(),
+        "the node's network namespace was enrolled: {we} {wa}"
+    );
+    for p in [&exporter, &agent] {
+        let name = p.spec.workload();
+        let before = d
+            .access_logs()
+            .iter()
+            .filter(|l| log_str(l, "workload") == Some(name.as_str()))
+            .count();
+        let r = p.pod.client(&ClientRequest::get(up.addr(), "/both"))?;
+        ensure!(proxied(&r)?, "{name} was not redirected: {r:?}");
+        poll_until(WAIT, &format!("an access-log line for {name}"), || {
+            let now = d
+                .access_logs()
+                .iter()
+                .filter(|l| log_str(l, "workload") == Some(name.as_str()))
+                .count();
+            Ok((now > before).then_some(()))
+        })?;
+    }
+    let r = system.client(&ClientRequest::get(up.addr(), "/kubelet"))?;
+    ensure!(!proxied(&r)?, "a node process was redirected: {r:?}");
+    ensure!(
+        d.access_logs().len() == 2,
+        "expected one access-log line per pod: {:#?}",
+        d.access_logs()
+    );
+    ensure!(
+        metric(&d, "trigate_kube_pods", &[("state", "enrolled")])? == 2.0
+            && metric(&d, "trigate_kube_pods", &[("state", "host_network")])? == 0.0,
+        "trigate_kube_pods by state"
+    );
+    Ok(())
+}
+
+/// kubelet's cgroupfs driver (`kubepods/<qos>/pod<uid>`, guaranteed pods
+/// directly under `kubepods`): there is no driver setting, the daemon looks
+/// for both layouts. A pod of each QoS class, and one whose class the API
+/// has not reported, is found, enrolled and has its traffic attributed.
+#[test]
+fn cgroupfs_driver_pods_of_every_qos_class_are_enrolled() -> Result<()> {
+    let node = Node::new()?;
+    let kubepods = Kubepods::cgroupfs(&node)?;
+    let api = FakeKubeApi::start()?;
+    let n = node_name(&node);
+    let mut pods = Vec::new();
+    for (name, qos, layout) in [
+        ("besteffort", "BestEffort", "kubepods/besteffort/pod"),
+        ("burstable", "Burstable", "kubepods/burstable/pod"),
+        ("guaranteed", "Guaranteed", "kubepods/pod"),
+        ("unreported", "", "kubepods/besteffort/pod"),
+    ] {
+        let mut spec = Kubepods::spec("shop", name, &n);
+        spec.qos = qos.into();
+        let p = kubepods.create(&node, spec)?;
+        let want = node.cgroup.join(format!("{layout}{}", p.spec.uid));
+        ensure!(
+            p.pod.cgroup == want,
+            "{name}: cgroup {} is not the cgroupfs layout {}",
+            p.pod.cgroup.display(),
+            want.display()
+        );
+        pods.push(p);
+    }
+    let up = Upstream::start(pods[0].pod.host_ip.into())?;
+    for p in &pods[1..] {
+        p.pod.route_to(up.ip())?;
+    }
+    for p in &pods {
+        api.apply(&p.spec);
+    }
+    let cfg = kube_config(&node, &api).destination(
+        Destination::redirect("upstream")
+            .addr(up.ip())
+            .port(up.port()),
+    );
+    let d = node.start(&cfg)?;
+    let mut ids = Vec::new();
+    for p in &pods {
+        let name = p.spec.workload();
+        let w = wait_enrolled(&d, &name, |_| true)?;
+        ensure!(
+            w["cgroup"] == p.pod.cgroup.to_string_lossy().as_ref(),
+            "{name}: the pod-level cgroup is enrolled: {w}"
+        );
+        ids.push(cgroup_id(&w)?);
+    }
+    let mut in_map = enrolled_cgroup_ids(&node.cgroup)?;
+    in_map.sort_unstable();
+    ids.sort_unstable();
+    ensure!(
+        in_map == ids,
+        "ENROLL_CGROUP holds {in_map:?}, expected {ids:?}"
+    );
+    for p in &pods {
+        let name = p.spec.workload();
+        let r = p.pod.client(&ClientRequest::get(up.addr(), "/cgroupfs"))?;
+        ensure!(proxied(&r)?, "{name} was not redirected: {r:?}");
+        d.wait_for_access_log(WAIT, |l| log_str(l, "workload") == Some(name.as_str()))?;
+    }
+    ensure!(
+        metric(&d, "trigate_kube_pods", &[("state", "enrolled")])? == 4.0,
+        "trigate_kube_pods{{state=enrolled}}"
+    );
+    ensure!(
+        metric(&d, "trigate_kube_enroll_errors_total", &[])? == 0.0,
+        "enroll errors counted: every pod should be found at the first look"
+    );
+    Ok(())
+}
+
+/// A slow (not down) API server. An answer slower than usual but within
+/// `kubernetes.request_timeout_ms` is waited for. One slower than that is
+/// abandoned: logged naming the request and the limit, counted in
+/// `trigate_kube_api_timeouts_total`, retried with backoff. Meanwhile the
+/// enrolled pod's traffic is still redirected and attributed and the
+/// daemon is healthy and ready; a pod added meanwhile is enrolled once the
+/// API answers in time again.
+#[test]
+fn slow_api_requests_time_out_while_enrolled_pods_are_served() -> Result<()> {
+    let node = Node::new()?;
+    let kubepods = Kubepods::new(&node)?;
+    let api = FakeKubeApi::start()?;
+    let n = node_name(&node);
+    let a = kubepods.create(&node, Kubepods::spec("apps", "a", &n))?;
+    api.apply(&a.spec);
+    let up = Upstream::start(a.pod.host_ip.into())?;
+    let cfg = kube_config(&node, &api)
+        .set("/kubernetes/request_timeout_ms", json!(2000))
+        .destination(
+            Destination::redirect("upstream")
+                .addr(up.ip())
+                .port(up.port()),
+        );
+    let mut d = node.start(&cfg)?;
+    wait_enrolled(&d, "apps/a", |_| true)?;
+
+    // Slow, but within the limit: waited for.
+    api.set_delay(Duration::from_millis(300));
+    api.wait_watching(WAIT)?;
+    api.drop_watches();
+    let b = kubepods.create(&node, Kubepods::spec("apps", "b", &n))?;
+    api.apply(&b.spec);
+    wait_enrolled(&d, "apps/b", |_| true)?;
+    ensure!(
+        metric(&d, "trigate_kube_api_timeouts_total", &[])? == 0.0,
+        "an answer within the limit timed out"
+    );
+
+    // Too slow: the resumed watch is abandoned, and so is every retry.
+    api.set_delay(Duration::from_secs(5));
+    api.wait_watching(WAIT)?;
+    api.drop_watches();
+    let c = kubepods.create(&node, Kubepods::spec("apps", "c", &n))?;
+    c.pod.route_to(up.ip())?;
+    api.apply(&c.spec);
+    wait_metric(
+        &d,
+        "trigate_kube_api_timeouts_total",
+        &[("request", "watch")],
+        1.0,
+    )?;
+    d.wait_for_log(WAIT, "a warning naming the request and the limit", |l| {
+        log_str(l, "error").is_some_and(|e| {
+            e.contains("did not start answering the watch /api/v1/pods?")
+                && e.contains(&format!("spec.nodeName%3D{n}"))
+                && e.contains("within 2000 ms")
+        })
+    })?;
+    ensure!(
+        metric(&d, "trigate_kube_watch_restarts_total", &[])? >= 1.0,
+        "the abandoned watch is not counted as a restart"
+    );
+    let r = a
+        .pod
+        .client(&ClientRequest::get(up.addr(), "/while-slow"))?;
+    ensure!(
+        proxied(&r)?,
+        "an enrolled pod was not served while the API is slow: {r:?}"
+    );
+    d.wait_for_access_log(WAIT, |l| log_str(l, "workload") == Some("apps/a"))?;
+    for path in ["/healthz", "/readyz"] {
+        let h = d.admin_get(path)?;
+        ensure!(
+            h.status == 200,
+            "GET {path} while the API is slow: {} {}",
+            h.status,
+            h.body
+        );
+    }
+    ensure!(
+        workload(&d, "apps/c")?.is_none(),
+        "apps/c enrolled although no answer came in time"
+    );
+    ensure!(d.try_status()?.is_none(), "the daemon exited");
+
+    // Prompt again: the retry lists or watches, and c is enrolled.
+    api.set_delay(Duration::ZERO);
+    wait_enrolled(&d, "apps/c", |_| true)?;
+    let r = c.pod.client(&ClientRequest::get(up.addr(), "/after"))?;
+    ensure!(proxied(&r)?, "apps/c not redirected: {r:?}");
+    d.wait_for_access_log(WAIT, |l| log_str(l, "workload") == Some("apps/c"))?;
+    ensure!(
+        workload(&d, "apps/a")?.is_some() && workload(&d, "apps/b")?.is_some(),
+        "a and b stay"
+    );
     Ok(())
 }

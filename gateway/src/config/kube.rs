@@ -40,6 +40,11 @@ pub struct KubernetesConfig {
     /// The host's /proc, for `<proc_root>/<pid>/ns/net` of a process in the
     /// pod (the DaemonSet runs with hostPID).
     pub proc_root: PathBuf,
+    /// How long the API server has to start answering a list or a watch of
+    /// pods (or namespaces). A slower answer is abandoned, logged with the
+    /// request, counted in `trigate_kube_api_timeouts_total` and retried
+    /// with backoff; enrolled pods stay as they are meanwhile.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for KubernetesConfig {
@@ -53,6 +58,7 @@ impl Default for KubernetesConfig {
             host_network: false,
             cgroup_root: None,
             proc_root: PathBuf::from("/proc"),
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -101,6 +107,12 @@ impl KubernetesConfig {
                 "needs listener.mode in-pod: each pod has its own network namespace and gets \
                  its listener there"
                     .into(),
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            p.push((
+                "kubernetes.request_timeout_ms".into(),
+                "must be more than 0: the time the API server has to answer a list or watch".into(),
             ));
         }
         for (field, path) in [
@@ -164,12 +176,14 @@ mod tests {
             api_server: Some("127.0.0.1:6443".into()),
             cgroup_root: Some("sys/fs/cgroup".into()),
             proc_root: "proc".into(),
+            request_timeout_ms: 0,
             ..named.clone()
         };
         assert_eq!(
             fields(&bad.problems_with(true, None)),
             [
                 "kubernetes.api_server",
+                "kubernetes.request_timeout_ms",
                 "kubernetes.cgroup_root",
                 "kubernetes.proc_root"
             ]

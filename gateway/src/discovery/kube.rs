@@ -15,12 +15,14 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
     api::Api,
+    client::ClientBuilder,
     runtime::{watcher, WatchStreamExt as _},
     Client,
 };
 use tokio::time::Instant;
 
 use super::{
+    api_timeout::AnswerTimeout,
     pods::{self, OptIn, PodFacts, Skip},
     DiscoveryError, EnrollmentSource, Started,
 };
@@ -28,7 +30,7 @@ use crate::{
     config::{KubernetesConfig, WorkloadConfig},
     daemon::Node,
     telemetry::kube::POD_STATES,
-    workload::{self, EnrollError, EnrollSource},
+    workload::{self, EnrollError, EnrollSource, NetnsUse},
 };
 
 /// Where a pod's service account token and the cluster CA are mounted.
@@ -74,7 +76,7 @@ impl KubeSource {
         })
     }
 
-    fn client(&self) -> Result<Client, DiscoveryError> {
+    fn client(&self, timeouts: prometheus::IntCounterVec) -> Result<Client, DiscoveryError> {
         let err = |e: &dyn std::fmt::Display| DiscoveryError::Client(e.to_string());
         let mut config = match &self.cfg.api_server {
             Some(url) => {
@@ -102,7 +104,16 @@ impl KubeSource {
         // A server that accepts the connection and then says nothing: give
         // up on the read and let the watcher reconnect with backoff.
         config.read_timeout = Some(Duration::from_secs(u64::from(WATCH_TIMEOUT_SECS) + 15));
-        Client::try_from(config).map_err(|e| err(&e))
+        // And one that answers too slowly: the read timeout alone would let
+        // a list wait that long, or longer on a busy shared connection.
+        let layer = AnswerTimeout {
+            limit: Duration::from_millis(self.cfg.request_timeout_ms),
+            timeouts,
+        };
+        Ok(ClientBuilder::try_from(config)
+            .map_err(|e| err(&e))?
+            .with_layer(&layer)
+            .build())
     }
 }
 
@@ -113,11 +124,12 @@ impl EnrollmentSource for KubeSource {
 
     fn start<'a>(self: Box<Self>, node: &'a Arc<Node>) -> Started<'a> {
         Box::pin(async move {
-            let client = self.client()?;
+            let client = self.client(node.metrics.kube.api_timeouts.clone())?;
             tracing::info!(
                 node = %self.node_name,
                 api_server = self.cfg.api_server.as_deref().unwrap_or("in-cluster"),
                 cgroup_root = %self.cgroup_root.display(),
+                request_timeout_ms = self.cfg.request_timeout_ms,
                 "watching this node's pods"
             );
             tokio::spawn(run(*self, client, Arc::clone(node)));
@@ -597,11 +609,19 @@ impl Reconciler {
             netns: Some(netns),
             labels: f.identity.workload_labels(),
         };
+        // A hostNetwork pod's process is in the node's namespace: enroll
+        // its cgroup only.
+        let netns_use = if f.host_network {
+            NetnsUse::SharedWithNode
+        } else {
+            NetnsUse::Own
+        };
         workload::enroll_pod(
             &self.node,
             &spec,
             EnrollSource::Kubernetes,
             Some(f.identity.clone()),
+            netns_use,
         )
         .await
         .map(|_| ())

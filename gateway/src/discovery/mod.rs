@@ -10,6 +10,7 @@ use crate::{
     workload::{self, EnrollError, EnrollSource},
 };
 
+pub mod api_timeout;
 pub mod kube;
 pub mod pods;
 

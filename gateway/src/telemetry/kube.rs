@@ -14,6 +14,9 @@ pub struct KubeMetrics {
     pub watch_restarts: IntCounter,
     /// Full lists of this node's pods (the first one and every relist).
     pub relists: IntCounter,
+    /// Lists and watches the API server did not start answering within
+    /// `kubernetes.request_timeout_ms`, by `request` (`list`, `watch`).
+    pub api_timeouts: IntCounterVec,
 }
 
 /// Every `state` value, so a state that has gone to zero is reset.
@@ -51,13 +54,24 @@ impl KubeMetrics {
                 "trigate_kube_relists_total",
                 "Full lists of this node's pods (the first and every resync).",
             )?,
+            api_timeouts: IntCounterVec::new(
+                Opts::new(
+                    "trigate_kube_api_timeouts_total",
+                    "Kubernetes API lists and watches not answered within kubernetes.request_timeout_ms, by request.",
+                ),
+                &["request"],
+            )?,
         };
         registry.register(Box::new(m.pods.clone()))?;
         registry.register(Box::new(m.enroll_errors.clone()))?;
         registry.register(Box::new(m.watch_restarts.clone()))?;
         registry.register(Box::new(m.relists.clone()))?;
+        registry.register(Box::new(m.api_timeouts.clone()))?;
         for s in POD_STATES {
             m.pods.with_label_values(&[s]).set(0);
+        }
+        for r in ["list", "watch"] {
+            m.api_timeouts.with_label_values(&[r]).reset();
         }
         Ok(m)
     }
