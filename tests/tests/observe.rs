@@ -213,13 +213,17 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["name"] == name.as_str()))
         .with_context(|| format!("no workload {name} in {sum:#}"))?;
-    let mcp_requests = sum["destinations"]
-        .as_array()
-        .and_then(|ds| {
-            ds.iter()
-                .find(|p| p["workload"] == name.as_str() && p["destination"] == "tools")
-        })
-        .map_or(0, |p| p["requests"].as_u64().unwrap_or(0));
+    let pair = |destination: &str| -> Result<&Value> {
+        sum["destinations"]
+            .as_array()
+            .and_then(|ds| {
+                ds.iter()
+                    .find(|p| p["workload"] == name.as_str() && p["destination"] == destination)
+            })
+            .with_context(|| format!("no ({name}, {destination}) pair: {sum:#}"))
+    };
+    let tools_pair = pair("tools")?;
+    let mcp_requests = tools_pair["requests"].as_u64().unwrap_or(0);
     ensure!(mcp_requests >= 3, "MCP HTTP requests to tools: {sum:#}");
     ensure!(
         w["requests"] == CALLS + API_CALLS + mcp_requests
@@ -238,13 +242,7 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
     );
     let cost = w["cost_usd"].as_f64().unwrap_or(-1.0);
     ensure!(close(cost, expected_cost()), "cost {cost}: {w:#}");
-    let llm_pair = sum["destinations"]
-        .as_array()
-        .and_then(|ds| {
-            ds.iter()
-                .find(|p| p["workload"] == name.as_str() && p["destination"] == "llm")
-        })
-        .with_context(|| format!("no (workload, llm) pair: {sum:#}"))?;
+    let llm_pair = pair("llm")?;
     ensure!(
         llm_pair["requests"] == CALLS
             && llm_pair["ebpf"]["redirected"].as_u64() >= Some(1)
@@ -258,13 +256,6 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
         "llm destination: {llm_pair:#}"
     );
     // Tokens, spend and MCP calls are split by the destination called.
-    let tools_pair = sum["destinations"]
-        .as_array()
-        .and_then(|ds| {
-            ds.iter()
-                .find(|p| p["workload"] == name.as_str() && p["destination"] == "tools")
-        })
-        .with_context(|| format!("no (workload, tools) pair: {sum:#}"))?;
     ensure!(
         tools_pair["mcp_calls"] == w["mcp_calls"]
             && tools_pair["mcp_denied"] == 1
@@ -272,13 +263,7 @@ fn the_summary_top_and_dashboard_show_a_workloads_traffic() -> Result<()> {
             && tools_pair["cost_usd"] == 0.0,
         "tools destination: {tools_pair:#}"
     );
-    let api_pair = sum["destinations"]
-        .as_array()
-        .and_then(|ds| {
-            ds.iter()
-                .find(|p| p["workload"] == name.as_str() && p["destination"] == "api")
-        })
-        .with_context(|| format!("no (workload, api) pair: {sum:#}"))?;
+    let api_pair = pair("api")?;
     ensure!(
         api_pair["requests"] == API_CALLS && api_pair["bytes_received"].as_u64() > Some(0),
         "api destination: {api_pair:#}"

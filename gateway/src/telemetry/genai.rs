@@ -20,6 +20,17 @@ pub const CALL_LABELS: &[&str] = &[
     "workload",
 ];
 
+/// Label order of `trigate_guardrail_findings_total`.
+pub const GUARD_FINDING_LABELS: &[&str] = &[
+    "gate",
+    "phase",
+    "policy",
+    "detector",
+    "action",
+    "workload",
+    "destination",
+];
+
 pub struct GenAiMetrics {
     /// Labels: `gen_ai_token_type` (input, output) then [`CALL_LABELS`].
     pub token_usage: HistogramVec,
@@ -215,15 +226,7 @@ impl GenAiMetrics {
                     "trigate_guardrail_findings_total",
                     "Guardrail findings acted on, by gate, phase (request or response), policy, detector, action, workload and destination.",
                 ),
-                &[
-                    "gate",
-                    "phase",
-                    "policy",
-                    "detector",
-                    "action",
-                    "workload",
-                    "destination",
-                ],
+                GUARD_FINDING_LABELS,
             )?,
             cache_requests: IntCounterVec::new(
                 Opts::new(

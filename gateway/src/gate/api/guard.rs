@@ -545,15 +545,7 @@ mod tests {
         let audit = Audit {
             findings: prometheus::IntCounterVec::new(
                 prometheus::Opts::new("f", "test"),
-                &[
-                    "gate",
-                    "phase",
-                    "policy",
-                    "detector",
-                    "action",
-                    "workload",
-                    "destination",
-                ],
+                crate::telemetry::genai::GUARD_FINDING_LABELS,
             )
             .unwrap(),
             gate: "api",

@@ -40,15 +40,7 @@ fn session(request: Vec<GuardRuleConfig>, response: Vec<GuardRuleConfig>) -> Ses
 fn audit() -> (Audit, IntCounterVec) {
     let c = IntCounterVec::new(
         Opts::new("findings", "test"),
-        &[
-            "gate",
-            "phase",
-            "policy",
-            "detector",
-            "action",
-            "workload",
-            "destination",
-        ],
+        crate::telemetry::genai::GUARD_FINDING_LABELS,
     )
     .unwrap();
     (

@@ -102,20 +102,7 @@ impl Call {
         let id = msg.get("id")?.clone();
         let params = msg.get("params");
         let param = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_str);
-        let target = match method.as_str() {
-            "tools/call" => Some((Item::Tool, param("name").unwrap_or_default().to_owned())),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                Some((Item::Resource, param("uri").unwrap_or_default().to_owned()))
-            }
-            "prompts/get" => Some((Item::Prompt, param("name").unwrap_or_default().to_owned())),
-            _ => None,
-        };
-        let lists = match method.as_str() {
-            "tools/list" => Some(Item::Tool),
-            "resources/list" => Some(Item::Resource),
-            "prompts/list" => Some(Item::Prompt),
-            _ => None,
-        };
+        let (target, lists) = Call::names(&method, param("name"), param("uri"));
         let args_hash = params.and_then(|p| p.get("arguments")).map(args_hash);
         Some(Call {
             id,
@@ -124,6 +111,31 @@ impl Call {
             args_hash,
             lists,
         })
+    }
+
+    /// What a call of `method` names (from its `params.name` or
+    /// `params.uri`), and the items it lists.
+    fn names(
+        method: &str,
+        name: Option<&str>,
+        uri: Option<&str>,
+    ) -> (Option<(Item, String)>, Option<Item>) {
+        let owned = |s: Option<&str>| s.unwrap_or_default().to_owned();
+        let target = match method {
+            "tools/call" => Some((Item::Tool, owned(name))),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some((Item::Resource, owned(uri)))
+            }
+            "prompts/get" => Some((Item::Prompt, owned(name))),
+            _ => None,
+        };
+        let lists = match method {
+            "tools/list" => Some(Item::Tool),
+            "resources/list" => Some(Item::Resource),
+            "prompts/list" => Some(Item::Prompt),
+            _ => None,
+        };
+        (target, lists)
     }
 
     /// The key answers are matched by (the id's JSON text: `1` and `"1"`
@@ -302,23 +314,12 @@ pub fn plan_one(body: &[u8], authz: Option<&McpPlan>) -> Option<Planned> {
         return None;
     }
     let params = p.params.as_ref();
-    let param =
-        |v: Option<&std::borrow::Cow<'_, str>>| v.map_or_else(String::new, |s| s.to_string());
     let method = p.method.into_owned();
-    let target = match method.as_str() {
-        "tools/call" => Some((Item::Tool, param(params.and_then(|p| p.name.as_ref())))),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            Some((Item::Resource, param(params.and_then(|p| p.uri.as_ref()))))
-        }
-        "prompts/get" => Some((Item::Prompt, param(params.and_then(|p| p.name.as_ref())))),
-        _ => None,
-    };
-    let lists = match method.as_str() {
-        "tools/list" => Some(Item::Tool),
-        "resources/list" => Some(Item::Resource),
-        "prompts/list" => Some(Item::Prompt),
-        _ => None,
-    };
+    let (target, lists) = Call::names(
+        &method,
+        params.and_then(|p| p.name.as_deref()),
+        params.and_then(|p| p.uri.as_deref()),
+    );
     let raw_args = params.and_then(|p| p.arguments);
     // Parsed once, for the hash and any argument conditions.
     let args: Option<Value> = match raw_args {
