@@ -48,13 +48,17 @@ const TARGET_PROMPT_P50_US: f64 = 100.0;
 const PROMPT_BYTES: usize = 2048;
 const SEED: u64 = 0x7269_6761_7465_2167;
 
-const USAGE: &str = "usage: cargo xtask bench guard [-- [--quick] [--per-detector]]\n  \
+const USAGE: &str = "usage: cargo xtask bench guard [-- [--quick] [--per-detector] [--profile SECS]]\n  \
     --quick         fewer repetitions and iterations\n  \
-    --per-detector  also time each built-in detector alone on the mixed text";
+    --per-detector  also time each built-in detector alone on the mixed text\n  \
+    --profile SECS  only repeat the one-shot scan of the mixed text for SECS seconds\n                  \
+    (a steady load to attach `perf record` to), then print its rate";
 
 struct Opts {
     quick: bool,
     per_detector: bool,
+    /// Seconds of one-shot scans only, for a profiler.
+    profile: Option<u64>,
     /// Run by `cargo bench` (it passes `--bench`); otherwise a smoke run.
     bench: bool,
 }
@@ -95,10 +99,19 @@ fn parse_args() -> Result<Opts> {
     let mut opts = Opts {
         quick: false,
         per_detector: false,
+        profile: None,
         bench: false,
     };
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--profile" => {
+                let secs = args.next().context("--profile needs a number of seconds")?;
+                opts.profile = Some(
+                    secs.parse()
+                        .with_context(|| format!("--profile {secs:?}"))?,
+                );
+            }
             "--bench" => opts.bench = true,
             "--quick" => opts.quick = true,
             "--per-detector" => opts.per_detector = true,
@@ -145,6 +158,15 @@ fn main() -> Result<()> {
     let ascii = Corpus::generate(SEED, plan.corpus_bytes, 70, true);
     let prompt = Corpus::prompt(SEED ^ 2, false);
     let prompt_ascii = Corpus::prompt(SEED ^ 2, true);
+    if let Some(secs) = opts.profile {
+        let scanned = scan_throughput(&scanner, &mixed.text, Reps::new(1, 1_000_000, secs))?;
+        println!(
+            "one-shot scans of the mixed text for {secs} s: median {:.1} MiB/s, {} findings",
+            scanned.rates.median(),
+            scanned.findings.len()
+        );
+        return Ok(());
+    }
 
     // 1. One-shot scans.
     let rss = PeakRss::start();
