@@ -27,8 +27,8 @@ use base64::Engine;
 use super::finding::Kind;
 use super::runs::Trigger;
 use super::text::{
-    accept, char_after, char_before, floor_boundary, has_word, window_before, Check, Hay, Spec,
-    Verdict,
+    accept, char_after, char_before, floor_boundary, has_word, window_before, Check, Hay, Near,
+    Spec, Verdict,
 };
 
 const VOID_ANCHORS: &[&[u8]] = &[
@@ -135,6 +135,7 @@ pub(super) fn specs() -> Vec<Spec> {
         // Phrases are words: their anchors are hit at word starts in every
         // match, so hits inside words ("rest" in "request") open no window.
         trigger: Trigger::WordAnchors,
+        near: None,
     };
     // Rules whose every match starts with one of their anchors, at a word
     // start: windows open at such hits only ("hey" in "they" opens none).
@@ -146,6 +147,26 @@ pub(super) fn specs() -> Vec<Spec> {
     // (`pre-prompt`, `<|im_start|>`).
     let anywhere = |spec: Spec| Spec {
         trigger: Trigger::Anchors,
+        ..spec
+    };
+    // Rules whose anchors are common words: windows open only at anchor
+    // hits with one of `words` near (see [`Near`] for the bounds).
+    let near = |words: &'static [&'static str], before: usize, after: usize, spec: Spec| Spec {
+        near: Some(Near {
+            words,
+            before,
+            after,
+            tail: None,
+        }),
+        ..spec
+    };
+    // Rules that end with their anchor word: no match runs on past `tail`
+    // bytes from an anchor hit's start.
+    let ending = |tail: usize, spec: Spec| Spec {
+        near: spec.near.map(|near| Near {
+            tail: Some(tail),
+            ..near
+        }),
         ..spec
     };
     vec![
@@ -192,31 +213,80 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\bforget (?:about )?(?:everything|all(?: of)?(?: that)?)(?: that| which)? (?:you (?:were|have been|'ve been|’ve been) (?:told|taught|given|instructed|trained)|(?:you )?(?:know|learned)|above|before|previously|so far|until now)",
             accept,
         )),
-        phrase(
-            Override,
-            "instructions_void",
-            VOID_ANCHORS,
-            r"(?i)\b(?:your|the|all|any|these|those) (?:(?:previous|prior|earlier|old|original|above|initial|system|safety) )?(?:instructions|rules|guidelines|prompts?|directives|guardrails|restrictions|polic(?:y|ies))(?: above| so far)? (?:are|were|have been|has been|is|was) (?:now |hereby |all |just )?(?:void|cancell?ed|revoked|replaced|overridden|obsolete|invalid|null|lifted|suspended|disabled|deactivated|fake|a test|no longer (?:valid|in effect|apply|applicable|active))\b|\b(?:the ones|those|everything|what(?:'s| is| was)(?: written)?) above (?:were|was|are|is) (?:all |just |only )?(?:an? )?(?:decoy|fake|test|lie|void|wrong|invalid|distraction|trick)\b|\b(?:your|the) (?:content|safety|usage|ethical|moderation) (?:polic(?:y|ies)|guidelines|rules|filters?) (?:does not|doesn't|doesn’t|do not|don't|don’t|no longer) (?:exist|apply|matter)\b",
-            accept,
-        ),
-        phrase(
-            Override,
-            "new_instructions",
+        near(
             &[
-                b"new",
-                b"real",
-                b"actual",
-                b"true",
-                b"secret",
-                b"hidden",
-                b"objective",
-                b"goal",
-                b"task",
-                b"mission",
-                b"directive",
+                "void",
+                "cancelled",
+                "canceled",
+                "revoked",
+                "replaced",
+                "overridden",
+                "obsolete",
+                "invalid",
+                "null",
+                "lifted",
+                "suspended",
+                "disabled",
+                "deactivated",
+                "fake",
+                "test",
+                "longer",
+                "decoy",
+                "lie",
+                "wrong",
+                "distraction",
+                "trick",
+                "exist",
+                "apply",
+                "matter",
             ],
-            r"(?i)\b(?:new|real|actual|true|secret|hidden) (?:system )?(?:instructions?|directives?|rules?|prompt)(?: from (?:the |your )?(?:admin(?:istrator)?|developers?|system|operator|creators?|openai|anthropic|owner))?\s{0,8}:|\byour (?:real|actual|true) (?:instructions|task|goal|purpose|job|mission|objective) (?:is|are)\b|\b(?:the )?(?:real|actual|true|new) (?:instructions|rules|task) (?:are|is|follow|come) (?:below|next|here|now)\b|\bnew (?:objective|goal|task|mission|directive)\s{0,8}:",
-            accept,
+            0,
+            180,
+            phrase(
+                Override,
+                "instructions_void",
+                VOID_ANCHORS,
+                r"(?i)\b(?:your|the|all|any|these|those) (?:(?:previous|prior|earlier|old|original|above|initial|system|safety) )?(?:instructions|rules|guidelines|prompts?|directives|guardrails|restrictions|polic(?:y|ies))(?: above| so far)? (?:are|were|have been|has been|is|was) (?:now |hereby |all |just )?(?:void|cancell?ed|revoked|replaced|overridden|obsolete|invalid|null|lifted|suspended|disabled|deactivated|fake|a test|no longer (?:valid|in effect|apply|applicable|active))\b|\b(?:the ones|those|everything|what(?:'s| is| was)(?: written)?) above (?:were|was|are|is) (?:all |just |only )?(?:an? )?(?:decoy|fake|test|lie|void|wrong|invalid|distraction|trick)\b|\b(?:your|the) (?:content|safety|usage|ethical|moderation) (?:polic(?:y|ies)|guidelines|rules|filters?) (?:does not|doesn't|doesn’t|do not|don't|don’t|no longer) (?:exist|apply|matter)\b",
+                accept,
+            ),
+        ),
+        near(
+            &[
+                "instruction",
+                "instructions",
+                "directive",
+                "directives",
+                "rule",
+                "rules",
+                "prompt",
+                "task",
+                "goal",
+                "purpose",
+                "job",
+                "mission",
+                "objective",
+            ],
+            0,
+            64,
+            phrase(
+                Override,
+                "new_instructions",
+                &[
+                    b"new",
+                    b"real",
+                    b"actual",
+                    b"true",
+                    b"secret",
+                    b"hidden",
+                    b"objective",
+                    b"goal",
+                    b"task",
+                    b"mission",
+                    b"directive",
+                ],
+                r"(?i)\b(?:new|real|actual|true|secret|hidden) (?:system )?(?:instructions?|directives?|rules?|prompt)(?: from (?:the |your )?(?:admin(?:istrator)?|developers?|system|operator|creators?|openai|anthropic|owner))?\s{0,8}:|\byour (?:real|actual|true) (?:instructions|task|goal|purpose|job|mission|objective) (?:is|are)\b|\b(?:the )?(?:real|actual|true|new) (?:instructions|rules|task) (?:are|is|follow|come) (?:below|next|here|now)\b|\bnew (?:objective|goal|task|mission|directive)\s{0,8}:",
+                accept,
+            ),
         ),
         phrase(
             Override,
@@ -261,13 +331,22 @@ pub(super) fn specs() -> Vec<Spec> {
             accept,
         ),
         // `preprompt`: its anchor glued to `pre`.
-        anywhere(phrase(
-            Override,
-            "prompt_leak",
-            &[b"prompt", b"instruction", b"message", b"above"],
-            r"(?i)\b(?:reveal|show|print|output|display|repeat|recite|leak|dump|expose|share|give|tell|write out|spell out|type out|provide|list|paste|what (?:is|are|was|were)) (?:me |us )?(?:(?:your|the|its|all|full|entire|complete|exact|original|initial|hidden|secret|internal|verbatim|text|contents?|of|in|whole) ){0,5}(?:system (?:prompt|message|instructions?)|(?:initial|hidden|original|secret|internal|starting|first|full|entire|whole|complete|exact) (?:prompt|instructions)|(?:instructions|prompt) (?:above|you were given|you received|you got)|prompt above|pre-?prompt)\b|\bwhat(?:'s| is| was) (?:written|said|stated) above (?:this|the|my) (?:message|line|text)\b",
-            check_leak,
-        )),
+        near(
+            &[
+                "reveal", "show", "print", "output", "display", "repeat", "recite", "leak", "dump",
+                "expose", "share", "give", "tell", "write", "spell", "type", "provide", "list",
+                "paste", "what",
+            ],
+            290,
+            0,
+            anywhere(phrase(
+                Override,
+                "prompt_leak",
+                &[b"prompt", b"instruction", b"message", b"above"],
+                r"(?i)\b(?:reveal|show|print|output|display|repeat|recite|leak|dump|expose|share|give|tell|write out|spell out|type out|provide|list|paste|what (?:is|are|was|were)) (?:me |us )?(?:(?:your|the|its|all|full|entire|complete|exact|original|initial|hidden|secret|internal|verbatim|text|contents?|of|in|whole) ){0,5}(?:system (?:prompt|message|instructions?)|(?:initial|hidden|original|secret|internal|starting|first|full|entire|whole|complete|exact) (?:prompt|instructions)|(?:instructions|prompt) (?:above|you were given|you received|you got)|prompt above|pre-?prompt)\b|\bwhat(?:'s| is| was) (?:written|said|stated) above (?:this|the|my) (?:message|line|text)\b",
+                check_leak,
+            )),
+        ),
         leading(phrase(
             Override,
             "repeat_above",
@@ -384,12 +463,32 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:act|acting|behave|respond|reply|answer|roleplay|role-play|pretend to be|be|become|you are|you're|you will be|are going to be|as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:evil|rogue|immoral|unethical|dark|malicious) (?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you|chatgpt|claude)|twin|alter ego|confidant)\b",
             accept,
         ),
-        phrase(
-            RolePlay,
-            "from_now_on_persona",
-            &[b"now", b"henceforth", b"rest"],
-            r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
-            accept,
+        near(
+            &[
+                "unfiltered",
+                "uncensored",
+                "unrestricted",
+                "amoral",
+                "immoral",
+                "jailbroken",
+                "unethical",
+                "evil",
+                "rogue",
+                "unchained",
+                "unbound",
+                "free",
+                "different",
+                "new",
+            ],
+            0,
+            540,
+            phrase(
+                RolePlay,
+                "from_now_on_persona",
+                &[b"now", b"henceforth", b"rest"],
+                r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
+                accept,
+            ),
         ),
         phrase(
             RolePlay,
@@ -398,50 +497,88 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:stay|remain|staying|remaining|keep) in character\b,? (?:no matter what|at all times|even if|whatever happens|always|and never break|forever|permanently)|\bnever (?:break|leave|drop) character\b",
             accept,
         ),
-        phrase(
-            RolePlay,
-            "pretend_no_limits",
+        near(
             &[
-                b"pretend",
-                b"imagine",
-                b"act",
-                b"suppose",
-                b"assume",
-                b"hypothetical",
-                b"what",
-                b"world",
+                "filter",
+                "filters",
+                "restrictions",
+                "limitations",
+                "guidelines",
+                "censorship",
+                "morals",
+                "ethics",
+                "rules",
+                "policy",
+                "policies",
+                "limits",
+                "constraints",
+                "boundaries",
+                "safeguards",
+                "programming",
             ],
-            concat!(
-                r"(?i)\b(?:pretend|imagine|act as if|act like|suppose|assume|hypothetically,?(?: speaking)?,? if|what if|in a world where)(?: that)? you(?:'re|’re| are| were| have| had| did not have| didn't have| possess)? ",
-                r"(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
-                limits!(),
-                r"\b"
+            0,
+            840,
+            phrase(
+                RolePlay,
+                "pretend_no_limits",
+                &[
+                    b"pretend",
+                    b"imagine",
+                    b"act",
+                    b"suppose",
+                    b"assume",
+                    b"hypothetical",
+                    b"what",
+                    b"world",
+                ],
+                concat!(
+                    r"(?i)\b(?:pretend|imagine|act as if|act like|suppose|assume|hypothetically,?(?: speaking)?,? if|what if|in a world where)(?: that)? you(?:'re|’re| are| were| have| had| did not have| didn't have| possess)? ",
+                    r"(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
+                    limits!(),
+                    r"\b"
+                ),
+                check_unquantified,
             ),
-            check_unquantified,
         ),
-        phrase(
-            RolePlay,
-            "ai_without_limits",
-            LIMIT_ANCHORS,
-            concat!(
-                r"(?i)\b(?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you))\b(?: [0-9A-Za-z_'’,]{1,24}){0,6}? ",
-                r"(?:with no|with zero|without|free of|free from|that has no|who has no|having no|has no|has zero|not bound by|not restricted by|unbound by|not limited by|not constrained by) (?:any |all )?",
-                r"(?:(?:content|safety|ethical|moral|openai'?s?|anthropic'?s?) )?(?:(?:and|or) )?(?:(?:ethical|moral|safety|content) )?",
-                limits!(),
-                r"\b"
+        ending(
+            12,
+            near(
+                &["no", "zero", "without", "free", "not", "unbound"],
+                210,
+                0,
+                phrase(
+                    RolePlay,
+                    "ai_without_limits",
+                    LIMIT_ANCHORS,
+                    concat!(
+                        r"(?i)\b(?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you))\b(?: [0-9A-Za-z_'’,]{1,24}){0,6}? ",
+                        r"(?:with no|with zero|without|free of|free from|that has no|who has no|having no|has no|has zero|not bound by|not restricted by|unbound by|not limited by|not constrained by) (?:any |all )?",
+                        r"(?:(?:content|safety|ethical|moral|openai'?s?|anthropic'?s?) )?(?:(?:and|or) )?(?:(?:ethical|moral|safety|content) )?",
+                        limits!(),
+                        r"\b"
+                    ),
+                    check_unquantified,
+                ),
             ),
-            check_unquantified,
         ),
-        phrase(
-            RolePlay,
-            "respond_without_filters",
-            RESPOND_ANCHORS,
-            concat!(
-                r"(?i)\b(?:respond|answer|reply|write|speak|talk|act|behave|continue|operate|proceed|generate|output|comply)\b(?: [0-9A-Za-z_'’,]{1,24}){0,4}? ",
-                r"(?:without|ignoring|free of|free from|with no|with zero) (?:any |all |your |the )?(?:ethical|moral|safety|content|moderation) (?:(?:or|and) (?:ethical|moral|safety|content) )?",
-                r"(?:filters?|guidelines|restrictions|polic(?:y|ies)|rules|constraints|safeguards|limitations|considerations|boundaries|checks)\b"
+        ending(
+            14,
+            near(
+                &["without", "ignoring", "free", "no", "zero"],
+                180,
+                0,
+                phrase(
+                    RolePlay,
+                    "respond_without_filters",
+                    RESPOND_ANCHORS,
+                    concat!(
+                        r"(?i)\b(?:respond|answer|reply|write|speak|talk|act|behave|continue|operate|proceed|generate|output|comply)\b(?: [0-9A-Za-z_'’,]{1,24}){0,4}? ",
+                        r"(?:without|ignoring|free of|free from|with no|with zero) (?:any |all |your |the )?(?:ethical|moral|safety|content|moderation) (?:(?:or|and) (?:ethical|moral|safety|content) )?",
+                        r"(?:filters?|guidelines|restrictions|polic(?:y|ies)|rules|constraints|safeguards|limitations|considerations|boundaries|checks)\b"
+                    ),
+                    check_unquantified,
+                ),
             ),
-            check_unquantified,
         ),
         phrase(
             RolePlay,
@@ -493,12 +630,25 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\bdeveloper mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|on)\b|\b(?:simulate|simulating|unlock) (?:the )?developer mode\b|\byou(?:'re|’re| are) (?:now )?(?:in|running in|operating in) developer mode\b|\bdeveloper mode,? you (?:can|will|are|must|may|have|should)\b|\bdeveloper mode (?:output|response|answer)s?\b|\b(?:chatgpt|gpt|assistant|ai|claude|model) (?:with|in) developer mode\b",
             check_developer_mode,
         ),
-        phrase(
-            RolePlay,
-            "special_mode",
-            &[b"mode"],
-            r"(?i)\b(?:enter|enable|activate|switch to|in|into) (?:unrestricted|unfiltered|uncensored|opposite|evil|jailbreak|dan) mode\b",
-            accept,
+        near(
+            &[
+                "unrestricted",
+                "unfiltered",
+                "uncensored",
+                "opposite",
+                "evil",
+                "jailbreak",
+                "dan",
+            ],
+            40,
+            0,
+            phrase(
+                RolePlay,
+                "special_mode",
+                &[b"mode"],
+                r"(?i)\b(?:enter|enable|activate|switch to|in|into) (?:unrestricted|unfiltered|uncensored|opposite|evil|jailbreak|dan) mode\b",
+                accept,
+            ),
         ),
         phrase(
             RolePlay,
@@ -538,6 +688,7 @@ pub(super) fn specs() -> Vec<Spec> {
         Spec {
             kind: HiddenText,
             rule: "invisible_characters",
+            near: None,
             anchors: INVISIBLE_ANCHORS,
             pattern: r"[\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{FEFF}\x{180E}\x{E0000}-\x{E007F}]+",
             flexible_spaces: false,
@@ -548,6 +699,7 @@ pub(super) fn specs() -> Vec<Spec> {
         Spec {
             kind: HiddenText,
             rule: "fullwidth_instruction",
+            near: None,
             // Fullwidth Latin letters: U+FF21-FF3A, U+FF41-FF5A.
             anchors: &[b"\xEF\xBC", b"\xEF\xBD"],
             pattern: r"[\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}]{3,}",
@@ -559,6 +711,7 @@ pub(super) fn specs() -> Vec<Spec> {
         Spec {
             kind: Kind::EncodedPayload,
             rule: "base64_instructions",
+            near: None,
             anchors: &[],
             pattern: r"[A-Za-z0-9+/_\-]{32,8192}={0,2}",
             flexible_spaces: false,

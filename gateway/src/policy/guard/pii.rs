@@ -25,6 +25,7 @@ use super::text::{
 pub(super) fn specs() -> Vec<Spec> {
     vec![
         Spec {
+            near: None,
             kind: Kind::Email,
             rule: "email",
             anchors: &[b"@"],
@@ -38,6 +39,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::Phone,
             rule: "phone_international",
             anchors: &[],
@@ -51,6 +53,7 @@ pub(super) fn specs() -> Vec<Spec> {
             }),
         },
         Spec {
+            near: None,
             kind: Kind::Phone,
             rule: "phone_nanp",
             anchors: &[],
@@ -61,6 +64,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Number(NumberNeeds::digits(10)),
         },
         Spec {
+            near: None,
             kind: Kind::Phone,
             rule: "phone_national",
             anchors: &[],
@@ -74,6 +78,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Number(NumberNeeds::digits(9)),
         },
         Spec {
+            near: None,
             kind: Kind::Phone,
             rule: "phone_context",
             anchors: &[],
@@ -89,6 +94,7 @@ pub(super) fn specs() -> Vec<Spec> {
             }),
         },
         Spec {
+            near: None,
             kind: Kind::CreditCard,
             rule: "credit_card",
             anchors: &[],
@@ -99,6 +105,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Number(NumberNeeds::digits(13)),
         },
         Spec {
+            near: None,
             kind: Kind::Iban,
             rule: "iban",
             anchors: &[],
@@ -109,6 +116,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::CountryCode,
         },
         Spec {
+            near: None,
             kind: Kind::UsSsn,
             rule: "us_ssn",
             anchors: &[],
@@ -122,6 +130,7 @@ pub(super) fn specs() -> Vec<Spec> {
             }),
         },
         Spec {
+            near: None,
             kind: Kind::UsSsn,
             rule: "us_ssn_context",
             anchors: &[],
@@ -132,6 +141,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Number(NumberNeeds::digits(9)),
         },
         Spec {
+            near: None,
             kind: Kind::Ipv4,
             rule: "ipv4",
             anchors: &[],
@@ -145,6 +155,7 @@ pub(super) fn specs() -> Vec<Spec> {
             }),
         },
         Spec {
+            near: None,
             kind: Kind::Ipv6,
             rule: "ipv6",
             anchors: &[],

@@ -13,7 +13,7 @@ use super::config::{
 use super::finding::{Category, Finding, Kind};
 use super::runs::{self, ContextWords, NumberRun, Trigger};
 use super::text::{
-    accept, ceil_boundary, floor_boundary, max_match_len, Check, Decode, Hay, Spec, Verdict,
+    accept, ceil_boundary, floor_boundary, max_match_len, Check, Decode, Hay, Near, Spec, Verdict,
     LOOKAROUND,
 };
 use super::{injection, pii, secrets};
@@ -67,6 +67,9 @@ struct Group {
     /// Members' matches hold an anchor hit with a word boundary before it
     /// ([`Trigger::WordAnchors`]); hits inside words are ignored.
     word_start: bool,
+    /// Its members' [`Near`] words (an index into `Scanner::nears`): an
+    /// anchor hit opens a window only with one of them close by.
+    near: Option<usize>,
 }
 
 /// Non-ASCII characters that Unicode case folding makes equal to ASCII
@@ -89,6 +92,11 @@ struct Triggers {
     windows: Vec<Vec<Range<usize>>>,
     /// A fold character occurred.
     folded: bool,
+    /// Per near set, where its whole words start, in order.
+    near_hits: Vec<Vec<usize>>,
+    /// Per group with a near set, its anchor hits, until the near words
+    /// after them are known too.
+    deferred: Vec<Vec<Range<usize>>>,
     /// The prefilter failed; everything runs over the whole text.
     all: bool,
     numbers: Vec<NumberRun>,
@@ -97,11 +105,21 @@ struct Triggers {
     base64_runs: Vec<Range<usize>>,
 }
 
-/// One literal automaton and, per pattern, the groups its hits trigger
-/// (none for a fold anchor).
+/// One literal automaton and, per pattern, what its hits mean.
 struct Prefilter {
     automaton: AhoCorasick,
-    anchor_groups: Vec<Vec<usize>>,
+    uses: Vec<PatternUse>,
+}
+
+/// What a prefilter pattern is to the scan.
+#[derive(Clone, Default)]
+struct PatternUse {
+    /// The groups whose anchor it is.
+    groups: Vec<usize>,
+    /// The near sets it is a word of.
+    nears: Vec<usize>,
+    /// A fold character ([`FOLD_ANCHORS`]).
+    fold: bool,
 }
 
 /// Which run triggers some detector uses, so a scan computes only those.
@@ -143,6 +161,8 @@ pub struct Scanner {
     /// make the automaton's SIMD prefilter stop at most bytes.
     byte_anchors: Vec<(u8, Vec<usize>)>,
     groups: Vec<Group>,
+    /// The near sets groups name.
+    nears: Vec<Near>,
     runs: RunKinds,
     /// Custom regexes have no known literal: one RegexSet pass says which of
     /// them match at all, and only those run to find where.
@@ -189,9 +209,11 @@ impl Scanner {
             let reach = max_match_len(&pattern);
             let exact = case_sensitive(&pattern);
             let group = match spec.trigger {
-                Trigger::Anchors => groups.join(&words, reach, exact, Start::Any),
-                Trigger::LeadingAnchors => groups.join(&words, reach, exact, Start::Leading),
-                Trigger::WordAnchors => groups.join(&words, reach, exact, Start::Word),
+                Trigger::Anchors => groups.join(&words, reach, exact, Start::Any, spec.near),
+                Trigger::LeadingAnchors => {
+                    groups.join(&words, reach, exact, Start::Leading, spec.near)
+                }
+                Trigger::WordAnchors => groups.join(&words, reach, exact, Start::Word, spec.near),
                 Trigger::Number(_) => {
                     runs.numbers = true;
                     None
@@ -254,7 +276,7 @@ impl Scanner {
                             .filter_map(|w| w.split_whitespace().next())
                             .map(str::as_bytes)
                             .collect();
-                        groups.join(&words, max_match_len(&pattern), false, Start::Any)
+                        groups.join(&words, max_match_len(&pattern), false, Start::Any, None)
                     } else {
                         None
                     };
@@ -283,6 +305,8 @@ impl Scanner {
             groups,
             anchors,
             anchor_groups,
+            nears,
+            anchor_nears,
             ..
         } = groups;
         let mut prefilters = Vec::new();
@@ -290,24 +314,33 @@ impl Scanner {
         let folding = anchors.iter().any(|(_, exact)| !exact);
         for exact in [true, false] {
             let mut words = Vec::new();
-            let mut triggers = Vec::new();
-            for ((word, e), groups) in anchors.iter().zip(&anchor_groups) {
+            let mut uses = Vec::new();
+            for (((word, e), groups), nears) in
+                anchors.iter().zip(&anchor_groups).zip(&anchor_nears)
+            {
                 if let (true, true, &[byte]) = (exact, *e, word.as_slice()) {
-                    if byte.is_ascii() {
+                    if byte.is_ascii() && nears.is_empty() {
                         byte_anchors.push((byte, groups.clone()));
                         continue;
                     }
                 }
                 if *e == exact {
                     words.push(word.clone());
-                    triggers.push(groups.clone());
+                    uses.push(PatternUse {
+                        groups: groups.clone(),
+                        nears: nears.clone(),
+                        fold: false,
+                    });
                 }
             }
             // Fold characters only matter to rules that ignore case.
             if exact && folding {
                 for fold in FOLD_ANCHORS {
                     words.push(fold.as_bytes().to_vec());
-                    triggers.push(Vec::new());
+                    uses.push(PatternUse {
+                        fold: true,
+                        ..PatternUse::default()
+                    });
                 }
             }
             if words.is_empty() {
@@ -322,10 +355,7 @@ impl Scanner {
                 .kind(Some(AhoCorasickKind::DFA))
                 .build(&words)
                 .map_err(|e| build_error(format!("guard prefilter: {e}")))?;
-            prefilters.push(Prefilter {
-                automaton,
-                anchor_groups: triggers,
-            });
+            prefilters.push(Prefilter { automaton, uses });
         }
         let custom_set = if set_patterns.is_empty() {
             None
@@ -341,6 +371,7 @@ impl Scanner {
             prefilters,
             byte_anchors,
             groups,
+            nears,
             runs,
             custom_set,
             max_scan_bytes: config.max_scan_bytes,
@@ -377,6 +408,8 @@ impl Scanner {
             hit: vec![false; self.groups.len()],
             windows: vec![Vec::new(); self.groups.len()],
             folded: false,
+            near_hits: vec![Vec::new(); self.nears.len()],
+            deferred: vec![Vec::new(); self.groups.len()],
             all: false,
             numbers: Vec::new(),
             country_codes: Vec::new(),
@@ -412,10 +445,33 @@ impl Scanner {
                 }
             };
             for m in hits {
-                let groups = &pre.anchor_groups[m.pattern().as_usize()];
-                t.folded |= groups.is_empty();
-                for &g in groups {
+                let uses = &pre.uses[m.pattern().as_usize()];
+                t.folded |= uses.fold;
+                for &g in &uses.groups {
                     self.hit_window(&mut t, g, m.start()..m.end(), from, hay.as_bytes());
+                }
+                if !uses.nears.is_empty() && whole_word(hay.as_bytes(), m.start()..m.end()) {
+                    for &n in &uses.nears {
+                        t.near_hits[n].push(m.start());
+                    }
+                }
+            }
+        }
+        // Anchor hits of groups with a near set open windows now that every
+        // near word is known: only those with one close by.
+        for g in 0..self.groups.len() {
+            let Some(n) = self.groups[g].near else {
+                continue;
+            };
+            let near = &self.nears[n];
+            let hits = std::mem::take(&mut t.deferred[g]);
+            for hit in hits {
+                let low = hit.start.saturating_sub(near.before);
+                let high = hit.start + near.after;
+                let words = &t.near_hits[n];
+                let first = words.partition_point(|&w| w < low);
+                if words.get(first).is_some_and(|&w| w <= high) {
+                    self.open_window(&mut t, g, hit, from, hay.len());
                 }
             }
         }
@@ -437,11 +493,20 @@ impl Scanner {
     /// Records an anchor hit of group `g`: the group runs, in the window
     /// around the hit.
     fn hit_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, hay: &[u8]) {
-        let len = hay.len();
         let glued = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
         if glued && self.groups[g].word_start {
             return;
         }
+        if self.groups[g].near.is_some() {
+            t.deferred[g].push(hit);
+            return;
+        }
+        self.open_window(t, g, hit, from, hay.len());
+    }
+
+    /// Opens group `g`'s window around an anchor hit that counts (at a word
+    /// start where the group needs one, and not glued where it leads).
+    fn open_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, len: usize) {
         t.hit[g] = true;
         let Some(reach) = self.groups[g].reach else {
             return;
@@ -451,11 +516,17 @@ impl Scanner {
         // window does: there `\b` and `$` would see the end of the text
         // instead of what follows. Window starts follow hit ends.
         let start = hit.end.saturating_sub(reach).max(from);
-        let end = (hit.start + reach + 1).min(len);
+        // Hits without a near word never get here, so a near set's tail
+        // bounds every window of its group.
+        let tail = self.groups[g]
+            .near
+            .and_then(|n| self.nears[n].tail)
+            .map_or(reach, |tail| tail.min(reach));
+        let end = (hit.start + tail + 1).min(len);
         if self.groups[g].leading {
-            // No match starts at a hit inside a word, and one that starts
-            // at this hit ends within `reach` of it.
-            if !glued && hit.start >= from {
+            // No match starts at a hit inside a word (those never get
+            // here), and one that starts at this hit ends within `reach`.
+            if hit.start >= from {
                 push_window(&mut t.windows[g], hit.start..end);
             }
             return;
@@ -735,9 +806,9 @@ enum Start {
     Word,
 }
 
-/// Anchor list (sorted), longest match, exactness and where the anchors
-/// sit: detectors alike in all four share a group.
-type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool, Start);
+/// Anchor list (sorted), longest match, exactness, where the anchors sit
+/// and the near words: detectors alike in all five share a group.
+type GroupKey = (Vec<Vec<u8>>, Option<usize>, bool, Start, Option<Near>);
 
 /// Anchors deduplicated (ASCII case folded where the prefilter ignores
 /// case) and detectors grouped by their anchor list.
@@ -749,6 +820,10 @@ struct Groups {
     anchors: Vec<(Vec<u8>, bool)>,
     /// Per anchor, the groups it triggers.
     anchor_groups: Vec<Vec<usize>>,
+    /// Distinct near sets.
+    nears: Vec<Near>,
+    /// Per anchor, the near sets it is a word of.
+    anchor_nears: Vec<Vec<usize>>,
 }
 
 impl Groups {
@@ -761,6 +836,7 @@ impl Groups {
         max_len: Option<usize>,
         exact: bool,
         start: Start,
+        near: Option<Near>,
     ) -> Option<usize> {
         let mut key: Vec<Vec<u8>> = words
             .iter()
@@ -780,34 +856,54 @@ impl Groups {
         // A window per longest match: the digit rules share their anchors,
         // but the widest (IBAN) would make the others search four times
         // the text they need.
-        let key = (key, max_len, exact, start);
+        let key = (key, max_len, exact, start, near);
         if let Some(&g) = self.by_anchors.get(&key) {
             return Some(g);
         }
         let g = self.groups.len();
+        let near = near.map(|near| {
+            let n = match self.nears.iter().position(|n| *n == near) {
+                Some(n) => n,
+                None => {
+                    self.nears.push(near);
+                    for word in near.words {
+                        // Near words are matched ignoring ASCII case.
+                        let at = self.anchor(word.to_ascii_lowercase().as_bytes(), false);
+                        self.anchor_nears[at].push(self.nears.len() - 1);
+                    }
+                    self.nears.len() - 1
+                }
+            };
+            n
+        });
         self.groups.push(Group {
             reach: max_len,
             leading: start == Start::Leading,
             // A leading hit is at a word start too.
             word_start: start != Start::Any,
+            near,
         });
         for word in &key.0 {
-            let at = match self
-                .anchors
-                .iter()
-                .position(|(a, e)| a == word && *e == exact)
-            {
-                Some(at) => at,
-                None => {
-                    self.anchors.push((word.clone(), exact));
-                    self.anchor_groups.push(Vec::new());
-                    self.anchors.len() - 1
-                }
-            };
+            let at = self.anchor(word, exact);
             self.anchor_groups[at].push(g);
         }
         self.by_anchors.insert(key, g);
         Some(g)
+    }
+
+    /// The index of a prefilter literal, added if new.
+    fn anchor(&mut self, word: &[u8], exact: bool) -> usize {
+        if let Some(at) = self
+            .anchors
+            .iter()
+            .position(|(a, e)| a == word && *e == exact)
+        {
+            return at;
+        }
+        self.anchors.push((word.to_vec(), exact));
+        self.anchor_groups.push(Vec::new());
+        self.anchor_nears.push(Vec::new());
+        self.anchors.len() - 1
     }
 }
 
@@ -834,6 +930,13 @@ fn push_window(windows: &mut Vec<Range<usize>>, window: Range<usize>) {
         Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
         _ => windows.push(window),
     }
+}
+
+/// A hit with no word byte right before or right after it.
+fn whole_word(hay: &[u8], hit: Range<usize>) -> bool {
+    let before = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
+    let after = hay.get(hit.end).is_some_and(|&b| is_word_byte(b));
+    !before && !after
 }
 
 /// The ASCII `\b` of the built-in patterns counts these as word bytes.

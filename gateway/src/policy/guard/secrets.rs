@@ -27,6 +27,7 @@ const JWT_MAX: usize = 8 << 10;
 pub(super) fn specs() -> Vec<Spec> {
     vec![
         Spec {
+            near: None,
             kind: Kind::AwsAccessKey,
             rule: "aws_access_key",
             anchors: &[
@@ -40,6 +41,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::OpenaiKey,
             rule: "openai_key",
             anchors: &[b"sk-"],
@@ -50,6 +52,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::AnthropicKey,
             rule: "anthropic_key",
             anchors: &[b"sk-ant-"],
@@ -60,6 +63,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::GithubToken,
             rule: "github_token",
             anchors: &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"],
@@ -70,6 +74,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::GithubToken,
             rule: "github_fine_grained_token",
             anchors: &[b"github_pat_"],
@@ -80,6 +85,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::GitlabToken,
             rule: "gitlab_token",
             anchors: &[b"glpat-"],
@@ -90,6 +96,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::Jwt,
             rule: "jwt",
             // Every JWT header is a JSON object, so it begins `{"` → "eyJ".
@@ -101,6 +108,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::PrivateKey,
             rule: "private_key",
             anchors: &[b"-----BEGIN"],
@@ -111,6 +119,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::SlackToken,
             rule: "slack_token",
             anchors: &[b"xox"],
@@ -121,6 +130,7 @@ pub(super) fn specs() -> Vec<Spec> {
             trigger: Trigger::Anchors,
         },
         Spec {
+            near: None,
             kind: Kind::GoogleApiKey,
             rule: "google_api_key",
             anchors: &[b"AIza"],

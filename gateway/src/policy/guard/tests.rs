@@ -947,9 +947,58 @@ fn every_match_contains_an_anchor_of_its_rule() {
                         m.as_str()
                     );
                 }
+                if let Some(near) = spec.near {
+                    assert!(
+                        holds_anchor_with_near_word(text, m.range(), &spec, near),
+                        "{}: no anchor with a near word ({near:?}) in {:?}",
+                        spec.rule,
+                        m.as_str()
+                    );
+                }
             }
         }
     }
+}
+
+/// What the scanner asks of a match of a rule with near words: an anchor
+/// hit that opens a window (at a word start unless the rule takes anchors
+/// anywhere) with a whole near word starting within the bounds, and the
+/// match ending within the tail after it.
+fn holds_anchor_with_near_word(
+    text: &str,
+    m: std::ops::Range<usize>,
+    spec: &super::text::Spec,
+    near: super::text::Near,
+) -> bool {
+    let lower = text.to_ascii_lowercase().into_bytes();
+    let lower = &lower[..];
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let at_word_start = |i: usize| i == 0 || !word(lower[i - 1]);
+    let m = &m;
+    let hits = |w: &[u8]| -> Vec<usize> {
+        let w = w.to_ascii_lowercase();
+        (m.start..m.end)
+            .filter(|&i| i + w.len() <= m.end && lower[i..i + w.len()] == w[..])
+            .collect()
+    };
+    let mut near_starts = Vec::new();
+    for w in near.words {
+        for i in hits(w.as_bytes()) {
+            if at_word_start(i) && !lower.get(i + w.len()).is_some_and(|&b| word(b)) {
+                near_starts.push(i);
+            }
+        }
+    }
+    let anywhere = spec.trigger == super::runs::Trigger::Anchors;
+    spec.anchors.iter().any(|a| {
+        hits(a).into_iter().any(|i| {
+            (anywhere || at_word_start(i))
+                && near.tail.is_none_or(|tail| m.end <= i + tail)
+                && near_starts
+                    .iter()
+                    .any(|&j| j + near.before >= i && j <= i + near.after)
+        })
+    })
 }
 
 /// ASCII word boundaries: data and phrases glued to non-ASCII letters

@@ -51,6 +51,34 @@ pub(super) struct Spec {
     pub decode: Option<(Decode, &'static str)>,
     /// What makes the scanner run the regex, and where.
     pub trigger: Trigger,
+    /// A second word every match holds near an anchor; `None` for most.
+    pub near: Option<Near>,
+}
+
+/// Words of which every match of a phrase rule holds one, whole, close to
+/// one of its anchor hits: the scanner then opens a window only at anchor
+/// hits with such a word near. Injection anchors ("rule", "limit", "what")
+/// fill ordinary text; a phrase needs them next to a rarer word ("no
+/// rules", "void"), and windows around every lone anchor covered most of
+/// the text.
+///
+/// Distances are in bytes from the anchor hit's start to the near word's
+/// start, over the longest text the pattern allows between them: every
+/// `\s{1,8}` space counts 24 bytes (eight three-byte Unicode spaces) and
+/// every word its longest spelling. The scanner's tests check on the corpora
+/// that every match holds an anchor with a near word within these bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Near {
+    /// Whole words, lowercase ASCII (matched ignoring ASCII case).
+    pub words: &'static [&'static str],
+    /// A near word may start this far before the anchor hit's start.
+    pub before: usize,
+    /// Or this far after it.
+    pub after: usize,
+    /// Where known, the farthest a match ends past the start of an anchor
+    /// hit that has its near word (a rule whose last word is its anchor):
+    /// the window ends there rather than a whole longest match later.
+    pub tail: Option<usize>,
 }
 
 /// Accepts the regex match as it is.
