@@ -1021,6 +1021,28 @@ fn matches_next_to_non_ascii_letters_are_found() {
     }
 }
 
+/// The scanner searches literals that start with a non-ASCII byte once per
+/// character start, anchored, taking the first that matches: each must
+/// start with a UTF-8 lead byte and none may be a prefix of another.
+#[test]
+fn non_ascii_literals_start_characters_and_do_not_nest() {
+    let literals: Vec<&[u8]> = super::pii::specs()
+        .into_iter()
+        .chain(super::secrets::specs())
+        .chain(super::injection::specs())
+        .flat_map(|spec| spec.anchors.iter().copied())
+        .chain(super::scanner::FOLD_ANCHORS.iter().map(|a| a.as_bytes()))
+        .filter(|a| a.first().is_some_and(|b| !b.is_ascii()))
+        .collect();
+    assert!(literals.len() > 20, "{literals:?}");
+    for a in &literals {
+        assert!(a[0] >= 0xC0, "{a:x?} starts inside a character");
+        for b in &literals {
+            assert!(a == b || !b.starts_with(a), "{a:x?} is a prefix of {b:x?}");
+        }
+    }
+}
+
 /// `s` and `k` fold to LONG S and KELVIN SIGN, which the ASCII prefilter
 /// does not see as anchors: such a phrase is found as a whole-text search
 /// finds it, even when its rule's only prefilter hit is far away.
