@@ -129,7 +129,56 @@ pub(super) struct NumberRun {
 const MIN_RUN_DIGITS: u32 = 2;
 
 fn is_number_byte(b: u8) -> bool {
-    b.is_ascii_digit() || matches!(b, b' ' | b'.' | b'-' | b'(' | b')' | b'+')
+    NUMBER_BYTES[usize::from(b)]
+}
+
+/// The bytes of a number run, as a table: the run loops test every byte.
+const NUMBER_BYTES: [bool; 256] = byte_table(b"0123456789 .-()+", false);
+
+/// The base64 alphabets' bytes (standard and URL-safe), as a table.
+const BASE64_BYTES: [bool; 256] = byte_table(b"+/_-", true);
+
+/// A byte table marking `extra`, and ASCII letters and digits if `alnum`.
+const fn byte_table(extra: &[u8], alnum: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = alnum && (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// The first ASCII digit in `bytes[at..]`: eight bytes at a time while
+/// none holds one (most text between numbers).
+fn next_digit(bytes: &[u8], mut at: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // A byte strictly between b'/' and b':' sets its high bit here
+        // (the "has a byte between m and n" bit trick, exact for every
+        // byte value, m and n below 128).
+        let low = x & !HIGHS;
+        let between = (ONES * (127 + u64::from(b':')) - low)
+            & !x
+            & (low + ONES * (127 - u64::from(b'/')))
+            & HIGHS;
+        if between != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes
+        .get(at..)?
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| at + p)
 }
 
 /// Number runs in `text[from..]` with two digits or more, in order (a run
@@ -142,8 +191,7 @@ pub(super) fn number_runs(text: &str, from: usize, codes: &mut Vec<usize>) -> Ve
     let bytes = text.as_bytes();
     let mut runs = Vec::new();
     let mut at = from;
-    while let Some(offset) = bytes[at..].iter().position(u8::is_ascii_digit) {
-        let digit = at + offset;
+    while let Some(digit) = next_digit(bytes, at) {
         if digit >= from + 2 && is_country_code(bytes, digit - 2) {
             codes.push(digit - 2);
         }
@@ -234,7 +282,7 @@ pub(super) fn colon_runs(text: &str, from: usize) -> Vec<Range<usize>> {
 }
 
 fn is_base64_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+    BASE64_BYTES[usize::from(b)]
 }
 
 /// Maximal runs of base64 characters (both alphabets) in `text[from..]` at
@@ -311,6 +359,46 @@ mod tests {
 
     fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
         number_runs(text, from, &mut Vec::new())
+    }
+
+    /// The eight-bytes-at-a-time skip finds the digit a byte loop finds,
+    /// for every byte value around it and every alignment.
+    #[test]
+    fn next_digit_equals_a_byte_search() {
+        for value in 0..=255u8 {
+            for at in 0..20 {
+                let mut bytes = vec![b'x'; 24];
+                bytes[at] = value;
+                bytes[(at + 7) % 24] = 0xFF;
+                for from in [0, 1, at] {
+                    let want = bytes[from..]
+                        .iter()
+                        .position(u8::is_ascii_digit)
+                        .map(|p| from + p);
+                    assert_eq!(
+                        next_digit(&bytes, from),
+                        want,
+                        "{value:#x} at {at} from {from}"
+                    );
+                }
+            }
+        }
+        assert_eq!(next_digit(b"", 0), None);
+        assert_eq!(next_digit(b"abc", 3), None);
+    }
+
+    #[test]
+    fn byte_tables_match_their_definitions() {
+        for b in 0..=255u8 {
+            assert_eq!(
+                is_number_byte(b),
+                b.is_ascii_digit() || matches!(b, b' ' | b'.' | b'-' | b'(' | b')' | b'+')
+            );
+            assert_eq!(
+                is_base64_byte(b),
+                b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+            );
+        }
     }
 
     fn number_texts(text: &str, from: usize) -> Vec<(&str, u32)> {
