@@ -1043,6 +1043,9 @@ fn decode_base64(blob: &str) -> Option<String> {
     }
     // Decode whole quanta only; a final lone character carries no byte.
     let s = &s[..s.len() - usize::from(s.len() % 4 == 1)];
+    if !may_decode_to_text(s) {
+        return None;
+    }
     let bytes = if url {
         URL_SAFE_NO_PAD.decode(s)
     } else {
@@ -1060,6 +1063,26 @@ fn decode_base64(blob: &str) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// False when base64 characters `s` (whole quanta from their start, no
+/// padding) cannot decode to the printable share text needs, judged
+/// without decoding: a quantum whose first character is not in A-Z or a-f
+/// (alphabet index 32 or more) starts with a byte of 0x80 or more, which is
+/// not printable. Hashes, keys and signatures, most base64 runs in ordinary
+/// text, fail here.
+fn may_decode_to_text(s: &str) -> bool {
+    let high = s
+        .as_bytes()
+        .iter()
+        .step_by(4)
+        .filter(|&&c| !(c.is_ascii_uppercase() || (b'a'..=b'f').contains(&c)))
+        .count();
+    // The decoded length of a run of n characters is 3n/4, rounded down;
+    // the most printable bytes it can hold are compared as the decoded
+    // bytes' count is.
+    let len = s.len() * 3 / 4;
+    len.saturating_sub(high) as f64 >= PRINTABLE_SHARE * len as f64
 }
 
 fn check_base64(h: &Hay<'_>, m: Range<usize>) -> Verdict {
@@ -1240,6 +1263,52 @@ mod tests {
         ] {
             assert!(hits(Kind::EncodedPayload, &text).is_empty(), "{text}");
         }
+    }
+
+    /// The quick test never rules out a blob that decodes to enough
+    /// printable bytes: random bytes with printable shares around the
+    /// threshold and anywhere, in both alphabets and every length mod 3.
+    #[test]
+    fn quick_base64_test_keeps_every_text_blob() {
+        let mut seed: u64 = 0x51ED_2701_9A3F_0C1B;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut kept, mut ruled_out) = (0, 0);
+        for round in 0..20_000 {
+            let len = 16 + next(80) as usize;
+            // Percent; half the rounds near the threshold, half anywhere.
+            let binary_share = if round % 2 == 0 { next(25) } else { next(101) };
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if next(100) < binary_share {
+                        0x80 + next(128) as u8
+                    } else {
+                        0x20 + next(95) as u8
+                    }
+                })
+                .collect();
+            let printable = bytes.iter().filter(|b| (0x20..0x7F).contains(*b)).count();
+            let text = printable as f64 >= PRINTABLE_SHARE * len as f64;
+            for encoded in [
+                STANDARD_NO_PAD.encode(&bytes),
+                URL_SAFE_NO_PAD.encode(&bytes),
+            ] {
+                let may = may_decode_to_text(&encoded);
+                assert!(may || !text, "round {round}: {encoded} ruled out");
+                if may {
+                    kept += 1;
+                } else {
+                    ruled_out += 1;
+                }
+                assert_eq!(decode_base64(&encoded).is_some(), text, "round {round}");
+            }
+        }
+        // The test rules out blobs, not nothing.
+        assert!(ruled_out > kept / 4, "{ruled_out} ruled out, {kept} kept");
     }
 
     #[test]
