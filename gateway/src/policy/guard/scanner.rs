@@ -350,8 +350,6 @@ impl Scanner {
         let folding = anchors.iter().any(|(_, exact)| !exact);
         // Case-sensitive literals starting with ASCII, those starting with
         // a non-ASCII character, and the ASCII-case-insensitive ones.
-        // Case-sensitive literals starting with ASCII, those starting with
-        // a non-ASCII character, and the ASCII-case-insensitive ones.
         for search in [
             Search::Leftmost { exact: true },
             Search::Lead,
