@@ -112,6 +112,9 @@ struct Prefilter {
     search: Search,
     /// The bytes patterns start with ([`Search::Lead`]).
     first: Box<[bool; 256]>,
+    /// Some hit of it matters to a data (not injection) detector: decoded
+    /// text, scanned for data only, skips the others.
+    data: bool,
     /// Pattern lengths ([`PatternUse::shorter`]).
     lens: Vec<usize>,
 }
@@ -164,6 +167,8 @@ struct RunKinds {
     colons: bool,
     /// The shortest run a base64 rule needs.
     base64: Option<usize>,
+    /// A data (not injection) rule runs on base64 runs.
+    base64_data: bool,
 }
 
 /// The result of scanning part of a buffer (see [`Scanner::scan_window`]).
@@ -264,6 +269,7 @@ impl Scanner {
                 }
                 Trigger::Base64 { min, .. } => {
                     runs.base64 = Some(runs.base64.map_or(min, |m: usize| m.min(min)));
+                    runs.base64_data |= spec.kind.category() != Category::Injection;
                     None
                 }
             };
@@ -345,6 +351,13 @@ impl Scanner {
             anchor_nears,
             ..
         } = groups;
+        // Groups some data (not injection) detector is a member of.
+        let mut data_groups = vec![false; groups.len()];
+        for d in &detectors {
+            if let (Some(g), true) = (d.group, d.kind.category() != Category::Injection) {
+                data_groups[g] = true;
+            }
+        }
         let mut prefilters = Vec::new();
         let mut byte_anchors = Vec::new();
         let folding = anchors.iter().any(|(_, exact)| !exact);
@@ -427,9 +440,13 @@ impl Scanner {
             for word in &words {
                 first[usize::from(word[0])] = true;
             }
+            let data = uses
+                .iter()
+                .any(|u| u.fold || u.groups.iter().any(|&g| data_groups[g]));
             prefilters.push(Prefilter {
                 automaton,
                 uses,
+                data,
                 search,
                 first: Box::new(first),
                 lens: words.iter().map(Vec::len).collect(),
@@ -481,7 +498,8 @@ impl Scanner {
 
     /// The prefilter passes over `hay[from..]`: which groups' anchors
     /// occur, and where; and the runs the run triggers need.
-    fn triggers(&self, hay: &str, from: usize) -> Triggers {
+    /// `data_only`: only data detectors will run (decoded text).
+    fn triggers(&self, hay: &str, from: usize, data_only: bool) -> Triggers {
         let mut t = Triggers {
             hit: vec![false; self.groups.len()],
             windows: vec![Vec::new(); self.groups.len()],
@@ -500,7 +518,7 @@ impl Scanner {
         if self.runs.colons {
             t.colon_runs = runs::colon_runs(hay, from);
         }
-        if let Some(min) = self.runs.base64 {
+        if let (Some(min), false) = (self.runs.base64, data_only && !self.runs.base64_data) {
             t.base64_runs = runs::base64_runs(hay, from, min);
         }
         for (byte, groups) in &self.byte_anchors {
@@ -512,6 +530,9 @@ impl Scanner {
             }
         }
         for pre in &self.prefilters {
+            if data_only && !pre.data {
+                continue;
+            }
             if pre.search == Search::Lead {
                 let first = &pre.first;
                 // Non-ASCII literals are whole characters or their first
@@ -779,7 +800,8 @@ impl Scanner {
         decode: bool,
         windowed: bool,
     ) -> Window {
-        let triggers = self.triggers(hay, from);
+        // Decoded text (`decode` off) is scanned for data only.
+        let triggers = self.triggers(hay, from, !decode);
         let unanchored = self.unanchored(hay, from);
         let mut pass = Pass {
             scanner: self,

@@ -254,6 +254,34 @@ fn data_inside_encoded_text_is_found_over_the_encoding() {
     let prose = base64::engine::general_purpose::STANDARD
         .encode("the quick brown fox jumps over the lazy dog again");
     assert!(scanner.scan(&prose).unwrap().is_empty());
+    // Decoded text is scanned for data only, with every prefilter that
+    // serves a data rule: a key (case-sensitive literals), a card (number
+    // runs) and a custom keyword (case-insensitive literals).
+    let key = base64::engine::general_purpose::STANDARD
+        .encode("use key sk-T3BlbkFJq8ZrWm2XvN4cYp7LdQe9HsKuJ1aBgF0tRiOwEz5M please");
+    assert_eq!(kinds_in(&scanner, &format!("x {key} y")), [Kind::OpenaiKey]);
+    let card = base64::engine::general_purpose::STANDARD
+        .encode("my card number is 4111 1111 1111 1111 thanks");
+    assert_eq!(
+        kinds_in(&scanner, &format!("x {card} y")),
+        [Kind::CreditCard]
+    );
+    let keywords = Scanner::new(&GuardConfig {
+        detectors: vec![Kind::EncodedPayload],
+        custom: vec![CustomRule {
+            name: "codename".into(),
+            keywords: vec!["Project Falcon".into()],
+            ..Default::default()
+        }],
+        ..GuardConfig::default()
+    })
+    .unwrap();
+    let codename = base64::engine::general_purpose::STANDARD
+        .encode("the board asked about project falcon again today");
+    assert_eq!(
+        kinds_in(&keywords, &format!("x {codename} y")),
+        [Kind::Custom]
+    );
 }
 
 // ---------------------------------------------------------------- limits, input
