@@ -213,6 +213,9 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\bforget (?:about )?(?:everything|all(?: of)?(?: that)?)(?: that| which)? (?:you (?:were|have been|'ve been|’ve been) (?:told|taught|given|instructed|trained)|(?:you )?(?:know|learned)|above|before|previously|so far|until now)",
             accept,
         )),
+        // After the object: " so far have been hereby " before "void" (175 bytes
+        // at most with "restrictions"); after "above": " were just an " (111); after
+        // "guidelines": " no longer " before "apply" (90).
         near(
             &[
                 "void",
@@ -250,6 +253,7 @@ pub(super) fn specs() -> Vec<Spec> {
                 accept,
             ),
         ),
+        // "secret system " before the object: 60 bytes.
         near(
             &[
                 "instruction",
@@ -331,6 +335,8 @@ pub(super) fn specs() -> Vec<Spec> {
             accept,
         ),
         // `preprompt`: its anchor glued to `pre`.
+        // The verb leads by at most "write out" + " me" + five qualifier words +
+        // "starting " before "prompt": 274 bytes.
         near(
             &[
                 "reveal", "show", "print", "output", "display", "repeat", "recite", "leak", "dump",
@@ -463,6 +469,8 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:act|acting|behave|respond|reply|answer|roleplay|role-play|pretend to be|be|become|you are|you're|you will be|are going to be|as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:evil|rogue|immoral|unethical|dark|malicious) (?:ai|assistant|chatbot|model|bot|gpt|llm|version of (?:yourself|you|chatgpt|claude)|twin|alter ego|confidant)\b",
             accept,
         ),
+        // From "rest of this conversation," through "you are going to pretend to
+        // be the" and two filler words to the persona adjective: 529 bytes.
         near(
             &[
                 "unfiltered",
@@ -497,6 +505,9 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:stay|remain|staying|remaining|keep) in character\b,? (?:no matter what|at all times|even if|whatever happens|always|and never break|forever|permanently)|\bnever (?:break|leave|drop) character\b",
             accept,
         ),
+        // From the leading verb ("hypothetically, speaking, if") through "you did
+        // not have", three filler words, "not restricted by", "your" and two more
+        // filler words to the limit word: 830 bytes.
         near(
             &[
                 "filter",
@@ -542,6 +553,9 @@ pub(super) fn specs() -> Vec<Spec> {
         ),
         ending(
             12,
+            // The negation precedes the limit word by at most "not constrained by
+            // any anthropic's and ethical ": 40 letters and 7 spaces (24 bytes each).
+            // The limit word ("restrictions", 12 bytes) ends the match.
             near(
                 &["no", "zero", "without", "free", "not", "unbound"],
                 210,
@@ -563,6 +577,8 @@ pub(super) fn specs() -> Vec<Spec> {
         ),
         ending(
             14,
+            // "free of your moderation and ethical " before the object: 32 letters and
+            // 6 spaces; the object ("considerations", 14 bytes) ends the match.
             near(
                 &["without", "ignoring", "free", "no", "zero"],
                 180,
@@ -630,6 +646,7 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\bdeveloper mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|on)\b|\b(?:simulate|simulating|unlock) (?:the )?developer mode\b|\byou(?:'re|’re| are) (?:now )?(?:in|running in|operating in) developer mode\b|\bdeveloper mode,? you (?:can|will|are|must|may|have|should)\b|\bdeveloper mode (?:output|response|answer)s?\b|\b(?:chatgpt|gpt|assistant|ai|claude|model) (?:with|in) developer mode\b",
             check_developer_mode,
         ),
+        // The mode's adjective right before "mode": "unrestricted " is 36 bytes.
         near(
             &[
                 "unrestricted",
