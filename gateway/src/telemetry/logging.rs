@@ -220,6 +220,20 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain /v1/chat/completions",
+            "quote \" backslash \\ newline \n tab \t nul \u{0} del \u{7f}",
+            "unicode é 漢字 \u{2028} 🦀",
+        ] {
+            let mut out = Vec::new();
+            super::json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
     fn every_line_arrives_in_order_per_thread_and_the_guard_flushes_the_rest() {
         let sink = Sink::default();
         let (writer, guard) = BatchWriter::start(sink.clone());
@@ -421,6 +435,15 @@ impl AccessLine {
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Most values (names, paths, models) need no escaping: copied as they
+    // are, without a serializer per value.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

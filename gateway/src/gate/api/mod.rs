@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::{
     body::Incoming,
-    header::{self, HeaderValue},
+    header::{self, HeaderName, HeaderValue},
     Method, Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -577,15 +577,15 @@ pub(crate) async fn decide<'p>(
     // 0. Trace context first, so refusals are logged with it too.
     let valid = req
         .headers
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(trace::is_valid);
     if !valid {
         let fresh = trace::generate();
         if let Ok(v) = HeaderValue::from_str(&fresh) {
             // A tracestate belongs to the traceparent it came with.
-            req.headers.remove("tracestate");
-            req.headers.insert("traceparent", v);
+            req.headers.remove(&TRACESTATE);
+            req.headers.insert(TRACEPARENT.clone(), v);
             rlog.traceparent = Some(fresh);
         }
     }
@@ -1004,6 +1004,26 @@ const HOP_BY_HOP: [&str; 7] = [
     "proxy-authorization",
 ];
 
+/// Whether `name` (lower case, as header names are kept) is in
+/// [`HOP_BY_HOP`]: one comparison per name on every request and answer,
+/// so a `match` rather than a scan of the list.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
+
+/// W3C trace context (`traceparent`, `tracestate`).
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// An HTTP/1.1 upgrade request (WebSocket and the like): `Connection`
 /// lists `upgrade` and an `Upgrade` header names the protocol.
 fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -1365,7 +1385,7 @@ impl RequestLog {
             version: req.version,
             traceparent: req
                 .headers
-                .get("traceparent")
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             caller: "workload".into(),

@@ -1291,8 +1291,8 @@ impl Call {
         {
             if let Ok(h) = serde_json::from_slice::<AnswerHead>(&bytes) {
                 let usage = h.usage.as_ref().and_then(|u| match wire {
-                    Wire::Anthropic => Usage::from_anthropic(u),
-                    _ => Usage::from_openai(u),
+                    Wire::Anthropic => u.anthropic(),
+                    _ => u.openai(),
                 });
                 if let Some(usage) = usage {
                     let finish = h
@@ -1608,7 +1608,7 @@ async fn estimate(request: &ClientRequest<'_>, body_bytes: usize) -> Result<u64,
 #[derive(serde::Deserialize)]
 struct AnswerHead {
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<usage::Counts>,
     /// Anthropic.
     #[serde(default)]
     stop_reason: Option<String>,

@@ -12,6 +12,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::LazyLock;
 
+use std::fmt;
+
+use serde::{
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer,
+};
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
@@ -53,38 +59,7 @@ impl Usage {
     /// usage (a stream chunk before the last has `"usage": null`) or it
     /// counts neither input nor output.
     pub fn from_openai(body: &Value) -> Option<Usage> {
-        let usage = usage_object(body)?;
-        let chat = count(usage, &["prompt_tokens"]).is_some()
-            || count(usage, &["completion_tokens"]).is_some();
-        let (input, output, cached, reasoning) = if chat {
-            (
-                "prompt_tokens",
-                "completion_tokens",
-                ["prompt_tokens_details", "cached_tokens"],
-                ["completion_tokens_details", "reasoning_tokens"],
-            )
-        } else {
-            (
-                "input_tokens",
-                "output_tokens",
-                ["input_tokens_details", "cached_tokens"],
-                ["output_tokens_details", "reasoning_tokens"],
-            )
-        };
-        let input = count(usage, &[input]);
-        let output = count(usage, &[output]);
-        if input.is_none() && output.is_none() {
-            return None;
-        }
-        let input = input.unwrap_or(0);
-        let output = output.unwrap_or(0);
-        Some(Usage {
-            input,
-            output,
-            cached_input: count(usage, &cached).unwrap_or(0).min(input),
-            reasoning: count(usage, &reasoning).unwrap_or(0).min(output),
-            estimated: false,
-        })
+        Counts::of(usage_object(body)?)?.openai()
     }
 
     /// From an Anthropic `usage` object, or a body that has one (a message,
@@ -101,24 +76,247 @@ impl Usage {
     /// and each `message_delta` the cumulative output: the last one read
     /// is the call's output.
     pub fn from_anthropic(body: &Value) -> Option<Usage> {
-        let usage = usage_object(body)?;
-        let uncached = count(usage, &["input_tokens"]);
-        let output = count(usage, &["output_tokens"]);
-        if uncached.is_none() && output.is_none() {
+        Counts::of(usage_object(body)?)?.anthropic()
+    }
+}
+
+/// The counts of a `usage` object, read straight from the JSON text (an
+/// answer passed on unchanged builds no tree) or from a value. Members
+/// that are not counts are absent, as are unknown members.
+#[derive(Debug, Default, PartialEq)]
+pub struct Counts {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    input: Option<u64>,
+    output: Option<u64>,
+    prompt_details: Details,
+    completion_details: Details,
+    input_details: Details,
+    output_details: Details,
+    cache_read: Option<u64>,
+    cache_creation: Option<u64>,
+}
+
+/// `*_tokens_details`.
+#[derive(Debug, Default, PartialEq)]
+struct Details {
+    cached: Option<u64>,
+    reasoning: Option<u64>,
+}
+
+impl Counts {
+    fn of(usage: &Value) -> Option<Counts> {
+        Counts::deserialize(usage).ok()
+    }
+
+    /// OpenAI's names: Chat Completions' `prompt_tokens` and
+    /// `completion_tokens`, or the Responses and embeddings APIs'
+    /// `input_tokens` and `output_tokens`.
+    pub fn openai(&self) -> Option<Usage> {
+        let chat = self.prompt.is_some() || self.completion.is_some();
+        let (input, output, cached, reasoning) = if chat {
+            (
+                self.prompt,
+                self.completion,
+                self.prompt_details.cached,
+                self.completion_details.reasoning,
+            )
+        } else {
+            (
+                self.input,
+                self.output,
+                self.input_details.cached,
+                self.output_details.reasoning,
+            )
+        };
+        if input.is_none() && output.is_none() {
             return None;
         }
-        let read = count(usage, &["cache_read_input_tokens"]).unwrap_or(0);
-        let written = count(usage, &["cache_creation_input_tokens"]).unwrap_or(0);
+        let input = input.unwrap_or(0);
+        let output = output.unwrap_or(0);
         Some(Usage {
-            input: uncached
+            input,
+            output,
+            cached_input: cached.unwrap_or(0).min(input),
+            reasoning: reasoning.unwrap_or(0).min(output),
+            estimated: false,
+        })
+    }
+
+    /// Anthropic's names; see [`Usage::from_anthropic`].
+    pub fn anthropic(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        let read = self.cache_read.unwrap_or(0);
+        let written = self.cache_creation.unwrap_or(0);
+        Some(Usage {
+            input: self
+                .input
                 .unwrap_or(0)
                 .saturating_add(read)
                 .saturating_add(written),
-            output: output.unwrap_or(0),
+            output: self.output.unwrap_or(0),
             cached_input: read,
             reasoning: 0,
             estimated: false,
         })
+    }
+}
+
+/// The member names [`Counts`] reads.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum CountName {
+    PromptTokens,
+    CompletionTokens,
+    InputTokens,
+    OutputTokens,
+    PromptTokensDetails,
+    CompletionTokensDetails,
+    InputTokensDetails,
+    OutputTokensDetails,
+    CacheReadInputTokens,
+    CacheCreationInputTokens,
+    CachedTokens,
+    ReasoningTokens,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Counts, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Counts;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a usage object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counts, A::Error> {
+                let mut c = Counts::default();
+                // A repeated member: the last one counts, as in a map.
+                while let Some(name) = map.next_key::<CountName>()? {
+                    match name {
+                        CountName::PromptTokens => c.prompt = map.next_value::<Count>()?.0,
+                        CountName::CompletionTokens => c.completion = map.next_value::<Count>()?.0,
+                        CountName::InputTokens => c.input = map.next_value::<Count>()?.0,
+                        CountName::OutputTokens => c.output = map.next_value::<Count>()?.0,
+                        CountName::PromptTokensDetails => c.prompt_details = map.next_value()?,
+                        CountName::CompletionTokensDetails => {
+                            c.completion_details = map.next_value()?
+                        }
+                        CountName::InputTokensDetails => c.input_details = map.next_value()?,
+                        CountName::OutputTokensDetails => c.output_details = map.next_value()?,
+                        CountName::CacheReadInputTokens => {
+                            c.cache_read = map.next_value::<Count>()?.0
+                        }
+                        CountName::CacheCreationInputTokens => {
+                            c.cache_creation = map.next_value::<Count>()?.0
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Details {
+    /// Anything but an object is no details (not an error: the counts
+    /// beside it still stand).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Details, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Details;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a details object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
+                let mut d = Details::default();
+                while let Some(name) = map.next_key::<CountName>()? {
+                    match name {
+                        CountName::CachedTokens => d.cached = map.next_value::<Count>()?.0,
+                        CountName::ReasoningTokens => d.reasoning = map.next_value::<Count>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Details, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Details::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+            fn visit_unit<E>(self) -> Result<Details, E> {
+                Ok(Details::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A non-negative integer count; a float with no fraction counts (some
+/// proxies re-encode numbers), anything else is absent.
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a count")
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
+                Ok(Count(Some(n)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
+                Ok(Count(u64::try_from(n).ok()))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Count, E> {
+                Ok(Count(
+                    (f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64),
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -141,17 +339,6 @@ fn usage_object(body: &Value) -> Option<&Value> {
 
 fn get<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
     path.iter().try_fold(v, |v, k| v.get(k))
-}
-
-/// A non-negative integer count at `path`; a float with no fraction counts
-/// (some proxies re-encode numbers), anything else is absent.
-fn count(v: &Value, path: &[&str]) -> Option<u64> {
-    let n = get(v, path)?;
-    n.as_u64().or_else(|| {
-        n.as_f64()
-            .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
-            .map(|f| f as u64)
-    })
 }
 
 /// Tokens assumed per image: a fixed estimate, since the real count

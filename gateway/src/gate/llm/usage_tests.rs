@@ -414,3 +414,38 @@ fn a_request_shares_one_exact_budget() {
     let want = 8 * (chunk.len() / sentence.len() * 10) as u64 + 8 * 3 + 3;
     assert!(n.abs_diff(want) * 100 < want, "{n} vs {want}");
 }
+
+#[test]
+fn counts_read_from_text_equal_counts_read_from_a_value() {
+    // The whole-answer path reads `usage` straight from the provider's
+    // text; everything else reads it from a value. Both must agree.
+    for text in [
+        r#"{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 2, "accepted_prediction_tokens": 0}}"#,
+        r#"{"input_tokens": 7, "output_tokens": 3, "input_tokens_details": {"cached_tokens": 1},
+            "output_tokens_details": {"reasoning_tokens": 1}}"#,
+        r#"{"input_tokens": 12, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2,
+            "output_tokens": 6, "service_tier": "standard", "server_tool_use": {"web_search_requests": 1}}"#,
+        r#"{"prompt_tokens": 10.0, "completion_tokens": "4", "prompt_tokens_details": 3,
+            "completion_tokens_details": null, "input_tokens_details": [1, {"a": 2}]}"#,
+        r#"{"prompt_tokens": -1, "completion_tokens": 1.5, "output_tokens": true, "input_tokens": {"n": 1}}"#,
+        r#"{"prompt_tokens": 1, "prompt_tokens": 2, "prompt_tok\u0065ns_details": {"cached_tokens": 1}}"#,
+        r#"{}"#,
+    ] {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let read: Counts = serde_json::from_str(text).unwrap();
+        assert_eq!(Some(&read), Counts::of(&value).as_ref(), "{text}");
+        assert_eq!(read.openai(), Usage::from_openai(&value), "{text}");
+        assert_eq!(read.anthropic(), Usage::from_anthropic(&value), "{text}");
+    }
+    // An escaped member name is still the member; the last repeat counts.
+    let read: Counts = serde_json::from_str(
+        r#"{"prompt_tokens": 1, "prompt_tokens": 2, "completion_tokens": 3,
+            "prompt_tok\u0065ns_details": {"cached_tokens": 1}}"#,
+    )
+    .unwrap();
+    assert_eq!(read.openai(), Some(usage(2, 3, 1, 0)));
+    // Not an object: no counts (the caller falls back to the tree).
+    assert!(serde_json::from_str::<Counts>("7").is_err());
+}

@@ -38,8 +38,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use self::framing::{Chunked, Framing, FramingError};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
-    decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, Verdict,
-    HOP_BY_HOP,
+    decide, idempotent, is_hop_by_hop, refusal, ConnContext, Failure, Plan, RequestLog, Target,
+    Verdict,
 };
 use crate::gate::llm::serve::Reply;
 use crate::{
@@ -1763,7 +1763,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection` alone): removing absent names costs a lookup each.
     let mut drop: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| *k == header::CONNECTION || HOP_BY_HOP.contains(&k.as_str()))
+        .filter(|k| is_hop_by_hop(k.as_str()))
         .cloned()
         .collect();
     if drop.is_empty() {
