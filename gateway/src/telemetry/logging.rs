@@ -404,9 +404,9 @@ impl AccessLine {
             Val::Str(s) => {
                 let _ = write!(self.buf, "{s:?}");
             }
-            Val::U64(n) => {
-                let _ = write!(self.buf, "{n}");
-            }
+            Val::U64(n) => self
+                .buf
+                .extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
             Val::F64(x) if x.is_finite() => {
                 let _ = write!(self.buf, "{x}");
             }
@@ -434,10 +434,23 @@ impl AccessLine {
     }
 }
 
+/// Bytes a JSON string cannot hold as they are (RFC 8259 §7).
+static ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Most values (names, paths, models) need no escaping: copied as they
     // are, without a serializer per value.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !s.bytes().any(|b| ESCAPED[b as usize]) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
