@@ -391,9 +391,12 @@ impl AccessLine {
             return self;
         }
         if self.json {
-            self.buf.push(b',');
-            json_str(&mut self.buf, key);
-            self.buf.push(b':');
+            // Keys are names in the code, never escaped: written as they
+            // are (a line has some thirty of them).
+            debug_assert!(!key.bytes().any(|b| ESCAPED[b as usize]), "{key:?}");
+            self.buf.extend_from_slice(b",\"");
+            self.buf.extend_from_slice(key.as_bytes());
+            self.buf.extend_from_slice(b"\":");
         } else {
             self.buf.push(b' ');
             self.buf.extend_from_slice(key.as_bytes());

@@ -430,7 +430,7 @@ pub fn request_body(
         }
         v
     };
-    let bytes = |v: Value| Ok((v.to_string().into_bytes(), false));
+    let bytes = |v: Value| Ok((crate::gate::api::json_bytes(&v).into(), false));
     let tree = || client.value().clone();
     match (api.dialect(), wire) {
         // The provider's own protocol: the client's text with the model
@@ -440,11 +440,11 @@ pub fn request_body(
         }
         (Dialect::OpenAi, Wire::OpenAi) => Ok(client.write_with_model(model, stream)),
         (Dialect::Anthropic, Wire::Anthropic) => Ok(client.write_with_model(model, false)),
-        (Dialect::OpenAi, Wire::Anthropic) => {
-            bytes(set_model(translate::openai_request_to_anthropic(&tree())?))
-        }
+        (Dialect::OpenAi, Wire::Anthropic) => bytes(set_model(
+            translate::openai_request_to_anthropic(client.value())?,
+        )),
         (Dialect::Anthropic, Wire::OpenAi) => {
-            let mut body = set_model(translate::anthropic_request_to_openai(&tree())?);
+            let mut body = set_model(translate::anthropic_request_to_openai(client.value())?);
             if stream {
                 // The Anthropic stream reports usage at its end: ask for it.
                 ask_usage(&mut body);

@@ -1392,7 +1392,7 @@ impl Call {
             self.guard_answer(&mut body, session)?;
             self.judge_answer(&mut body, session).await?;
         }
-        let bytes = Bytes::from(body.to_string());
+        let bytes = crate::gate::api::json_bytes(&body);
         self.keep(cache_key.as_ref(), &bytes, (usage, record), served);
         let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
         out.headers_mut().insert(
