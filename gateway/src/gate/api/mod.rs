@@ -1326,11 +1326,7 @@ pub(crate) fn json_bytes(body: &serde_json::Value) -> Bytes {
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ApiBody> {
-    let mut resp = Response::new(
-        Full::new(json_bytes(body))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+    let mut resp = Response::new(Full::new(json_bytes(body)).map_err(|e| match e {}).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1318,7 +1318,17 @@ impl Call {
                 }
             }
         }
-        let upstream: Value = match serde_json::from_slice(&bytes) {
+        // An OpenAI answer translated for an Anthropic client: only what
+        // the translation reads is built.
+        let parsed = if (self.api.dialect(), wire, via_chat)
+            == (Dialect::Anthropic, Wire::OpenAi, false)
+            && self.api != Api::CountTokens
+        {
+            translate::json::parse_kept(&bytes, &translate::OPENAI_ANSWER_READ)
+        } else {
+            serde_json::from_slice(&bytes)
+        };
+        let upstream: Value = match parsed {
             Ok(v) => v,
             Err(e) => {
                 ctx.refund();

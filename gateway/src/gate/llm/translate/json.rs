@@ -135,3 +135,167 @@ pub(super) fn get_number<'a>(o: &'a Object, key: &str, path: &str) -> Result<Opt
         v => Ok(v),
     }
 }
+
+/// The parts of a JSON document a translation reads. Parsing with
+/// [`parse_kept`] builds only those parts: members the reader never looks
+/// at are skipped without being built (a provider's answer carries ids,
+/// fingerprints, log-prob slots and token details no translation needs,
+/// and building them was most of the cost of parsing it).
+///
+/// Where the document's shape differs from the expected one (an array
+/// where an object was expected, say), that part is kept whole, so the
+/// reader sees, and reports, exactly what a full parse would give it.
+pub(crate) enum Keep {
+    /// The whole value.
+    All,
+    /// An object's listed members, each kept as given; the rest skipped.
+    Members(&'static [(&'static str, Keep)]),
+    /// An array's elements, each kept as given.
+    Elements(&'static Keep),
+}
+
+/// `bytes` parsed as JSON, keeping what `keep` names. Invalid JSON is an
+/// error as from `serde_json::from_slice`, skipped parts included.
+pub(crate) fn parse_kept(bytes: &[u8], keep: &Keep) -> serde_json::Result<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::de::DeserializeSeed::deserialize(Kept(keep), &mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Kept<'k>(&'k Keep);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Value, D::Error> {
+        match self.0 {
+            Keep::All => serde::Deserialize::deserialize(d),
+            keep => d.deserialize_any(Kept(keep)),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> std::result::Result<Value, E> {
+        // JSON has no NaN or infinity, so this is never Null.
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let each = match self.0 {
+            Keep::Elements(each) => *each,
+            _ => &Keep::All,
+        };
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Kept(each))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Object::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let keep = match self.0 {
+                Keep::Members(members) => members.iter().find(|(k, _)| *k == key.as_str()),
+                _ => Some(&("", Keep::All)),
+            };
+            match keep {
+                // A repeated member replaces the earlier one, as in a full parse.
+                Some((_, keep)) => {
+                    let v = map.next_value_seed(Kept(keep))?;
+                    out.insert(key.into_string(), v);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes (most
+/// names are skipped and need no copy).
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Key::Borrowed(s) => s.to_owned(),
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Owned(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Owned(s))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}

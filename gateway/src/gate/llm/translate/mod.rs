@@ -26,6 +26,7 @@ mod tests;
 pub use bedrock::{bedrock_response_to_openai, openai_request_to_bedrock};
 pub use gemini::{gemini_response_to_openai, openai_request_to_gemini};
 pub use request::{anthropic_request_to_openai, openai_request_to_anthropic};
+pub(crate) use response::OPENAI_ANSWER_READ;
 pub use response::{anthropic_response_to_openai, openai_response_to_anthropic};
 pub use responses::{chat_response_to_responses, echo_request, responses_request_to_chat};
 

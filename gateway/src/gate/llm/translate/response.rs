@@ -5,7 +5,7 @@ use super::{
     content::{assistant_blocks, text, tool_call_to_tool_use},
     json::{
         as_object, field, get, get_array, get_str, get_u64, index, invalid, require, require_array,
-        require_str, unsupported, Result,
+        require_str, unsupported, Keep, Result,
     },
 };
 
@@ -50,6 +50,43 @@ pub fn anthropic_response_to_openai(
         "usage": openai_usage(get(r, "usage"))?,
     }))
 }
+
+/// What [`openai_response_to_anthropic`] and the usage read on the way
+/// ([`crate::gate::llm::usage::Usage::from_openai`]) look at in a
+/// `chat.completion`: parse the answer with this and nothing else is built.
+pub(crate) const OPENAI_ANSWER_READ: Keep = Keep::Members(&[
+    ("id", Keep::All),
+    ("choices", Keep::Elements(&CHOICE_READ)),
+    ("usage", Keep::Members(USAGE_READ)),
+]);
+
+const CHOICE_READ: Keep = Keep::Members(&[
+    (
+        "message",
+        Keep::Members(&[
+            ("content", Keep::All),
+            ("refusal", Keep::All),
+            ("tool_calls", Keep::All),
+        ]),
+    ),
+    ("finish_reason", Keep::All),
+]);
+
+/// Every name a usage reader looks for, the nested `usage` places
+/// included (`usage_object` tries them first).
+const USAGE_READ: &[(&str, Keep)] = &[
+    ("prompt_tokens", Keep::All),
+    ("completion_tokens", Keep::All),
+    ("input_tokens", Keep::All),
+    ("output_tokens", Keep::All),
+    ("prompt_tokens_details", Keep::All),
+    ("completion_tokens_details", Keep::All),
+    ("input_tokens_details", Keep::All),
+    ("output_tokens_details", Keep::All),
+    ("usage", Keep::All),
+    ("response", Keep::All),
+    ("message", Keep::All),
+];
 
 pub fn openai_response_to_anthropic(resp: &Value, requested_model: &str) -> Result<Value> {
     let r = as_object(resp, "body")?;

@@ -552,3 +552,78 @@ fn tool_choice_mapping() {
         json!({ "type": "none" })
     );
 }
+
+/// The answer parsed with only what the translation reads gives what the
+/// whole answer gives: the same message, the same usage, the same error.
+#[test]
+fn an_answer_parsed_in_part_translates_as_the_whole_answer() {
+    use super::json::parse_kept;
+    use crate::gate::llm::usage::Usage;
+
+    let mut texts: Vec<String> = fs::read_dir(GOLDEN_DIR)
+        .expect("golden directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("openai_to_anthropic_response.") && n.ends_with(".in.json")
+            })
+        })
+        .map(|p| fs::read_to_string(p).expect("golden input"))
+        .collect();
+    assert!(texts.len() >= 4, "golden inputs found: {}", texts.len());
+    // Shapes the translation refuses, and members it must not lose.
+    texts.extend(
+        [
+            r#"{"id": "x", "choices": {"message": {}}}"#,
+            r#"{"id": "x", "choices": [7, {"message": {"content": "b"}}]}"#,
+            r#"{"id": "x", "choices": [{"message": [1, 2], "finish_reason": "stop"}]}"#,
+            r#"{"id": "x", "choices": [{"message": {"content": 5}, "finish_reason": "stop"}]}"#,
+            r#"{"id": 3, "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}]}"#,
+            r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "nap"}]}"#,
+            r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}], "usage": "lots"}"#,
+            r#"{"id": "x", "choices": [{"message": {"content": "a", "content": "b"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}}"#,
+            r#"{"i\u0064": "x", "choices": [{"message": {"cont\u0065nt": "a\u00e9\n"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1.0, "completion_tokens": 18446744073709551615}}"#,
+            r#"{"id": "x", "choices": [{"message": {"content": null, "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": "{\"a\": [1, {\"b\": null}]}"}}]}, "finish_reason": "tool_calls",
+                "logprobs": {"content": [{"token": "x", "logprob": -0.1}]}}], "object": "chat.completion",
+                "created": 1, "system_fingerprint": "fp", "usage": {"usage": {"prompt_tokens": 3}}}"#,
+            r#"[1, 2]"#,
+            r#""answer""#,
+        ]
+        .map(str::to_owned),
+    );
+    for text in &texts {
+        let whole: Value = serde_json::from_str(text).unwrap();
+        let part = parse_kept(text.as_bytes(), &OPENAI_ANSWER_READ).unwrap();
+        assert_eq!(
+            openai_response_to_anthropic(&part, REQUESTED_MODEL),
+            openai_response_to_anthropic(&whole, REQUESTED_MODEL),
+            "{text}"
+        );
+        assert_eq!(
+            whole.get("usage").and_then(Usage::from_openai),
+            part.get("usage").and_then(Usage::from_openai),
+            "{text}"
+        );
+    }
+    // Skipped parts are still checked: broken JSON anywhere is an error.
+    // (A number too large for an f64 or a lone surrogate escape in a
+    // skipped member is not: skipped members are checked for syntax, not
+    // decoded.)
+    for text in [
+        r#"{"id": "x", "object": [1, }"#,
+        r#"{"id": "x"} trailing"#,
+    ] {
+        assert_eq!(
+            parse_kept(text.as_bytes(), &OPENAI_ANSWER_READ).is_err(),
+            serde_json::from_str::<Value>(text).is_err(),
+            "{text}"
+        );
+        assert!(
+            parse_kept(text.as_bytes(), &OPENAI_ANSWER_READ).is_err(),
+            "{text}"
+        );
+    }
+}
