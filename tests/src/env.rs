@@ -77,7 +77,7 @@ fn check_sdk_python() -> Result<PathBuf> {
     let py = workspace_root().join(".venv/bin/python3");
     if !py.exists() {
         bail!(
-            "{} is missing: run `cargo xtask setup` (it creates .venv from tests/requirements.txt)",
+            "{} is missing: run `cargo xtask setup --test-deps` (it creates .venv from tests/requirements.txt)",
             py.display()
         );
     }
@@ -87,7 +87,7 @@ fn check_sdk_python() -> Result<PathBuf> {
         .with_context(|| format!("running {}", py.display()))?;
     if !out.status.success() {
         bail!(
-            "{} cannot import openai, anthropic and mcp ({}): run `cargo xtask setup` or \
+            "{} cannot import openai, anthropic and mcp ({}): run `cargo xtask setup --test-deps` or \
              `.venv/bin/pip install -r tests/requirements.txt`",
             py.display(),
             String::from_utf8_lossy(&out.stderr).trim()

@@ -612,10 +612,7 @@ fn an_answer_parsed_in_part_translates_as_the_whole_answer() {
     // (A number too large for an f64 or a lone surrogate escape in a
     // skipped member is not: skipped members are checked for syntax, not
     // decoded.)
-    for text in [
-        r#"{"id": "x", "object": [1, }"#,
-        r#"{"id": "x"} trailing"#,
-    ] {
+    for text in [r#"{"id": "x", "object": [1, }"#, r#"{"id": "x"} trailing"#] {
         assert_eq!(
             parse_kept(text.as_bytes(), &OPENAI_ANSWER_READ).is_err(),
             serde_json::from_str::<Value>(text).is_err(),
