@@ -1005,19 +1005,9 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 /// Whether `name` (lower case, as header names are kept) is in
-/// [`HOP_BY_HOP`]: one comparison per name on every request and answer,
-/// so a `match` rather than a scan of the list.
+/// [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authorization"
-    )
+    HOP_BY_HOP.contains(&name)
 }
 
 /// W3C trace context (`traceparent`, `tracestate`).
@@ -1315,18 +1305,21 @@ fn caller_label(caller: &Caller) -> std::borrow::Cow<'static, str> {
     "workload".into()
 }
 
-/// A refusal in the shape clients of an HTTP API expect.
-/// A JSON body the gateway answers with itself.
 /// A JSON value as bytes. Through `serde_json::to_vec`, not `Display`:
 /// `to_string` goes through a `fmt::Write` adapter, which showed in
 /// profiles of bodies the gateway writes per request.
-pub(crate) fn json_bytes(body: &serde_json::Value) -> Bytes {
+pub(crate) fn to_json(body: &serde_json::Value) -> Vec<u8> {
     // A `Value` always serializes (its map keys are strings).
-    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
+/// A JSON body the gateway answers with itself.
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ApiBody> {
-    let mut resp = Response::new(Full::new(json_bytes(body)).map_err(|e| match e {}).boxed());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(to_json(body)))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1335,6 +1328,7 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     resp
 }
 
+/// A refusal in the shape clients of an HTTP API expect.
 fn refusal(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
     let body = serde_json::json!({ "error": { "type": kind, "message": message } }).to_string();
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());

@@ -430,7 +430,7 @@ pub fn request_body(
         }
         v
     };
-    let bytes = |v: Value| Ok((crate::gate::api::json_bytes(&v).into(), false));
+    let bytes = |v: Value| Ok((crate::gate::api::to_json(&v), false));
     let tree = || client.value().clone();
     match (api.dialect(), wire) {
         // The provider's own protocol: the client's text with the model
@@ -477,6 +477,20 @@ fn ask_usage(body: &mut Value) -> bool {
                 .or_insert_with(|| Value::Object(Map::new())),
         ),
         None => false,
+    }
+}
+
+/// A provider's whole answer parsed for [`response_body`]: when it is
+/// translated, only what the translation reads is built
+/// ([`translate::OPENAI_ANSWER_READ`]). A token count is a count, not a
+/// generation, and goes back whole.
+pub fn parse_answer(api: Api, wire: Wire, bytes: &[u8]) -> serde_json::Result<Value> {
+    match (api, api.dialect(), wire) {
+        (Api::CountTokens, ..) => serde_json::from_slice(bytes),
+        (_, Dialect::Anthropic, Wire::OpenAi) => {
+            translate::json::parse_kept(bytes, &translate::OPENAI_ANSWER_READ)
+        }
+        _ => serde_json::from_slice(bytes),
     }
 }
 

@@ -1318,17 +1318,7 @@ impl Call {
                 }
             }
         }
-        // An OpenAI answer translated for an Anthropic client: only what
-        // the translation reads is built.
-        let parsed = if (self.api.dialect(), wire, via_chat)
-            == (Dialect::Anthropic, Wire::OpenAi, false)
-            && self.api != Api::CountTokens
-        {
-            translate::json::parse_kept(&bytes, &translate::OPENAI_ANSWER_READ)
-        } else {
-            serde_json::from_slice(&bytes)
-        };
-        let upstream: Value = match parsed {
+        let upstream: Value = match provider::parse_answer(wire_api, wire, &bytes) {
             Ok(v) => v,
             Err(e) => {
                 ctx.refund();
@@ -1402,7 +1392,7 @@ impl Call {
             self.guard_answer(&mut body, session)?;
             self.judge_answer(&mut body, session).await?;
         }
-        let bytes = crate::gate::api::json_bytes(&body);
+        let bytes = Bytes::from(crate::gate::api::to_json(&body));
         self.keep(cache_key.as_ref(), &bytes, (usage, record), served);
         let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
         out.headers_mut().insert(

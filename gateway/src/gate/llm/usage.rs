@@ -184,139 +184,147 @@ enum CountName {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Counts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Counts, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Counts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a usage object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counts, A::Error> {
-                let mut c = Counts::default();
-                // A repeated member: the last one counts, as in a map.
-                while let Some(name) = map.next_key::<CountName>()? {
-                    match name {
-                        CountName::PromptTokens => c.prompt = map.next_value::<Count>()?.0,
-                        CountName::CompletionTokens => c.completion = map.next_value::<Count>()?.0,
-                        CountName::InputTokens => c.input = map.next_value::<Count>()?.0,
-                        CountName::OutputTokens => c.output = map.next_value::<Count>()?.0,
-                        CountName::PromptTokensDetails => c.prompt_details = map.next_value()?,
-                        CountName::CompletionTokensDetails => {
-                            c.completion_details = map.next_value()?
-                        }
-                        CountName::InputTokensDetails => c.input_details = map.next_value()?,
-                        CountName::OutputTokensDetails => c.output_details = map.next_value()?,
-                        CountName::CacheReadInputTokens => {
-                            c.cache_read = map.next_value::<Count>()?.0
-                        }
-                        CountName::CacheCreationInputTokens => {
-                            c.cache_creation = map.next_value::<Count>()?.0
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_map(V)
+/// How [`Counts`], its details and each count read themselves. Whatever
+/// has another type than expected reads as the default (absent): a
+/// malformed part is not an error, and the counts beside it still stand.
+trait Lenient: Default {
+    /// One member of an object; skipped unless the type reads it.
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        _name: CountName,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        map.next_value::<IgnoredAny>().map(drop)
+    }
+
+    /// A number; only a count reads one.
+    fn number(_n: f64, _exact: Option<u64>) -> Self {
+        Self::default()
     }
 }
 
-impl<'de> Deserialize<'de> for Details {
-    /// Anything but an object is no details (not an error: the counts
-    /// beside it still stand).
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Details, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Details;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a details object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
-                let mut d = Details::default();
-                while let Some(name) = map.next_key::<CountName>()? {
-                    match name {
-                        CountName::CachedTokens => d.cached = map.next_value::<Count>()?.0,
-                        CountName::ReasoningTokens => d.reasoning = map.next_value::<Count>()?.0,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(d)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Details, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Details::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Details, E> {
-                Ok(Details::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Details, E> {
-                Ok(Details::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Details, E> {
-                Ok(Details::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Details, E> {
-                Ok(Details::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Details, E> {
-                Ok(Details::default())
-            }
-            fn visit_unit<E>(self) -> Result<Details, E> {
-                Ok(Details::default())
-            }
+impl Lenient for Counts {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: CountName,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        let count = |map: &mut A| map.next_value::<Count>().map(|c| c.0);
+        // A repeated member: the last one counts, as in a map.
+        match name {
+            CountName::PromptTokens => self.prompt = count(map)?,
+            CountName::CompletionTokens => self.completion = count(map)?,
+            CountName::InputTokens => self.input = count(map)?,
+            CountName::OutputTokens => self.output = count(map)?,
+            CountName::CacheReadInputTokens => self.cache_read = count(map)?,
+            CountName::CacheCreationInputTokens => self.cache_creation = count(map)?,
+            CountName::PromptTokensDetails => self.prompt_details = map.next_value()?,
+            CountName::CompletionTokensDetails => self.completion_details = map.next_value()?,
+            CountName::InputTokensDetails => self.input_details = map.next_value()?,
+            CountName::OutputTokensDetails => self.output_details = map.next_value()?,
+            _ => map.next_value::<IgnoredAny>().map(drop)?,
         }
-        d.deserialize_any(V)
+        Ok(())
+    }
+}
+
+impl Lenient for Details {
+    fn member<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: CountName,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match name {
+            CountName::CachedTokens => self.cached = map.next_value::<Count>()?.0,
+            CountName::ReasoningTokens => self.reasoning = map.next_value::<Count>()?.0,
+            _ => map.next_value::<IgnoredAny>().map(drop)?,
+        }
+        Ok(())
     }
 }
 
 /// A non-negative integer count; a float with no fraction counts (some
 /// proxies re-encode numbers), anything else is absent.
+#[derive(Default)]
 struct Count(Option<u64>);
+
+impl Lenient for Count {
+    fn number(f: f64, exact: Option<u64>) -> Count {
+        Count(
+            exact.or_else(|| {
+                (f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64)
+            }),
+        )
+    }
+}
+
+/// The visitor behind every [`Lenient`] type.
+struct Read<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Lenient> Visitor<'de> for Read<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut out = T::default();
+        while let Some(name) = map.next_key::<CountName>()? {
+            out.member(name, &mut map)?;
+        }
+        Ok(out)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<T, E> {
+        Ok(T::number(n as f64, Some(n)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<T, E> {
+        Ok(T::number(n as f64, u64::try_from(n).ok()))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<T, E> {
+        Ok(T::number(f, None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+fn read<'de, T: Lenient, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    d.deserialize_any(Read(std::marker::PhantomData))
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Counts, D::Error> {
+        read(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Details, D::Error> {
+        read(d)
+    }
+}
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Count;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a count")
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
-                Ok(Count(Some(n)))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
-                Ok(Count(u64::try_from(n).ok()))
-            }
-            fn visit_f64<E>(self, f: f64) -> Result<Count, E> {
-                Ok(Count(
-                    (f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64),
-                ))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Count(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Count(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            fn visit_unit<E>(self) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-        }
-        d.deserialize_any(V)
+        read(d)
     }
 }
 

@@ -446,6 +446,10 @@ fn counts_read_from_text_equal_counts_read_from_a_value() {
     )
     .unwrap();
     assert_eq!(read.openai(), Some(usage(2, 3, 1, 0)));
-    // Not an object: no counts (the caller falls back to the tree).
-    assert!(serde_json::from_str::<Counts>("7").is_err());
+    // Not an object: no counts.
+    for text in ["7", "null", "\"lots\"", "[1, 2]"] {
+        let read: Counts = serde_json::from_str(text).unwrap();
+        assert_eq!(read, Counts::default(), "{text}");
+        assert_eq!(read.openai(), None, "{text}");
+    }
 }
