@@ -334,7 +334,6 @@ pub(super) fn specs() -> Vec<Spec> {
             r"(?i)\b(?:i am|i'm|i’m|this is) (?:your|an? openai|an? anthropic) (?:developer|creator|administrator|admin|owner|programmer|maker)s?\b",
             accept,
         ),
-        // `preprompt`: its anchor glued to `pre`.
         // The verb leads by at most "write out" + " me" + five qualifier words +
         // "starting " before "prompt": 274 bytes.
         near(
@@ -345,13 +344,21 @@ pub(super) fn specs() -> Vec<Spec> {
             ],
             290,
             0,
-            anywhere(phrase(
+            // Every match holds its object word at a word start: "prompt"
+            // after a space or the hyphen of "pre-prompt", or "preprompt".
+            phrase(
                 Override,
                 "prompt_leak",
-                &[b"prompt", b"instruction", b"message", b"above"],
+                &[
+                    b"prompt",
+                    b"instruction",
+                    b"message",
+                    b"above",
+                    b"preprompt",
+                ],
                 r"(?i)\b(?:reveal|show|print|output|display|repeat|recite|leak|dump|expose|share|give|tell|write out|spell out|type out|provide|list|paste|what (?:is|are|was|were)) (?:me |us )?(?:(?:your|the|its|all|full|entire|complete|exact|original|initial|hidden|secret|internal|verbatim|text|contents?|of|in|whole) ){0,5}(?:system (?:prompt|message|instructions?)|(?:initial|hidden|original|secret|internal|starting|first|full|entire|whole|complete|exact) (?:prompt|instructions)|(?:instructions|prompt) (?:above|you were given|you received|you got)|prompt above|pre-?prompt)\b|\bwhat(?:'s| is| was) (?:written|said|stated) above (?:this|the|my) (?:message|line|text)\b",
                 check_leak,
-            )),
+            ),
         ),
         leading(phrase(
             Override,

@@ -5,7 +5,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, StartKind};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{RegexSet, RegexSetBuilder};
+use regex_automata::meta;
 
 use super::config::{
     compile_custom_regex, keyword_pattern, BuildError, GuardConfig, CUSTOM_REGEX_SIZE_LIMIT,
@@ -31,7 +32,7 @@ pub enum ScanError {
 struct Detector {
     kind: Kind,
     rule: Arc<str>,
-    regex: Regex,
+    regex: meta::Regex,
     check: Check,
     /// With the rule name for data found inside (`base64_decoded`).
     decode: Option<(Decode, Arc<str>)>,
@@ -107,7 +108,7 @@ struct Triggers {
 
 /// One literal automaton and, per pattern, what its hits mean.
 struct Prefilter {
-    automaton: AhoCorasick,
+    automaton: Literals,
     uses: Vec<PatternUse>,
     search: Search,
     /// The bytes patterns start with ([`Search::Lead`]).
@@ -117,6 +118,37 @@ struct Prefilter {
     data: bool,
     /// Pattern lengths ([`PatternUse::shorter`]).
     lens: Vec<usize>,
+}
+
+/// A prefilter's literals compiled for its [`Search`].
+enum Literals {
+    Searcher(AhoCorasick),
+    /// Walked from word starts ([`Search::WordStarts`]).
+    Trie(Box<WordTrie>),
+}
+
+/// An anchored DFA walked byte by byte from each word start whose first
+/// two bytes start a literal.
+struct WordTrie {
+    dfa: aho_corasick::dfa::DFA,
+    pairs: Pairs,
+}
+
+impl Literals {
+    /// For [`Search::WordStarts`]: anchored and Standard, so a walk from a
+    /// word start reports every literal that starts there, each at the
+    /// state that ends it.
+    fn word_trie(words: &[Vec<u8>]) -> Result<Literals, aho_corasick::BuildError> {
+        let trie = aho_corasick::dfa::Builder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Anchored)
+            .build(words)?;
+        Ok(Literals::Trie(Box::new(WordTrie {
+            dfa: trie,
+            pairs: Pairs::of(words),
+        })))
+    }
 }
 
 /// How a prefilter automaton is searched.
@@ -137,11 +169,19 @@ enum Search {
     /// literals, text full of "’" and "—" (E2 80 ..) kept its SIMD
     /// prefilter stopping, about 1.5 ms per MiB.
     Lead,
+    /// Literals that ignore ASCII case, start with a word byte and count
+    /// only at a word start (every group they trigger needs one, and near
+    /// words are whole words): walked from each word start, anchored. Most
+    /// words leave the trie after a byte or two, and a word start comes
+    /// every six bytes or so of prose; the unanchored automaton, with about
+    /// 190 such literals and no SIMD prefilter, spent about 2 ns on every
+    /// byte, a quarter of the scan.
+    WordStarts,
 }
 
 impl Search {
     fn ignores_case(self) -> bool {
-        self == Search::Leftmost { exact: false }
+        matches!(self, Search::Leftmost { exact: false } | Search::WordStarts)
     }
 }
 
@@ -244,7 +284,19 @@ impl Scanner {
             let pattern = builtin_pattern(&spec);
             // A failure here is a bug in a built-in pattern (the tests
             // build every one), reported rather than panicking.
-            let regex = Regex::new(&pattern)
+            // Where a run triggers the rule, its window starts at the run,
+            // so the regex's own literal prefilter finds nothing the window
+            // did not; it stopped at every digit, about 120 ns a window.
+            // A rule that ends at its anchor word (`Near::tail`) has its
+            // window before the anchor, where its first words are, and
+            // those are common ("ai", "model"): the prefilter stopped at
+            // each, four times the DFA alone (ai_without_limits: 0.84 against
+            // 0.24 ms per MiB of the bench's mixed text).
+            let prefilter = matches!(
+                spec.trigger,
+                Trigger::Anchors | Trigger::LeadingAnchors | Trigger::WordAnchors
+            ) && spec.near.is_none_or(|near| near.tail.is_none());
+            let regex = matcher(&pattern, prefilter, None)
                 .map_err(|e| build_error(format!("built-in rule {}: {e}", spec.rule)))?;
             let words: Vec<&[u8]> = spec.anchors.to_vec();
             let reach = max_match_len(&pattern);
@@ -303,7 +355,11 @@ impl Scanner {
                 Some(pattern) => {
                     set_patterns.push(pattern.clone());
                     set_members.push(index);
-                    let regex = compile_custom_regex(pattern)
+                    // The regex crate's checks and messages, then the same
+                    // pattern with the same limit as the scanner runs it.
+                    compile_custom_regex(pattern)
+                        .map_err(|e| build_error(format!("{at}.regex: {e}")))?;
+                    let regex = matcher(pattern, true, Some(CUSTOM_REGEX_SIZE_LIMIT))
                         .map_err(|e| build_error(format!("{at}.regex: {e}")))?;
                     (regex, None, false)
                 }
@@ -322,9 +378,7 @@ impl Scanner {
                     } else {
                         None
                     };
-                    let regex = RegexBuilder::new(&pattern)
-                        .size_limit(CUSTOM_REGEX_SIZE_LIMIT)
-                        .build()
+                    let regex = matcher(&pattern, true, Some(CUSTOM_REGEX_SIZE_LIMIT))
                         .map_err(|e| build_error(format!("{at}.keywords: {e}")))?;
                     (regex, group, folds(&pattern))
                 }
@@ -361,11 +415,14 @@ impl Scanner {
         let mut prefilters = Vec::new();
         let mut byte_anchors = Vec::new();
         let folding = anchors.iter().any(|(_, exact)| !exact);
+        let groups_by_id = &groups;
         // Case-sensitive literals starting with ASCII, those starting with
-        // a non-ASCII character, and the ASCII-case-insensitive ones.
+        // a non-ASCII character, and the ASCII-case-insensitive ones: those
+        // that count at word starts only, and the rest.
         for search in [
             Search::Leftmost { exact: true },
             Search::Lead,
+            Search::WordStarts,
             Search::Leftmost { exact: false },
         ] {
             let mut words: Vec<Vec<u8>> = Vec::new();
@@ -374,6 +431,9 @@ impl Scanner {
                 anchors.iter().zip(&anchor_groups).zip(&anchor_nears)
             {
                 let non_ascii = word.first().is_some_and(|b| !b.is_ascii());
+                // Near words count as whole words only.
+                let at_word_starts = word.first().is_some_and(|&b| is_word_byte(b))
+                    && groups.iter().all(|&g| groups_by_id[g].word_start);
                 match search {
                     Search::Leftmost { exact: true } if *exact && !non_ascii => {
                         if let [byte] = word[..] {
@@ -384,7 +444,8 @@ impl Scanner {
                         }
                     }
                     Search::Lead if *exact && non_ascii => {}
-                    Search::Leftmost { exact: false } if !*exact => {}
+                    Search::WordStarts if !*exact && at_word_starts => {}
+                    Search::Leftmost { exact: false } if !*exact && !at_word_starts => {}
                     _ => continue,
                 }
                 words.push(word.clone());
@@ -408,7 +469,7 @@ impl Scanner {
             if words.is_empty() {
                 continue;
             }
-            if search != Search::Lead {
+            if let Search::Leftmost { .. } = search {
                 // A leftmost-longest search reports the longest literal at
                 // a start; the shorter ones there count too.
                 for (i, use_) in uses.iter_mut().enumerate() {
@@ -417,25 +478,32 @@ impl Scanner {
                         .collect();
                 }
             }
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(search.ignores_case())
-                .match_kind(if search == Search::Lead {
-                    MatchKind::Standard
-                } else {
-                    MatchKind::LeftmostLongest
-                })
-                .start_kind(if search == Search::Lead {
-                    StartKind::Anchored
-                } else {
-                    StartKind::Unanchored
-                })
-                // A DFA: the automatic choice for this many patterns is a
-                // noncontiguous NFA, about three times slower per byte
-                // when the prefilter cannot skip (measured on the bench's
-                // mixed text).
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&words)
-                .map_err(|e| build_error(format!("guard prefilter: {e}")))?;
+            let prefilter_error =
+                |e: aho_corasick::BuildError| build_error(format!("guard prefilter: {e}"));
+            let automaton = match search {
+                Search::WordStarts => Literals::word_trie(&words).map_err(prefilter_error)?,
+                _ => Literals::Searcher(
+                    AhoCorasick::builder()
+                        .ascii_case_insensitive(search.ignores_case())
+                        .match_kind(if search == Search::Lead {
+                            MatchKind::Standard
+                        } else {
+                            MatchKind::LeftmostLongest
+                        })
+                        .start_kind(if search == Search::Lead {
+                            StartKind::Anchored
+                        } else {
+                            StartKind::Unanchored
+                        })
+                        // A DFA: the automatic choice for this many patterns
+                        // is a noncontiguous NFA, about three times slower
+                        // per byte when the prefilter cannot skip (measured
+                        // on the bench's mixed text).
+                        .kind(Some(AhoCorasickKind::DFA))
+                        .build(&words)
+                        .map_err(prefilter_error)?,
+                ),
+            };
             let mut first = [false; 256];
             for word in &words {
                 first[usize::from(word[0])] = true;
@@ -533,6 +601,20 @@ impl Scanner {
             if data_only && !pre.data {
                 continue;
             }
+            let searcher = match &pre.automaton {
+                Literals::Trie(trie) => {
+                    let hay = hay.as_bytes();
+                    let walked = walk_word_starts(trie, hay, from, |hit| {
+                        self.record_hit(&mut t, pre, hit, from, hay);
+                    });
+                    if walked.is_err() {
+                        t.all = true;
+                        return t;
+                    }
+                    continue;
+                }
+                Literals::Searcher(searcher) => searcher,
+            };
             if pre.search == Search::Lead {
                 let first = &pre.first;
                 // Non-ASCII literals are whole characters or their first
@@ -542,7 +624,7 @@ impl Scanner {
                     let input = aho_corasick::Input::new(hay)
                         .span(at..hay.len())
                         .anchored(Anchored::Yes);
-                    match pre.automaton.try_find(input) {
+                    match searcher.try_find(input) {
                         Ok(Some(m)) => self.record_hit(&mut t, pre, m, from, hay.as_bytes()),
                         Ok(None) => {}
                         Err(_) => {
@@ -556,7 +638,7 @@ impl Scanner {
             let mut at = from;
             while at < hay.len() {
                 let input = aho_corasick::Input::new(hay).span(at..hay.len());
-                let m = match pre.automaton.try_find(input) {
+                let m = match searcher.try_find(input) {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     // Not expected for a default-built automaton; scanning
@@ -884,7 +966,10 @@ impl Pass<'_> {
                     Trigger::Base64 { min, max } if self.windowed => {
                         runs::base64_match(text, at, end, min, max)
                     }
-                    _ => detector.regex.find_at(part, at).map(|m| m.range()),
+                    _ => detector
+                        .regex
+                        .find(regex_automata::Input::new(part).range(at..))
+                        .map(|m| m.range()),
                 };
                 let Some(r) = found else {
                     break;
@@ -1049,6 +1134,25 @@ impl Groups {
     }
 }
 
+/// A rule's regex: `regex::Regex`'s engine, with its literal prefilter
+/// only where it pays, and `size_limit` as `RegexBuilder::size_limit`.
+fn matcher(
+    pattern: &str,
+    prefilter: bool,
+    size_limit: Option<usize>,
+) -> Result<meta::Regex, String> {
+    let mut config = meta::Config::new().auto_prefilter(prefilter);
+    if let Some(limit) = size_limit {
+        config = config
+            .nfa_size_limit(Some(limit))
+            .onepass_size_limit(Some(limit));
+    }
+    meta::Regex::builder()
+        .configure(config)
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
 /// The regex a built-in rule compiles to.
 pub(super) fn builtin_pattern(spec: &Spec) -> String {
     let mut pattern = spec.pattern.to_owned();
@@ -1103,6 +1207,118 @@ fn lead_positions<'a>(
     })
 }
 
+/// Every literal of `trie` that starts at a word start in `hay[from..]`.
+/// Fails only for a trie built without an anchored start.
+fn walk_word_starts(
+    WordTrie { dfa: trie, pairs }: &WordTrie,
+    hay: &[u8],
+    from: usize,
+    mut hit: impl FnMut(aho_corasick::Match),
+) -> Result<(), aho_corasick::MatchError> {
+    use aho_corasick::automaton::Automaton;
+    let start = trie.start_state(Anchored::Yes)?;
+    for at in word_starts(hay, from) {
+        if !pairs.may_start(hay, at) {
+            continue;
+        }
+        let mut sid = start;
+        for (end, &byte) in (at..).zip(&hay[at..]) {
+            sid = trie.next_state(Anchored::Yes, sid, byte);
+            if !trie.is_special(sid) {
+                continue;
+            }
+            if trie.is_dead(sid) {
+                break;
+            }
+            // A state's matches include literals that end here but start
+            // after `at` (suffixes); those are walked from their own start.
+            for i in 0..trie.match_len(sid) {
+                let literal = trie.match_pattern(sid, i);
+                if end + 1 - trie.pattern_len(literal) == at {
+                    hit(aho_corasick::Match::new(literal, at..end + 1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where words start in `hay[from..]`: word bytes with no word byte
+/// before them. Found 64 bytes at a time as bit masks, with no branch per
+/// byte.
+fn word_starts(hay: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
+    let mut next = from;
+    let mut base = from;
+    let mut starts = 0u64;
+    let mut before = from > 0 && is_word_byte(hay[from - 1]);
+    std::iter::from_fn(move || loop {
+        if starts != 0 {
+            let i = starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            return Some(base + i);
+        }
+        let block = hay.get(next..hay.len().min(next + 64))?;
+        let last = block.len().checked_sub(1)?;
+        let mut words = 0u64;
+        for (i, &b) in block.iter().enumerate() {
+            words |= u64::from(WORD_BYTES[usize::from(b)]) << i;
+        }
+        starts = words & !((words << 1) | u64::from(before));
+        before = words >> last & 1 == 1;
+        base = next;
+        next += block.len();
+    })
+}
+
+/// The first two bytes of a set of literals, ASCII case folded, as a
+/// bit set: most word starts are ruled out with one lookup, where walking
+/// the trie cost a few mispredicted branches each.
+struct Pairs([u64; 1024]);
+
+impl Pairs {
+    fn of(literals: &[Vec<u8>]) -> Pairs {
+        let mut pairs = Pairs([0; 1024]);
+        for literal in literals {
+            match literal[..] {
+                [] => {}
+                [first] => (0..=u8::MAX).for_each(|second| pairs.set(first, second)),
+                [first, second, ..] => pairs.set(first, second),
+            }
+        }
+        pairs
+    }
+
+    /// Bytes equal ignoring ASCII case are equal with bit 5 set: a folded
+    /// key never misses, and other bytes that share it only cost a walk.
+    fn key(first: u8, second: u8) -> usize {
+        usize::from(first | 0x20) | usize::from(second | 0x20) << 8
+    }
+
+    fn set(&mut self, first: u8, second: u8) {
+        let key = Pairs::key(first, second);
+        self.0[key / 64] |= 1 << (key % 64);
+    }
+
+    /// Whether some literal may start at `hay[at]`.
+    fn may_start(&self, hay: &[u8], at: usize) -> bool {
+        let first = hay.get(at).copied().unwrap_or(0);
+        let second = hay.get(at + 1).copied().unwrap_or(0);
+        let key = Pairs::key(first, second);
+        self.0[key / 64] & 1 << (key % 64) != 0
+    }
+}
+
+/// [`is_word_byte`] as a table.
+const WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_word_byte(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// A hit with no word byte right before or right after it.
 fn whole_word(hay: &[u8], hit: Range<usize>) -> bool {
     let before = hit.start > 0 && is_word_byte(hay[hit.start - 1]);
@@ -1111,7 +1327,7 @@ fn whole_word(hay: &[u8], hit: Range<usize>) -> bool {
 }
 
 /// The ASCII `\b` of the built-in patterns counts these as word bytes.
-fn is_word_byte(b: u8) -> bool {
+const fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
@@ -1176,4 +1392,87 @@ fn pick(mut candidates: Vec<Finding>) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_word_starts(hay: &[u8], from: usize) -> Vec<usize> {
+        (from..hay.len())
+            .filter(|&i| is_word_byte(hay[i]) && !(i > 0 && is_word_byte(hay[i - 1])))
+            .collect()
+    }
+
+    #[test]
+    fn word_starts_are_word_bytes_after_other_bytes() {
+        let unit = "ab_9 x-y  Zé\u{200B}q1,(p)\n";
+        let text: String = unit.repeat(12);
+        for len in [0, 1, 2, 63, 64, 65, 127, 128, 129, text.len()] {
+            let hay = &text.as_bytes()[..len];
+            for from in [0, 1, 5, 63, 64, 65].into_iter().filter(|&f| f <= len) {
+                assert_eq!(
+                    word_starts(hay, from).collect::<Vec<_>>(),
+                    naive_word_starts(hay, from),
+                    "len {len} from {from}"
+                );
+            }
+        }
+    }
+
+    /// The walk from word starts, with its pair filter, finds every literal
+    /// that starts at a word start, ignoring ASCII case: what searching at
+    /// every position finds.
+    #[test]
+    fn the_word_start_walk_finds_every_literal_at_a_word_start() {
+        let mut words: Vec<Vec<u8>> = injection::specs()
+            .iter()
+            .flat_map(|s| {
+                let near = s.near.map_or(&[][..], |n| n.words);
+                s.anchors
+                    .iter()
+                    .map(|a| a.to_ascii_lowercase())
+                    .chain(near.iter().map(|w| w.as_bytes().to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|w| w.first().is_some_and(|&b| is_word_byte(b)))
+            .collect();
+        // One-byte and two-byte literals, and one a prefix of another.
+        words.extend([b"q".to_vec(), b"x9".to_vec(), b"x9_z".to_vec()]);
+        words.sort();
+        words.dedup();
+        let Ok(Literals::Trie(trie)) = Literals::word_trie(&words) else {
+            panic!("word trie");
+        };
+        let texts = [
+            include_str!("testdata/corpus.jsonl"),
+            include_str!("testdata/tuning.jsonl"),
+            "IGNORE all Previous rules; the NoW-new Rule: q x9_Z x9 qq _prompt \
+             preprompt, pre-prompt ignoreignore 9ignore é-forget\u{212A}now",
+        ];
+        for text in texts {
+            let hay = text.as_bytes();
+            for from in [0, 1, 7] {
+                let mut walked = Vec::new();
+                walk_word_starts(&trie, hay, from, |m| {
+                    walked.push((m.pattern().as_usize(), m.range()));
+                })
+                .unwrap();
+                let mut want = Vec::new();
+                for at in naive_word_starts(hay, from) {
+                    for (i, w) in words.iter().enumerate() {
+                        if hay[at..].len() >= w.len()
+                            && hay[at..at + w.len()].eq_ignore_ascii_case(w)
+                        {
+                            want.push((i, at..at + w.len()));
+                        }
+                    }
+                }
+                walked.sort_by_key(|(i, r)| (r.start, r.end, *i));
+                want.sort_by_key(|(i, r)| (r.start, r.end, *i));
+                assert!(!want.is_empty());
+                assert_eq!(walked, want, "from {from} in {:?}", &text[..40]);
+            }
+        }
+    }
 }
