@@ -33,8 +33,8 @@ pub(super) enum Trigger {
     /// Two capital letters and two digits at a word start: where every
     /// IBAN match starts.
     CountryCode,
-    /// A run of hex digits, colons and dots with two colons or more: what
-    /// every IPv6 match lies in.
+    /// A run of hex digits, colons and dots with `::` or six colons or
+    /// more: what every IPv6 address the rule accepts lies in.
     Colons,
     /// A run of base64 characters at least `min` long; the rule's pattern
     /// must be `[A-Za-z0-9+/_\-]{min,max}={0,2}`, which
@@ -255,26 +255,38 @@ fn is_hex_colon_byte(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
-/// Maximal runs of hex digits, `:` and `.` in `text[from..]` holding two
-/// colons or more, in order.
+/// Maximal runs of hex digits, `:` and `.` in `text[from..]` that hold a
+/// `::` or six colons or more, in order. Every text `Ipv6Addr` parses does
+/// (eight groups have seven colons, six groups and an IPv4 tail six, fewer
+/// groups need `::`), and so does every part of a run that holds one:
+/// runs without either (`14:30:00`, the most common in logs) hold no
+/// address, whether a stream scans them whole or from a cut inside.
 pub(super) fn colon_runs(text: &str, from: usize) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut runs = Vec::new();
     let mut at = from;
     while let Some(offset) = text[at..].find(':') {
         let colon = at + offset;
-        let mut start = colon;
-        while start > at && is_hex_colon_byte(bytes[start - 1]) {
-            start -= 1;
-        }
+        // No colon lies between `at` and this one: the run's colons are
+        // all from here on, so the bytes before are read only for a run
+        // that counts.
         let mut end = colon;
         let mut colons = 0;
+        let mut double = false;
         while end < bytes.len() && is_hex_colon_byte(bytes[end]) {
-            colons += usize::from(bytes[end] == b':');
+            if bytes[end] == b':' {
+                colons += 1;
+                double |= end > colon && bytes[end - 1] == b':';
+            }
             end += 1;
         }
+        let floor = at;
         at = end;
-        if colons >= 2 {
+        if colons >= 6 || double {
+            let mut start = colon;
+            while start > floor && is_hex_colon_byte(bytes[start - 1]) {
+                start -= 1;
+            }
             runs.push(start..end);
         }
     }
@@ -515,10 +527,11 @@ mod tests {
     }
 
     #[test]
-    fn colon_runs_need_two_colons() {
-        let text = "\"a\": 1, at 14:30:00.5Z fe80::1%eth0 std::vec x:y";
+    fn colon_runs_need_a_double_colon_or_six_colons() {
+        let text = "\"a\": 1, at 14:30:00.5Z fe80::1%eth0 std::vec x:y \
+                    1:2:3:4:5:6 1:2:3:4:5:6:1.2.3.4 a:b::";
         let found: Vec<&str> = colon_runs(text, 0).into_iter().map(|r| &text[r]).collect();
-        assert_eq!(found, ["14:30:00.5", "fe80::1", "d::"]);
+        assert_eq!(found, ["fe80::1", "d::", "1:2:3:4:5:6:1.2.3.4", "a:b::"]);
         assert_eq!(colon_runs("::", 0), [0..2]);
         assert_eq!(colon_runs("::", 1), Vec::<Range<usize>>::new());
     }
