@@ -124,8 +124,9 @@ pub(super) struct NumberRun {
     pub plus: u32,
 }
 
-/// Runs with fewer digits hold no match of any number rule (each needs two
-/// digits at least), accepted or not.
+/// Runs with fewer digits hold no match of any number rule, accepted or
+/// not: each needs two at least.
+#[cfg(test)]
 const MIN_RUN_DIGITS: u32 = 2;
 
 fn is_number_byte(b: u8) -> bool {
@@ -187,7 +188,16 @@ fn next_digit(bytes: &[u8], mut at: usize) -> Option<usize> {
 /// ASCII word boundary, in order: where an IBAN match
 /// (`\b[A-Z]{2}\d{2}…`) can start. Such digits start a run (a capital is
 /// no number character), so the run loop meets every one.
-pub(super) fn number_runs(text: &str, from: usize, codes: &mut Vec<usize>) -> Vec<NumberRun> {
+///
+/// Runs with fewer than `min_digits` digits are left out: the fewest any
+/// enabled number rule needs. In a stream, such a run and every part of it
+/// run no rule, whole or cut, so it needs no protection from cuts either.
+pub(super) fn number_runs(
+    text: &str,
+    from: usize,
+    min_digits: u32,
+    codes: &mut Vec<usize>,
+) -> Vec<NumberRun> {
     let bytes = text.as_bytes();
     let mut runs = Vec::new();
     let mut at = from;
@@ -220,7 +230,7 @@ pub(super) fn number_runs(text: &str, from: usize, codes: &mut Vec<usize>) -> Ve
             end += 1;
         }
         at = end;
-        if run.digits < MIN_RUN_DIGITS {
+        if run.digits < min_digits {
             continue;
         }
         while bytes[start] == b' ' {
@@ -370,7 +380,7 @@ mod tests {
     use super::*;
 
     fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
-        number_runs(text, from, &mut Vec::new())
+        number_runs(text, from, MIN_RUN_DIGITS, &mut Vec::new())
     }
 
     /// The eight-bytes-at-a-time skip finds the digit a byte loop finds,
@@ -511,7 +521,7 @@ mod tests {
         let text = "DE89 x GB29NWBK aDE89 D89 DEX9 éFR14 _NL91 NO9";
         let codes = |text: &str, from: usize| {
             let mut codes = Vec::new();
-            number_runs(text, from, &mut codes);
+            number_runs(text, from, MIN_RUN_DIGITS, &mut codes);
             codes
         };
         let found: Vec<&str> = codes(text, 0)

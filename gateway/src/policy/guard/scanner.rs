@@ -200,15 +200,30 @@ struct PatternUse {
 }
 
 /// Which run triggers some detector uses, so a scan computes only those.
-#[derive(Default)]
 struct RunKinds {
     numbers: bool,
+    /// The fewest digits a number rule needs ([`runs::number_runs`]).
+    min_digits: u32,
     country_codes: bool,
     colons: bool,
     /// The shortest run a base64 rule needs.
     base64: Option<usize>,
     /// A data (not injection) rule runs on base64 runs.
     base64_data: bool,
+}
+
+impl Default for RunKinds {
+    fn default() -> RunKinds {
+        RunKinds {
+            numbers: false,
+            // No number rule: no run is kept (country codes still are).
+            min_digits: u32::MAX,
+            country_codes: false,
+            colons: false,
+            base64: None,
+            base64_data: false,
+        }
+    }
 }
 
 /// The result of scanning part of a buffer (see [`Scanner::scan_window`]).
@@ -307,8 +322,9 @@ impl Scanner {
                     groups.join(&words, reach, exact, Start::Leading, spec.near)
                 }
                 Trigger::WordAnchors => groups.join(&words, reach, exact, Start::Word, spec.near),
-                Trigger::Number(_) => {
+                Trigger::Number(needs) => {
                     runs.numbers = true;
+                    runs.min_digits = runs.min_digits.min(needs.digits);
                     None
                 }
                 Trigger::CountryCode => {
@@ -581,7 +597,7 @@ impl Scanner {
             base64_runs: Vec::new(),
         };
         if self.runs.numbers || self.runs.country_codes {
-            t.numbers = runs::number_runs(hay, from, &mut t.country_codes);
+            t.numbers = runs::number_runs(hay, from, self.runs.min_digits, &mut t.country_codes);
         }
         if self.runs.colons {
             t.colon_runs = runs::colon_runs(hay, from);
