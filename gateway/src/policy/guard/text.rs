@@ -146,12 +146,32 @@ pub(super) fn window_before(text: &str, i: usize, n: usize) -> &str {
 /// word boundary, so "tel" counts in "tel:" but not in "hotel".
 pub(super) fn has_word(context: &str, words: &[&str]) -> bool {
     let lower = context.to_lowercase();
+    let bytes = lower.as_bytes();
     words.iter().any(|w| {
-        lower.match_indices(w).any(|(i, _)| {
+        // The occurrences `match_indices` finds (leftmost, not
+        // overlapping), compared in place: contexts are a few dozen bytes,
+        // where building its two-way searcher for every word of every call
+        // cost more than the search. A valid UTF-8 word only matches at a
+        // character start.
+        let w = w.as_bytes();
+        // No list holds an empty word; `windows` needs a width.
+        if w.is_empty() {
+            return false;
+        }
+        let mut at = 0;
+        while let Some(i) = bytes
+            .get(at..)
+            .and_then(|rest| rest.windows(w.len()).position(|x| x == w))
+            .map(|p| at + p)
+        {
             let before = lower[..i].chars().next_back();
             let after = lower[i + w.len()..].chars().next();
-            !is_word(before) && !after.is_some_and(|c| c.is_alphabetic())
-        })
+            if !is_word(before) && !after.is_some_and(|c| c.is_alphabetic()) {
+                return true;
+            }
+            at = i + w.len();
+        }
+        false
     })
 }
 
@@ -472,6 +492,30 @@ mod tests {
     #[test]
     fn context_words_need_a_word_start() {
         assert!(has_word("please call me on", &["call"]));
+        // As `match_indices` finds words, on every suffix of a text with
+        // non-ASCII letters, repeats and words inside words.
+        let reference = |context: &str, words: &[&str]| {
+            let lower = context.to_lowercase();
+            words.iter().any(|w| {
+                lower.match_indices(w).any(|(i, _)| {
+                    let before = lower[..i].chars().next_back();
+                    let after = lower[i + w.len()..].chars().next();
+                    !is_word(before) && !after.is_some_and(|c| c.is_alphabetic())
+                })
+            })
+        };
+        let text = "Tél: hotel TEL telephone ss#ss# ÉTÉ smsms sms, Téléphone tel";
+        let words = ["tel", "tél", "ss#", "sms", "téléphone", "été", "phone"];
+        for (i, _) in text.char_indices() {
+            for w in words {
+                assert_eq!(
+                    has_word(&text[i..], &[w]),
+                    reference(&text[i..], &[w]),
+                    "{w} in {:?}",
+                    &text[i..]
+                );
+            }
+        }
         assert!(has_word("Tel:", &["tel"]));
         assert!(!has_word("the hotel room", &["tel"]));
         assert!(!has_word("telephony stack", &["tel"]));
