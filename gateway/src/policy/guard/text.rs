@@ -161,7 +161,11 @@ pub(super) fn has_word(context: &str, words: &[&str]) -> bool {
         let mut at = 0;
         while let Some(i) = bytes
             .get(at..)
-            .and_then(|rest| rest.windows(w.len()).position(|x| x == w))
+            .and_then(|rest| {
+                // The first byte alone rules out most places, without a
+                // call to compare slices.
+                rest.windows(w.len()).position(|x| x[0] == w[0] && x == w)
+            })
             .map(|p| at + p)
         {
             let before = lower[..i].chars().next_back();
