@@ -124,11 +124,6 @@ pub(super) struct NumberRun {
     pub plus: u32,
 }
 
-/// Runs with fewer digits hold no match of any number rule, accepted or
-/// not: each needs two at least.
-#[cfg(test)]
-const MIN_RUN_DIGITS: u32 = 2;
-
 fn is_number_byte(b: u8) -> bool {
     NUMBER_BYTES[usize::from(b)]
 }
@@ -378,6 +373,9 @@ pub(super) fn base64_match(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests' `min_digits`: two, so short runs show in what they find.
+    const MIN_RUN_DIGITS: u32 = 2;
 
     fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
         number_runs(text, from, MIN_RUN_DIGITS, &mut Vec::new())
