@@ -444,12 +444,10 @@ pub fn request_body(
             translate::openai_request_to_anthropic(client.value())?,
         )),
         (Dialect::Anthropic, Wire::OpenAi) => {
-            let mut body = set_model(translate::anthropic_request_to_openai(client.value())?);
-            if stream {
-                // The Anthropic stream reports usage at its end: ask for it.
-                ask_usage(&mut body);
+            match translate::plain::anthropic_request_to_openai(client, model, stream) {
+                Some(body) => Ok((body, false)),
+                None => anthropic_to_openai_tree(client, model, stream),
             }
-            bytes(body)
         }
         (dialect, Wire::Gemini) => {
             let openai = to_openai(dialect, tree())?;
@@ -460,6 +458,24 @@ pub fn request_body(
             bytes(translate::openai_request_to_bedrock(&openai)?)
         }
     }
+}
+
+/// An Anthropic request for an OpenAI-compatible provider, through the
+/// tree translation: what [`translate::plain`] declines.
+pub(crate) fn anthropic_to_openai_tree(
+    client: &ClientRequest<'_>,
+    model: &str,
+    stream: bool,
+) -> Result<(Vec<u8>, bool), TranslateError> {
+    let mut body = translate::anthropic_request_to_openai(client.value())?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("model".into(), model.into());
+    }
+    if stream {
+        // The Anthropic stream reports usage at its end: ask for it.
+        ask_usage(&mut body);
+    }
+    Ok((crate::gate::api::to_json(&body), false))
 }
 
 fn to_openai(dialect: Dialect, body: Value) -> Result<Value, TranslateError> {

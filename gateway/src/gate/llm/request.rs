@@ -33,6 +33,14 @@ enum Member<'a> {
     Set(Value),
 }
 
+/// A top-level member as [`ClientRequest::members`] shows it.
+pub enum MemberText<'r> {
+    /// The client's JSON text.
+    Raw(&'r str),
+    /// A value the gateway set.
+    Set(&'r Value),
+}
+
 impl Member<'_> {
     fn value(&self) -> Option<Value> {
         match self {
@@ -80,6 +88,19 @@ impl<'a> ClientRequest<'a> {
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
+    }
+
+    /// Every top-level member in the client's order, duplicates included:
+    /// for readers that take the text apart themselves
+    /// ([`super::translate::plain`]).
+    pub fn members(&self) -> impl Iterator<Item = (&str, MemberText<'_>)> {
+        self.members.iter().map(|(k, v)| {
+            let v = match v {
+                Member::Raw(raw) => MemberText::Raw(raw.get()),
+                Member::Set(value) => MemberText::Set(value),
+            };
+            (k.as_ref(), v)
+        })
     }
 
     /// A top-level member as a value (parsed on each call: for small
@@ -157,7 +178,7 @@ pub fn include_usage(options: &mut Value) -> bool {
     !asked
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     // Strings and values into a Vec: this cannot fail.
     let _ = serde_json::to_writer(&mut *out, v);
 }

@@ -1298,24 +1298,27 @@ impl Call {
                     let finish = h
                         .stop_reason
                         .or_else(|| h.choices.into_iter().next().and_then(|c| c.finish_reason));
-                    let served = cache_key
-                        .as_ref()
-                        .map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
-                    let cost = ctx.settle(Some(usage), None, None);
-                    self.keep(cache_key.as_ref(), &bytes, (Some(usage), cost), served);
-                    if let Some(l) = rlog.llm.as_mut() {
-                        l.usage = Some(usage);
-                        l.cost_micros = cost;
-                        l.finish_reason = finish;
-                    }
-                    let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
-                    out.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    copy_response_headers(&head.headers, out.headers_mut());
+                    let out =
+                        self.settled(bytes, usage, finish, &head.headers, ctx, cache_key, rlog);
                     return Ok((Answer::Whole(out), "ok"));
                 }
+            }
+        }
+        // A plain Anthropic call served by an OpenAI-compatible provider:
+        // translated as text, no tree (see translate::plain).
+        if wire_api == Api::Messages && wire == Wire::OpenAi && guard.is_none() {
+            if let Some(plain) = translate::plain::openai_answer_to_anthropic(&bytes, shown) {
+                let finish = Some(plain.stop_reason.to_owned());
+                let out = self.settled(
+                    Bytes::from(plain.body),
+                    plain.usage,
+                    finish,
+                    &head.headers,
+                    ctx,
+                    cache_key,
+                    rlog,
+                );
+                return Ok((Answer::Whole(out), "ok"));
             }
         }
         let upstream: Value = match provider::parse_answer(wire_api, wire, &bytes) {
@@ -1401,6 +1404,38 @@ impl Call {
         );
         copy_response_headers(&head.headers, out.headers_mut());
         Ok((Answer::Whole(out), "ok"))
+    }
+
+    /// A whole answer whose usage was read without a tree: settled, kept
+    /// for the cache, logged, and sent with the provider's request ids.
+    #[allow(clippy::too_many_arguments)]
+    fn settled(
+        &self,
+        bytes: Bytes,
+        usage: Usage,
+        finish_reason: Option<String>,
+        provider_headers: &hyper::HeaderMap,
+        ctx: Settle,
+        cache_key: Option<Slot>,
+        rlog: &mut RequestLog,
+    ) -> Response<ApiBody> {
+        let served = cache_key
+            .as_ref()
+            .map(|_| (ctx.served.clone(), ctx.provider_name.clone()));
+        let cost = ctx.settle(Some(usage), None, None);
+        self.keep(cache_key.as_ref(), &bytes, (Some(usage), cost), served);
+        if let Some(l) = rlog.llm.as_mut() {
+            l.usage = Some(usage);
+            l.cost_micros = cost;
+            l.finish_reason = finish_reason;
+        }
+        let mut out = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        copy_response_headers(provider_headers, out.headers_mut());
+        out
     }
 
     /// A streamed answer: the body translates as bytes arrive and settles

@@ -62,6 +62,29 @@ impl Usage {
         Counts::of(usage_object(body)?)?.openai()
     }
 
+    /// OpenAI's four counts (`None` where the answer has none), or `None`
+    /// when it counts neither input nor output. The parts are capped at
+    /// their wholes.
+    pub fn reported(
+        input: Option<u64>,
+        output: Option<u64>,
+        cached: Option<u64>,
+        reasoning: Option<u64>,
+    ) -> Option<Usage> {
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let input = input.unwrap_or(0);
+        let output = output.unwrap_or(0);
+        Some(Usage {
+            input,
+            output,
+            cached_input: cached.unwrap_or(0).min(input),
+            reasoning: reasoning.unwrap_or(0).min(output),
+            estimated: false,
+        })
+    }
+
     /// From an Anthropic `usage` object, or a body that has one (a message,
     /// a `message_start` event's `message`, a `message_delta` event).
     ///
@@ -129,18 +152,7 @@ impl Counts {
                 self.output_details.reasoning,
             )
         };
-        if input.is_none() && output.is_none() {
-            return None;
-        }
-        let input = input.unwrap_or(0);
-        let output = output.unwrap_or(0);
-        Some(Usage {
-            input,
-            output,
-            cached_input: cached.unwrap_or(0).min(input),
-            reasoning: reasoning.unwrap_or(0).min(output),
-            estimated: false,
-        })
+        Usage::reported(input, output, cached, reasoning)
     }
 
     /// Anthropic's names; see [`Usage::from_anthropic`].

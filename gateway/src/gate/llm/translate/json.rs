@@ -235,7 +235,7 @@ impl<'de> serde::de::Visitor<'de> for Kept<'_> {
         mut map: A,
     ) -> std::result::Result<Value, A::Error> {
         let mut out = Object::new();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key::<Text<'de>>()? {
             let keep = match self.0 {
                 Keep::Members(members) => members.iter().find(|(k, _)| *k == key.as_str()),
                 _ => Some(&("", Keep::All)),
@@ -255,45 +255,46 @@ impl<'de> serde::de::Visitor<'de> for Kept<'_> {
     }
 }
 
-/// A member name, borrowed from the input when it has no escapes (most
-/// names are skipped and need no copy).
-enum Key<'de> {
+/// A JSON string, borrowed from the input when it has no escapes: member
+/// names (most are skipped and need no copy), and the texts
+/// [`super::plain`] copies from one protocol into the other.
+pub(super) enum Text<'de> {
     Borrowed(&'de str),
     Owned(String),
 }
 
-impl Key<'_> {
-    fn as_str(&self) -> &str {
+impl Text<'_> {
+    pub(super) fn as_str(&self) -> &str {
         match self {
-            Key::Borrowed(s) => s,
-            Key::Owned(s) => s,
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
         }
     }
 
     fn into_string(self) -> String {
         match self {
-            Key::Borrowed(s) => s.to_owned(),
-            Key::Owned(s) => s,
+            Text::Borrowed(s) => s.to_owned(),
+            Text::Owned(s) => s,
         }
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
+impl<'de> serde::Deserialize<'de> for Text<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
+                f.write_str("a string")
             }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key::Borrowed(s))
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text::Borrowed(s))
             }
-            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
-                Ok(Key::Owned(s.to_owned()))
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text::Owned(s.to_owned()))
             }
-            fn visit_string<E>(self, s: String) -> std::result::Result<Key<'de>, E> {
-                Ok(Key::Owned(s))
+            fn visit_string<E>(self, s: String) -> std::result::Result<Text<'de>, E> {
+                Ok(Text::Owned(s))
             }
         }
         d.deserialize_str(V)

@@ -15,6 +15,9 @@ pub(crate) mod gemini;
 #[cfg(test)]
 mod gemini_tests;
 pub(crate) mod json;
+pub mod plain;
+#[cfg(test)]
+mod plain_tests;
 mod request;
 pub(crate) mod response;
 pub(crate) mod responses;

@@ -10,7 +10,7 @@ use super::*;
 const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/gate/llm/golden");
 /// Distinct from every upstream `model` in the fixtures, so the goldens show
 /// the reported model comes from the argument.
-const REQUESTED_MODEL: &str = "client-requested-model";
+pub(super) const REQUESTED_MODEL: &str = "client-requested-model";
 const CREATED: u64 = 1_700_000_000;
 /// The id the caller passes for providers whose answers carry none.
 const RESPONSE_ID: &str = "chatcmpl-gateway-1";
@@ -444,10 +444,9 @@ fn anthropic_request_round_trip() {
     );
 }
 
-/// Every golden input with each of its nodes replaced by each JSON type:
-/// the translation may refuse, but must never panic.
-#[test]
-fn malformed_inputs_are_errors_not_panics() {
+/// `input` with each of its nodes (the whole included) replaced by each
+/// JSON type, one at a time.
+pub(super) fn mutations(input: &Value) -> Vec<Value> {
     fn paths(v: &Value, at: String, out: &mut Vec<String>) {
         match v {
             Value::Object(o) => o
@@ -471,6 +470,46 @@ fn malformed_inputs_are_errors_not_panics() {
         json!({}),
         json!([{}]),
     ];
+    let mut at = Vec::new();
+    paths(input, String::new(), &mut at);
+    let mut out = Vec::new();
+    for pointer in at {
+        for replacement in &replacements {
+            let mut mutated = input.clone();
+            if let Some(slot) = mutated.pointer_mut(&pointer) {
+                *slot = replacement.clone();
+                out.push(mutated);
+            }
+        }
+    }
+    out
+}
+
+/// The golden inputs of one direction, as text.
+pub(super) fn golden_inputs(direction: &str) -> Vec<String> {
+    let prefix = format!("{direction}.");
+    let texts: Vec<String> = fs::read_dir(GOLDEN_DIR)
+        .expect("golden directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".in.json"))
+        })
+        .map(|p| fs::read_to_string(p).expect("golden input"))
+        .collect();
+    assert!(
+        texts.len() >= 4,
+        "{direction}: golden inputs found: {}",
+        texts.len()
+    );
+    texts
+}
+
+/// Every golden input with each of its nodes replaced by each JSON type:
+/// the translation may refuse, but must never panic.
+#[test]
+fn malformed_inputs_are_errors_not_panics() {
     let mut runs = 0;
     for entry in fs::read_dir(GOLDEN_DIR).expect("golden directory") {
         let name = entry
@@ -483,18 +522,9 @@ fn malformed_inputs_are_errors_not_panics() {
         };
         let direction = stem.split('.').next().expect("direction");
         let input = read_json(&Path::new(GOLDEN_DIR).join(&name));
-        let mut at = Vec::new();
-        paths(&input, String::new(), &mut at);
-        for pointer in at {
-            for replacement in &replacements {
-                let mut mutated = input.clone();
-                match mutated.pointer_mut(&pointer) {
-                    Some(slot) => *slot = replacement.clone(),
-                    None => continue,
-                }
-                let _ = translate(direction, &mutated);
-                runs += 1;
-            }
+        for mutated in mutations(&input) {
+            let _ = translate(direction, &mutated);
+            runs += 1;
         }
     }
     assert!(runs > 1000, "only {runs} mutations ran");
@@ -560,40 +590,8 @@ fn an_answer_parsed_in_part_translates_as_the_whole_answer() {
     use super::json::parse_kept;
     use crate::gate::llm::usage::Usage;
 
-    let mut texts: Vec<String> = fs::read_dir(GOLDEN_DIR)
-        .expect("golden directory")
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with("openai_to_anthropic_response.") && n.ends_with(".in.json")
-            })
-        })
-        .map(|p| fs::read_to_string(p).expect("golden input"))
-        .collect();
-    assert!(texts.len() >= 4, "golden inputs found: {}", texts.len());
-    // Shapes the translation refuses, and members it must not lose.
-    texts.extend(
-        [
-            r#"{"id": "x", "choices": {"message": {}}}"#,
-            r#"{"id": "x", "choices": [7, {"message": {"content": "b"}}]}"#,
-            r#"{"id": "x", "choices": [{"message": [1, 2], "finish_reason": "stop"}]}"#,
-            r#"{"id": "x", "choices": [{"message": {"content": 5}, "finish_reason": "stop"}]}"#,
-            r#"{"id": 3, "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}]}"#,
-            r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "nap"}]}"#,
-            r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}], "usage": "lots"}"#,
-            r#"{"id": "x", "choices": [{"message": {"content": "a", "content": "b"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}}"#,
-            r#"{"i\u0064": "x", "choices": [{"message": {"cont\u0065nt": "a\u00e9\n"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1.0, "completion_tokens": 18446744073709551615}}"#,
-            r#"{"id": "x", "choices": [{"message": {"content": null, "tool_calls": [{"id": "c", "type": "function",
-                "function": {"name": "f", "arguments": "{\"a\": [1, {\"b\": null}]}"}}]}, "finish_reason": "tool_calls",
-                "logprobs": {"content": [{"token": "x", "logprob": -0.1}]}}], "object": "chat.completion",
-                "created": 1, "system_fingerprint": "fp", "usage": {"usage": {"prompt_tokens": 3}}}"#,
-            r#"[1, 2]"#,
-            r#""answer""#,
-        ]
-        .map(str::to_owned),
-    );
+    let mut texts = golden_inputs("openai_to_anthropic_response");
+    texts.extend(answer_edge_cases());
     for text in &texts {
         let whole: Value = serde_json::from_str(text).unwrap();
         let part = parse_kept(text.as_bytes(), &OPENAI_ANSWER_READ).unwrap();
@@ -623,4 +621,29 @@ fn an_answer_parsed_in_part_translates_as_the_whole_answer() {
             "{text}"
         );
     }
+}
+
+/// Answers the translation refuses, and members it must not lose.
+pub(super) fn answer_edge_cases() -> Vec<String> {
+    [
+        r#"{"id": "x", "choices": {"message": {}}}"#,
+        r#"{"id": "x", "choices": [7, {"message": {"content": "b"}}]}"#,
+        r#"{"id": "x", "choices": [{"message": [1, 2], "finish_reason": "stop"}]}"#,
+        r#"{"id": "x", "choices": [{"message": {"content": 5}, "finish_reason": "stop"}]}"#,
+        r#"{"id": 3, "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}]}"#,
+        r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "nap"}]}"#,
+        r#"{"id": "x", "choices": [{"message": {"content": "a"}, "finish_reason": "stop"}], "usage": "lots"}"#,
+        r#"{"id": "x", "choices": [{"message": {"content": "a", "content": "b"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}}"#,
+        r#"{"i\u0064": "x", "choices": [{"message": {"cont\u0065nt": "a\u00e9\n"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1.0, "completion_tokens": 18446744073709551615}}"#,
+        r#"{"id": "x", "choices": [{"message": {"content": null, "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "f", "arguments": "{\"a\": [1, {\"b\": null}]}"}}]}, "finish_reason": "tool_calls",
+            "logprobs": {"content": [{"token": "x", "logprob": -0.1}]}}], "object": "chat.completion",
+            "created": 1, "system_fingerprint": "fp", "usage": {"usage": {"prompt_tokens": 3}}}"#,
+        r#"[1, 2]"#,
+        r#""answer""#,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
