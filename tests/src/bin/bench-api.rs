@@ -215,7 +215,13 @@ impl Proxy<'_> {
     fn pids(&self) -> Vec<i32> {
         match self {
             Proxy::None => vec![],
-            Proxy::Trigate(d) => vec![d.pid()],
+            // Its process tree, as for the LLM bench: a wrapper (perf
+            // record, say) is measured with the daemon it runs.
+            Proxy::Trigate(d) => {
+                let mut v = vec![d.pid()];
+                v.extend(children(d.pid()));
+                v
+            }
             Proxy::Nginx(n) => n.pids(),
         }
     }
@@ -344,6 +350,13 @@ fn run_mode(
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_secs = (cpu_after - cpu_before) as f64 / hz;
     let proxied = !matches!(mode.proxy, Proxy::None);
+    if proxied && cpu_after == cpu_before {
+        bail!(
+            "{}: the proxy's processes ({:?}) spent no CPU time serving {n} requests: they are not the ones serving",
+            mode.name,
+            mode.proxy.pids()
+        );
+    }
     Ok(Run {
         wrk: w,
         cpu_us_per_req: proxied.then(|| cpu_secs * 1e6 / n as f64),

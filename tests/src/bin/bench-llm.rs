@@ -755,7 +755,9 @@ impl Proxy<'_> {
     fn cpu_ticks(&self) -> Result<u64> {
         match self {
             Proxy::None => Ok(0),
-            Proxy::Gate(g) => cpu_ticks(g.pid()),
+            // Its process tree: a wrapper (perf record, say) is measured
+            // with the daemon it runs.
+            Proxy::Gate(g) => tree(g.pid()).into_iter().map(cpu_ticks).sum(),
             Proxy::Other(p) => p.borrow_mut().cpu_ticks(),
         }
     }
@@ -885,6 +887,12 @@ fn run_mode(wrk: &Path, mode: &Mode, upstream: SocketAddr, conns: u32, secs: u64
     }
     let cpu_secs = (cpu_after - cpu_before) as f64 / clock_hz();
     let proxied = !matches!(mode.proxy, Proxy::None);
+    if proxied && cpu_after == cpu_before {
+        bail!(
+            "{}: the proxy's processes spent no CPU time serving {n} requests: they are not the ones serving",
+            mode.name
+        );
+    }
     Ok(Run {
         wrk: w,
         cpu_us_per_req: proxied.then(|| cpu_secs * 1e6 / n as f64),
