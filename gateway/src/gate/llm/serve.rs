@@ -1266,8 +1266,8 @@ impl Call {
                 || !s.plan().judges(Phase::Response).judges.is_empty()
         });
         let (head, body) = resp.into_parts();
-        let bytes = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-            Ok(c) => c.to_bytes(),
+        let bytes = match read_whole(body, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
             Err(e) => {
                 ctx.refund();
                 return Err(Refusal::Upstream(format!(
@@ -1734,11 +1734,44 @@ fn upstream_error(
 }
 
 async fn read_limited(body: UpBody, max: usize) -> Bytes {
-    Limited::new(body, max)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default()
+    read_whole(body, max).await.unwrap_or_default()
+}
+
+/// A provider's body, whole, up to `max` bytes. An answer that came in one
+/// piece (most do) is kept as it came: `Collected::to_bytes` would copy it
+/// into a new buffer after gathering its frames in a list.
+async fn read_whole<B>(body: B, max: usize) -> Result<Bytes, String>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        if let Some(m) = &mut more {
+            m.extend_from_slice(&data);
+        } else if let Some(f) = first.take() {
+            let mut m = bytes::BytesMut::with_capacity(len);
+            m.extend_from_slice(&f);
+            m.extend_from_slice(&data);
+            more = Some(m);
+        } else if !data.is_empty() {
+            first = Some(data);
+        }
+    }
+    Ok(match more {
+        Some(m) => m.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 fn unix_now() -> u64 {
@@ -1829,6 +1862,38 @@ mod tests {
                 kind
             );
         }
+    }
+
+    #[tokio::test]
+    async fn whole_bodies_are_read_up_to_their_cap() {
+        use http_body_util::StreamBody;
+        fn body(pieces: &[&'static str]) -> impl http_body::Body<Data = Bytes, Error = String> {
+            let frames: Vec<Result<http_body::Frame<Bytes>, String>> = pieces
+                .iter()
+                .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes()))))
+                .chain([Ok(http_body::Frame::trailers(Default::default()))])
+                .collect();
+            StreamBody::new(futures::stream::iter(frames))
+        }
+        // One piece is the piece itself, not a copy.
+        let one: &'static str = r#"{"id":"x"}"#;
+        let got = read_whole(body(&[one]), 100).await.unwrap();
+        assert_eq!(got.as_ptr(), one.as_ptr());
+        assert_eq!(
+            read_whole(body(&["ab", "", "cd", "e"]), 5).await.unwrap(),
+            "abcde"
+        );
+        assert_eq!(read_whole(body(&[]), 5).await.unwrap(), "");
+        let e = read_whole(body(&["abc", "def"]), 5).await.unwrap_err();
+        assert!(e.contains("larger than 5 bytes"), "{e}");
+        let failing = StreamBody::new(futures::stream::iter(vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"ab"))),
+            Err("connection reset".to_owned()),
+        ]));
+        assert_eq!(
+            read_whole(failing, 5).await.unwrap_err(),
+            "connection reset"
+        );
     }
 
     #[test]
