@@ -46,6 +46,11 @@ fn request_cases() -> Vec<String> {
         ]
         .map(str::to_owned),
     );
+    with_mutations(cases)
+}
+
+/// `cases`, then each of them with every node replaced by each JSON type.
+fn with_mutations(mut cases: Vec<String>) -> Vec<String> {
     let mutated: Vec<String> = cases
         .iter()
         .filter_map(|t| serde_json::from_str::<Value>(t).ok())
@@ -143,13 +148,7 @@ fn plain_answers_translate_as_the_tree_translation_does() {
         ]
         .map(str::to_owned),
     );
-    let mutated: Vec<String> = cases
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .flat_map(|v| mutations(&v))
-        .map(|v| v.to_string())
-        .collect();
-    cases.extend(mutated);
+    let cases = with_mutations(cases);
     let mut answered = 0;
     for text in &cases {
         let Some(plain) = plain::openai_answer_to_anthropic(text.as_bytes(), REQUESTED_MODEL)
