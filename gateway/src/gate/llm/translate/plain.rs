@@ -46,8 +46,8 @@ pub fn anthropic_request_to_openai(
     for (name, value) in req.members() {
         match name {
             // The provider gets `model`; the client's only has to be a name.
-            "model" => put(&mut named, text(&value)?)?,
-            "system" => put(&mut system, text(&value)?)?,
+            "model" => put(&mut named, parse::<Text>(&value)?)?,
+            "system" => put(&mut system, parse::<Text>(&value)?)?,
             "messages" => put(&mut messages, parse(&value)?)?,
             "max_tokens" => put(&mut max_tokens, read::<u64>(&value)?)?,
             "temperature" => put(&mut temperature, read::<Number>(&value)?)?,
@@ -178,12 +178,8 @@ pub fn openai_answer_to_anthropic(answer: &[u8], model: &str) -> Option<Answer> 
 
 // ------------------------------------------------------------ reading
 
-/// A string member the client wrote (what the gateway set goes the tree
-/// way).
-fn text<'r>(value: &MemberText<'r>) -> Option<Text<'r>> {
-    parse(value)
-}
-
+/// A member the client wrote, borrowing from its text (strings and
+/// messages the gateway set go the tree way).
 fn parse<'r, T: Deserialize<'r>>(value: &MemberText<'r>) -> Option<T> {
     match value {
         MemberText::Raw(text) => serde_json::from_str(text).ok(),
