@@ -31,6 +31,7 @@
 //! detector's validator (Luhn, mod-97, context words, parsing) before it
 //! becomes a finding. Overlapping findings are resolved longest first,
 //! then most specific.
+mod classes;
 mod config;
 mod finding;
 mod injection;

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
+use super::classes::{self, Base64, Digit, Number, Upper};
 use super::config::BuildError;
 
 /// Which trigger a built-in rule runs on (see [`super::text::Spec`]).
@@ -124,13 +125,6 @@ pub(super) struct NumberRun {
     pub plus: u32,
 }
 
-fn is_number_byte(b: u8) -> bool {
-    NUMBER_BYTES[usize::from(b)]
-}
-
-/// The bytes of a number run, as a table: the run loops test every byte.
-const NUMBER_BYTES: [bool; 256] = byte_table(b"0123456789 .-()+", false);
-
 /// The base64 alphabets' bytes (standard and URL-safe), as a table.
 const BASE64_BYTES: [bool; 256] = byte_table(b"+/_-", true);
 
@@ -150,110 +144,78 @@ const fn byte_table(extra: &[u8], alnum: bool) -> [bool; 256] {
     table
 }
 
-/// The first ASCII digit in `bytes[at..]`: eight bytes at a time while
-/// none holds one (most text between numbers).
-fn next_digit(bytes: &[u8], mut at: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        // A byte strictly between b'/' and b':' sets its high bit here
-        // (the "has a byte between m and n" bit trick, exact for every
-        // byte value, m and n below 128).
-        let low = x & !HIGHS;
-        let between = (ONES * (127 + u64::from(b':')) - low)
-            & !x
-            & (low + ONES * (127 - u64::from(b'/')))
-            & HIGHS;
-        if between != 0 {
-            break;
-        }
-        at += 8;
-    }
-    bytes
-        .get(at..)?
-        .iter()
-        .position(u8::is_ascii_digit)
-        .map(|p| at + p)
-}
-
-/// Number runs in `text[from..]` with two digits or more, in order (a run
-/// that starts before `from` is taken from `from`: a scan never reports a
-/// match that starts there); and into `codes` the starts of `[A-Z]{2}[0-9]{2}` at an
-/// ASCII word boundary, in order: where an IBAN match
-/// (`\b[A-Z]{2}\d{2}…`) can start. Such digits start a run (a capital is
-/// no number character), so the run loop meets every one.
+/// Number runs in `text[from..]` with at least `min_digits` digits (and
+/// at least one), in order; a run that starts before `from` is taken from
+/// `from`: a scan never reports a match that starts there. `min_digits` is
+/// the fewest any enabled number rule needs: in a stream, a run with fewer
+/// and every part of it run no rule, whole or cut, so it needs no
+/// protection from cuts either.
 ///
-/// Runs with fewer than `min_digits` digits are left out: the fewest any
-/// enabled number rule needs. In a stream, such a run and every part of it
-/// run no rule, whole or cut, so it needs no protection from cuts either.
-pub(super) fn number_runs(
-    text: &str,
-    from: usize,
-    min_digits: u32,
-    codes: &mut Vec<usize>,
-) -> Vec<NumberRun> {
+/// Only stretches of number bytes as long as `min_digits` are read byte by
+/// byte ([`classes::for_each_run`]): hashes, UUIDs and small numbers, most
+/// stretches of machine text, are shorter.
+pub(super) fn number_runs(text: &str, from: usize, min_digits: u32) -> Vec<NumberRun> {
     let bytes = text.as_bytes();
+    let need = min_digits.max(1);
     let mut runs = Vec::new();
-    let mut at = from;
-    while let Some(digit) = next_digit(bytes, at) {
-        if digit >= from + 2 && is_country_code(bytes, digit - 2) {
-            codes.push(digit - 2);
-        }
-        // Back over the separators before the first digit; `at` is past
-        // the previous run, so runs never overlap.
-        let mut start = digit;
-        while start > at && is_number_byte(bytes[start - 1]) {
-            start -= 1;
-        }
+    let min_len = usize::try_from(need).unwrap_or(usize::MAX);
+    classes::for_each_run::<Number>(bytes, from, min_len, |range| {
         let mut run = NumberRun {
-            range: start..digit,
+            range: range.clone(),
             digits: 0,
             dots: 0,
             dashes: 0,
             plus: 0,
         };
-        let mut end = start;
-        while end < bytes.len() && is_number_byte(bytes[end]) {
-            match bytes[end] {
+        for &b in &bytes[range] {
+            match b {
                 b'0'..=b'9' => run.digits += 1,
                 b'.' => run.dots += 1,
                 b'-' => run.dashes += 1,
                 b'+' => run.plus += 1,
                 _ => {}
             }
-            end += 1;
         }
-        at = end;
-        if run.digits < min_digits {
-            continue;
+        if run.digits < need {
+            return;
         }
-        while bytes[start] == b' ' {
-            start += 1;
+        // No match starts or ends with a space; a digit stops both loops.
+        while bytes[run.range.start] == b' ' {
+            run.range.start += 1;
         }
-        while bytes[end - 1] == b' ' {
-            end -= 1;
+        while bytes[run.range.end - 1] == b' ' {
+            run.range.end -= 1;
         }
-        run.range = start..end;
         runs.push(run);
-    }
+    });
     runs
+}
+
+/// The starts of `[A-Z]{2}[0-9]{2}` at an ASCII word boundary in
+/// `text[from..]`, in order: where an IBAN match (`\b[A-Z]{2}\d{2}…`) can
+/// start. From masks of capitals and digits over 64-byte blocks that
+/// overlap by three bytes, so every start's four bytes lie in one block.
+pub(super) fn country_codes(text: &str, from: usize) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut codes = Vec::new();
+    let mut base = from;
+    while base < bytes.len() {
+        let (upper, digit) = classes::masks::<Upper, Digit>(bytes, base);
+        let mut starts = upper & upper >> 1 & digit >> 2 & digit >> 3 & classes::low_bits(61);
+        while starts != 0 {
+            let start = base + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if start == 0 || !is_word_byte(bytes[start - 1]) {
+                codes.push(start);
+            }
+        }
+        base += 61;
+    }
+    codes
 }
 
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// `[A-Z]{2}[0-9]{2}` at `start`, at an ASCII word boundary.
-fn is_country_code(bytes: &[u8], start: usize) -> bool {
-    let Some(&[first, second, tens, ones]) = bytes.get(start..start + 4) else {
-        return false;
-    };
-    first.is_ascii_uppercase()
-        && second.is_ascii_uppercase()
-        && tens.is_ascii_digit()
-        && ones.is_ascii_digit()
-        && (start == 0 || !is_word_byte(bytes[start - 1]))
 }
 
 fn is_hex_colon_byte(b: u8) -> bool {
@@ -311,27 +273,8 @@ fn is_base64_byte(b: u8) -> bool {
 /// Maximal runs of base64 characters (both alphabets) in `text[from..]` at
 /// least `min` bytes long, in order.
 pub(super) fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usize>> {
-    let bytes = text.as_bytes();
     let mut runs = Vec::new();
-    // Invariant: `start` is `from` or follows a byte outside the alphabet,
-    // so a run found from it is maximal at its start.
-    let mut start = from;
-    while start + min <= bytes.len() {
-        // A run of `min` from `start` needs every byte up to `start + min`;
-        // the last non-alphabet byte among them moves the search past it,
-        // so most text is skipped a word at a time.
-        let probe = &bytes[start..start + min];
-        if let Some(gap) = probe.iter().rposition(|&b| !is_base64_byte(b)) {
-            start += gap + 1;
-            continue;
-        }
-        let mut end = start + min;
-        while end < bytes.len() && is_base64_byte(bytes[end]) {
-            end += 1;
-        }
-        runs.push(start..end);
-        start = end + 1;
-    }
+    classes::for_each_run::<Base64>(text.as_bytes(), from, min, |run| runs.push(run));
     runs
 }
 
@@ -384,33 +327,113 @@ mod tests {
     const MIN_RUN_DIGITS: u32 = 2;
 
     fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
-        number_runs(text, from, MIN_RUN_DIGITS, &mut Vec::new())
+        number_runs(text, from, MIN_RUN_DIGITS)
     }
 
-    /// The eight-bytes-at-a-time skip finds the digit a byte loop finds,
-    /// for every byte value around it and every alignment.
+    fn is_number_byte(b: u8) -> bool {
+        NUMBER_BYTES[usize::from(b)]
+    }
+
+    /// The bytes of a number run, as a table: the run loops test every byte.
+    const NUMBER_BYTES: [bool; 256] = byte_table(b"0123456789 .-()+", false);
+
+    /// `[A-Z]{2}[0-9]{2}` at `start`, at an ASCII word boundary.
+    fn is_country_code(bytes: &[u8], start: usize) -> bool {
+        let Some(&[first, second, tens, ones]) = bytes.get(start..start + 4) else {
+            return false;
+        };
+        first.is_ascii_uppercase()
+            && second.is_ascii_uppercase()
+            && tens.is_ascii_digit()
+            && ones.is_ascii_digit()
+            && (start == 0 || !is_word_byte(bytes[start - 1]))
+    }
+
+    /// What `number_runs` and `country_codes` find, one byte at a time:
+    /// the reference for the mask walks.
+    fn byte_loop_runs(text: &str, from: usize, min: u32, codes: &mut Vec<usize>) -> Vec<NumberRun> {
+        let bytes = text.as_bytes();
+        let mut runs = Vec::new();
+        let mut at = from;
+        while let Some(digit) = (at..bytes.len()).find(|&i| bytes[i].is_ascii_digit()) {
+            if digit >= from + 2 && is_country_code(bytes, digit - 2) {
+                codes.push(digit - 2);
+            }
+            let mut start = digit;
+            while start > at && is_number_byte(bytes[start - 1]) {
+                start -= 1;
+            }
+            let mut end = start;
+            while end < bytes.len() && is_number_byte(bytes[end]) {
+                end += 1;
+            }
+            at = end;
+            let run = &bytes[start..end];
+            let count = |b: u8| run.iter().filter(|&&c| c == b).count() as u32;
+            let digits = run.iter().filter(|b| b.is_ascii_digit()).count() as u32;
+            if digits < min {
+                continue;
+            }
+            let start = start + run.iter().take_while(|&&b| b == b' ').count();
+            let end = end - run.iter().rev().take_while(|&&b| b == b' ').count();
+            runs.push(NumberRun {
+                range: start..end,
+                digits,
+                dots: count(b'.'),
+                dashes: count(b'-'),
+                plus: count(b'+'),
+            });
+        }
+        runs
+    }
+
+    /// The mask walk finds what a byte loop finds, in texts of number
+    /// bytes, letters and capitals (country codes) of every length around
+    /// the 64-byte blocks, from every start, for every minimum.
     #[test]
-    fn next_digit_equals_a_byte_search() {
-        for value in 0..=255u8 {
-            for at in 0..20 {
-                let mut bytes = vec![b'x'; 24];
-                bytes[at] = value;
-                bytes[(at + 7) % 24] = 0xFF;
-                for from in [0, 1, at] {
-                    let want = bytes[from..]
-                        .iter()
-                        .position(u8::is_ascii_digit)
-                        .map(|p| from + p);
+    fn number_runs_equal_a_byte_loop() {
+        let alphabet = b"0123456789 .-()+aXYZ/\xc3\xa9";
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..400 {
+            let len = next(200);
+            // Runs of one byte class, so long runs cross blocks too.
+            let mut text = String::new();
+            while text.len() < len {
+                let piece = match next(4) {
+                    0 => "1".repeat(next(70)),
+                    1 => " 2".repeat(next(40)),
+                    _ => String::from(char::from(alphabet[next(alphabet.len() - 2)])),
+                };
+                text.push_str(&piece);
+                if next(30) == 0 {
+                    text.push('é');
+                }
+            }
+            for from in (0..=text.len())
+                .filter(|&f| text.is_char_boundary(f))
+                .step_by(7)
+            {
+                for min in [1, 2, 4, 9] {
+                    let mut want_codes = Vec::new();
                     assert_eq!(
-                        next_digit(&bytes, from),
-                        want,
-                        "{value:#x} at {at} from {from}"
+                        number_runs(&text, from, min),
+                        byte_loop_runs(&text, from, min, &mut want_codes),
+                        "case {case} {text:?} from {from} min {min}"
+                    );
+                    assert_eq!(
+                        country_codes(&text, from),
+                        want_codes,
+                        "{text:?} from {from}"
                     );
                 }
             }
         }
-        assert_eq!(next_digit(b"", 0), None);
-        assert_eq!(next_digit(b"abc", 3), None);
     }
 
     #[test]
@@ -523,11 +546,7 @@ mod tests {
     #[test]
     fn country_codes_need_a_word_start_two_capitals_and_two_digits() {
         let text = "DE89 x GB29NWBK aDE89 D89 DEX9 éFR14 _NL91 NO9";
-        let codes = |text: &str, from: usize| {
-            let mut codes = Vec::new();
-            number_runs(text, from, MIN_RUN_DIGITS, &mut codes);
-            codes
-        };
+        let codes = |text: &str, from: usize| country_codes(text, from);
         let found: Vec<&str> = codes(text, 0)
             .into_iter()
             .map(|s| &text[s..s + 4])

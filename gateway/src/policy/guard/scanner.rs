@@ -8,6 +8,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, StartKind}
 use regex::{RegexSet, RegexSetBuilder};
 use regex_automata::meta;
 
+use super::classes;
 use super::config::{
     compile_custom_regex, keyword_pattern, BuildError, GuardConfig, CUSTOM_REGEX_SIZE_LIMIT,
 };
@@ -215,7 +216,7 @@ impl Default for RunKinds {
     fn default() -> RunKinds {
         RunKinds {
             numbers: false,
-            // No number rule: no run is kept (country codes still are).
+            // Lowered by each number rule.
             min_digits: u32::MAX,
             country_codes: false,
             colons: false,
@@ -595,8 +596,11 @@ impl Scanner {
             colon_runs: Vec::new(),
             base64_runs: Vec::new(),
         };
-        if self.runs.numbers || self.runs.country_codes {
-            t.numbers = runs::number_runs(hay, from, self.runs.min_digits, &mut t.country_codes);
+        if self.runs.numbers {
+            t.numbers = runs::number_runs(hay, from, self.runs.min_digits);
+        }
+        if self.runs.country_codes {
+            t.country_codes = runs::country_codes(hay, from);
         }
         if self.runs.colons {
             t.colon_runs = runs::colon_runs(hay, from);
@@ -1276,8 +1280,8 @@ fn walk_word_starts(
 }
 
 /// Where words start in `hay[from..]`: word bytes with no word byte
-/// before them. Found 64 bytes at a time as bit masks, with no branch per
-/// byte.
+/// before them. Found 64 bytes at a time as bit masks
+/// ([`classes::Word`]), with no branch per byte.
 fn word_starts(hay: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
     let mut next = from;
     let mut base = from;
@@ -1289,16 +1293,12 @@ fn word_starts(hay: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
             starts &= starts - 1;
             return Some(base + i);
         }
-        let block = hay.get(next..hay.len().min(next + 64))?;
-        let last = block.len().checked_sub(1)?;
-        let mut words = 0u64;
-        for (i, &b) in block.iter().enumerate() {
-            words |= u64::from(WORD_BYTES[usize::from(b)]) << i;
-        }
+        let last = hay.len().min(next + 64).checked_sub(next + 1)?;
+        let words = classes::mask::<classes::Word>(hay, next);
         starts = words & !((words << 1) | u64::from(before));
         before = words >> last & 1 == 1;
         base = next;
-        next += block.len();
+        next += last + 1;
     })
 }
 
@@ -1351,17 +1351,6 @@ impl Prefixes {
         self.0[key / 64] & 1 << (key % 64) != 0
     }
 }
-
-/// [`is_word_byte`] as a table.
-const WORD_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = is_word_byte(b as u8);
-        b += 1;
-    }
-    table
-};
 
 /// A hit with no word byte right before or right after it.
 fn whole_word(hay: &[u8], hit: Range<usize>) -> bool {
