@@ -3,104 +3,84 @@
 //! (SSE2 on x86-64, NEON on aarch64, scalar lanes elsewhere, chosen by
 //! `wide`); the run and word-start walks then step from one set bit to the
 //! next instead of testing every byte with a table lookup and a branch.
+//!
+//! A class is a function of 16 lanes giving all ones in the lanes it holds
+//! ([`digit`], [`word`]…); callers pass them, or closures combining them, to
+//! [`mask`] and [`masks`], where they inline.
 use std::ops::Range;
 
 use wide::u8x16;
 
-/// A class of bytes, decided for 16 lanes at once (all ones where in it).
-pub(super) trait Class {
-    fn of(v: u8x16) -> u8x16;
+/// The mask of `class` over `hay[at..at + 64]`; bytes past the end read as
+/// 0, which no class holds.
+pub(super) fn mask(hay: &[u8], at: usize, class: impl Fn(u8x16) -> u8x16) -> u64 {
+    masks(hay, at, |v| [class(v)])[0]
 }
 
-/// The mask of `C` over `hay[at..at + 64]`; bytes past the end read as 0,
-/// which no class holds.
-pub(super) fn mask<C: Class>(hay: &[u8], at: usize) -> u64 {
+/// The masks of `K` classes over `hay[at..at + 64]`, from one load.
+pub(super) fn masks<const K: usize>(
+    hay: &[u8],
+    at: usize,
+    classes: impl Fn(u8x16) -> [u8x16; K],
+) -> [u64; K] {
     if let Some(block) = hay.get(at..at + 64) {
-        return block_mask::<C>(block);
+        return block_masks(block, classes);
     }
     let mut block = [0u8; 64];
     let bytes = hay.get(at..).unwrap_or_default();
     block[..bytes.len()].copy_from_slice(bytes);
-    block_mask::<C>(&block)
+    block_masks(&block, classes)
 }
 
-/// The masks of `A` and `B` over `hay[at..at + 64]`, from one load.
-pub(super) fn masks<A: Class, B: Class>(hay: &[u8], at: usize) -> (u64, u64) {
-    if let Some(block) = hay.get(at..at + 64) {
-        return block_masks::<A, B>(block);
-    }
-    let mut block = [0u8; 64];
-    let bytes = hay.get(at..).unwrap_or_default();
-    block[..bytes.len()].copy_from_slice(bytes);
-    block_masks::<A, B>(&block)
-}
-
-/// The mask of `C` over 64 bytes.
-fn block_mask<C: Class>(block: &[u8]) -> u64 {
-    let mut mask = 0u64;
+/// The masks over 64 bytes.
+fn block_masks<const K: usize>(block: &[u8], classes: impl Fn(u8x16) -> [u8x16; K]) -> [u64; K] {
+    let mut masks = [0u64; K];
     for (i, lanes) in block.chunks_exact(16).enumerate() {
-        mask |= u64::from(C::of(load(lanes)).to_bitmask()) << (16 * i);
+        let lanes = u8x16::new(lanes.try_into().unwrap_or([0; 16]));
+        for (mask, class) in masks.iter_mut().zip(classes(lanes)) {
+            *mask |= u64::from(class.to_bitmask()) << (16 * i);
+        }
     }
-    mask
+    masks
 }
 
-fn block_masks<A: Class, B: Class>(block: &[u8]) -> (u64, u64) {
-    let (mut a, mut b) = (0u64, 0u64);
-    for (i, lanes) in block.chunks_exact(16).enumerate() {
-        let lanes = load(lanes);
-        a |= u64::from(A::of(lanes).to_bitmask()) << (16 * i);
-        b |= u64::from(B::of(lanes).to_bitmask()) << (16 * i);
-    }
-    (a, b)
-}
-
-/// Sixteen bytes as lanes (callers pass chunks of exactly sixteen).
-fn load(bytes: &[u8]) -> u8x16 {
-    u8x16::new(bytes.try_into().unwrap_or([0; 16]))
-}
-
-/// Lanes in `lo..=hi`: one wrapping and one saturating subtraction.
-fn within(v: u8x16, lo: u8, hi: u8) -> u8x16 {
-    (v - u8x16::splat(lo))
-        .saturating_sub(u8x16::splat(hi - lo))
-        .simd_eq(u8x16::ZERO)
-}
-
-fn byte(v: u8x16, b: u8) -> u8x16 {
-    v.simd_eq(u8x16::splat(b))
-}
-
-/// Maximal runs of `C` bytes in `hay[from..]` at least `min` long (and at
-/// least one), in order; a run that starts before `from` is taken from
-/// `from`. Only runs that are long enough, or that reach a block's end, are
-/// visited: the short runs of ordinary text cost no step of their own.
-pub(super) fn for_each_run<C: Class>(
+/// Maximal runs of `run` bytes in `hay[from..]` that hold at least `min`
+/// bytes of `counted` (a subclass of `run`), and at least one, in order; a
+/// run that starts before `from` is taken from `from`. Only runs at least
+/// `min` long, or that reach a block's end, get a step of their own: the
+/// short runs of ordinary text are skipped with the bits of their block.
+pub(super) fn for_each_run(
     hay: &[u8],
     from: usize,
     min: usize,
+    classes: impl Fn(u8x16) -> [u8x16; 2],
     mut visit: impl FnMut(Range<usize>),
 ) {
     let min = min.max(1);
-    // Where the run that reached the previous block's end started.
-    let mut open: Option<usize> = None;
+    // The run that reached the previous block's end: its start, and its
+    // counted bytes so far.
+    let mut open: Option<(usize, usize)> = None;
     let mut base = from;
     while base < hay.len() {
-        let mut rest = mask::<C>(hay, base);
-        if let Some(start) = open {
+        let [mut rest, counted] = masks(hay, base, &classes);
+        let count = |bits: u64| (counted & bits).count_ones() as usize;
+        if let Some((start, so_far)) = open {
             let len = rest.trailing_ones() as usize;
+            let so_far = so_far + count(low_bits(len));
             if len == 64 {
+                open = Some((start, so_far));
                 base += 64;
                 continue;
             }
             open = None;
-            if base + len - start >= min {
+            if so_far >= min {
                 visit(start..base + len);
             }
             rest &= !low_bits(len);
         }
         if rest >> 63 == 1 {
             let tail = 64 - rest.leading_ones() as usize;
-            open = Some(base + tail);
+            open = Some((base + tail, count(!low_bits(tail))));
             rest &= low_bits(tail);
         }
         // Bit 0 starts a run here: one that came from the previous block
@@ -110,12 +90,14 @@ pub(super) fn for_each_run<C: Class>(
             let i = long.trailing_zeros() as usize;
             long &= long - 1;
             let len = (rest >> i).trailing_ones() as usize;
-            visit(base + i..base + i + len);
+            if count(low_bits(len) << i) >= min {
+                visit(base + i..base + i + len);
+            }
         }
         base += 64;
     }
-    if let Some(start) = open {
-        if hay.len() - start >= min {
+    if let Some((start, so_far)) = open {
+        if so_far >= min {
             visit(start..hay.len());
         }
     }
@@ -141,57 +123,48 @@ pub(super) fn low_bits(n: usize) -> u64 {
     u64::MAX.checked_shr(64 - n as u32).unwrap_or(0)
 }
 
-/// ASCII capital letters.
-pub(super) struct Upper;
+/// Lanes in `lo..=hi`: one wrapping and one saturating subtraction.
+fn within(v: u8x16, lo: u8, hi: u8) -> u8x16 {
+    (v - u8x16::splat(lo))
+        .saturating_sub(u8x16::splat(hi - lo))
+        .simd_eq(u8x16::ZERO)
+}
 
-impl Class for Upper {
-    fn of(v: u8x16) -> u8x16 {
-        within(v, b'A', b'Z')
-    }
+fn byte(v: u8x16, b: u8) -> u8x16 {
+    v.simd_eq(u8x16::splat(b))
+}
+
+/// ASCII capital letters.
+pub(super) fn upper(v: u8x16) -> u8x16 {
+    within(v, b'A', b'Z')
 }
 
 /// ASCII digits.
-pub(super) struct Digit;
-
-impl Class for Digit {
-    fn of(v: u8x16) -> u8x16 {
-        within(v, b'0', b'9')
-    }
+pub(super) fn digit(v: u8x16) -> u8x16 {
+    within(v, b'0', b'9')
 }
 
 /// The bytes the ASCII `\b` counts as word bytes: letters, digits, `_`.
-pub(super) struct Word;
-
-impl Class for Word {
-    fn of(v: u8x16) -> u8x16 {
-        // Setting bit 5 folds A-Z onto a-z and moves nothing else there.
-        within(v, b'0', b'9') | within(v | u8x16::splat(0x20), b'a', b'z') | byte(v, b'_')
-    }
+pub(super) fn word(v: u8x16) -> u8x16 {
+    // Setting bit 5 folds A-Z onto a-z and moves nothing else there.
+    digit(v) | within(v | u8x16::splat(0x20), b'a', b'z') | byte(v, b'_')
 }
 
 /// The bytes of a number run ([`super::runs::number_runs`]): digits,
 /// space, `.`, `-`, `(`, `)`, `+`.
-pub(super) struct Number;
-
-impl Class for Number {
-    fn of(v: u8x16) -> u8x16 {
-        within(v, b'0', b'9')
-            | byte(v, b' ')
-            | byte(v, b'.')
-            | byte(v, b'-')
-            | byte(v, b'(')
-            | byte(v, b')')
-            | byte(v, b'+')
-    }
+pub(super) fn number(v: u8x16) -> u8x16 {
+    digit(v)
+        | byte(v, b' ')
+        | byte(v, b'.')
+        | byte(v, b'-')
+        | byte(v, b'(')
+        | byte(v, b')')
+        | byte(v, b'+')
 }
 
 /// Both base64 alphabets: letters, digits, `+`, `/`, `_`, `-`.
-pub(super) struct Base64;
-
-impl Class for Base64 {
-    fn of(v: u8x16) -> u8x16 {
-        Word::of(v) | byte(v, b'+') | byte(v, b'/') | byte(v, b'-')
-    }
+pub(super) fn base64(v: u8x16) -> u8x16 {
+    word(v) | byte(v, b'+') | byte(v, b'/') | byte(v, b'-')
 }
 
 #[cfg(test)]
@@ -207,28 +180,28 @@ mod tests {
     #[test]
     fn every_byte_value_in_every_lane_is_classed_as_its_definition() {
         let every: Vec<u8> = (0..=255).collect();
-        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         for at in [0, 1, 17, 64, 100, 200, 250, 256] {
             assert_eq!(
-                mask::<Digit>(&every, at),
+                mask(&every, at, digit),
                 naive(&every, at, |b| b.is_ascii_digit())
             );
-            assert_eq!(mask::<Word>(&every, at), naive(&every, at, word));
+            assert_eq!(mask(&every, at, word), naive(&every, at, is_word));
             assert_eq!(
-                mask::<Number>(&every, at),
+                mask(&every, at, number),
                 naive(&every, at, |b| b"0123456789 .-()+".contains(&b))
             );
             assert_eq!(
-                mask::<Base64>(&every, at),
-                naive(&every, at, |b| word(b) || b"+/-".contains(&b))
+                mask(&every, at, base64),
+                naive(&every, at, |b| is_word(b) || b"+/-".contains(&b))
             );
             assert_eq!(
-                mask::<Upper>(&every, at),
+                mask(&every, at, upper),
                 naive(&every, at, |b| b.is_ascii_uppercase())
             );
             assert_eq!(
-                masks::<Digit, Number>(&every, at),
-                (mask::<Digit>(&every, at), mask::<Number>(&every, at))
+                masks(&every, at, |v| [digit(v), number(v)]),
+                [mask(&every, at, digit), mask(&every, at, number)]
             );
         }
     }
@@ -236,25 +209,23 @@ mod tests {
     #[test]
     fn bytes_past_the_end_are_in_no_class() {
         let hay = b"a1_ +";
-        assert_eq!(mask::<Base64>(hay, 0), 0b10111);
-        assert_eq!(mask::<Word>(hay, 3), 0);
-        assert_eq!(mask::<Word>(hay, 9), 0);
+        assert_eq!(mask(hay, 0, base64), 0b10111);
+        assert_eq!(mask(hay, 3, word), 0);
+        assert_eq!(mask(hay, 9, word), 0);
     }
 
-    fn naive_runs(
-        hay: &[u8],
-        from: usize,
-        min: usize,
-        class: impl Fn(u8) -> bool,
-    ) -> Vec<Range<usize>> {
+    /// Maximal runs of word bytes holding `min` digits or more, byte by
+    /// byte.
+    fn naive_runs(hay: &[u8], from: usize, min: usize) -> Vec<Range<usize>> {
         let mut runs = Vec::new();
         let mut at = from;
         while at < hay.len() {
             let start = at;
-            while at < hay.len() && class(hay[at]) {
+            while at < hay.len() && (hay[at].is_ascii_alphanumeric() || hay[at] == b'_') {
                 at += 1;
             }
-            if at - start >= min.max(1) {
+            let digits = hay[start..at].iter().filter(|b| b.is_ascii_digit()).count();
+            if digits >= min.max(1) {
                 runs.push(start..at);
             }
             at = at.max(start + 1);
@@ -263,8 +234,8 @@ mod tests {
     }
 
     /// Every run a byte loop finds, for runs of every length around the
-    /// 64-byte blocks (up to several blocks long), from every start, for
-    /// minimums up to past a block.
+    /// 64-byte blocks (up to several blocks long) with few or many counted
+    /// bytes, from every start, for minimums up to past a block.
     #[test]
     fn runs_equal_a_byte_loop() {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -279,16 +250,18 @@ mod tests {
             let len = next(300);
             while hay.len() < len {
                 let run = [1, 2, 5, 31, 32, 63, 64, 65, 130][next(9)];
-                hay.extend(std::iter::repeat_n(b'7', run));
-                hay.extend(std::iter::repeat_n(b'x', next(3) + 1));
+                // All digits, or one letter in `sparse`.
+                let sparse = next(4) + 1;
+                hay.extend((0..run).map(|i| if i % sparse == 0 { b'7' } else { b'a' }));
+                hay.extend(std::iter::repeat_n(b' ', next(3) + 1));
             }
             for from in (0..=hay.len()).step_by(5) {
                 for min in [0, 1, 2, 4, 32, 64, 65, 100] {
                     let mut got = Vec::new();
-                    for_each_run::<Digit>(&hay, from, min, |r| got.push(r));
+                    for_each_run(&hay, from, min, |v| [word(v), digit(v)], |r| got.push(r));
                     assert_eq!(
                         got,
-                        naive_runs(&hay, from, min, |b| b.is_ascii_digit()),
+                        naive_runs(&hay, from, min),
                         "case {case} from {from} min {min}"
                     );
                 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
-use super::classes::{self, Base64, Digit, Number, Upper};
+use super::classes::{self, base64, digit, number};
 use super::config::BuildError;
 
 /// Which trigger a built-in rule runs on (see [`super::text::Spec`]).
@@ -151,43 +151,46 @@ const fn byte_table(extra: &[u8], alnum: bool) -> [bool; 256] {
 /// and every part of it run no rule, whole or cut, so it needs no
 /// protection from cuts either.
 ///
-/// Only stretches of number bytes as long as `min_digits` are read byte by
-/// byte ([`classes::for_each_run`]): hashes, UUIDs and small numbers, most
-/// stretches of machine text, are shorter.
+/// Only runs with the digits are read byte by byte
+/// ([`classes::for_each_run`]): hashes, UUIDs, small numbers and
+/// indentation, most stretches of number bytes in machine text, have fewer.
 pub(super) fn number_runs(text: &str, from: usize, min_digits: u32) -> Vec<NumberRun> {
     let bytes = text.as_bytes();
     let need = min_digits.max(1);
     let mut runs = Vec::new();
     let min_len = usize::try_from(need).unwrap_or(usize::MAX);
-    classes::for_each_run::<Number>(bytes, from, min_len, |range| {
-        let mut run = NumberRun {
-            range: range.clone(),
-            digits: 0,
-            dots: 0,
-            dashes: 0,
-            plus: 0,
-        };
-        for &b in &bytes[range] {
-            match b {
-                b'0'..=b'9' => run.digits += 1,
-                b'.' => run.dots += 1,
-                b'-' => run.dashes += 1,
-                b'+' => run.plus += 1,
-                _ => {}
+    classes::for_each_run(
+        bytes,
+        from,
+        min_len,
+        |v| [number(v), digit(v)],
+        |range| {
+            let mut run = NumberRun {
+                range: range.clone(),
+                digits: 0,
+                dots: 0,
+                dashes: 0,
+                plus: 0,
+            };
+            for &b in &bytes[range] {
+                match b {
+                    b'0'..=b'9' => run.digits += 1,
+                    b'.' => run.dots += 1,
+                    b'-' => run.dashes += 1,
+                    b'+' => run.plus += 1,
+                    _ => {}
+                }
             }
-        }
-        if run.digits < need {
-            return;
-        }
-        // No match starts or ends with a space; a digit stops both loops.
-        while bytes[run.range.start] == b' ' {
-            run.range.start += 1;
-        }
-        while bytes[run.range.end - 1] == b' ' {
-            run.range.end -= 1;
-        }
-        runs.push(run);
-    });
+            // No match starts or ends with a space; a digit stops both loops.
+            while bytes[run.range.start] == b' ' {
+                run.range.start += 1;
+            }
+            while bytes[run.range.end - 1] == b' ' {
+                run.range.end -= 1;
+            }
+            runs.push(run);
+        },
+    );
     runs
 }
 
@@ -200,7 +203,8 @@ pub(super) fn country_codes(text: &str, from: usize) -> Vec<usize> {
     let mut codes = Vec::new();
     let mut base = from;
     while base < bytes.len() {
-        let (upper, digit) = classes::masks::<Upper, Digit>(bytes, base);
+        let [upper, digit] =
+            classes::masks(bytes, base, |v| [classes::upper(v), classes::digit(v)]);
         let mut starts = upper & upper >> 1 & digit >> 2 & digit >> 3 & classes::low_bits(61);
         while starts != 0 {
             let start = base + starts.trailing_zeros() as usize;
@@ -274,7 +278,16 @@ fn is_base64_byte(b: u8) -> bool {
 /// least `min` bytes long, in order.
 pub(super) fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usize>> {
     let mut runs = Vec::new();
-    classes::for_each_run::<Base64>(text.as_bytes(), from, min, |run| runs.push(run));
+    classes::for_each_run(
+        text.as_bytes(),
+        from,
+        min,
+        |v| {
+            let b = base64(v);
+            [b, b]
+        },
+        |run| runs.push(run),
+    );
     runs
 }
 

@@ -1281,7 +1281,7 @@ fn walk_word_starts(
 
 /// Where words start in `hay[from..]`: word bytes with no word byte
 /// before them. Found 64 bytes at a time as bit masks
-/// ([`classes::Word`]), with no branch per byte.
+/// ([`classes::word`]), with no branch per byte.
 fn word_starts(hay: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
     let mut next = from;
     let mut base = from;
@@ -1294,7 +1294,7 @@ fn word_starts(hay: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
             return Some(base + i);
         }
         let last = hay.len().min(next + 64).checked_sub(next + 1)?;
-        let words = classes::mask::<classes::Word>(hay, next);
+        let words = classes::mask(hay, next, classes::word);
         starts = words & !((words << 1) | u64::from(before));
         before = words >> last & 1 == 1;
         base = next;
