@@ -1389,16 +1389,54 @@ impl Scanner {
 
 /// Overlaps are resolved separately for data and for injection findings:
 /// longest first, then the more specific kind, then the earlier start.
+/// Findings come out ordered by start, end and kind.
 fn resolve(candidates: Vec<Finding>) -> Vec<Finding> {
-    let (injection, data): (Vec<_>, Vec<_>) = candidates
+    let (mut injection, mut data): (Vec<_>, Vec<_>) = candidates
         .into_iter()
         .partition(|f| f.category() == Category::Injection);
-    let mut out = pick(data);
-    out.extend(pick(injection));
+    let mut out = Vec::with_capacity(data.len() + injection.len());
+    resolve_overlaps(&mut data, &mut out);
+    resolve_overlaps(&mut injection, &mut out);
+    // Two ordered lists: the stable sort merges them.
     out.sort_by(|a, b| {
         (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
     });
     out
+}
+
+/// [`pick`] over each set of candidates that overlap one another, in order
+/// of start. Picking in one set never looks at another, and a candidate
+/// that overlaps nothing is kept as it is: most findings, which then skip
+/// `pick`'s sort and map.
+fn resolve_overlaps(candidates: &mut Vec<Finding>, out: &mut Vec<Finding>) {
+    // Each detector's candidates come in order: runs the stable sort merges.
+    candidates.sort_by(|a, b| {
+        (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
+    });
+    let mut set: Vec<Finding> = Vec::new();
+    let mut set_end = 0;
+    for f in candidates.drain(..) {
+        if !set.is_empty() && f.range.start >= set_end {
+            flush(&mut set, out);
+        }
+        set_end = if set.is_empty() {
+            f.range.end
+        } else {
+            set_end.max(f.range.end)
+        };
+        set.push(f);
+    }
+    flush(&mut set, out);
+
+    fn flush(set: &mut Vec<Finding>, out: &mut Vec<Finding>) {
+        if set.len() == 1 {
+            out.append(set);
+        } else if !set.is_empty() {
+            let mut kept = pick(std::mem::take(set));
+            kept.sort_by_key(|f| f.range.start);
+            out.append(&mut kept);
+        }
+    }
 }
 
 fn pick(mut candidates: Vec<Finding>) -> Vec<Finding> {
@@ -1430,6 +1468,53 @@ fn pick(mut candidates: Vec<Finding>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resolving per set of overlapping candidates picks what one `pick`
+    /// over all of them picks, in the same order: random candidates over a
+    /// short text, so that sets of every size occur, with kinds of both
+    /// categories and rules that tie on everything else.
+    #[test]
+    fn resolving_per_overlap_set_equals_one_pick() {
+        let kinds = [
+            Kind::Email,
+            Kind::Phone,
+            Kind::CreditCard,
+            Kind::Jwt,
+            Kind::Custom,
+            Kind::InstructionOverride,
+            Kind::RolePlayJailbreak,
+        ];
+        let rules: [Arc<str>; 3] = [Arc::from("b"), Arc::from("a"), Arc::from("c")];
+        let mut seed = 0x853C_49E6_748F_EA9Bu64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..2000 {
+            let candidates: Vec<Finding> = (0..next(12))
+                .map(|_| {
+                    let start = next(40);
+                    Finding {
+                        kind: kinds[next(kinds.len())],
+                        rule: rules[next(rules.len())].clone(),
+                        range: start..start + 1 + next(8),
+                    }
+                })
+                .collect();
+            let (injection, data): (Vec<_>, Vec<_>) = candidates
+                .clone()
+                .into_iter()
+                .partition(|f| f.category() == Category::Injection);
+            let mut want = pick(data);
+            want.extend(pick(injection));
+            want.sort_by(|a, b| {
+                (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
+            });
+            assert_eq!(resolve(candidates), want, "case {case}");
+        }
+    }
 
     fn naive_word_starts(hay: &[u8], from: usize) -> Vec<usize> {
         (from..hay.len())
