@@ -917,6 +917,7 @@ impl Scanner {
             open_from: hay.len(),
             spans: Vec::new(),
             candidates: Vec::new(),
+            decoded: HashMap::new(),
         };
         // A stream cuts only outside every number run: a run's rules may
         // have been skipped for too few digits (validator minimums), and a
@@ -967,6 +968,11 @@ struct Pass<'a> {
     open_from: usize,
     spans: Vec<Range<usize>>,
     candidates: Vec<Finding>,
+    /// The data kind in each decoded text: the same blob (a JWT's header,
+    /// a repeated token) is scanned once. Keyed by the decoded text, since
+    /// most encoded runs are ruled out by the decoder's first look, for
+    /// less than hashing them would cost.
+    decoded: HashMap<String, Option<Kind>>,
 }
 
 impl Pass<'_> {
@@ -1030,9 +1036,14 @@ impl Pass<'_> {
                     _ => {}
                 }
                 if let (true, Some((decoder, rule))) = (self.decode, &detector.decode) {
-                    if let Some(kind) =
-                        decoder(&text[r.clone()]).and_then(|t| self.scanner.data_kind(&t))
-                    {
+                    let scanner = self.scanner;
+                    let kind = decoder(&text[r.clone()]).and_then(|decoded| {
+                        *self
+                            .decoded
+                            .entry(decoded)
+                            .or_insert_with_key(|decoded| scanner.data_kind(decoded))
+                    });
+                    if let Some(kind) = kind {
                         self.candidates.push(Finding {
                             kind,
                             rule: rule.clone(),
