@@ -248,7 +248,10 @@ fn data_inside_encoded_text_is_found_over_the_encoding() {
         .encode("nothing to see in this one, only ordinary words here");
     let text = format!("{blob} {other} {blob}");
     let findings = scanner.scan(&text).unwrap();
-    let found: Vec<_> = findings.iter().map(|f| (f.kind, &text[f.range.clone()])).collect();
+    let found: Vec<_> = findings
+        .iter()
+        .map(|f| (f.kind, &text[f.range.clone()]))
+        .collect();
     assert_eq!(found, [(Kind::Email, &*blob), (Kind::Email, &*blob)]);
     // Text in tag characters is invisible; the address it spells is not.
     let hidden: String = "mail x@evil.io"
