@@ -5,8 +5,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, StartKind};
+use std::panic::{RefUnwindSafe, UnwindSafe};
+
 use regex::{RegexSet, RegexSetBuilder};
-use regex_automata::meta;
+use regex_automata::util::pool::Pool;
+use regex_automata::{hybrid, meta, nfa::thompson};
 
 use super::classes;
 use super::config::{
@@ -72,6 +75,59 @@ struct Group {
     /// Its members' [`Near`] words (an index into `Scanner::nears`): an
     /// anchor hit opens a window only with one of them close by.
     near: Option<usize>,
+    /// Where its near words have a `tail`: the check that a match can end
+    /// near a hit at all.
+    ends: Option<Ends>,
+}
+
+/// For a group whose matches end within `tail` bytes of an anchor hit's
+/// start (rules that end with their anchor word): its members' patterns,
+/// each followed by up to `tail` characters, as a reverse lazy DFA. An
+/// anchored reverse search from `tail` past a hit reads back only as far
+/// as the text still fits the end of a phrase, usually a few bytes; where
+/// it finds nothing, no match ends near the hit and the hit opens no
+/// window. Its window before the hit (a longest match, hundreds of bytes)
+/// is what the forward search would otherwise read.
+struct Ends {
+    dfa: hybrid::dfa::DFA,
+    caches: Pool<hybrid::dfa::Cache, CacheFn>,
+    tail: usize,
+}
+
+type CacheFn = Box<dyn Fn() -> hybrid::dfa::Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+impl Ends {
+    fn new(patterns: &[String], tail: usize) -> Result<Ends, BuildError> {
+        let padded: Vec<String> = patterns
+            .iter()
+            .map(|p| format!("(?:{p})(?s:.){{0,{tail}}}"))
+            .collect();
+        let dfa = hybrid::dfa::DFA::builder()
+            // Unicode `\b` is decided on ASCII text; the search gives up
+            // (and the hit opens its window) at other bytes.
+            .configure(hybrid::dfa::DFA::config().unicode_word_boundary(true))
+            .thompson(thompson::Config::new().reverse(true))
+            .build_many(&padded)
+            .map_err(|e| build_error(format!("guard rule end check: {e}")))?;
+        let for_caches = dfa.clone();
+        Ok(Ends {
+            dfa,
+            caches: Pool::new(Box::new(move || for_caches.create_cache())),
+            tail,
+        })
+    }
+
+    /// Whether a match in `hay[low..]` may end within `tail` bytes of
+    /// `hit_start`: false only when none can.
+    fn may_end(&self, hay: &str, low: usize, hit_start: usize) -> bool {
+        let end = (hit_start + self.tail).min(hay.len());
+        let input = regex_automata::Input::new(hay)
+            .range(low..end)
+            .anchored(regex_automata::Anchored::Yes)
+            .earliest(true);
+        let mut cache = self.caches.get();
+        !matches!(self.dfa.try_search_rev(&mut cache, &input), Ok(None))
+    }
 }
 
 /// Non-ASCII characters that Unicode case folding makes equal to ASCII
@@ -291,6 +347,9 @@ impl Scanner {
         let mut detectors = Vec::new();
         let mut groups = Groups::default();
         let mut runs = RunKinds::default();
+        // Per group whose near words have a tail, the tail and its members'
+        // patterns ([`Ends`]).
+        let mut ending: BTreeMap<usize, (usize, Vec<String>)> = BTreeMap::new();
         let specs = pii::specs()
             .into_iter()
             .chain(secrets::specs())
@@ -348,6 +407,13 @@ impl Scanner {
                     .transpose()?,
                 _ => None,
             };
+            if let (Some(g), Some(tail)) = (group, spec.near.and_then(|near| near.tail)) {
+                ending
+                    .entry(g)
+                    .or_insert((tail, Vec::new()))
+                    .1
+                    .push(pattern.clone());
+            }
             detectors.push(Detector {
                 kind: spec.kind,
                 rule: Arc::from(spec.rule),
@@ -414,13 +480,16 @@ impl Scanner {
         }
 
         let Groups {
-            groups,
+            mut groups,
             anchors,
             anchor_groups,
             nears,
             anchor_nears,
             ..
         } = groups;
+        for (g, (tail, patterns)) in ending {
+            groups[g].ends = Some(Ends::new(&patterns, tail)?);
+        }
         // Groups some data (not injection) detector is a member of.
         let mut data_groups = vec![false; groups.len()];
         for d in &detectors {
@@ -692,9 +761,16 @@ impl Scanner {
                 let high = hit.start + near.after;
                 let words = t.near_hits.get(n).map_or(&[][..], Vec::as_slice);
                 let first = words.partition_point(|&w| w < low);
-                if words.get(first).is_some_and(|&w| w <= high) {
-                    self.open_window(&mut t, g, hit, from, hay.len());
+                if !words.get(first).is_some_and(|&w| w <= high) {
+                    continue;
                 }
+                if let Some(ends) = &self.groups[g].ends {
+                    let low = self.window_start(g, &hit, from);
+                    if !ends.may_end(hay, low, hit.start) {
+                        continue;
+                    }
+                }
+                self.open_window(&mut t, g, hit, from, hay.len());
             }
         }
         // Each source gives hits in order of their start, but windows start
@@ -757,11 +833,10 @@ impl Scanner {
         let Some(reach) = self.groups[g].reach else {
             return;
         };
-        // A match of at most `reach` bytes that contains this hit lies in
-        // here. One byte more at the end, so that no match ends where the
-        // window does: there `\b` and `$` would see the end of the text
-        // instead of what follows. Window starts follow hit ends.
-        let start = hit.end.saturating_sub(reach).max(from);
+        // One byte more at the end, so that no match ends where the window
+        // does: there `\b` and `$` would see the end of the text instead
+        // of what follows.
+        let start = self.window_start(g, &hit, from);
         // Hits without a near word never get here, so a near set's tail
         // bounds every window of its group.
         let tail = self.groups[g]
@@ -778,6 +853,14 @@ impl Scanner {
             return;
         }
         push_window(list(&mut t.windows, self.groups.len(), g), start..end);
+    }
+
+    /// Where the window of group `g` around an anchor hit starts: a match
+    /// of at most `reach` bytes that contains the hit starts here or
+    /// later. Window starts follow hit ends.
+    fn window_start(&self, g: usize, hit: &Range<usize>, from: usize) -> usize {
+        let reach = self.groups[g].reach.unwrap_or(usize::MAX);
+        hit.end.saturating_sub(reach).max(from)
     }
 
     /// Where detector `i` runs in this scan: `Skip`, `Whole`, or windows
@@ -1143,6 +1226,7 @@ impl Groups {
             // A leading hit is at a word start too.
             word_start: start != Start::Any,
             near,
+            ends: None,
         });
         for word in &key.0 {
             let at = self.anchor(word, exact);
