@@ -761,7 +761,7 @@ impl Scanner {
                 let high = hit.start + near.after;
                 let words = t.near_hits.get(n).map_or(&[][..], Vec::as_slice);
                 let first = words.partition_point(|&w| w < low);
-                if !words.get(first).is_some_and(|&w| w <= high) {
+                if words.get(first).is_none_or(|&w| w > high) {
                     continue;
                 }
                 if let Some(ends) = &self.groups[g].ends {
