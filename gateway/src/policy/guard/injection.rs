@@ -514,48 +514,37 @@ pub(super) fn specs() -> Vec<Spec> {
         ),
         // From the leading verb ("hypothetically, speaking, if") through "you did
         // not have", three filler words, "not restricted by", "your" and two more
-        // filler words to the limit word: 830 bytes.
-        near(
-            &[
-                "filter",
-                "filters",
-                "restrictions",
-                "limitations",
-                "guidelines",
-                "censorship",
-                "morals",
-                "ethics",
-                "rules",
-                "policy",
-                "policies",
-                "limits",
-                "constraints",
-                "boundaries",
-                "safeguards",
-                "programming",
-            ],
-            0,
-            840,
-            phrase(
-                RolePlay,
-                "pretend_no_limits",
+        // filler words to the limit word: 830 bytes. The limit word
+        // ("restrictions", 12 bytes) ends the match, so its anchor is the limit
+        // word and the verbs are near words: a reverse search from each limit
+        // word reads back a few bytes where the window before it is 830.
+        ending(
+            12,
+            near(
                 &[
-                    b"pretend",
-                    b"imagine",
-                    b"act",
-                    b"suppose",
-                    b"assume",
-                    b"hypothetical",
-                    b"what",
-                    b"world",
+                    "pretend",
+                    "imagine",
+                    "act",
+                    "suppose",
+                    "assume",
+                    "hypothetically",
+                    "what",
+                    "world",
                 ],
-                concat!(
-                    r"(?i)\b(?:pretend|imagine|act as if|act like|suppose|assume|hypothetically,?(?: speaking)?,? if|what if|in a world where)(?: that)? you(?:'re|’re| are| were| have| had| did not have| didn't have| possess)? ",
-                    r"(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
-                    limits!(),
-                    r"\b"
+                840,
+                0,
+                phrase(
+                    RolePlay,
+                    "pretend_no_limits",
+                    LIMIT_ANCHORS,
+                    concat!(
+                        r"(?i)\b(?:pretend|imagine|act as if|act like|suppose|assume|hypothetically,?(?: speaking)?,? if|what if|in a world where)(?: that)? you(?:'re|’re| are| were| have| had| did not have| didn't have| possess)? ",
+                        r"(?:[0-9A-Za-z_'’,]{1,24} ){0,3}?(?:no|zero|without|free of|free from|not bound by|not restricted by|unbound by|released from|liberated from|beyond) (?:any |all |your )?(?:[0-9A-Za-z_'’]{1,24} ){0,2}?",
+                        limits!(),
+                        r"\b"
+                    ),
+                    check_unquantified,
                 ),
-                check_unquantified,
             ),
         ),
         ending(
