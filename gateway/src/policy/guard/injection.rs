@@ -477,32 +477,34 @@ pub(super) fn specs() -> Vec<Spec> {
             accept,
         ),
         // From "rest of this conversation," through "you are going to pretend to
-        // be the" and two filler words to the persona adjective: 529 bytes.
-        near(
-            &[
-                "unfiltered",
-                "uncensored",
-                "unrestricted",
-                "amoral",
-                "immoral",
-                "jailbroken",
-                "unethical",
-                "evil",
-                "rogue",
-                "unchained",
-                "unbound",
-                "free",
-                "different",
-                "new",
-            ],
-            0,
-            540,
-            phrase(
-                RolePlay,
-                "from_now_on_persona",
-                &[b"now", b"henceforth", b"rest"],
-                r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
-                accept,
+        // be the" and two filler words to the persona adjective: 529 bytes; then
+        // the adjective ("unrestricted") and a space (24) to the noun: 565. The
+        // noun ("assistant", 9 bytes) ends the match, so it is the anchor and
+        // the opening words are near words: a reverse search from each noun
+        // reads back a few bytes where the window before it is 565.
+        ending(
+            9,
+            near(
+                &["now", "henceforth", "rest"],
+                570,
+                0,
+                phrase(
+                    RolePlay,
+                    "from_now_on_persona",
+                    &[
+                        b"ai",
+                        b"assistant",
+                        b"chatbot",
+                        b"model",
+                        b"bot",
+                        b"persona",
+                        b"character",
+                        b"version",
+                        b"entity",
+                    ],
+                    r"(?i)\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),? you (?:are|will be|will act as|are going to (?:act as|be|pretend to be)|will pretend to be|must act as) (?:an? |the |my )?(?:[0-9A-Za-z_'’,]{1,24} ){0,2}?(?:unfiltered|uncensored|unrestricted|amoral|immoral|jailbroken|unethical|evil|rogue|unchained|unbound|free|different|new) (?:ai|assistant|chatbot|model|bot|persona|character|version|entity)\b",
+                    accept,
+                ),
             ),
         ),
         phrase(
