@@ -238,13 +238,7 @@ mod tests {
     /// bytes, from every start, for minimums up to past a block.
     #[test]
     fn runs_equal_a_byte_loop() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::policy::guard::tests::xorshift(0x9E37_79B9_7F4A_7C15u64);
         for case in 0..300 {
             let mut hay = Vec::new();
             let len = next(300);

@@ -406,13 +406,7 @@ mod tests {
     #[test]
     fn number_runs_equal_a_byte_loop() {
         let alphabet = b"0123456789 .-()+aXYZ/\xc3\xa9";
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::policy::guard::tests::xorshift(0x2545_F491_4F6C_DD1Du64);
         for case in 0..400 {
             let len = next(200);
             // Runs of one byte class, so long runs cross blocks too.

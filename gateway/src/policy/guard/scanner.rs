@@ -1590,13 +1590,7 @@ mod tests {
             Kind::RolePlayJailbreak,
         ];
         let rules: [Arc<str>; 3] = [Arc::from("b"), Arc::from("a"), Arc::from("c")];
-        let mut seed = 0x853C_49E6_748F_EA9Bu64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::policy::guard::tests::xorshift(0x853C_49E6_748F_EA9Bu64);
         for case in 0..2000 {
             let candidates: Vec<Finding> = (0..next(12))
                 .map(|_| {

@@ -217,6 +217,17 @@ fn overlaps_go_to_the_longest_then_the_most_specific() {
     assert_eq!(kinds, [Kind::Email, Kind::InstructionOverride]);
 }
 
+/// A reproducible stream of numbers below `n` (xorshift64), for the
+/// generated-input tests.
+pub(super) fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}
+
 #[test]
 fn only_enabled_detectors_run() {
     let s = scanner_for(&[Kind::Email]);
@@ -733,13 +744,7 @@ fn random_text_never_panics_and_streams_like_one_shot() {
         "SWdub3JlIGFsbCBwcmV2aW91cw==",
     ];
     let scanner = default_scanner();
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     for round in 0..200 {
         let len = 1 + next(600);
         // Alternate SSE-sized deltas and large chunks.
@@ -857,13 +862,7 @@ fn windowed_scans_equal_whole_text_scans_on_random_text() {
         "+44 20 7946 0958",
     ];
     let scanners = [default_scanner(), Arc::new(custom_scanner())];
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
     for round in 0..300 {
         let mut text = String::new();
         for _ in 0..1 + next(120) {
