@@ -116,6 +116,19 @@ pub fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// A process and all its descendants, parents first: a proxy run under a
+/// wrapper (perf record, say) is measured with the daemon it runs.
+pub fn tree(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let kids = children(all[i]);
+        all.extend(kids);
+        i += 1;
+    }
+    all
+}
+
 /// utime + stime of a process (all its threads), in clock ticks.
 pub fn cpu_ticks(pid: i32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -51,8 +51,8 @@ use nix::{
 };
 use serde_json::json;
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, upstream_counters,
-    TempDir, Wrk,
+    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree,
+    upstream_counters, TempDir, Wrk,
 };
 use trigate_e2e::{free_port, Daemon, HostPod, Node, Pod, Runner};
 
@@ -215,13 +215,7 @@ impl Proxy<'_> {
     fn pids(&self) -> Vec<i32> {
         match self {
             Proxy::None => vec![],
-            // Its process tree, as for the LLM bench: a wrapper (perf
-            // record, say) is measured with the daemon it runs.
-            Proxy::Trigate(d) => {
-                let mut v = vec![d.pid()];
-                v.extend(children(d.pid()));
-                v
-            }
+            Proxy::Trigate(d) => tree(d.pid()),
             Proxy::Nginx(n) => n.pids(),
         }
     }

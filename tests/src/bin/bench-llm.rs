@@ -57,7 +57,7 @@ use nix::{
 };
 use serde_json::{json, Value};
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, upstream_counters,
+    cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree, upstream_counters,
     TempDir, Wrk,
 };
 use trigate_e2e::{
@@ -280,18 +280,6 @@ fn lua_string(s: &str) -> String {
 // ------------------------------------------------------------------- wrk
 
 // ------------------------------------------------------------- processes
-
-/// A process and all its descendants.
-fn tree(pid: i32) -> Vec<i32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let kids = children(all[i]);
-        all.extend(kids);
-        i += 1;
-    }
-    all
-}
 
 fn clock_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -755,8 +743,6 @@ impl Proxy<'_> {
     fn cpu_ticks(&self) -> Result<u64> {
         match self {
             Proxy::None => Ok(0),
-            // Its process tree: a wrapper (perf record, say) is measured
-            // with the daemon it runs.
             Proxy::Gate(g) => tree(g.pid()).into_iter().map(cpu_ticks).sum(),
             Proxy::Other(p) => p.borrow_mut().cpu_ticks(),
         }

@@ -2,11 +2,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, StartKind};
-use std::panic::{RefUnwindSafe, UnwindSafe};
-
 use regex::{RegexSet, RegexSetBuilder};
 use regex_automata::util::pool::Pool;
 use regex_automata::{hybrid, meta, nfa::thompson};
@@ -1503,9 +1502,7 @@ fn resolve(candidates: Vec<Finding>) -> Vec<Finding> {
     resolve_overlaps(&mut data, &mut out);
     resolve_overlaps(&mut injection, &mut out);
     // Two ordered lists: the stable sort merges them.
-    out.sort_by(|a, b| {
-        (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
-    });
+    out.sort_by(by_position);
     out
 }
 
@@ -1515,9 +1512,7 @@ fn resolve(candidates: Vec<Finding>) -> Vec<Finding> {
 /// `pick`'s sort and map.
 fn resolve_overlaps(candidates: &mut Vec<Finding>, out: &mut Vec<Finding>) {
     // Each detector's candidates come in order: runs the stable sort merges.
-    candidates.sort_by(|a, b| {
-        (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
-    });
+    candidates.sort_by(by_position);
     let mut set: Vec<Finding> = Vec::new();
     let mut set_end = 0;
     for f in candidates.drain(..) {
@@ -1542,6 +1537,11 @@ fn resolve_overlaps(candidates: &mut Vec<Finding>, out: &mut Vec<Finding>) {
             out.append(&mut kept);
         }
     }
+}
+
+/// The order findings come out in: by start, end and kind.
+fn by_position(a: &Finding, b: &Finding) -> std::cmp::Ordering {
+    (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
 }
 
 fn pick(mut candidates: Vec<Finding>) -> Vec<Finding> {
@@ -1608,9 +1608,7 @@ mod tests {
                 .partition(|f| f.category() == Category::Injection);
             let mut want = pick(data);
             want.extend(pick(injection));
-            want.sort_by(|a, b| {
-                (a.range.start, a.range.end, a.kind).cmp(&(b.range.start, b.range.end, b.kind))
-            });
+            want.sort_by(by_position);
             assert_eq!(resolve(candidates), want, "case {case}");
         }
     }
