@@ -25,7 +25,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use super::finding::Kind;
-use super::runs::Trigger;
+use super::runs::{may_decode_to_text, Trigger, PRINTABLE_SHARE};
 use super::text::{
     accept, char_after, char_before, floor_boundary, has_word, window_before, Check, Hay, Near,
     Spec, Verdict,
@@ -1052,19 +1052,13 @@ fn check_fullwidth(h: &Hay<'_>, m: Range<usize>) -> Verdict {
     }
 }
 
-/// Share of decoded bytes that are printable ASCII or whitespace above
-/// which a blob is text, not binary (images, keys, hashes).
-const PRINTABLE_SHARE: f64 = 0.9;
-
 /// The text a base64 blob (standard or URL-safe alphabet, padded or not)
 /// decodes to, if it is text rather than binary (images, keys, hashes).
 fn decode_base64(blob: &str) -> Option<String> {
     let s = blob.trim_end_matches('=');
-    // Decode whole quanta only; a final lone character carries no byte.
-    let quanta = &s[..s.len() - usize::from(s.len() % 4 == 1)];
     // First, as it rules out most runs (hashes, keys) with a quarter of
     // their bytes read.
-    if !may_decode_to_text(quanta) {
+    if !may_decode_to_text(s.as_bytes()) {
         return None;
     }
     // Byte tests: `str::contains` with a char array decodes every
@@ -1074,7 +1068,8 @@ fn decode_base64(blob: &str) -> Option<String> {
     if standard && url {
         return None;
     }
-    let s = quanta;
+    // Decode whole quanta only; a final lone character carries no byte.
+    let s = &s[..s.len() - usize::from(s.len() % 4 == 1)];
     let bytes = if url {
         URL_SAFE_NO_PAD.decode(s)
     } else {
@@ -1092,26 +1087,6 @@ fn decode_base64(blob: &str) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// False when base64 characters `s` (whole quanta from their start, no
-/// padding) cannot decode to the printable share text needs, judged
-/// without decoding: a quantum whose first character is not in A-Z or a-f
-/// (alphabet index 32 or more) starts with a byte of 0x80 or more, which is
-/// not printable. Hashes, keys and signatures, most base64 runs in ordinary
-/// text, fail here.
-fn may_decode_to_text(s: &str) -> bool {
-    let high = s
-        .as_bytes()
-        .iter()
-        .step_by(4)
-        .filter(|&&c| !(c.is_ascii_uppercase() || (b'a'..=b'f').contains(&c)))
-        .count();
-    // The decoded length of a run of n characters is 3n/4, rounded down;
-    // the most printable bytes it can hold are compared as the decoded
-    // bytes' count is.
-    let len = s.len() * 3 / 4;
-    len.saturating_sub(high) as f64 >= PRINTABLE_SHARE * len as f64
 }
 
 fn check_base64(h: &Hay<'_>, m: Range<usize>) -> Verdict {
@@ -1331,7 +1306,7 @@ mod tests {
                 STANDARD_NO_PAD.encode(&bytes),
                 URL_SAFE_NO_PAD.encode(&bytes),
             ] {
-                let may = may_decode_to_text(&encoded);
+                let may = may_decode_to_text(encoded.as_bytes());
                 assert!(may || !text, "round {round}: {encoded} ruled out");
                 if may {
                     kept += 1;

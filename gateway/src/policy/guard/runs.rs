@@ -37,9 +37,12 @@ pub(super) enum Trigger {
     /// A run of hex digits, colons and dots with `::` or six colons or
     /// more: what every IPv6 address the rule accepts lies in.
     Colons,
-    /// A run of base64 characters at least `min` long; the rule's pattern
-    /// must be `[A-Za-z0-9+/_\-]{min,max}={0,2}`, which
-    /// [`base64_match`] finds without a regex.
+    /// A run of base64 characters at least `min` long that may decode to
+    /// text ([`may_decode_to_text`]): the rule looks for text encoded in
+    /// base64, and finds nothing, neither by its check nor by its decoder,
+    /// in a match that cannot decode to text. Its pattern must be
+    /// `[A-Za-z0-9+/_\-]{min,max}={0,2}`, which [`base64_match`] finds
+    /// without a regex.
     Base64 { min: usize, max: usize },
 }
 
@@ -282,6 +285,30 @@ pub(super) fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usiz
         |run| runs.push(run),
     );
     runs
+}
+
+/// Share of decoded bytes that are printable ASCII or whitespace above
+/// which a blob is text, not binary (images, keys, hashes).
+pub(super) const PRINTABLE_SHARE: f64 = 0.9;
+
+/// False when base64 characters `s` (no padding) cannot decode to the
+/// printable share text needs, judged without decoding: a quantum whose
+/// first character is not in A-Z or a-f (alphabet index 32 or more) starts
+/// with a byte of 0x80 or more, which is not printable. Hashes, keys,
+/// signatures and paths, most base64 runs in ordinary text, fail here.
+pub(super) fn may_decode_to_text(s: &[u8]) -> bool {
+    // Whole quanta only: a final lone character carries no byte.
+    let s = &s[..s.len() - usize::from(s.len() % 4 == 1)];
+    let high = s
+        .iter()
+        .step_by(4)
+        .filter(|&&c| !(c.is_ascii_uppercase() || (b'a'..=b'f').contains(&c)))
+        .count();
+    // The decoded length of a run of n characters is 3n/4, rounded down;
+    // the most printable bytes it can hold are compared as the decoded
+    // bytes' count is.
+    let len = s.len() * 3 / 4;
+    len.saturating_sub(high) as f64 >= PRINTABLE_SHARE * len as f64
 }
 
 /// The leftmost match of `[A-Za-z0-9+/_\-]{min,max}={0,2}` (greedy, as

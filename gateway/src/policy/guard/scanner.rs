@@ -868,6 +868,7 @@ impl Scanner {
         &self,
         i: usize,
         hay: &str,
+        more: bool,
         t: &'t Triggers,
         custom: &[bool],
         scratch: &'t mut Vec<Range<usize>>,
@@ -914,12 +915,22 @@ impl Scanner {
                 scratch.extend(t.colon_runs.iter().map(|r| r.start..past(r.end)));
                 return Scope::Windows(scratch);
             }
-            Trigger::Base64 { min, .. } => {
+            Trigger::Base64 { min, max } => {
+                // A run no longer than `max` is one match (the run and its
+                // padding, which decoding drops), so a run that cannot
+                // decode to text holds nothing for the rule. A longer one
+                // is cut into matches that each start a new quantum. In a
+                // stream every run is searched: its matches keep the text
+                // from being cut inside them, where a scan resumed mid-run
+                // would decode other quanta.
+                let text = |r: &Range<usize>| {
+                    more || r.len() > max || runs::may_decode_to_text(&hay.as_bytes()[r.clone()])
+                };
                 // Room for the `=` padding after the run.
                 scratch.extend(
                     t.base64_runs
                         .iter()
-                        .filter(|r| r.len() >= min)
+                        .filter(|r| r.len() >= min && text(r))
                         .map(|r| r.start..(r.end + 3).min(hay.len())),
                 );
                 return Scope::Windows(scratch);
@@ -1022,7 +1033,7 @@ impl Scanner {
                 continue;
             }
             let windows: &[Range<usize>] =
-                match self.scope(i, hay, &triggers, &unanchored, &mut scratch) {
+                match self.scope(i, hay, more, &triggers, &unanchored, &mut scratch) {
                     Scope::Skip => continue,
                     Scope::Whole => &whole,
                     Scope::Windows(_) if !windowed => &whole,
@@ -1400,59 +1411,79 @@ fn word_start_masks(hay: &[u8], from: usize) -> impl Iterator<Item = (usize, u64
     })
 }
 
-/// The first three bytes of a set of literals, ASCII case folded and
+/// The first four bytes of a set of literals, ASCII case folded and
 /// hashed into a bit set (32 KiB, L1-sized): most word starts are ruled out
 /// with one lookup, where walking the trie cost a few mispredicted branches
-/// and a cache miss each. Two bytes let 43% of the word starts of the
-/// bench's text through ("no", "re", "co"); three, far fewer.
-struct Prefixes(Box<[u64; PREFIX_WORDS]>);
+/// and a cache miss each (its DFA is over 200 KiB). Two bytes let 43% of
+/// the word starts of the bench's text through ("no", "re", "co"), three
+/// 16% ("for" of "forget", "sta" of "stands"), four 9% (14k of 157k per
+/// MiB, where 9k literals start). A three-byte literal sets every key it
+/// starts; those of one or two bytes, which would set a sixteenth of the
+/// set each, are kept apart, by their two bytes (8 KiB).
+struct Prefixes {
+    four: Box<[u64; PREFIX_WORDS]>,
+    short: Box<[u64; 1 << 10]>,
+}
 
 const PREFIX_BITS: u32 = 18;
 const PREFIX_WORDS: usize = 1 << (PREFIX_BITS - 6);
 
+/// Bytes equal ignoring ASCII case are equal with bit 5 set: a folded
+/// key never misses, and other bytes that share it or its hash only cost
+/// a walk.
+const FOLD: u32 = 0x2020_2020;
+
 impl Prefixes {
     fn of(literals: &[Vec<u8>]) -> Prefixes {
-        let mut set = Prefixes(Box::new([0; PREFIX_WORDS]));
+        let mut set = Prefixes {
+            four: Box::new([0; PREFIX_WORDS]),
+            short: Box::new([0; 1 << 10]),
+        };
         let any = 0..=u8::MAX;
         for literal in literals {
             match literal[..] {
                 [] => {}
-                [a] => any
-                    .clone()
-                    .for_each(|b| any.clone().for_each(|c| set.insert(a, b, c))),
-                [a, b] => any.clone().for_each(|c| set.insert(a, b, c)),
-                [a, b, c, ..] => set.insert(a, b, c),
+                [a] => any.clone().for_each(|b| set.insert_short(a, b)),
+                [a, b] => set.insert_short(a, b),
+                [a, b, c] => any.clone().for_each(|d| set.insert(a, b, c, d)),
+                [a, b, c, d, ..] => set.insert(a, b, c, d),
             }
         }
         set
     }
 
-    /// Bytes equal ignoring ASCII case are equal with bit 5 set: a folded
-    /// key never misses, and other bytes that share it or its hash only
-    /// cost a walk.
-    fn key(a: u8, b: u8, c: u8) -> usize {
-        let folded = u32::from_le_bytes([a | 0x20, b | 0x20, c | 0x20, 0]);
+    fn key(word: u32) -> usize {
         // Fibonacci hashing: the top bits of the product.
-        (folded.wrapping_mul(0x9E37_79B1) >> (32 - PREFIX_BITS)) as usize
+        ((word | FOLD).wrapping_mul(0x9E37_79B1) >> (32 - PREFIX_BITS)) as usize
     }
 
-    fn insert(&mut self, a: u8, b: u8, c: u8) {
-        let key = Prefixes::key(a, b, c);
-        self.0[key / 64] |= 1 << (key % 64);
+    fn short_key(word: u32) -> usize {
+        ((word | FOLD) & 0xFFFF) as usize
+    }
+
+    fn insert(&mut self, a: u8, b: u8, c: u8, d: u8) {
+        let key = Prefixes::key(u32::from_le_bytes([a, b, c, d]));
+        self.four[key / 64] |= 1 << (key % 64);
+    }
+
+    fn insert_short(&mut self, a: u8, b: u8) {
+        let key = Prefixes::short_key(u32::from_le_bytes([a, b, 0, 0]));
+        self.short[key / 64] |= 1 << (key % 64);
     }
 
     /// Whether some literal may start at `hay[at]`; bytes past the end
     /// read as 0, which no literal longer than the text can match anyway.
     fn may_start(&self, hay: &[u8], at: usize) -> bool {
-        let key = match hay.get(at..at + 4) {
-            // One load for the three bytes, but near the end.
-            Some(&[a, b, c, _]) => Prefixes::key(a, b, c),
+        let word = match hay.get(at..at + 4) {
+            // One load for the four bytes, but near the end.
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
             _ => {
                 let byte = |i: usize| hay.get(i).copied().unwrap_or(0);
-                Prefixes::key(byte(at), byte(at + 1), byte(at + 2))
+                u32::from_le_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
             }
         };
-        self.0[key / 64] & 1 << (key % 64) != 0
+        let (four, short) = (Prefixes::key(word), Prefixes::short_key(word));
+        (self.four[four / 64] >> (four % 64) | self.short[short / 64] >> (short % 64)) & 1 != 0
     }
 }
 
@@ -1670,6 +1701,9 @@ mod tests {
             include_str!("testdata/tuning.jsonl"),
             "IGNORE all Previous rules; the NoW-new Rule: q x9_Z x9 qq _prompt \
              preprompt, pre-prompt ignoreignore 9ignore é-forget\u{212A}now",
+            // Short literals at the end, where the prefix key reads zeros.
+            "ends with x9",
+            "ends with ai q",
         ];
         for text in texts {
             let hay = text.as_bytes();
