@@ -46,9 +46,9 @@ fn block_masks<const K: usize>(block: &[u8], classes: impl Fn(u8x16) -> [u8x16; 
 
 /// Maximal runs of `run` bytes in `hay[from..]` that hold at least `min`
 /// bytes of `counted` (a subclass of `run`), and at least one, in order; a
-/// run that starts before `from` is taken from `from`. Only runs at least
-/// `min` long, or that reach a block's end, get a step of their own: the
-/// short runs of ordinary text are skipped with the bits of their block.
+/// run that starts before `from` is taken from `from`. The walks of the
+/// scanner share their blocks ([`RunWalk`]); this one walks one class.
+#[cfg(test)]
 pub(super) fn for_each_run(
     hay: &[u8],
     from: usize,
@@ -56,49 +56,88 @@ pub(super) fn for_each_run(
     classes: impl Fn(u8x16) -> [u8x16; 2],
     mut visit: impl FnMut(Range<usize>),
 ) {
-    let min = min.max(1);
-    // The run that reached the previous block's end: its start, and its
-    // counted bytes so far.
-    let mut open: Option<(usize, usize)> = None;
+    let mut walk = RunWalk::new(min);
     let mut base = from;
     while base < hay.len() {
-        let [mut rest, counted] = masks(hay, base, &classes);
+        let [run, counted] = masks(hay, base, &classes);
+        walk.block(base, run, counted, &mut visit);
+        base += 64;
+    }
+    walk.finish(hay.len(), &mut visit);
+}
+
+/// A walk over the maximal runs of one class that hold at least `min`
+/// bytes of a subclass, fed one 64-byte block's masks at a time, so that
+/// walks over several classes share the blocks' loads and classes (the
+/// digits are in both the number and the base64 class). Only runs at
+/// least `min` long, or that reach a block's end, get a step of their
+/// own: the short runs of ordinary text are skipped with the bits of
+/// their block.
+pub(super) struct RunWalk {
+    min: usize,
+    /// The run that reached the previous block's end: its start, and its
+    /// counted bytes so far.
+    open: Option<(usize, usize)>,
+}
+
+impl RunWalk {
+    pub(super) fn new(min: usize) -> RunWalk {
+        RunWalk {
+            min: min.max(1),
+            open: None,
+        }
+    }
+
+    /// The block at `base` (blocks follow one another from the first,
+    /// where a run starts, to the last): its bytes in the run class and in
+    /// the counted class, bits past the text's end clear.
+    #[inline(always)]
+    pub(super) fn block(
+        &mut self,
+        base: usize,
+        mut run: u64,
+        counted: u64,
+        visit: &mut impl FnMut(Range<usize>),
+    ) {
+        let min = self.min;
         let count = |bits: u64| (counted & bits).count_ones() as usize;
-        if let Some((start, so_far)) = open {
-            let len = rest.trailing_ones() as usize;
+        if let Some((start, so_far)) = self.open {
+            let len = run.trailing_ones() as usize;
             let so_far = so_far + count(low_bits(len));
             if len == 64 {
-                open = Some((start, so_far));
-                base += 64;
-                continue;
+                self.open = Some((start, so_far));
+                return;
             }
-            open = None;
+            self.open = None;
             if so_far >= min {
                 visit(start..base + len);
             }
-            rest &= !low_bits(len);
+            run &= !low_bits(len);
         }
-        if rest >> 63 == 1 {
-            let tail = 64 - rest.leading_ones() as usize;
-            open = Some((base + tail, count(!low_bits(tail))));
-            rest &= low_bits(tail);
+        if run >> 63 == 1 {
+            let tail = 64 - run.leading_ones() as usize;
+            self.open = Some((base + tail, count(!low_bits(tail))));
+            run &= low_bits(tail);
         }
         // Bit 0 starts a run here: one that came from the previous block
         // was `open` and is cleared.
-        let mut long = rest & !(rest << 1) & long_starts(rest, min);
+        let mut long = run & !(run << 1) & long_starts(run, min);
         while long != 0 {
             let i = long.trailing_zeros() as usize;
             long &= long - 1;
-            let len = (rest >> i).trailing_ones() as usize;
+            let len = (run >> i).trailing_ones() as usize;
             if count(low_bits(len) << i) >= min {
                 visit(base + i..base + i + len);
             }
         }
-        base += 64;
     }
-    if let Some((start, so_far)) = open {
-        if so_far >= min {
-            visit(start..hay.len());
+
+    /// The run that reached the last block's end, at the text's `end`.
+    pub(super) fn finish(self, end: usize, visit: &mut impl FnMut(Range<usize>)) {
+        if let Some((start, so_far)) = self.open {
+            if so_far >= self.min {
+                visit(start..end);
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
-use super::classes::{self, base64, digit, number};
+use super::classes::{self, digit, RunWalk};
 use super::config::BuildError;
 
 /// Which trigger a built-in rule runs on (see [`super::text::Spec`]).
@@ -140,54 +140,88 @@ const BASE64_BYTES: [bool; 256] = {
     table
 };
 
-/// Number runs in `text[from..]` with at least `min_digits` digits (and
-/// at least one), in order; a run that starts before `from` is taken from
-/// `from`: a scan never reports a match that starts there. `min_digits` is
-/// the fewest any enabled number rule needs: in a stream, a run with fewer
-/// and every part of it run no rule, whole or cut, so it needs no
-/// protection from cuts either.
-///
-/// Only runs with the digits are read byte by byte
-/// ([`classes::for_each_run`]): hashes, UUIDs, small numbers and
-/// indentation, most stretches of number bytes in machine text, have fewer.
-pub(super) fn number_runs(text: &str, from: usize, min_digits: u32) -> Vec<NumberRun> {
+/// The runs the run triggers need in `text[from..]`, in order, from one
+/// pass over its 64-byte blocks ([`classes::RunWalk`]). A run that starts
+/// before `from` is taken from `from`: a scan never reports a match that
+/// starts there.
+#[derive(Debug, Default)]
+pub(super) struct Runs {
+    /// Number runs with at least `min_digits` digits (and at least one).
+    /// `min_digits` is the fewest any enabled number rule needs: in a
+    /// stream, a run with fewer and every part of it run no rule, whole or
+    /// cut, so it needs no protection from cuts either.
+    pub numbers: Vec<NumberRun>,
+    /// Maximal runs of base64 characters (both alphabets) at least
+    /// `base64_min` long.
+    pub base64: Vec<Range<usize>>,
+}
+
+/// [`Runs`] for the walks asked for (`None`: not needed). Only runs with
+/// the digits, or the length, get a step of their own: hashes, UUIDs,
+/// small numbers and indentation, most stretches of number bytes in
+/// machine text, have too few digits, and words are too short for base64.
+pub(super) fn runs(
+    text: &str,
+    from: usize,
+    min_digits: Option<u32>,
+    base64_min: Option<usize>,
+) -> Runs {
     let bytes = text.as_bytes();
-    let need = min_digits.max(1);
-    let mut runs = Vec::new();
-    let min_len = usize::try_from(need).unwrap_or(usize::MAX);
-    classes::for_each_run(
-        bytes,
-        from,
-        min_len,
-        |v| [number(v), digit(v)],
-        |range| {
-            let mut run = NumberRun {
-                range: range.clone(),
-                digits: 0,
-                dots: 0,
-                dashes: 0,
-                plus: 0,
-            };
-            for &b in &bytes[range] {
-                match b {
-                    b'0'..=b'9' => run.digits += 1,
-                    b'.' => run.dots += 1,
-                    b'-' => run.dashes += 1,
-                    b'+' => run.plus += 1,
-                    _ => {}
-                }
-            }
-            // No match starts or ends with a space; a digit stops both loops.
-            while bytes[run.range.start] == b' ' {
-                run.range.start += 1;
-            }
-            while bytes[run.range.end - 1] == b' ' {
-                run.range.end -= 1;
-            }
-            runs.push(run);
-        },
-    );
-    runs
+    let mut found = Runs::default();
+    let min_digits = min_digits.map(|min| usize::try_from(min).unwrap_or(usize::MAX));
+    let mut numbers = min_digits.map(RunWalk::new);
+    let mut base64s = base64_min.map(RunWalk::new);
+    let mut number = |range| found.numbers.push(number_run(bytes, range));
+    let mut base64 = |range| found.base64.push(range);
+    let mut base = from;
+    while base < bytes.len() {
+        let [numeric, digits, encoded] = classes::masks(bytes, base, |v| {
+            [classes::number(v), digit(v), classes::base64(v)]
+        });
+        if let Some(walk) = &mut numbers {
+            walk.block(base, numeric, digits, &mut number);
+        }
+        if let Some(walk) = &mut base64s {
+            walk.block(base, encoded, encoded, &mut base64);
+        }
+        base += 64;
+    }
+    if let Some(walk) = numbers {
+        walk.finish(bytes.len(), &mut number);
+    }
+    if let Some(walk) = base64s {
+        walk.finish(bytes.len(), &mut base64);
+    }
+    found
+}
+
+/// The number run of number bytes `range`: its counts, and the range
+/// without leading and trailing spaces.
+fn number_run(bytes: &[u8], range: Range<usize>) -> NumberRun {
+    let mut run = NumberRun {
+        range: range.clone(),
+        digits: 0,
+        dots: 0,
+        dashes: 0,
+        plus: 0,
+    };
+    for &b in &bytes[range] {
+        match b {
+            b'0'..=b'9' => run.digits += 1,
+            b'.' => run.dots += 1,
+            b'-' => run.dashes += 1,
+            b'+' => run.plus += 1,
+            _ => {}
+        }
+    }
+    // No match starts or ends with a space; a digit stops both loops.
+    while bytes[run.range.start] == b' ' {
+        run.range.start += 1;
+    }
+    while bytes[run.range.end - 1] == b' ' {
+        run.range.end -= 1;
+    }
+    run
 }
 
 /// The starts of `[A-Z]{2}[0-9]{2}` at an ASCII word boundary in
@@ -270,23 +304,6 @@ fn is_base64_byte(b: u8) -> bool {
     BASE64_BYTES[usize::from(b)]
 }
 
-/// Maximal runs of base64 characters (both alphabets) in `text[from..]` at
-/// least `min` bytes long, in order.
-pub(super) fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usize>> {
-    let mut runs = Vec::new();
-    classes::for_each_run(
-        text.as_bytes(),
-        from,
-        min,
-        |v| {
-            let b = base64(v);
-            [b, b]
-        },
-        |run| runs.push(run),
-    );
-    runs
-}
-
 /// Share of decoded bytes that are printable ASCII or whitespace above
 /// which a blob is text, not binary (images, keys, hashes).
 pub(super) const PRINTABLE_SHARE: f64 = 0.9;
@@ -361,6 +378,15 @@ mod tests {
 
     fn numbers(text: &str, from: usize) -> Vec<NumberRun> {
         number_runs(text, from, MIN_RUN_DIGITS)
+    }
+
+    /// Each walk is checked with the other on: they share the blocks.
+    fn number_runs(text: &str, from: usize, min_digits: u32) -> Vec<NumberRun> {
+        runs(text, from, Some(min_digits), Some(32)).numbers
+    }
+
+    fn base64_runs(text: &str, from: usize, min: usize) -> Vec<Range<usize>> {
+        runs(text, from, Some(MIN_RUN_DIGITS), Some(min)).base64
     }
 
     fn is_number_byte(b: u8) -> bool {

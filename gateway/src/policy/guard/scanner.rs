@@ -257,7 +257,7 @@ struct PatternUse {
 /// Which run triggers some detector uses, so a scan computes only those.
 struct RunKinds {
     numbers: bool,
-    /// The fewest digits a number rule needs ([`runs::number_runs`]).
+    /// The fewest digits a number rule needs ([`runs::Runs::numbers`]).
     min_digits: u32,
     country_codes: bool,
     colons: bool,
@@ -664,17 +664,23 @@ impl Scanner {
             colon_runs: Vec::new(),
             base64_runs: Vec::new(),
         };
-        if self.runs.numbers {
-            t.numbers = runs::number_runs(hay, from, self.runs.min_digits);
+        // Decoded text is searched for base64 only where a data rule runs
+        // on base64 runs.
+        let base64 = self
+            .runs
+            .base64
+            .filter(|_| !data_only || self.runs.base64_data);
+        let min_digits = self.runs.numbers.then_some(self.runs.min_digits);
+        if min_digits.is_some() || base64.is_some() {
+            let found = runs::runs(hay, from, min_digits, base64);
+            t.numbers = found.numbers;
+            t.base64_runs = found.base64;
         }
         if self.runs.country_codes {
             t.country_codes = runs::country_codes(hay, from);
         }
         if self.runs.colons {
             t.colon_runs = runs::colon_runs(hay, from);
-        }
-        if let (Some(min), false) = (self.runs.base64, data_only && !self.runs.base64_data) {
-            t.base64_runs = runs::base64_runs(hay, from, min);
         }
         for (byte, groups) in &self.byte_anchors {
             for (at, _) in hay[from..].match_indices(char::from(*byte)) {
