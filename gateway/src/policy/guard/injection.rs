@@ -27,8 +27,8 @@ use base64::Engine;
 use super::finding::Kind;
 use super::runs::{may_decode_to_text, Trigger, PRINTABLE_SHARE};
 use super::text::{
-    accept, char_after, char_before, floor_boundary, has_word, window_before, Check, Hay, Near,
-    Spec, Verdict,
+    accept, char_after, char_before, floor_boundary, has_word, reject, window_before, Check,
+    Decoding, Hay, Near, Spec, Verdict,
 };
 
 const LIMIT_ANCHORS: &[&[u8]] = &[
@@ -717,7 +717,11 @@ pub(super) fn specs() -> Vec<Spec> {
             pattern: r"[\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{2066}-\x{2069}\x{FEFF}\x{180E}\x{E0000}-\x{E007F}]+",
             flexible_spaces: false,
             check: check_invisible,
-            decode: Some((decode_tags, "tag_characters_decoded")),
+            decode: Some(Decoding {
+                decode: decode_tags,
+                finding: None,
+                data_rule: "tag_characters_decoded",
+            }),
             trigger: Trigger::Anchors,
         },
         Spec {
@@ -739,8 +743,13 @@ pub(super) fn specs() -> Vec<Spec> {
             anchors: &[],
             pattern: r"[A-Za-z0-9+/_\-]{32,8192}={0,2}",
             flexible_spaces: false,
-            check: check_base64,
-            decode: Some((decode_base64, "base64_decoded")),
+            // Decoded once per match, for both its instructions and data.
+            check: reject,
+            decode: Some(Decoding {
+                decode: decode_base64,
+                finding: Some(has_instruction_words),
+                data_rule: "base64_decoded",
+            }),
             // Every match is a run of 32 alphabet characters or more.
             trigger: Trigger::Base64 { min: 32, max: 8192 },
         },
@@ -1087,13 +1096,6 @@ fn decode_base64(blob: &str) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-fn check_base64(h: &Hay<'_>, m: Range<usize>) -> Verdict {
-    match decode_base64(&h.text[m.clone()]) {
-        Some(text) if has_instruction_words(&text) => Verdict::Accept(m),
-        _ => Verdict::Reject,
-    }
 }
 
 /// Tag characters U+E0020-U+E007E mirror printable ASCII; models read them.

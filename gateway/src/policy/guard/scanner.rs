@@ -17,8 +17,8 @@ use super::config::{
 use super::finding::{Category, Finding, Kind};
 use super::runs::{self, ContextWords, NumberRun, Trigger};
 use super::text::{
-    accept, ceil_boundary, floor_boundary, max_match_len, Check, Decode, Hay, Near, Spec, Verdict,
-    LOOKAROUND,
+    accept, ceil_boundary, floor_boundary, max_match_len, Check, Decoding, Hay, Near, Spec,
+    Verdict, LOOKAROUND,
 };
 use super::{injection, pii, secrets};
 
@@ -38,7 +38,7 @@ struct Detector {
     regex: meta::Regex,
     check: Check,
     /// With the rule name for data found inside (`base64_decoded`).
-    decode: Option<(Decode, Arc<str>)>,
+    decode: Option<(Decoding, Arc<str>)>,
     /// What runs it: its anchors (then `group`) or a kind of run.
     trigger: Trigger,
     /// The trigger group of its anchors; `None` with [`Trigger::Anchors`]:
@@ -423,7 +423,7 @@ impl Scanner {
                 folds: folds(&pattern),
                 regex,
                 check: spec.check,
-                decode: spec.decode.map(|(d, rule)| (d, Arc::from(rule))),
+                decode: spec.decode.map(|d| (d, Arc::from(d.data_rule))),
             });
         }
 
@@ -1134,21 +1134,31 @@ impl Pass<'_> {
                     Verdict::Pending => self.open_from = self.open_from.min(r.start),
                     _ => {}
                 }
-                if let (true, Some((decoder, rule))) = (self.decode, &detector.decode) {
-                    let scanner = self.scanner;
-                    let kind = decoder(&text[r.clone()]).and_then(|decoded| {
-                        *self
-                            .decoded
-                            .entry(decoded)
-                            .or_insert_with_key(|decoded| scanner.data_kind(decoded))
+                let Some((decoding, data_rule)) = detector.decode.as_ref().filter(|_| self.decode)
+                else {
+                    continue;
+                };
+                let Some(decoded) = (decoding.decode)(&text[r.clone()]) else {
+                    continue;
+                };
+                if decoding.finding.is_some_and(|finding| finding(&decoded)) {
+                    self.candidates.push(Finding {
+                        kind: detector.kind,
+                        rule: detector.rule.clone(),
+                        range: r.clone(),
                     });
-                    if let Some(kind) = kind {
-                        self.candidates.push(Finding {
-                            kind,
-                            rule: rule.clone(),
-                            range: r,
-                        });
-                    }
+                }
+                let scanner = self.scanner;
+                let kind = *self
+                    .decoded
+                    .entry(decoded)
+                    .or_insert_with_key(|decoded| scanner.data_kind(decoded));
+                if let Some(kind) = kind {
+                    self.candidates.push(Finding {
+                        kind,
+                        rule: data_rule.clone(),
+                        range: r,
+                    });
                 }
             }
         }

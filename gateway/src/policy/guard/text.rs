@@ -28,9 +28,20 @@ pub(super) enum Verdict {
 
 pub(super) type Check = fn(&Hay<'_>, Range<usize>) -> Verdict;
 
-/// Turns a match that hides text (a base64 blob, Unicode tag characters)
-/// into that text, for a second scan that finds data carried inside.
-pub(super) type Decode = fn(&str) -> Option<String>;
+/// How a rule's matches that hide text (a base64 blob, Unicode tag
+/// characters) are read: decoded once per match, for the rule's own
+/// verdict on the text and for a second scan that finds data carried
+/// inside.
+#[derive(Clone, Copy)]
+pub(super) struct Decoding {
+    /// The hidden text, if the match carries any.
+    pub decode: fn(&str) -> Option<String>,
+    /// Whether the decoded text alone makes the match a finding of the
+    /// rule (base64 that decodes to instructions), besides its `check`.
+    pub finding: Option<fn(&str) -> bool>,
+    /// The rule name for a finding of data inside.
+    pub data_rule: &'static str,
+}
 
 /// A built-in rule: a regex, the literals that any match contains (the
 /// prefilter runs the regex only when one occurs; case is ignored), and a
@@ -47,8 +58,8 @@ pub(super) struct Spec {
     pub check: Check,
     /// For encodings: decode each match and scan the result for data; a
     /// finding inside makes the whole match a finding of that kind, under
-    /// the rule name given here.
-    pub decode: Option<(Decode, &'static str)>,
+    /// [`Decoding::data_rule`].
+    pub decode: Option<Decoding>,
     /// What makes the scanner run the regex, and where.
     pub trigger: Trigger,
     /// A second word every match holds near an anchor; `None` for most.
@@ -84,6 +95,11 @@ pub(super) struct Near {
 /// Accepts the regex match as it is.
 pub(super) fn accept(_: &Hay<'_>, m: Range<usize>) -> Verdict {
     Verdict::Accept(m)
+}
+
+/// For a rule whose findings all come from its [`Decoding`].
+pub(super) fn reject(_: &Hay<'_>, _: Range<usize>) -> Verdict {
+    Verdict::Reject
 }
 
 pub(super) fn floor_boundary(text: &str, mut i: usize) -> usize {
