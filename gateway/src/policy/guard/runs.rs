@@ -39,8 +39,8 @@ pub(super) enum Trigger {
     Colons,
     /// A run of base64 characters at least `min` long that may decode to
     /// text ([`may_decode_to_text`]): the rule looks for text encoded in
-    /// base64, and finds nothing, neither by its check nor by its decoder,
-    /// in a match that cannot decode to text. Its pattern must be
+    /// base64 and finds nothing, of its own or as data inside, in a match
+    /// that cannot decode to text. Its pattern must be
     /// `[A-Za-z0-9+/_\-]{min,max}={0,2}`, which [`base64_match`] finds
     /// without a regex.
     Base64 { min: usize, max: usize },
