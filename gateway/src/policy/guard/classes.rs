@@ -189,7 +189,7 @@ pub(super) fn word(v: u8x16) -> u8x16 {
     digit(v) | within(v | u8x16::splat(0x20), b'a', b'z') | byte(v, b'_')
 }
 
-/// The bytes of a number run ([`super::runs::number_runs`]): digits,
+/// The bytes of a number run ([`super::runs::Runs::numbers`]): digits,
 /// space, `.`, `-`, `(`, `)`, `+`.
 pub(super) fn number(v: u8x16) -> u8x16 {
     digit(v)
