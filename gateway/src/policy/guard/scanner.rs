@@ -63,7 +63,8 @@ struct Group {
     /// How far from an anchor hit a member's match can reach, either way:
     /// the longest match any member can have (see
     /// [`super::text::max_match_len`]). `None`: some member's matches are
-    /// unbounded, so members run over the whole text once triggered.
+    /// unbounded, so members run over the whole text once triggered, or,
+    /// when `leading`, from each hit ([`Scope::Starts`]).
     reach: Option<usize>,
     /// Members' matches start at an anchor hit with a word boundary before
     /// it ([`Trigger::LeadingAnchors`]).
@@ -140,6 +141,9 @@ enum Scope<'a> {
     Whole,
     /// Merged, ordered windows; every match lies inside one of them.
     Windows(&'a [Range<usize>]),
+    /// Ordered positions where every match starts (leading anchor hits of
+    /// a rule whose matches have no bound): one anchored search at each.
+    Starts(&'a [usize]),
 }
 
 /// What the prefilter passes found: per group whether an anchor occurred,
@@ -147,6 +151,8 @@ enum Scope<'a> {
 struct Triggers {
     hit: Vec<bool>,
     windows: Vec<Vec<Range<usize>>>,
+    /// Per leading group without a longest match, its hits' starts.
+    starts: Vec<Vec<usize>>,
     /// A fold character occurred.
     folded: bool,
     /// Per near set, where its whole words start, in order.
@@ -655,6 +661,7 @@ impl Scanner {
         let mut t = Triggers {
             hit: vec![false; self.groups.len()],
             windows: Vec::new(),
+            starts: Vec::new(),
             folded: false,
             near_hits: Vec::new(),
             deferred: Vec::new(),
@@ -783,6 +790,12 @@ impl Scanner {
         // come from two sources (a byte and a longer literal): windows that
         // are out of order or overlap are ordered and merged here, so that
         // every match lies inside one window.
+        for starts in &mut t.starts {
+            if !starts.is_sorted() {
+                starts.sort_unstable();
+            }
+            starts.dedup();
+        }
         for windows in &mut t.windows {
             if !windows.windows(2).all(|w| w[0].end < w[1].start) {
                 windows.sort_by_key(|w| w.start);
@@ -836,6 +849,11 @@ impl Scanner {
     fn open_window(&self, t: &mut Triggers, g: usize, hit: Range<usize>, from: usize, len: usize) {
         t.hit[g] = true;
         let Some(reach) = self.groups[g].reach else {
+            // A window would reach to the end of the text; a match that
+            // starts at this hit is found from here instead.
+            if self.groups[g].leading && hit.start >= from {
+                list(&mut t.starts, self.groups.len(), g).push(hit.start);
+            }
             return;
         };
         // One byte more at the end, so that no match ends where the window
@@ -948,10 +966,14 @@ impl Scanner {
         if !t.hit[g] {
             return Scope::Skip;
         }
-        if self.groups[g].reach.is_none() || (t.folded && detector.folds) {
+        if t.folded && detector.folds {
             return Scope::Whole;
         }
-        Scope::Windows(t.windows.get(g).map_or(&[][..], Vec::as_slice))
+        match (self.groups[g].reach, self.groups[g].leading) {
+            (Some(_), _) => Scope::Windows(t.windows.get(g).map_or(&[][..], Vec::as_slice)),
+            (None, true) => Scope::Starts(t.starts.get(g).map_or(&[][..], Vec::as_slice)),
+            (None, false) => Scope::Whole,
+        }
     }
 
     /// Detectors without anchors that run in this scan: all of them but the
@@ -1042,8 +1064,12 @@ impl Scanner {
                 match self.scope(i, hay, more, &triggers, &unanchored, &mut scratch) {
                     Scope::Skip => continue,
                     Scope::Whole => &whole,
-                    Scope::Windows(_) if !windowed => &whole,
+                    Scope::Windows(_) | Scope::Starts(_) if !windowed => &whole,
                     Scope::Windows(windows) => windows,
+                    Scope::Starts(starts) => {
+                        pass.run_from(detector, starts);
+                        continue;
+                    }
                 };
             pass.run(detector, windows);
         }
@@ -1081,8 +1107,6 @@ impl Pass<'_> {
     /// validators) and ends with the window, which no match reaches.
     fn run(&mut self, detector: &Detector, windows: &[Range<usize>]) {
         let text = self.hay.text;
-        let more = self.hay.more;
-        let near_end = |end: usize| more && end + LOOKAROUND >= text.len();
         let mut at = self.from;
         for window in windows {
             // Widened to whole characters: the regex reads characters.
@@ -1107,60 +1131,91 @@ impl Pass<'_> {
                     continue;
                 }
                 at = r.end;
-                if more {
-                    self.spans.push(r.clone());
-                }
-                if near_end(r.end) {
-                    self.open_from = self.open_from.min(r.start);
-                }
-                match (detector.check)(&self.hay, r.clone()) {
-                    Verdict::Accept(f)
-                        if f.start >= self.from
-                            && f.start < f.end
-                            && text.get(f.clone()).is_some() =>
-                    {
-                        if near_end(f.end) {
-                            self.open_from = self.open_from.min(f.start);
-                        }
-                        if more {
-                            self.spans.push(f.clone());
-                        }
-                        self.candidates.push(Finding {
-                            kind: detector.kind,
-                            rule: detector.rule.clone(),
-                            range: f,
-                        });
-                    }
-                    Verdict::Pending => self.open_from = self.open_from.min(r.start),
-                    _ => {}
-                }
-                let Some((decoding, data_rule)) = detector.decode.as_ref().filter(|_| self.decode)
-                else {
-                    continue;
-                };
-                let Some(decoded) = (decoding.decode)(&text[r.clone()]) else {
-                    continue;
-                };
-                if decoding.finding.is_some_and(|finding| finding(&decoded)) {
-                    self.candidates.push(Finding {
-                        kind: detector.kind,
-                        rule: detector.rule.clone(),
-                        range: r.clone(),
-                    });
-                }
-                let scanner = self.scanner;
-                let kind = *self
-                    .decoded
-                    .entry(decoded)
-                    .or_insert_with_key(|decoded| scanner.data_kind(decoded));
-                if let Some(kind) = kind {
-                    self.candidates.push(Finding {
-                        kind,
-                        rule: data_rule.clone(),
-                        range: r,
-                    });
-                }
+                self.found(detector, r);
             }
+        }
+    }
+
+    /// Every match of `detector` when each starts at one of `starts`
+    /// (ordered): the same as searching the whole text, which finds the
+    /// leftmost start that has a match, then goes on from its end. Each
+    /// search reads only its match.
+    fn run_from(&mut self, detector: &Detector, starts: &[usize]) {
+        let text = self.hay.text;
+        let mut at = self.from;
+        for &start in starts {
+            if start < at {
+                continue;
+            }
+            let input = regex_automata::Input::new(text)
+                .range(start..)
+                .anchored(regex_automata::Anchored::Yes);
+            let Some(r) = detector.regex.find(input).map(|m| m.range()) else {
+                continue;
+            };
+            if r.is_empty() {
+                continue;
+            }
+            at = r.end;
+            self.found(detector, r);
+        }
+    }
+
+    /// A match `r` of `detector`: its verdict, and the data inside it if
+    /// the detector decodes its matches.
+    fn found(&mut self, detector: &Detector, r: Range<usize>) {
+        let text = self.hay.text;
+        let more = self.hay.more;
+        let near_end = |end: usize| more && end + LOOKAROUND >= text.len();
+        if more {
+            self.spans.push(r.clone());
+        }
+        if near_end(r.end) {
+            self.open_from = self.open_from.min(r.start);
+        }
+        match (detector.check)(&self.hay, r.clone()) {
+            Verdict::Accept(f)
+                if f.start >= self.from && f.start < f.end && text.get(f.clone()).is_some() =>
+            {
+                if near_end(f.end) {
+                    self.open_from = self.open_from.min(f.start);
+                }
+                if more {
+                    self.spans.push(f.clone());
+                }
+                self.candidates.push(Finding {
+                    kind: detector.kind,
+                    rule: detector.rule.clone(),
+                    range: f,
+                });
+            }
+            Verdict::Pending => self.open_from = self.open_from.min(r.start),
+            _ => {}
+        }
+        let Some((decoding, data_rule)) = detector.decode.as_ref().filter(|_| self.decode) else {
+            return;
+        };
+        let Some(decoded) = (decoding.decode)(&text[r.clone()]) else {
+            return;
+        };
+        if decoding.finding.is_some_and(|finding| finding(&decoded)) {
+            self.candidates.push(Finding {
+                kind: detector.kind,
+                rule: detector.rule.clone(),
+                range: r.clone(),
+            });
+        }
+        let scanner = self.scanner;
+        let kind = *self
+            .decoded
+            .entry(decoded)
+            .or_insert_with_key(|decoded| scanner.data_kind(decoded));
+        if let Some(kind) = kind {
+            self.candidates.push(Finding {
+                kind,
+                rule: data_rule.clone(),
+                range: r,
+            });
         }
     }
 }

@@ -105,7 +105,8 @@ pub(super) fn specs() -> Vec<Spec> {
             flexible_spaces: false,
             check: check_jwt,
             decode: None,
-            trigger: Trigger::Anchors,
+            // Unbounded, so without windows: searched from each hit.
+            trigger: Trigger::LeadingAnchors,
         },
         Spec {
             near: None,

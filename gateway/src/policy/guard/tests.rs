@@ -1059,6 +1059,33 @@ fn matches_next_to_non_ascii_letters_are_found() {
     }
 }
 
+/// A rule with unbounded matches that start at their anchor (`jwt`) is
+/// searched from each hit, not over the whole text: a hit inside an earlier
+/// match (a token's last part runs on into the next token after a `-`)
+/// starts no match of its own, as in a whole-text search.
+#[test]
+fn searches_from_each_hit_skip_hits_inside_a_match() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let scanner = default_scanner();
+    let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(r#"{"sub":"42","iat":1716239022}"#),
+        b64("0123456789abcdef0123456789abcdef")
+    );
+    for text in [
+        format!("{jwt}-{jwt}"),
+        format!("{jwt} {jwt}"),
+        format!("a={jwt}-{jwt}-{jwt}."),
+    ] {
+        let found = scanner.scan(&text).unwrap();
+        assert!(found.iter().any(|f| f.kind == Kind::Jwt), "{text}");
+        assert_eq!(found, scanner.scan_whole_text(&text), "{text}");
+    }
+}
+
 /// The scanner searches literals that start with a non-ASCII byte once per
 /// character start, anchored, taking the first that matches: each must
 /// start with a UTF-8 lead byte and none may be a prefix of another.
