@@ -790,12 +790,6 @@ impl Scanner {
         // come from two sources (a byte and a longer literal): windows that
         // are out of order or overlap are ordered and merged here, so that
         // every match lies inside one window.
-        for starts in &mut t.starts {
-            if !starts.is_sorted() {
-                starts.sort_unstable();
-            }
-            starts.dedup();
-        }
         for windows in &mut t.windows {
             if !windows.windows(2).all(|w| w[0].end < w[1].start) {
                 windows.sort_by_key(|w| w.start);
@@ -804,6 +798,14 @@ impl Scanner {
                     push_window(windows, w);
                 }
             }
+        }
+        // Hit starts of a group whose anchors come from two sources are
+        // ordered here, each once, for `Pass::run_from`.
+        for starts in &mut t.starts {
+            if !starts.is_sorted() {
+                starts.sort_unstable();
+            }
+            starts.dedup();
         }
         t
     }
@@ -1493,11 +1495,13 @@ fn word_start_masks(hay: &[u8], from: usize) -> impl Iterator<Item = (usize, u64
 /// set each, are kept apart, by their two bytes (8 KiB).
 struct Prefixes {
     four: Box<[u64; PREFIX_WORDS]>,
-    short: Box<[u64; 1 << 10]>,
+    short: Box<[u64; SHORT_WORDS]>,
 }
 
 const PREFIX_BITS: u32 = 18;
 const PREFIX_WORDS: usize = 1 << (PREFIX_BITS - 6);
+/// One bit per pair of bytes.
+const SHORT_WORDS: usize = 1 << (16 - 6);
 
 /// Bytes equal ignoring ASCII case are equal with bit 5 set: a folded
 /// key never misses, and other bytes that share it or its hash only cost
@@ -1508,7 +1512,7 @@ impl Prefixes {
     fn of(literals: &[Vec<u8>]) -> Prefixes {
         let mut set = Prefixes {
             four: Box::new([0; PREFIX_WORDS]),
-            short: Box::new([0; 1 << 10]),
+            short: Box::new([0; SHORT_WORDS]),
         };
         let any = 0..=u8::MAX;
         for literal in literals {
