@@ -3,6 +3,8 @@
 //! share a trace id. A valid one is passed on unchanged: the gateway does
 //! not export spans, so naming itself as the parent would break the chain.
 
+use hyper::header::HeaderValue;
+
 /// Whether `v` is a `traceparent` this gateway can pass on: version `00` in
 /// its exact form, or a later version whose first fields have that form
 /// (the spec asks to parse those by the version-00 rules).
@@ -26,9 +28,13 @@ pub fn is_valid(v: &str) -> bool {
         && hex(flags)
 }
 
+/// Length of a version-00 `traceparent`.
+const LEN: usize = 55;
+
 /// A version-00 `traceparent` from 24 random bytes (16 for the trace id,
 /// 8 for the parent id), not sampled: no span of ours is recorded.
-pub fn from_random(random: [u8; 24]) -> String {
+/// Written into a fixed array: it is made for every request without one.
+pub fn from_random(random: [u8; 24]) -> [u8; LEN] {
     let mut ids = random;
     // All-zero ids are invalid; make the (astronomically unlikely) case valid.
     if ids[..16].iter().all(|b| *b == 0) {
@@ -38,28 +44,26 @@ pub fn from_random(random: [u8; 24]) -> String {
         ids[23] = 1;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(55);
-    out.push_str("00-");
+    let mut out = *b"00-________________________________-________________-00";
+    // Trace id hex at 3..35, parent id hex at 36..52.
     for (i, b) in ids.iter().enumerate() {
-        if i == 16 {
-            out.push('-');
-        }
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+        let at = if i < 16 { 3 + 2 * i } else { 36 + 2 * (i - 16) };
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0xf)];
     }
-    out.push_str("-00");
     out
 }
 
 /// A fresh `traceparent`. Ids come from a per-thread generator seeded once
 /// from the OS: W3C asks for random ids, not secret ones, and a system call
 /// per request showed in the api gate's profile.
-pub fn generate() -> String {
+pub fn generate() -> Option<HeaderValue> {
     let mut random = [0u8; 24];
     for chunk in random.chunks_mut(8) {
         chunk.copy_from_slice(&random_u64().to_le_bytes());
     }
-    from_random(random)
+    // Lowercase hex and dashes: always a valid header value.
+    HeaderValue::from_bytes(&from_random(random)).ok()
 }
 
 /// A random number from the per-thread generator (ids, weighted picks):
@@ -128,14 +132,25 @@ mod tests {
 
     #[test]
     fn generated_ones_are_valid_and_differ() {
-        let t = from_random([0xab; 24]);
-        assert_eq!(t, "00-abababababababababababababababab-abababababababab-00");
-        assert!(is_valid(&from_random([0; 24])), "zero ids are avoided");
-        let many: std::collections::HashSet<String> = (0..1000).map(|_| generate()).collect();
+        let text = |r| String::from_utf8(from_random(r).to_vec()).unwrap();
+        assert_eq!(
+            text([0xab; 24]),
+            "00-abababababababababababababababab-abababababababab-00"
+        );
+        // Each byte in its place: the trace id's 16, then the parent's 8.
+        let counting: [u8; 24] = std::array::from_fn(|i| (i as u8).wrapping_mul(17));
+        assert_eq!(
+            text(counting),
+            "00-00112233445566778899aabbccddeeff-1021324354657687-00"
+        );
+        assert!(is_valid(&text([0; 24])), "zero ids are avoided");
+        let many: std::collections::HashSet<String> = (0..1000)
+            .map(|_| generate().unwrap().to_str().unwrap().to_string())
+            .collect();
         assert_eq!(many.len(), 1000, "no repeats");
         assert!(many.iter().all(|t| is_valid(t)));
         // Threads do not share a sequence.
-        let other = std::thread::spawn(generate).join().unwrap();
-        assert!(!many.contains(&other));
+        let other = std::thread::spawn(generate).join().unwrap().unwrap();
+        assert!(!many.contains(other.to_str().unwrap()));
     }
 }

@@ -581,11 +581,10 @@ pub(crate) async fn decide<'p>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(trace::is_valid);
     if !valid {
-        let fresh = trace::generate();
-        if let Ok(v) = HeaderValue::from_str(&fresh) {
+        if let Some(fresh) = trace::generate() {
             // A tracestate belongs to the traceparent it came with.
             req.headers.remove(&TRACESTATE);
-            req.headers.insert(TRACEPARENT.clone(), v);
+            req.headers.insert(TRACEPARENT.clone(), fresh.clone());
             rlog.traceparent = Some(fresh);
         }
     }
@@ -994,7 +993,7 @@ fn idempotent(m: &Method) -> bool {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never travel on.
-const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -1003,12 +1002,6 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
     "proxy-authorization",
 ];
-
-/// Whether `name` (lower case, as header names are kept) is in
-/// [`HOP_BY_HOP`].
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
 
 /// W3C trace context (`traceparent`, `tracestate`).
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -1355,7 +1348,7 @@ pub(crate) struct RequestLog {
     /// The request target; its path is logged (a shared copy of the head).
     uri: Uri,
     version: Version,
-    traceparent: Option<String>,
+    traceparent: Option<HeaderValue>,
     caller: std::borrow::Cow<'static, str>,
     pub(crate) status: u16,
     pub(crate) outcome: &'static str,
@@ -1381,11 +1374,7 @@ impl RequestLog {
             method: req.method.clone(),
             uri: req.uri.clone(),
             version: req.version,
-            traceparent: req
-                .headers
-                .get(&TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+            traceparent: req.headers.get(&TRACEPARENT).cloned(),
             caller: "workload".into(),
             // Until a response is produced: the client went away.
             status: 499,
@@ -1477,7 +1466,10 @@ impl Drop for RequestLog {
             .field("attempts", self.attempts)
             .field("bytes_sent", self.bytes_out)
             .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
-            .field("traceparent", self.traceparent.as_deref());
+            .field(
+                "traceparent",
+                self.traceparent.as_ref().and_then(|v| v.to_str().ok()),
+            );
         if let Some(l) = self.llm.as_deref() {
             let usage = l.usage;
             line.field("model_requested", l.model_requested.as_str())

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use self::framing::{Chunked, Framing, FramingError};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
-    decide, idempotent, is_hop_by_hop, refusal, ConnContext, Failure, Plan, RequestLog, Target,
+    decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, HOP_BY_HOP,
     Verdict,
 };
 use crate::gate::llm::serve::Reply;
@@ -1653,7 +1653,11 @@ impl Spans {
 
     /// The header map, its values slices of `head`.
     fn map(&self, head: &Bytes) -> Option<HeaderMap> {
-        let mut map = HeaderMap::with_capacity(self.fields.len());
+        // Room for the fields the gateway adds (`traceparent` to a request,
+        // `x-trigate-cache` to a response): growing the table then would
+        // rehash it and move its entries, which showed per request.
+        const ADDED: usize = 2;
+        let mut map = HeaderMap::with_capacity(self.fields.len() + ADDED);
         for &(n0, n1, v0, v1) in &self.fields {
             let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).ok()?;
             let value =
@@ -1759,25 +1763,38 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
 /// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
 /// `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds what to remove (usually nothing, or
-    // `Connection` alone): removing absent names costs a lookup each.
-    let mut drop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k.as_str()))
-        .cloned()
-        .collect();
-    if drop.is_empty() {
+    // One pass over the names marks which fixed ones are here: usually
+    // none, or `Connection` alone. No allocation unless `Connection`
+    // lists a name outside the fixed set (rare).
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name.as_str()) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    drop.extend(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()),
-    );
-    for n in drop {
-        headers.remove(n);
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            // `close` names no field; the fixed names go below anyway.
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
