@@ -3,7 +3,7 @@
 //! of every value and a read lock) per metric family it records into.
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -17,10 +17,15 @@ const MAX_KEPT: usize = 10_000;
 
 /// Handles of type `T` made once per `N` label values.
 pub struct Kept<const N: usize, T> {
-    by_hash: Mutex<HashMap<u64, Vec<Arc<Labelled<N, T>>>>>,
+    by_hash: Mutex<HashMap<u64, Vec<Arc<Labelled<N, T>>>, RandomState>>,
     count: AtomicUsize,
     hasher: RandomState,
 }
+
+/// foldhash, seeded per map: label values may come from outside (models
+/// named in answers), so not a fixed seed; SipHash cost more than the rest
+/// of a lookup.
+type RandomState = foldhash::quality::RandomState;
 
 /// One label set's handles.
 pub struct Labelled<const N: usize, T> {
@@ -37,9 +42,9 @@ impl<const N: usize, T> Labelled<N, T> {
 impl<const N: usize, T> Default for Kept<N, T> {
     fn default() -> Self {
         Kept {
-            by_hash: Mutex::new(HashMap::new()),
+            by_hash: Mutex::new(HashMap::default()),
             count: AtomicUsize::new(0),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 }

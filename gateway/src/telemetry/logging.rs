@@ -410,9 +410,9 @@ impl AccessLine {
             Val::U64(n) => self
                 .buf
                 .extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
-            Val::F64(x) if x.is_finite() => {
-                let _ = write!(self.buf, "{x}");
-            }
+            Val::F64(x) if x.is_finite() => self
+                .buf
+                .extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
             Val::F64(_) => self.buf.extend_from_slice(b"null"),
             Val::Bool(b) => self
                 .buf

@@ -183,15 +183,30 @@ impl PriceTable {
     /// the name without a provider's wrapping (`models/…`, `openai/…`,
     /// Bedrock's `us.anthropic.…-v2:0`, Vertex's `…@20241022`).
     pub fn lookup(&self, model: &str) -> Option<&Price> {
-        let model = model.trim().to_ascii_lowercase();
-        let bare = unwrap_provider(&model);
-        [&self.configured, &self.defaults]
-            .into_iter()
-            .find_map(|prices| {
-                prices
-                    .find(&model)
-                    .or_else(|| bare.as_deref().and_then(|b| prices.find(b)))
-            })
+        // Per LLM call: names are usually lower case already and found
+        // as they are, so neither copy nor unwrapping is made unless needed.
+        let model = model.trim();
+        let model: std::borrow::Cow<str> = if model.bytes().any(|b| b.is_ascii_uppercase()) {
+            model.to_ascii_lowercase().into()
+        } else {
+            model.into()
+        };
+        // Configured before built-in; in each, the name before its
+        // unwrapped form (made once, when first needed).
+        let mut bare: Option<Option<String>> = None;
+        for prices in [&self.configured, &self.defaults] {
+            if prices.is_empty() {
+                continue;
+            }
+            if let Some(p) = prices.find(&model) {
+                return Some(p);
+            }
+            let bare = bare.get_or_insert_with(|| unwrap_provider(&model));
+            if let Some(p) = bare.as_deref().and_then(|b| prices.find(b)) {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// What `usage` of `model` costs in micro-USD (cached input at the
@@ -228,6 +243,10 @@ impl Prices {
             .prefixes
             .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         table
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
     }
 
     fn find(&self, model: &str) -> Option<&Price> {

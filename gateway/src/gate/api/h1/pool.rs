@@ -18,7 +18,8 @@ use super::super::client::{PoolKey, UpStream};
 /// Idle connections by key, most recently used last.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<HashMap<PoolKey, Vec<(UpStream, Instant)>>>,
+    /// foldhash: a key is hashed on every check-in and check-out.
+    idle: Mutex<HashMap<PoolKey, Vec<(UpStream, Instant)>, foldhash::quality::RandomState>>,
     /// Check-ins since the last sweep of every key.
     puts: std::sync::atomic::AtomicU64,
 }
@@ -48,10 +49,12 @@ impl IdlePool {
         if max == 0 {
             return;
         }
-        let now = Instant::now();
         let sweep = self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SWEEP_EVERY
             == SWEEP_EVERY - 1;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: each list then stays in check-in order,
+        // oldest first, which the trimming below relies on.
+        let now = Instant::now();
         if sweep {
             idle.retain(|_, list| {
                 list.retain(|(_, since)| now.duration_since(*since) < max_idle_for);
@@ -59,7 +62,10 @@ impl IdlePool {
             });
         }
         let list = idle.entry(key).or_default();
-        list.retain(|(_, since)| now.duration_since(*since) < max_idle_for);
+        // The connections idle too long are a prefix (oldest first): found
+        // by bisection, not a pass over every kept connection per check-in.
+        let expired = list.partition_point(|(_, since)| now.duration_since(*since) >= max_idle_for);
+        list.drain(..expired);
         if list.len() >= max {
             list.remove(0);
         }
@@ -189,6 +195,27 @@ mod tests {
         assert_eq!(pool.len(&k), 2);
         pool.forget_workload(7);
         assert_eq!(pool.len(&k), 0);
+    }
+
+    #[tokio::test]
+    async fn check_in_drops_the_connections_idle_too_long() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let k = key(l.local_addr().unwrap());
+        let pool = IdlePool::default();
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (c, p) = pair(&l).await;
+            peers.push(p);
+            pool.put(k.clone(), c, 8, Duration::from_secs(60));
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let short = Duration::from_millis(30);
+        for n in 1..=2 {
+            let (c, p) = pair(&l).await;
+            peers.push(p);
+            pool.put(k.clone(), c, 8, short);
+            assert_eq!(pool.len(&k), n, "the three idle for 60 ms are gone");
+        }
     }
 
     #[tokio::test]
