@@ -198,6 +198,13 @@ pub struct HeaderRewrite {
     pub remove: Vec<String>,
 }
 
+impl HeaderRewrite {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
 /// One authorization rule: every given field must match the caller.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]

@@ -2,7 +2,6 @@
 //! uncontended lock per call instead of a prometheus label lookup (a hash
 //! of every value and a read lock) per metric family it records into.
 use std::{
-    collections::HashMap,
     hash::BuildHasher,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -17,7 +16,7 @@ const MAX_KEPT: usize = 10_000;
 
 /// Handles of type `T` made once per `N` label values.
 pub struct Kept<const N: usize, T> {
-    by_hash: Mutex<HashMap<u64, Vec<Arc<Labelled<N, T>>>, RandomState>>,
+    by_hash: Mutex<foldhash::HashMap<u64, Vec<Arc<Labelled<N, T>>>>>,
     count: AtomicUsize,
     hasher: RandomState,
 }
@@ -25,7 +24,7 @@ pub struct Kept<const N: usize, T> {
 /// foldhash, seeded per map: label values may come from outside (models
 /// named in answers), so not a fixed seed; SipHash cost more than the rest
 /// of a lookup.
-type RandomState = foldhash::quality::RandomState;
+type RandomState = foldhash::fast::RandomState;
 
 /// One label set's handles.
 pub struct Labelled<const N: usize, T> {
@@ -42,7 +41,7 @@ impl<const N: usize, T> Labelled<N, T> {
 impl<const N: usize, T> Default for Kept<N, T> {
     fn default() -> Self {
         Kept {
-            by_hash: Mutex::new(HashMap::default()),
+            by_hash: Mutex::new(foldhash::HashMap::default()),
             count: AtomicUsize::new(0),
             hasher: RandomState::default(),
         }

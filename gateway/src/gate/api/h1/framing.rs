@@ -8,7 +8,20 @@
 //! or `Transfer-Encoding` in HTTP/1.0 is refused, never guessed at.
 use std::ops::Range;
 
-use hyper::{header, HeaderMap, Method, StatusCode};
+use hyper::{header, header::HeaderName, HeaderMap, Method, StatusCode};
+
+/// A message's header fields as framing reads them: a header map, or a
+/// response head not yet turned into one (see `ResponseHead`).
+pub trait Fields {
+    /// The values of the fields called `name`, in order.
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl Fields for HeaderMap {
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +51,12 @@ pub enum FramingError {
 }
 
 /// The transfer codings named by `Transfer-Encoding`, in order.
-fn transfer_codings(headers: &HeaderMap) -> Option<Vec<String>> {
+fn transfer_codings(headers: &impl Fields) -> Option<Vec<String>> {
     let mut codings = Vec::new();
     let mut seen = false;
-    for v in headers.get_all(header::TRANSFER_ENCODING) {
+    for v in headers.values(&header::TRANSFER_ENCODING) {
         seen = true;
-        let v = String::from_utf8_lossy(v.as_bytes());
+        let v = String::from_utf8_lossy(v);
         codings.extend(
             v.split(',')
                 .map(|c| c.trim().to_ascii_lowercase())
@@ -55,10 +68,10 @@ fn transfer_codings(headers: &HeaderMap) -> Option<Vec<String>> {
 
 /// `Content-Length`, when present: every value (repeated headers or a
 /// list) must be the same decimal number.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
+fn content_length(headers: &impl Fields) -> Result<Option<u64>, FramingError> {
     let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let v = v.to_str().map_err(|_| FramingError::BadContentLength)?;
+    for v in headers.values(&header::CONTENT_LENGTH) {
+        let v = std::str::from_utf8(v).map_err(|_| FramingError::BadContentLength)?;
         for part in v.split(',') {
             let part = part.trim();
             if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
@@ -75,7 +88,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
 }
 
 /// A request's body framing (RFC 9112 §6.3, rules 3–6), strictly.
-pub fn request(http10: bool, headers: &HeaderMap) -> Result<Framing, FramingError> {
+pub fn request(http10: bool, headers: &impl Fields) -> Result<Framing, FramingError> {
     let length = content_length(headers)?;
     match transfer_codings(headers) {
         Some(_) if http10 => Err(FramingError::ChunkedInHttp10),
@@ -99,7 +112,7 @@ pub fn request(http10: bool, headers: &HeaderMap) -> Result<Framing, FramingErro
 pub fn response(
     method: &Method,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: &impl Fields,
 ) -> Result<Framing, FramingError> {
     if *method == Method::HEAD
         || status.is_informational()

@@ -35,11 +35,11 @@ use hyper::{
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use self::framing::{Chunked, Framing, FramingError};
+use self::framing::{Chunked, Fields, Framing, FramingError};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
-    decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, HOP_BY_HOP,
-    Verdict,
+    decide, idempotent, refusal, ConnContext, Failure, Plan, RequestLog, Target, Verdict,
+    HOP_BY_HOP,
 };
 use crate::gate::llm::serve::Reply;
 use crate::{
@@ -283,7 +283,7 @@ impl Watchdog {
 
 /// What an exchange with the upstream produced.
 struct UpstreamResponse {
-    parts: response::Parts,
+    head: ResponseHead,
     framing: Framing,
     /// The upstream asked to close its connection after this response.
     close: bool,
@@ -933,7 +933,7 @@ where
             // stale pooled connection or a failing client is not one.
             if let Some(pick) = pick {
                 match &result {
-                    Ok(r) => pick.report(!r.parts.status.is_server_error()),
+                    Ok(r) => pick.report(!r.head.status.is_server_error()),
                     Err(AttemptError::Failed(_)) => pick.report(false),
                     Err(AttemptError::Stale(_) | AttemptError::Client(_)) => {}
                 }
@@ -954,7 +954,7 @@ where
                 Ok(r) => {
                     replayable
                         && matches!(
-                            r.parts.status,
+                            r.head.status,
                             StatusCode::BAD_GATEWAY
                                 | StatusCode::SERVICE_UNAVAILABLE
                                 | StatusCode::GATEWAY_TIMEOUT
@@ -1121,7 +1121,7 @@ where
         rlog: &mut RequestLog,
     ) -> Result<bool, ConnError> {
         let UpstreamResponse {
-            mut parts,
+            head,
             framing,
             close: upstream_close,
         } = resp;
@@ -1129,106 +1129,135 @@ where
             .upstream
             .take()
             .ok_or_else(|| ConnError::Upstream("no upstream connection".into()))?;
-        rlog.status = parts.status.as_u16();
+        rlog.status = head.status.as_u16();
         rlog.outcome = "ok";
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            if !upgrade {
-                let f = Failure::Upstream(
-                    "101 Switching Protocols to a request without Upgrade".into(),
-                );
-                Box::pin(self.answer(f.response(), f.outcome(), &req.method, true, rlog)).await?;
-                return Ok(false);
-            }
-            return Box::pin(self.upgrade(parts, up, rlog)).await;
-        }
-        strip_hop_by_hop(&mut parts.headers);
-        // A response the guardrails read is read whole, checked, then
-        // sent (and cached) as they leave it.
-        let mut whole_body = None;
-        let kind = guard
-            .as_ref()
-            .and_then(|g| g.response_kind(&req.method, parts.status, &parts.headers));
-        if let (Some(g), Some(kind)) = (guard, kind) {
-            let read = match Box::pin(self.read_guarded(&mut up, framing, g.max_body())).await {
-                Ok(read) => read,
-                // Nothing was sent yet: a 502 rather than a cut connection.
-                Err(ConnError::Upstream(e)) => {
-                    let f = Failure::Upstream(e);
-                    Box::pin(self.answer(
-                        f.response(),
-                        "upstream_body_error",
-                        &req.method,
-                        true,
-                        rlog,
-                    ))
-                    .await?;
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            };
-            let checked = match read {
-                Some(body) => g.response(kind, &body).map(|new| new.unwrap_or(body)),
-                None => Err(g.too_large("response body")),
-            };
-            match checked {
-                Ok(body) => {
-                    super::guard::set_length(&mut parts.headers, body.len());
-                    whole_body = Some(body);
-                }
-                // Nothing was sent yet: the client gets the refusal on a
-                // connection still at a response boundary. The upstream
-                // connection is dropped (its body may be partly unread).
-                Err(r) => {
-                    Box::pin(self.answer(r.response(), r.outcome, &req.method, client_close, rlog))
-                        .await?;
-                    return Ok(!client_close);
-                }
-            }
-        }
-        // A whole cacheable response is read, stored, then sent.
-        let mut cached_body = None;
-        if let Some(fill) = &plan.cache {
-            let admitted = fill.admits(parts.status, &parts.headers);
-            match (admitted, framing, whole_body.take()) {
-                (Some(fresh_for), _, Some(body)) => {
-                    fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
-                    parts
-                        .headers
-                        .insert("x-trigate-cache", HeaderValue::from_static("miss"));
-                    cached_body = Some(body);
-                }
-                (None, _, Some(body)) => {
-                    parts
-                        .headers
-                        .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
-                    cached_body = Some(body);
-                }
-                (Some(fresh_for), Framing::Length(n), None) => {
-                    let body = Box::pin(self.read_whole(&mut up, n)).await?;
-                    fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
-                    parts
-                        .headers
-                        .insert("x-trigate-cache", HeaderValue::from_static("miss"));
-                    cached_body = Some(body);
-                }
-                _ => {
-                    parts
-                        .headers
-                        .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
-                }
-            }
-        }
-        let cached_body = cached_body.or(whole_body);
-        plan.finish(&mut parts);
         // HTTP/1.0 clients get no chunked coding: the payload is sent as
         // is, and the end of the connection ends it.
         let decode = http10 && framing == Framing::Chunked;
-        if decode {
-            parts.headers.remove(header::TRANSFER_ENCODING);
-        }
         let close = client_close || http10 || framing == Framing::UntilClose;
-        self.out.clear();
-        write_response_head(&mut self.out, &parts, close, None);
+        // A response no step reads or changes is relayed from the bytes
+        // the upstream sent (hop-by-hop fields left out), with no map.
+        let relayed_as_sent = head.status != StatusCode::SWITCHING_PROTOCOLS
+            && guard.is_none()
+            && plan.cache.is_none()
+            && !plan.changes_response()
+            && !decode;
+        let mut cached_body = None;
+        if relayed_as_sent {
+            self.out.clear();
+            write_relayed_head(&mut self.out, &head, close);
+        } else {
+            let mut parts = match head.parts() {
+                Ok(parts) => parts,
+                // Fields are checked as the head is parsed: not reached.
+                Err(why) => {
+                    let f = Failure::Upstream(format!("malformed response: {why}"));
+                    Box::pin(self.answer(f.response(), f.outcome(), &req.method, true, rlog))
+                        .await?;
+                    return Ok(false);
+                }
+            };
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                if !upgrade {
+                    let f = Failure::Upstream(
+                        "101 Switching Protocols to a request without Upgrade".into(),
+                    );
+                    Box::pin(self.answer(f.response(), f.outcome(), &req.method, true, rlog))
+                        .await?;
+                    return Ok(false);
+                }
+                return Box::pin(self.upgrade(parts, up, rlog)).await;
+            }
+            strip_hop_by_hop(&mut parts.headers);
+            // A response the guardrails read is read whole, checked, then
+            // sent (and cached) as they leave it.
+            let mut whole_body = None;
+            let kind = guard
+                .as_ref()
+                .and_then(|g| g.response_kind(&req.method, parts.status, &parts.headers));
+            if let (Some(g), Some(kind)) = (guard, kind) {
+                let read = match Box::pin(self.read_guarded(&mut up, framing, g.max_body())).await {
+                    Ok(read) => read,
+                    // Nothing was sent yet: a 502 rather than a cut connection.
+                    Err(ConnError::Upstream(e)) => {
+                        let f = Failure::Upstream(e);
+                        Box::pin(self.answer(
+                            f.response(),
+                            "upstream_body_error",
+                            &req.method,
+                            true,
+                            rlog,
+                        ))
+                        .await?;
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let checked = match read {
+                    Some(body) => g.response(kind, &body).map(|new| new.unwrap_or(body)),
+                    None => Err(g.too_large("response body")),
+                };
+                match checked {
+                    Ok(body) => {
+                        super::guard::set_length(&mut parts.headers, body.len());
+                        whole_body = Some(body);
+                    }
+                    // Nothing was sent yet: the client gets the refusal on a
+                    // connection still at a response boundary. The upstream
+                    // connection is dropped (its body may be partly unread).
+                    Err(r) => {
+                        Box::pin(self.answer(
+                            r.response(),
+                            r.outcome,
+                            &req.method,
+                            client_close,
+                            rlog,
+                        ))
+                        .await?;
+                        return Ok(!client_close);
+                    }
+                }
+            }
+            // A whole cacheable response is read, stored, then sent.
+            if let Some(fill) = &plan.cache {
+                let admitted = fill.admits(parts.status, &parts.headers);
+                match (admitted, framing, whole_body.take()) {
+                    (Some(fresh_for), _, Some(body)) => {
+                        fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
+                        parts
+                            .headers
+                            .insert("x-trigate-cache", HeaderValue::from_static("miss"));
+                        cached_body = Some(body);
+                    }
+                    (None, _, Some(body)) => {
+                        parts
+                            .headers
+                            .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
+                        cached_body = Some(body);
+                    }
+                    (Some(fresh_for), Framing::Length(n), None) => {
+                        let body = Box::pin(self.read_whole(&mut up, n)).await?;
+                        fill.put(&mut parts.headers, parts.status, body.clone(), fresh_for);
+                        parts
+                            .headers
+                            .insert("x-trigate-cache", HeaderValue::from_static("miss"));
+                        cached_body = Some(body);
+                    }
+                    _ => {
+                        parts
+                            .headers
+                            .insert("x-trigate-cache", HeaderValue::from_static("bypass"));
+                    }
+                }
+            }
+            cached_body = cached_body.or(whole_body);
+            plan.finish(&mut parts);
+            if decode {
+                parts.headers.remove(header::TRANSFER_ENCODING);
+            }
+            self.out.clear();
+            write_response_head(&mut self.out, &parts, close, None);
+        }
         let relayed = match cached_body {
             Some(body) => {
                 if req.method != Method::HEAD {
@@ -1438,21 +1467,24 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
     loop {
         if !up.buf.is_empty() {
             match parse_response(&mut up.buf) {
-                Ok(Some((parts, head))) => {
-                    if parts.status.is_informational()
-                        && parts.status != StatusCode::SWITCHING_PROTOCOLS
+                Ok(Some(head)) => {
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
                     {
                         // 100 Continue was the gateway's to send.
-                        if parts.status != StatusCode::CONTINUE {
-                            client.write_all(&head).await.map_err(HeadRead::Client)?;
+                        if head.status != StatusCode::CONTINUE {
+                            client
+                                .write_all(&head.bytes)
+                                .await
+                                .map_err(HeadRead::Client)?;
                         }
                         continue;
                     }
-                    let framing = framing::response(method, parts.status, &parts.headers)
+                    let framing = framing::response(method, head.status, &head)
                         .map_err(|e| HeadRead::Bad(format!("response framing: {e}")))?;
-                    let close = wants_close(&parts.headers, parts.version == Version::HTTP_10);
+                    let close = wants_close(&head, head.version == Version::HTTP_10);
                     return Ok(UpstreamResponse {
-                        parts,
+                        head,
                         framing,
                         close,
                     });
@@ -1704,9 +1736,91 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<request::Parts>, HeadError
     Ok(Some(parts))
 }
 
-/// Takes a complete response head off the front of `buf`; the head's bytes
-/// come along (interim responses are relayed as they are).
-fn parse_response(buf: &mut BytesMut) -> Result<Option<(response::Parts, Bytes)>, String> {
+/// A response head as the upstream sent it: its bytes and where its
+/// fields lie. The header map is made only for the steps that need one
+/// (guardrails, cache, header rules, CORS, limit headers, upgrades, the
+/// LLM gate); a response none of them touches is relayed from the bytes,
+/// which spares a map per response.
+pub(super) struct ResponseHead {
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    /// The whole head; interim responses are relayed as they are.
+    pub(super) bytes: Bytes,
+    spans: Spans,
+}
+
+impl ResponseHead {
+    /// The head as `http` parts, its values slices of the head's bytes.
+    pub(super) fn parts(&self) -> Result<response::Parts, String> {
+        let map = self.spans.map(&self.bytes).ok_or("invalid header field")?;
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = self.status;
+        parts.version = self.version;
+        parts.headers = map;
+        Ok(parts)
+    }
+
+    /// The fields in order, as (name, value).
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let b = &self.bytes[..];
+        self.spans.fields.iter().map(move |&(n0, n1, v0, v1)| {
+            (&b[n0 as usize..n1 as usize], &b[v0 as usize..v1 as usize])
+        })
+    }
+}
+
+impl Fields for ResponseHead {
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.as_str().as_bytes();
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// Whether a field httparse accepted is one `http` takes as it is: the
+/// same checks as `HeaderName::from_bytes` and `HeaderValue::from_bytes`,
+/// made here because a head relayed from its bytes never goes through
+/// them, and a field they would refuse must fail the same way.
+fn is_valid_field(name: &[u8], value: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FIELD_NAME
+        && name.iter().all(|&b| FIELD_BYTES[b as usize] & NAME != 0)
+        && value.iter().all(|&b| FIELD_BYTES[b as usize] & VALUE != 0)
+}
+
+/// `HeaderName`'s longest name.
+const MAX_FIELD_NAME: usize = (1 << 16) - 1;
+
+/// Per byte: whether a name (a token character, RFC 9110 §5.6.2) or a
+/// value (`HeaderValue`: tab, or neither a control byte nor DEL) may hold
+/// it. A table: every byte of every response head goes through it.
+static FIELD_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] |= NAME;
+        }
+        if c == b'\t' || (c >= 0x20 && c != 0x7f) {
+            t[b] |= VALUE;
+        }
+        b += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        t[symbols[i] as usize] |= NAME;
+        i += 1;
+    }
+    t
+};
+const NAME: u8 = 1;
+const VALUE: u8 = 2;
+
+/// Takes a complete response head off the front of `buf`.
+fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, String> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -1723,24 +1837,30 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<(response::Parts, Bytes)>
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    if !resp
+        .headers
+        .iter()
+        .all(|h| is_valid_field(h.name.as_bytes(), h.value))
+    {
+        return Err("invalid header field".into());
+    }
     let spans = Spans::of(buf, resp.headers);
-    let head = buf.split_to(len).freeze();
-    let map = spans.map(&head).ok_or("invalid header field")?;
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = version;
-    parts.headers = map;
-    Ok(Some((parts, head)))
+    let bytes = buf.split_to(len).freeze();
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        bytes,
+        spans,
+    }))
 }
 
 /// Whether the sender of these headers closes after this message:
 /// `Connection: close`, or HTTP/1.0 without `keep-alive`.
-fn wants_close(headers: &HeaderMap, http10: bool) -> bool {
+fn wants_close(headers: &impl Fields, http10: bool) -> bool {
     let has = |token: &str| {
         headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .values(&header::CONNECTION)
+            .flat_map(|v| v.split(|b| *b == b','))
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     };
     has("close") || (http10 && !has("keep-alive"))
@@ -1784,7 +1904,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             // `close` names no field; the fixed names go below anyway.
             !t.is_empty()
                 && !t.eq_ignore_ascii_case(b"close")
-                && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
         })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
@@ -1834,6 +1956,45 @@ fn write_response_head(
         out.extend_from_slice(p.as_bytes());
         out.extend_from_slice(b"\r\n");
     } else if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head of a response relayed as the upstream sent it: its fields in
+/// their order and spelling, less the hop-by-hop ones (RFC 9110 §7.6.1:
+/// the fixed ones and those its `Connection` names), as
+/// [`strip_hop_by_hop`] leaves a map.
+fn write_relayed_head(out: &mut Vec<u8>, head: &ResponseHead, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let is_fixed = |name: &[u8]| {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    };
+    let tokens = || {
+        head.values(&header::CONNECTION)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    // Usually `Connection` names only itself-like tokens (`keep-alive`,
+    // `close`): then no field needs looking up in it.
+    let lists_others = tokens().any(|t| !t.eq_ignore_ascii_case(b"close") && !is_fixed(t));
+    let listed = |name: &[u8]| lists_others && tokens().any(|t| name.eq_ignore_ascii_case(t));
+    for (name, value) in head.fields() {
+        if is_fixed(name) || listed(name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");

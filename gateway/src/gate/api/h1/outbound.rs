@@ -71,18 +71,24 @@ pub(crate) async fn send(
         .await;
         let result = match sent {
             Err(e) => Err(HeadRead::Io(e)),
-            Ok(()) => read_response_head(&mut tokio::io::sink(), &mut up, method).await,
+            Ok(()) => read_response_head(&mut tokio::io::sink(), &mut up, method)
+                .await
+                // The LLM gate reads the answer's fields: a map.
+                .and_then(|resp| {
+                    let parts = resp.head.parts().map_err(HeadRead::Bad)?;
+                    Ok((parts, resp.framing, resp.close))
+                }),
         };
         let error = match result {
-            Ok(resp) => {
+            Ok((parts, framing, close)) => {
                 let body = UpBody {
-                    left: match resp.framing {
+                    left: match framing {
                         Framing::Length(n) => n,
                         _ => 0,
                     },
-                    framing: resp.framing,
+                    framing,
                     chunked: Chunked::default(),
-                    keep: !resp.close,
+                    keep: !close,
                     up: Some(up),
                     node: Arc::clone(&cx.node),
                     max_idle,
@@ -91,7 +97,7 @@ pub(crate) async fn send(
                 };
                 let mut body = body;
                 body.check_end();
-                return Ok((resp.parts, body));
+                return Ok((parts, body));
             }
             Err(e) => e,
         };

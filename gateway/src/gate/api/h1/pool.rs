@@ -3,7 +3,6 @@
 //! for as long as it lives (no pool round trip per request) and checks it
 //! in here when it ends; the next client connection takes it back.
 use std::{
-    collections::HashMap,
     io,
     pin::Pin,
     sync::Mutex,
@@ -19,7 +18,7 @@ use super::super::client::{PoolKey, UpStream};
 #[derive(Default)]
 pub struct IdlePool {
     /// foldhash: a key is hashed on every check-in and check-out.
-    idle: Mutex<HashMap<PoolKey, Vec<(UpStream, Instant)>, foldhash::quality::RandomState>>,
+    idle: Mutex<foldhash::HashMap<PoolKey, Vec<(UpStream, Instant)>>>,
     /// Check-ins since the last sweep of every key.
     puts: std::sync::atomic::AtomicU64,
 }

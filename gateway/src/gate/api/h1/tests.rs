@@ -55,10 +55,10 @@ fn request_heads_parse_or_say_why_not() {
 #[test]
 fn response_heads_parse() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 404 Nope\r\nContent-Length: 3\r\n\r\nabc"[..]);
-    let (p, head) = parse_response(&mut buf).unwrap().unwrap();
-    assert_eq!(p.status, StatusCode::NOT_FOUND);
-    assert_eq!(p.headers["content-length"], "3");
-    assert_eq!(head.len(), 40);
+    let head = parse_response(&mut buf).unwrap().unwrap();
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    assert_eq!(head.parts().unwrap().headers["content-length"], "3");
+    assert_eq!(head.bytes.len(), 40);
     assert_eq!(&buf[..], b"abc");
     assert!(
         parse_response(&mut BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]))
@@ -67,6 +67,115 @@ fn response_heads_parse() {
     );
     assert!(parse_response(&mut BytesMut::from(&b"HTTP/1.1 999999 x\r\n\r\n"[..])).is_err());
     assert!(parse_response(&mut BytesMut::from(&b"garbage\r\n\r\n"[..])).is_err());
+}
+
+/// Heads covering what relaying from the bytes must get right: fixed and
+/// `Connection`-listed hop-by-hop fields in any case, repeated names,
+/// several `Connection` fields, framing by length, chunks or close.
+const RESPONSE_HEADS: [&str; 6] = [
+    "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n",
+    "HTTP/1.1 404 Not Found\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nConnection: x-secret, Keep-Alive\r\nTE: trailers\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "HTTP/1.1 503 Service Unavailable\r\nCONNECTION: X-Other\r\nx-other: gone\r\nConnection: x-more\r\nX-More: gone\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.0 200 OK\r\nProxy-Authorization: Basic x\r\nUpgrade: h2c\r\nTrailer: x\r\nProxy-Connection: keep-alive\r\nVary: a\r\nVary: b\r\n\r\n",
+    "HTTP/1.1 204 No Content\r\nDate: Sun, 29 Nov 2026 19:00:00 GMT\r\n\r\n",
+];
+
+/// A written head's status line and its fields, lower-cased, in order per
+/// name (a map groups a name's values; the bytes keep the upstream's order).
+fn head_fields(raw: &[u8]) -> (u16, Vec<(String, String)>) {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    assert!(r.parse(raw).unwrap().is_complete());
+    let mut fields: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8(h.value.to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    (r.code.unwrap(), fields)
+}
+
+#[test]
+fn heads_relayed_from_their_bytes_say_what_the_map_would() {
+    for raw in RESPONSE_HEADS {
+        let head = parse_response(&mut BytesMut::from(raw)).unwrap().unwrap();
+        let mut parts = head.parts().unwrap();
+        // What framing and keep-alive read is the same either way.
+        for method in [Method::GET, Method::HEAD] {
+            assert_eq!(
+                framing::response(&method, head.status, &head),
+                framing::response(&method, head.status, &parts.headers),
+                "{raw:?}"
+            );
+        }
+        for http10 in [false, true] {
+            assert_eq!(
+                wants_close(&head, http10),
+                wants_close(&parts.headers, http10),
+                "{raw:?}"
+            );
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        for close in [false, true] {
+            let mut relayed = Vec::new();
+            write_relayed_head(&mut relayed, &head, close);
+            let mut mapped = Vec::new();
+            write_response_head(&mut mapped, &parts, close, None);
+            assert_eq!(head_fields(&relayed), head_fields(&mapped), "{raw:?}");
+        }
+    }
+    // Spelling and order are the upstream's.
+    let head = parse_response(&mut BytesMut::from(RESPONSE_HEADS[2]))
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    write_relayed_head(&mut out, &head, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 404 Not Found\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn response_fields_are_checked_as_http_checks_them() {
+    for b in 0..=255u8 {
+        assert_eq!(
+            is_valid_field(&[b], b"v"),
+            HeaderName::from_bytes(&[b]).is_ok(),
+            "name byte {b:#04x}"
+        );
+        assert_eq!(
+            is_valid_field(b"x", &[b'a', b]),
+            HeaderValue::from_bytes(&[b'a', b]).is_ok(),
+            "value byte {b:#04x}"
+        );
+    }
+    for len in [MAX_FIELD_NAME, MAX_FIELD_NAME + 1] {
+        let name = vec![b'a'; len];
+        assert_eq!(
+            is_valid_field(&name, b"v"),
+            HeaderName::from_bytes(&name).is_ok(),
+            "name of {len} bytes"
+        );
+    }
+    assert!(!is_valid_field(b"", b"v"));
+    // A name httparse takes but http would not fails the head, as it did
+    // when every head became a map.
+    let long = format!(
+        "HTTP/1.1 200 OK\r\n{}: v\r\n\r\n",
+        "a".repeat(MAX_FIELD_NAME + 1)
+    );
+    assert_eq!(
+        parse_response(&mut BytesMut::from(long.as_str())).err(),
+        Some("invalid header field".to_string())
+    );
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
