@@ -364,7 +364,7 @@ impl AccessLine {
     fn begin(target: &str, message: &str) -> Option<AccessLine> {
         let sink = SINK.get()?;
         let mut line = AccessLine {
-            buf: Vec::with_capacity(640),
+            buf: Vec::with_capacity(1024),
             json: sink.json,
         };
         let now = std::time::SystemTime::now();
