@@ -1882,6 +1882,18 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
 
 /// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
 /// `Connection` header names.
+/// Whether a `Connection` token names a field to drop besides the fixed
+/// hop-by-hop ones (`close` names none; the fixed ones go anyway).
+fn names_another_field(token: &[u8]) -> bool {
+    !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && !is_fixed_hop_by_hop(token)
+}
+
+fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names marks which fixed ones are here: usually
     // none, or `Connection` alone. No allocation unless `Connection`
@@ -1900,14 +1912,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|t| {
-            // `close` names no field; the fixed names go below anyway.
-            !t.is_empty()
-                && !t.eq_ignore_ascii_case(b"close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| t.eq_ignore_ascii_case(h.as_bytes()))
-        })
+        .filter(|t| names_another_field(t))
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for name in listed {
@@ -1971,22 +1976,18 @@ fn write_relayed_head(out: &mut Vec<u8>, head: &ResponseHead, close: bool) {
     out.push(b' ');
     out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let is_fixed = |name: &[u8]| {
-        HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-    };
     let tokens = || {
         head.values(&header::CONNECTION)
             .flat_map(|v| v.split(|b| *b == b','))
             .map(<[u8]>::trim_ascii)
+            .filter(|t| names_another_field(t))
     };
-    // Usually `Connection` names only itself-like tokens (`keep-alive`,
-    // `close`): then no field needs looking up in it.
-    let lists_others = tokens().any(|t| !t.eq_ignore_ascii_case(b"close") && !is_fixed(t));
+    // Usually `Connection` holds only `keep-alive` or `close`: then no
+    // field needs looking up in it.
+    let lists_others = tokens().next().is_some();
     let listed = |name: &[u8]| lists_others && tokens().any(|t| name.eq_ignore_ascii_case(t));
     for (name, value) in head.fields() {
-        if is_fixed(name) || listed(name) {
+        if is_fixed_hop_by_hop(name) || listed(name) {
             continue;
         }
         out.extend_from_slice(name);

@@ -72,13 +72,14 @@ fn response_heads_parse() {
 /// Heads covering what relaying from the bytes must get right: fixed and
 /// `Connection`-listed hop-by-hop fields in any case, repeated names,
 /// several `Connection` fields, framing by length, chunks or close.
-const RESPONSE_HEADS: [&str; 6] = [
+const RESPONSE_HEADS: [&str; 7] = [
     "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
     "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n",
     "HTTP/1.1 404 Not Found\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nConnection: x-secret, Keep-Alive\r\nTE: trailers\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
     "HTTP/1.1 503 Service Unavailable\r\nCONNECTION: X-Other\r\nx-other: gone\r\nConnection: x-more\r\nX-More: gone\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n",
     "HTTP/1.0 200 OK\r\nProxy-Authorization: Basic x\r\nUpgrade: h2c\r\nTrailer: x\r\nProxy-Connection: keep-alive\r\nVary: a\r\nVary: b\r\n\r\n",
     "HTTP/1.1 204 No Content\r\nDate: Sun, 29 Nov 2026 19:00:00 GMT\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nConnection: close, x-gone\r\nClose: kept\r\nX-Gone: 1\r\n\r\n",
 ];
 
 /// A written head's status line and its fields, lower-cased, in order per
