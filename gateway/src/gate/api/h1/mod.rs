@@ -1944,17 +1944,23 @@ fn write_request_head(out: &mut Vec<u8>, req: &request::Parts, upgrade: Option<&
     out.extend_from_slice(b"\r\n");
 }
 
+/// `HTTP/1.1 <code> <reason>`: responses go to the client as HTTP/1.1
+/// whatever the upstream spoke.
+fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn write_response_head(
     out: &mut Vec<u8>,
     resp: &response::Parts,
     close: bool,
     upgrade: Option<&HeaderValue>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(resp.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line(out, resp.status);
     write_fields(out, &resp.headers);
     if let Some(p) = upgrade {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
@@ -1971,11 +1977,7 @@ fn write_response_head(
 /// the fixed ones and those its `Connection` names), as
 /// [`strip_hop_by_hop`] leaves a map.
 fn write_relayed_head(out: &mut Vec<u8>, head: &ResponseHead, close: bool) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line(out, head.status);
     let tokens = || {
         head.values(&header::CONNECTION)
             .flat_map(|v| v.split(|b| *b == b','))
