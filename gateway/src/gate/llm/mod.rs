@@ -28,6 +28,9 @@ pub mod request;
 pub mod routing;
 pub mod semantic;
 pub mod serve;
+mod skim;
+#[cfg(test)]
+mod skim_tests;
 pub mod stream;
 pub mod streaming;
 pub mod translate;

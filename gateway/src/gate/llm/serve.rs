@@ -30,6 +30,7 @@ use super::{
     request::ClientRequest,
     routing::{self, Candidate, Who},
     semantic::{self, Question},
+    skim::AnswerHead,
     streaming::{StreamSpec, Translator},
     translate,
     usage::{self, Usage},
@@ -1289,7 +1290,7 @@ impl Call {
             && self.api != Api::CountTokens
             && guard.is_none()
         {
-            if let Ok(h) = serde_json::from_slice::<AnswerHead>(&bytes) {
+            if let Some(h) = AnswerHead::read(&bytes) {
                 let usage = h.usage.as_ref().and_then(|u| match wire {
                     Wire::Anthropic => u.anthropic(),
                     _ => u.openai(),
@@ -1636,26 +1637,6 @@ async fn estimate(request: &ClientRequest<'_>, body_bytes: usize) -> Result<u64,
     tokio::task::spawn_blocking(move || usage::estimate_prompt_tokens(&value))
         .await
         .map_err(|e| Refusal::InvalidRequest(format!("body: counting its tokens failed: {e}")))
-}
-
-/// What accounting reads from an answer passed on unchanged; serde skips
-/// everything else without building it.
-#[derive(serde::Deserialize)]
-struct AnswerHead {
-    #[serde(default)]
-    usage: Option<usage::Counts>,
-    /// Anthropic.
-    #[serde(default)]
-    stop_reason: Option<String>,
-    /// OpenAI.
-    #[serde(default)]
-    choices: Vec<ChoiceHead>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChoiceHead {
-    #[serde(default)]
-    finish_reason: Option<String>,
 }
 
 /// Why one attempt failed, and what the client gets if it was the last.

@@ -21,6 +21,8 @@ use serde::{
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
+use super::skim::{Cursor, Loose, Skim};
+
 /// Tokens one call used, as the provider bills them.
 ///
 /// `input` includes the cached part (`cached_input` ≤ `input`), and
@@ -174,6 +176,64 @@ impl Counts {
             estimated: false,
         })
     }
+}
+
+/// [`Counts`] and its parts read by the skim reader (`super::skim`),
+/// member for member as their `Deserialize` reads them: the last of a
+/// repeated member counts, what is not an object or a count reads as absent.
+impl Counts {
+    pub(crate) fn skim(c: &mut Cursor<'_>) -> Skim<Counts> {
+        let mut out = Counts::default();
+        if let Loose::Object = c.lenient()? {
+            c.object(|c, name| {
+                match name {
+                    b"prompt_tokens" => out.prompt = skim_count(c)?,
+                    b"completion_tokens" => out.completion = skim_count(c)?,
+                    b"input_tokens" => out.input = skim_count(c)?,
+                    b"output_tokens" => out.output = skim_count(c)?,
+                    b"cache_read_input_tokens" => out.cache_read = skim_count(c)?,
+                    b"cache_creation_input_tokens" => out.cache_creation = skim_count(c)?,
+                    b"prompt_tokens_details" => out.prompt_details = Details::skim(c)?,
+                    b"completion_tokens_details" => out.completion_details = Details::skim(c)?,
+                    b"input_tokens_details" => out.input_details = Details::skim(c)?,
+                    b"output_tokens_details" => out.output_details = Details::skim(c)?,
+                    _ => c.skip()?,
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+impl Details {
+    fn skim(c: &mut Cursor<'_>) -> Skim<Details> {
+        let mut out = Details::default();
+        if let Loose::Object = c.lenient()? {
+            c.object(|c, name| {
+                match name {
+                    b"cached_tokens" => out.cached = skim_count(c)?,
+                    b"reasoning_tokens" => out.reasoning = skim_count(c)?,
+                    _ => c.skip()?,
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// A count: a plain integer; an object's members are skipped (serde reads
+/// them by name and ignores them), anything else is absent.
+fn skim_count(c: &mut Cursor<'_>) -> Skim<Option<u64>> {
+    Ok(match c.lenient()? {
+        Loose::Int(n) => Some(n),
+        Loose::Object => {
+            c.object(|c, _| c.skip())?;
+            None
+        }
+        Loose::Other => None,
+    })
 }
 
 /// The member names [`Counts`] reads.

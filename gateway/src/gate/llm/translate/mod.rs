@@ -24,7 +24,7 @@ pub(crate) mod responses;
 #[cfg(test)]
 mod responses_tests;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 pub use bedrock::{bedrock_response_to_openai, openai_request_to_bedrock};
 pub use gemini::{gemini_response_to_openai, openai_request_to_gemini};

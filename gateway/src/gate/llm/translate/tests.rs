@@ -446,7 +446,7 @@ fn anthropic_request_round_trip() {
 
 /// `input` with each of its nodes (the whole included) replaced by each
 /// JSON type, one at a time.
-pub(super) fn mutations(input: &Value) -> Vec<Value> {
+pub(in crate::gate::llm) fn mutations(input: &Value) -> Vec<Value> {
     fn paths(v: &Value, at: String, out: &mut Vec<String>) {
         match v {
             Value::Object(o) => o
@@ -486,7 +486,7 @@ pub(super) fn mutations(input: &Value) -> Vec<Value> {
 }
 
 /// The golden inputs of one direction, as text.
-pub(super) fn golden_inputs(direction: &str) -> Vec<String> {
+pub(in crate::gate::llm) fn golden_inputs(direction: &str) -> Vec<String> {
     let prefix = format!("{direction}.");
     let texts: Vec<String> = fs::read_dir(GOLDEN_DIR)
         .expect("golden directory")
@@ -624,7 +624,7 @@ fn an_answer_parsed_in_part_translates_as_the_whole_answer() {
 }
 
 /// Answers the translation refuses, and members it must not lose.
-pub(super) fn answer_edge_cases() -> Vec<String> {
+pub(in crate::gate::llm) fn answer_edge_cases() -> Vec<String> {
     [
         r#"{"id": "x", "choices": {"message": {}}}"#,
         r#"{"id": "x", "choices": [7, {"message": {"content": "b"}}]}"#,
