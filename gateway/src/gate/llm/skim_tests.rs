@@ -199,13 +199,18 @@ fn what_serde_refuses_is_refused_and_what_needs_serde_is_left_to_it() {
         assert!(AnswerHead::read(bytes).is_some(), "nobody read {text}");
         assert_eq!(AnswerHead::read(bytes), serde_head(bytes), "{text}");
     }
-    // Invalid UTF-8 (a lone continuation byte) in a skipped string: serde
-    // reads it, the skim reader leaves it to serde.
-    let mut invalid = br#"{"id": "ab", "choices": []}"#.to_vec();
-    invalid[9] = 0x80;
-    assert!(serde_head(&invalid).is_some());
-    assert!(skim(&invalid).is_err());
-    assert!(AnswerHead::read(&invalid).is_some());
+    // Invalid UTF-8 (a lone continuation byte): serde does not check a
+    // string it skips, and does check names and the strings it reads.
+    let mut skipped = br#"{"id": "ab", "choices": []}"#.to_vec();
+    skipped[9] = 0x80;
+    assert!(serde_head(&skipped).is_some());
+    assert!(agrees(&skipped));
+    for at in [2, 44] {
+        let mut read = br#"{"id": "ab", "choices": [{"finish_reason": "stop"}]}"#.to_vec();
+        read[at] = 0x80;
+        assert!(serde_head(&read).is_none(), "{at}");
+        assert!(skim(&read).is_err(), "{at}");
+    }
     // Nesting beyond the bit stack, in a member serde ignores.
     let deep = format!(
         r#"{{"x": {}{}, "choices": []}}"#,
