@@ -12,6 +12,7 @@ pub mod detect;
 pub mod discovery;
 pub mod gate;
 pub mod intercept;
+pub mod json_text;
 pub mod listener;
 pub mod netns;
 pub mod policy;

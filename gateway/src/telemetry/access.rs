@@ -162,7 +162,7 @@ impl Drop for ConnectionLog {
             .display("comm", &self.process.comm)
             .field("bytes_sent", self.bytes_sent)
             .field("bytes_received", self.bytes_received)
-            .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
+            .field("duration_ms", super::logging::Val::millis(elapsed))
             .field("outcome", self.outcome.as_str())
             .field("error", self.error.as_deref())
             .field("protocol", self.protocol)

@@ -302,8 +302,34 @@ pub enum Val<'a> {
     Str(&'a str),
     U64(u64),
     F64(f64),
+    /// `units` over 10^`places`, written with exactly `places` decimals:
+    /// exact where a float is not, and a few times cheaper to write
+    /// (see [`Val::millis`], [`Val::micro_units`]).
+    Fixed {
+        units: u64,
+        places: u32,
+    },
     Bool(bool),
     None,
+}
+
+impl Val<'_> {
+    /// A duration in milliseconds, to the microsecond (`12.345`).
+    pub fn millis(d: Duration) -> Val<'static> {
+        Val::Fixed {
+            units: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            places: 3,
+        }
+    }
+
+    /// An amount kept in millionths (micro-dollars), as its whole
+    /// (`0.000123`).
+    pub fn micro_units(n: u64) -> Val<'static> {
+        Val::Fixed {
+            units: n,
+            places: 6,
+        }
+    }
 }
 
 impl<'a> From<&'a str> for Val<'a> {
@@ -393,7 +419,11 @@ impl AccessLine {
         if self.json {
             // Keys are names in the code, never escaped: written as they
             // are (a line has some thirty of them).
-            debug_assert!(!key.bytes().any(|b| ESCAPED[b as usize]), "{key:?}");
+            debug_assert_eq!(
+                crate::json_text::find_stop(key.as_bytes(), 0),
+                key.len(),
+                "{key:?}"
+            );
             self.buf.extend_from_slice(b",\"");
             self.buf.extend_from_slice(key.as_bytes());
             self.buf.extend_from_slice(b"\":");
@@ -414,6 +444,17 @@ impl AccessLine {
                 .buf
                 .extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
             Val::F64(_) => self.buf.extend_from_slice(b"null"),
+            Val::Fixed { units, places } => {
+                let scale = 10u64.pow(places);
+                let mut digits = itoa::Buffer::new();
+                self.buf
+                    .extend_from_slice(digits.format(units / scale).as_bytes());
+                self.buf.push(b'.');
+                let fraction = digits.format(units % scale).as_bytes();
+                self.buf
+                    .resize(self.buf.len() + places as usize - fraction.len(), b'0');
+                self.buf.extend_from_slice(fraction);
+            }
             Val::Bool(b) => self
                 .buf
                 .extend_from_slice(if b { b"true" } else { b"false" }),
@@ -437,23 +478,10 @@ impl AccessLine {
     }
 }
 
-/// Bytes a JSON string cannot hold as they are (RFC 8259 §7).
-static ESCAPED: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Most values (names, paths, models) need no escaping: copied as they
     // are, without a serializer per value.
-    if !s.bytes().any(|b| ESCAPED[b as usize]) {
+    if crate::json_text::find_stop(s.as_bytes(), 0) == s.len() {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -563,5 +591,29 @@ mod line_tests {
             v,
             serde_json::json!({"first": 0, "a": "x\"y\n", "n": 3, "f": 1.5, "b": true, "nan": null})
         );
+    }
+
+    #[test]
+    fn fixed_point_values_have_exactly_their_places() {
+        let cases = [
+            (Val::millis(Duration::from_micros(12_345)), "12.345"),
+            (Val::millis(Duration::from_nanos(7_999)), "0.007"),
+            (Val::millis(Duration::ZERO), "0.000"),
+            (Val::millis(Duration::from_secs(3600)), "3600000.000"),
+            (Val::micro_units(1), "0.000001"),
+            (Val::micro_units(2_500_000), "2.500000"),
+            (Val::micro_units(u64::MAX), "18446744073709.551615"),
+        ];
+        for (value, text) in cases {
+            let mut line = AccessLine {
+                buf: Vec::new(),
+                json: true,
+            };
+            line.field("v", value);
+            assert_eq!(
+                String::from_utf8(line.buf).unwrap(),
+                format!(",\"v\":{text}")
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use super::kept::Kept;
-use super::logging::AccessLine;
+use super::logging::{AccessLine, Val};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -108,7 +108,7 @@ impl McpMetrics {
             .field("policy", c.policy)
             .field("status", c.status)
             .field("hidden", c.hidden as u64)
-            .field("latency_ms", c.elapsed.as_secs_f64() * 1000.0);
+            .field("latency_ms", Val::millis(c.elapsed));
         line.write();
     }
 }

@@ -49,7 +49,7 @@ use crate::{
     telemetry::{
         access::{ConnectionLog, LlmRecord, Outcome},
         guard::Audit,
-        logging::AccessLine,
+        logging::{AccessLine, Val},
         trace,
     },
     workload::Workload,
@@ -1472,7 +1472,7 @@ impl Drop for RequestLog {
             .field("caller", &*self.caller)
             .field("attempts", self.attempts)
             .field("bytes_sent", self.bytes_out)
-            .field("duration_ms", elapsed.as_secs_f64() * 1000.0)
+            .field("duration_ms", Val::millis(elapsed))
             .field(
                 "traceparent",
                 self.traceparent.as_ref().and_then(|v| v.to_str().ok()),
@@ -1488,10 +1488,10 @@ impl Drop for RequestLog {
                 .field("cached_input_tokens", usage.map(|u| u.cached_input))
                 .field("reasoning_tokens", usage.map(|u| u.reasoning))
                 .field("tokens_estimated", usage.map(|u| u.estimated))
-                .field("cost_usd", l.cost_micros.map(|c| c as f64 / 1e6))
+                .field("cost_usd", l.cost_micros.map(Val::micro_units))
                 .field("finish_reason", l.finish_reason.as_deref())
                 .field("failovers", l.failovers)
-                .field("ttft_ms", l.ttft.map(|t| t.as_secs_f64() * 1000.0))
+                .field("ttft_ms", l.ttft.map(Val::millis))
                 .field("cache", l.cache);
         }
         line.write();

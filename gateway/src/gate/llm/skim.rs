@@ -3,8 +3,8 @@
 //!
 //! serde_json's derived reader spent ~14k instructions on a 750-byte chat
 //! completion, more per member name and visitor than per byte; this reader
-//! walks the text once, eight bytes at a time inside strings, and compares
-//! names as bytes (~10k).
+//! walks the text once, eight bytes at a time inside strings
+//! ([`crate::json_text`]), and compares names as bytes.
 //!
 //! It answers only where serde_json would read the same body into the same
 //! [`AnswerHead`], and is at least as strict: whatever serde rejects, it
@@ -180,19 +180,7 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time to the first that is a quote, a
-            // backslash or a control character.
-            while let Some(word) = self.b.get(self.i..self.i + 8) {
-                let Ok(word) = <[u8; 8]>::try_from(word) else {
-                    break;
-                };
-                let stops = stops_string(u64::from_le_bytes(word));
-                if stops != 0 {
-                    self.i += stops.trailing_zeros() as usize / 8;
-                    break;
-                }
-                self.i += 8;
-            }
+            self.i = crate::json_text::find_stop(self.b, self.i);
             let byte = *self.b.get(self.i).ok_or(Unsure)?;
             self.i += 1;
             match byte {
@@ -230,10 +218,15 @@ impl<'a> Cursor<'a> {
     /// surrogates), and UTF-8, as serde checks. Strings it skips it does
     /// not check, nor does `skip`; a byte above 0x7f outside a string is a
     /// syntax error to both.
-    fn plain_string(&mut self) -> Skim<&'a str> {
+    fn plain_string(&mut self) -> Skim<&'a [u8]> {
         self.eat(b'"')?;
         match self.string_rest()? {
-            (bytes, false) => std::str::from_utf8(bytes).map_err(|_| Unsure),
+            // Most are ASCII, and `is_ascii` costs a third of `from_utf8`
+            // on a short string.
+            (bytes, false) if bytes.is_ascii() => Ok(bytes),
+            (bytes, false) => std::str::from_utf8(bytes)
+                .map(str::as_bytes)
+                .map_err(|_| Unsure),
             (_, true) => Err(Unsure),
         }
     }
@@ -242,7 +235,7 @@ impl<'a> Cursor<'a> {
     fn name(&mut self) -> Skim<&'a [u8]> {
         let name = self.plain_string()?;
         self.eat(b':')?;
-        Ok(name.as_bytes())
+        Ok(name)
     }
 
     /// A finish reason: null or a string.
@@ -250,7 +243,8 @@ impl<'a> Cursor<'a> {
         if self.null()? {
             return Ok(None);
         }
-        Ok(Some(self.plain_string()?.to_owned()))
+        let text = std::str::from_utf8(self.plain_string()?).map_err(|_| Unsure)?;
+        Ok(Some(text.to_owned()))
     }
 
     /// The object that starts here, each member handed to `member` with
@@ -450,16 +444,4 @@ impl<'a> Cursor<'a> {
             }
         }
     }
-}
-
-/// The high bit of each of the eight bytes (little-endian) that is a
-/// quote, a backslash or below 0x20. Bits above the lowest may be wrong
-/// (a borrow runs on), the lowest is exact: it marks the first such byte.
-fn stops_string(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGHS;
-    below(word ^ (ONES * u64::from(b'"')), 1)
-        | below(word ^ (ONES * u64::from(b'\\')), 1)
-        | below(word, 0x20)
 }
