@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::skim::{skim, AnswerHead};
-use super::translate::tests::{answer_edge_cases, golden_inputs, mutations};
+use super::translate::tests::{answer_edge_cases, golden_inputs, mutated_texts};
 
 fn serde_head(text: &[u8]) -> Option<AnswerHead> {
     serde_json::from_slice(text).ok()
@@ -75,12 +75,7 @@ fn answers_as_providers_send_them_are_read_here_as_serde_reads_them() {
 fn every_node_replaced_by_each_json_type_reads_as_serde_reads_it() {
     let mut cases = answers();
     cases.extend(answer_edge_cases());
-    let mutated: Vec<String> = cases
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .flat_map(|v| mutations(&v))
-        .map(|v| v.to_string())
-        .collect();
+    let mutated = mutated_texts(&cases);
     let answered = mutated.iter().filter(|t| agrees(t.as_bytes())).count();
     let serde_read = mutated
         .iter()

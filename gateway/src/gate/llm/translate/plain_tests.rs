@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{
     openai_response_to_anthropic, plain,
-    tests::{answer_edge_cases, golden_inputs, mutations, REQUESTED_MODEL},
+    tests::{answer_edge_cases, golden_inputs, mutated_texts, REQUESTED_MODEL},
 };
 use crate::gate::llm::{
     provider::anthropic_to_openai_tree, request::ClientRequest, routing::Members, usage::Usage,
@@ -51,12 +51,7 @@ fn request_cases() -> Vec<String> {
 
 /// `cases`, then each of them with every node replaced by each JSON type.
 fn with_mutations(mut cases: Vec<String>) -> Vec<String> {
-    let mutated: Vec<String> = cases
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .flat_map(|v| mutations(&v))
-        .map(|v| v.to_string())
-        .collect();
+    let mutated = mutated_texts(&cases);
     cases.extend(mutated);
     cases
 }

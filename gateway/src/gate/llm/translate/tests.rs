@@ -485,6 +485,17 @@ pub(in crate::gate::llm) fn mutations(input: &Value) -> Vec<Value> {
     out
 }
 
+/// Each text that is JSON with each of its nodes replaced by each JSON
+/// type ([`mutations`]), as text.
+pub(in crate::gate::llm) fn mutated_texts(texts: &[String]) -> Vec<String> {
+    texts
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .flat_map(|v| mutations(&v))
+        .map(|v| v.to_string())
+        .collect()
+}
+
 /// The golden inputs of one direction, as text.
 pub(in crate::gate::llm) fn golden_inputs(direction: &str) -> Vec<String> {
     let prefix = format!("{direction}.");
