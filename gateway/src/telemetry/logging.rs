@@ -301,10 +301,10 @@ pub struct AccessLine {
 pub enum Val<'a> {
     Str(&'a str),
     U64(u64),
-    F64(f64),
-    /// `units` over 10^`places`, written with exactly `places` decimals:
-    /// exact where a float is not, and a few times cheaper to write
-    /// (see [`Val::millis`], [`Val::micro_units`]).
+    /// `units` over 10^`places`, written with exactly `places` decimals
+    /// (see [`Val::millis`], [`Val::micro_units`]). Durations and costs
+    /// are kept as integers: written from them, they are exact, and
+    /// cheaper than through a float formatter.
     Fixed {
         units: u64,
         places: u32,
@@ -350,11 +350,6 @@ impl From<u32> for Val<'_> {
 impl From<u16> for Val<'_> {
     fn from(v: u16) -> Self {
         Val::U64(v.into())
-    }
-}
-impl From<f64> for Val<'_> {
-    fn from(v: f64) -> Self {
-        Val::F64(v)
     }
 }
 impl From<bool> for Val<'_> {
@@ -440,10 +435,6 @@ impl AccessLine {
             Val::U64(n) => self
                 .buf
                 .extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
-            Val::F64(x) if x.is_finite() => self
-                .buf
-                .extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
-            Val::F64(_) => self.buf.extend_from_slice(b"null"),
             Val::Fixed { units, places } => {
                 let scale = 10u64.pow(places);
                 let mut digits = itoa::Buffer::new();
@@ -581,15 +572,13 @@ mod line_tests {
         };
         line.field("a", "x\"y\n")
             .field("n", 3u64)
-            .field("f", 1.5f64)
             .field("b", true)
-            .field("gone", None::<&str>)
-            .field("nan", f64::NAN);
+            .field("gone", None::<&str>);
         line.buf.push(b'}');
         let v: serde_json::Value = serde_json::from_slice(&line.buf[..]).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"first": 0, "a": "x\"y\n", "n": 3, "f": 1.5, "b": true, "nan": null})
+            serde_json::json!({"first": 0, "a": "x\"y\n", "n": 3, "b": true})
         );
     }
 

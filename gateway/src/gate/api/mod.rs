@@ -838,8 +838,6 @@ pub(crate) async fn decide<'p>(
 }
 
 impl Plan<'_> {
-    /// Step 9, response rewrites, on the upstream response's head (after
-    /// the cache stored it: rewrites are per request).
     /// Whether [`Plan::finish`] changes a response's fields.
     pub(crate) fn changes_response(&self) -> bool {
         self.route.is_some_and(|r| !r.response_headers.is_empty())
@@ -847,6 +845,8 @@ impl Plan<'_> {
             || self.limit_headers.is_some()
     }
 
+    /// Step 9, response rewrites, on the upstream response's head (after
+    /// the cache stored it: rewrites are per request).
     pub(crate) fn finish(&self, resp: &mut hyper::http::response::Parts) {
         if let Some(route) = self.route {
             apply_headers(&route.response_headers, &mut resp.headers);

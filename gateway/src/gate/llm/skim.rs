@@ -128,6 +128,7 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// At the start of `body`.
     pub fn new(body: &'a [u8]) -> Cursor<'a> {
         Cursor { b: body, i: 0 }
     }
@@ -190,6 +191,7 @@ impl<'a> Cursor<'a> {
                     self.escape()?;
                 }
                 0..=0x1f => return Err(Unsure),
+                // `find_stop` stops at nothing else.
                 _ => {}
             }
         }

@@ -1880,20 +1880,21 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
-/// `Connection` header names.
 /// Whether a `Connection` token names a field to drop besides the fixed
 /// hop-by-hop ones (`close` names none; the fixed ones go anyway).
 fn names_another_field(token: &[u8]) -> bool {
     !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && !is_fixed_hop_by_hop(token)
 }
 
+/// Whether a field name is one of the fixed hop-by-hop ones, in any case.
 fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
+/// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
+/// `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names marks which fixed ones are here: usually
     // none, or `Connection` alone. No allocation unless `Connection`
