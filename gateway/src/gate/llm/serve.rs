@@ -1155,7 +1155,8 @@ impl Call {
         message.extend_from_slice(b"\r\n");
         message.extend_from_slice(&body);
         let timeout = Duration::from_millis(p.cfg.timeout_ms);
-        let sent = outbound::send(&self.cx, key, &Method::POST, &message);
+        // Only the fields passed on to the client are read from the answer.
+        let sent = outbound::send(&self.cx, key, &Method::POST, &message, is_passed_on);
         match tokio::time::timeout(timeout, sent).await {
             Ok(Ok((head, body))) => Ok(Response::from_parts(head, body)),
             Ok(Err(e)) => Err(Failure {
@@ -1667,15 +1668,22 @@ async fn resolve(p: &ProviderRt, config: &crate::config::Config) -> Result<Socke
 /// Provider headers worth passing on: request ids and rate-limit hints.
 fn copy_response_headers(from: &hyper::HeaderMap, to: &mut hyper::HeaderMap) {
     for (k, v) in from {
-        let name = k.as_str();
-        if name == "request-id"
-            || name == "x-request-id"
-            || name.starts_with("x-ratelimit-")
-            || name.starts_with("anthropic-ratelimit-")
-        {
+        if is_passed_on(k.as_str().as_bytes()) {
             to.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// Whether a provider header (its name in any case) is passed on.
+fn is_passed_on(name: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    name.eq_ignore_ascii_case(b"request-id")
+        || name.eq_ignore_ascii_case(b"x-request-id")
+        || starts(b"x-ratelimit-")
+        || starts(b"anthropic-ratelimit-")
 }
 
 /// A provider's 4xx, in the client's protocol: as it is when the protocols
@@ -1910,5 +1918,24 @@ mod tests {
                 "x-request-id"
             ]
         );
+        // The answer's map is made of these only: names as sent, any case.
+        for name in [
+            &b"X-Request-Id"[..],
+            b"request-id",
+            b"X-RateLimit-Limit-Requests",
+            b"ANTHROPIC-RATELIMIT-TOKENS-RESET",
+        ] {
+            assert!(is_passed_on(name), "{name:?}");
+        }
+        for name in [
+            &b"x-request"[..],
+            b"x-request-ids",
+            b"x-ratelimit",
+            b"content-type",
+            b"set-cookie",
+            b"",
+        ] {
+            assert!(!is_passed_on(name), "{name:?}");
+        }
     }
 }

@@ -248,7 +248,7 @@ impl Target {
         }
         m.extend_from_slice(b"\r\n");
         m.extend_from_slice(body);
-        outbound::send(cx, key, &method, &m).await
+        outbound::send(cx, key, &method, &m, outbound::all_fields).await
     }
 }
 

@@ -681,7 +681,7 @@ async fn send(
     }
     message.extend_from_slice(b"\r\n");
     message.extend_from_slice(&body);
-    outbound::send(cx, key, &method, &message).await
+    outbound::send(cx, key, &method, &message, outbound::all_fields).await
 }
 
 /// A whole answer, up to [`MAX_ANSWER_BYTES`]. By hand: `Limited` over a

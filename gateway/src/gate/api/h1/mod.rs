@@ -10,6 +10,7 @@
 //! with no per-request hand-off. Parsing stays with `httparse` (hyper's own
 //! parser); the framing rules are in [`framing`]. HTTP/2 clients (h2c prior
 //! knowledge, or ALPN h2 after `terminate`) are handed to hyper.
+mod fields;
 pub mod framing;
 pub(crate) mod outbound;
 pub mod pool;
@@ -35,6 +36,7 @@ use hyper::{
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use self::fields::{Kind, Parsed, Present, Spans};
 use self::framing::{Chunked, Fields, Framing, FramingError};
 use super::{
     client::{ApiBody, PoolKey, UpStream},
@@ -308,7 +310,7 @@ where
         let mut first = true;
         loop {
             self.idle.store(true, Ordering::Relaxed);
-            let Some(parts) = self.read_head(first).await? else {
+            let Some((parts, present)) = self.read_head(first).await? else {
                 return Ok(());
             };
             self.idle.store(false, Ordering::Relaxed);
@@ -324,7 +326,7 @@ where
             }
             let policy = Arc::clone(&self.policy);
             let mut rlog = RequestLog::start(&self.cx, &parts);
-            let keep = self.request(parts, &policy, &mut rlog).await;
+            let keep = self.request(parts, present, &policy, &mut rlog).await;
             rlog.counters = Some(self.counters(&rlog.route, rlog.status));
             drop(rlog);
             if !keep? {
@@ -383,7 +385,10 @@ where
 
     /// The next request head; `None` when the client closed (or stayed
     /// idle past the keep-alive timeout) between requests.
-    async fn read_head(&mut self, first: bool) -> Result<Option<request::Parts>, ConnError> {
+    async fn read_head(
+        &mut self,
+        first: bool,
+    ) -> Result<Option<(request::Parts, Present)>, ConnError> {
         let head_wait = Duration::from_millis(self.http.header_read_timeout_ms);
         let idle_wait = if first {
             head_wait
@@ -395,7 +400,7 @@ where
         loop {
             if !self.buf.is_empty() {
                 match parse_request(&mut self.buf) {
-                    Ok(Some(parts)) => return Ok(Some(parts)),
+                    Ok(Some(head)) => return Ok(Some(head)),
                     Ok(None) if self.buf.len() > self.http.max_header_bytes => {
                         let max = self.http.max_header_bytes;
                         Box::pin(self.reject(
@@ -470,13 +475,20 @@ where
     async fn request(
         &mut self,
         mut parts: request::Parts,
+        present: Present,
         policy: &super::ApiPolicy,
         rlog: &mut RequestLog,
     ) -> Result<bool, ConnError> {
         let cx = Arc::clone(&self.cx);
         let http10 = parts.version == Version::HTTP_10;
-        let client_close = wants_close(&parts.headers, http10);
-        let body = match framing::request(http10, &parts.headers) {
+        // The map as parsed: what the head did not have is not looked up
+        // (until the map changes, below).
+        let parsed = Parsed {
+            headers: &parts.headers,
+            present,
+        };
+        let client_close = wants_close(&parsed, http10);
+        let body = match framing::request(http10, &parsed) {
             Ok(f) => f,
             Err(e) => {
                 rlog.outcome = "bad_request";
@@ -509,14 +521,14 @@ where
             Box::pin(self.answer(resp, "method_not_allowed", &parts.method, true, rlog)).await?;
             return Ok(false);
         }
-        let upgrade = upgrade_protocol(&parts);
+        let upgrade = upgrade_protocol(&parts, present);
         // The gateway answers `Expect: 100-continue` itself once the
         // policy admitted the request (as nginx does), then relays the body.
-        let expects_continue = parts
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        parts.headers.remove(header::EXPECT);
+        let expects_continue = present.has(Kind::Expect)
+            && parts
+                .headers
+                .remove(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
         let mut plan = match decide(&cx, policy, &mut parts, rlog).await {
             Verdict::Answer(resp, outcome) => {
@@ -1657,51 +1669,9 @@ enum HeadError {
     Malformed(String),
 }
 
-/// Where a head's header fields lie in its buffer (name and value
-/// offsets), so the map can share the buffer instead of copying each value.
-struct Spans {
-    fields: Vec<(u32, u32, u32, u32)>,
-}
-
-impl Spans {
-    fn of(base: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
-        let at = |s: &[u8]| (s.as_ptr() as usize - base.as_ptr() as usize) as u32;
-        Spans {
-            fields: headers
-                .iter()
-                .map(|h| {
-                    let name = at(h.name.as_bytes());
-                    let value = at(h.value);
-                    (
-                        name,
-                        name + h.name.len() as u32,
-                        value,
-                        value + h.value.len() as u32,
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// The header map, its values slices of `head`.
-    fn map(&self, head: &Bytes) -> Option<HeaderMap> {
-        // Room for the fields the gateway adds (`traceparent` to a request,
-        // `x-trigate-cache` to a response): growing the table then would
-        // rehash it and move its entries, which showed per request.
-        const ADDED: usize = 2;
-        let mut map = HeaderMap::with_capacity(self.fields.len() + ADDED);
-        for &(n0, n1, v0, v1) in &self.fields {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).ok()?;
-            let value =
-                HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize)).ok()?;
-            map.append(name, value);
-        }
-        Some(map)
-    }
-}
-
-/// Takes a complete request head off the front of `buf`.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<request::Parts>, HeadError> {
+/// Takes a complete request head off the front of `buf`, with the kinds
+/// of field the relay reads that it holds.
+fn parse_request(buf: &mut BytesMut) -> Result<Option<(request::Parts, Present)>, HeadError> {
     // Uninitialised slots: zeroing 128 of them per head showed in profiles.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -1721,7 +1691,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<request::Parts>, HeadError
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let spans = Spans::of(buf, req.headers);
+    let spans = Spans::of(buf, req.headers).ok_or_else(|| bad("invalid header field"))?;
     let head = buf.split_to(len).freeze();
     let uri =
         Uri::from_maybe_shared(head.slice(path)).map_err(|_| bad("invalid request target"))?;
@@ -1733,7 +1703,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<request::Parts>, HeadError
     parts.uri = uri;
     parts.version = version;
     parts.headers = map;
-    Ok(Some(parts))
+    Ok(Some((parts, spans.present)))
 }
 
 /// A response head as the upstream sent it: its bytes and where its
@@ -1752,72 +1722,29 @@ pub(super) struct ResponseHead {
 impl ResponseHead {
     /// The head as `http` parts, its values slices of the head's bytes.
     pub(super) fn parts(&self) -> Result<response::Parts, String> {
-        let map = self.spans.map(&self.bytes).ok_or("invalid header field")?;
+        self.parts_of(|_| true)
+    }
+
+    /// The head as `http` parts with only the fields `keep` takes (by
+    /// name as sent, in any case).
+    pub(super) fn parts_of(&self, keep: impl Fn(&[u8]) -> bool) -> Result<response::Parts, String> {
+        let map = self
+            .spans
+            .map_of(&self.bytes, keep)
+            .ok_or("invalid header field")?;
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = self.status;
         parts.version = self.version;
         parts.headers = map;
         Ok(parts)
     }
-
-    /// The fields in order, as (name, value).
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let b = &self.bytes[..];
-        self.spans.fields.iter().map(move |&(n0, n1, v0, v1)| {
-            (&b[n0 as usize..n1 as usize], &b[v0 as usize..v1 as usize])
-        })
-    }
 }
 
 impl Fields for ResponseHead {
     fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let name = name.as_str().as_bytes();
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.spans.values(&self.bytes, name)
     }
 }
-
-/// Whether a field httparse accepted is one `http` takes as it is: the
-/// same checks as `HeaderName::from_bytes` and `HeaderValue::from_bytes`,
-/// made here because a head relayed from its bytes never goes through
-/// them, and a field they would refuse must fail the same way.
-fn is_valid_field(name: &[u8], value: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_FIELD_NAME
-        && name.iter().all(|&b| FIELD_BYTES[b as usize] & NAME != 0)
-        && value.iter().all(|&b| FIELD_BYTES[b as usize] & VALUE != 0)
-}
-
-/// `HeaderName`'s longest name.
-const MAX_FIELD_NAME: usize = (1 << 16) - 1;
-
-/// Per byte: whether a name (a token character, RFC 9110 §5.6.2) or a
-/// value (`HeaderValue`: tab, or neither a control byte nor DEL) may hold
-/// it. A table: every byte of every response head goes through it.
-static FIELD_BYTES: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphanumeric() {
-            t[b] |= NAME;
-        }
-        if c == b'\t' || (c >= 0x20 && c != 0x7f) {
-            t[b] |= VALUE;
-        }
-        b += 1;
-    }
-    let symbols = b"!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < symbols.len() {
-        t[symbols[i] as usize] |= NAME;
-        i += 1;
-    }
-    t
-};
-const NAME: u8 = 1;
-const VALUE: u8 = 2;
 
 /// Takes a complete response head off the front of `buf`.
 fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, String> {
@@ -1837,14 +1764,7 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, String> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    if !resp
-        .headers
-        .iter()
-        .all(|h| is_valid_field(h.name.as_bytes(), h.value))
-    {
-        return Err("invalid header field".into());
-    }
-    let spans = Spans::of(buf, resp.headers);
+    let spans = Spans::of(buf, resp.headers).ok_or("invalid header field")?;
     let bytes = buf.split_to(len).freeze();
     Ok(Some(ResponseHead {
         status,
@@ -1867,9 +1787,11 @@ fn wants_close(headers: &impl Fields, http10: bool) -> bool {
 }
 
 /// The protocol an HTTP/1.1 upgrade request asks for (`Connection`
-/// lists `upgrade` and `Upgrade` names it).
-fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
+/// lists `upgrade` and `Upgrade` names it). `present`: what its head held.
+fn upgrade_protocol(req: &request::Parts, present: Present) -> Option<HeaderValue> {
     let asks = req.version == Version::HTTP_11
+        && present.has(Kind::Connection)
+        && present.has(Kind::Upgrade)
         && req
             .headers
             .get_all(header::CONNECTION)
@@ -1883,14 +1805,7 @@ fn upgrade_protocol(req: &request::Parts) -> Option<HeaderValue> {
 /// Whether a `Connection` token names a field to drop besides the fixed
 /// hop-by-hop ones (`close` names none; the fixed ones go anyway).
 fn names_another_field(token: &[u8]) -> bool {
-    !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && !is_fixed_hop_by_hop(token)
-}
-
-/// Whether a field name is one of the fixed hop-by-hop ones, in any case.
-fn is_fixed_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    !token.is_empty() && !token.eq_ignore_ascii_case(b"close") && !Kind::of(token).is_hop_by_hop()
 }
 
 /// Drops hop-by-hop fields (RFC 9110 §7.6.1): the fixed ones and those the
@@ -1989,15 +1904,32 @@ fn write_relayed_head(out: &mut Vec<u8>, head: &ResponseHead, close: bool) {
     // field needs looking up in it.
     let lists_others = tokens().next().is_some();
     let listed = |name: &[u8]| lists_others && tokens().any(|t| name.eq_ignore_ascii_case(t));
-    for (name, value) in head.fields() {
-        if is_fixed_hop_by_hop(name) || listed(name) {
+    let bytes = &head.bytes[..];
+    // Kept lines already written `name: value\r\n` that follow each other
+    // in the head are copied as one run; any other line is written anew.
+    let mut run = 0..0;
+    for f in &head.spans.fields {
+        let (name, value) = Spans::field(bytes, f);
+        if f.kind.is_hop_by_hop() || listed(name) {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        match Spans::plain_line(bytes, f) {
+            Some((start, end)) if start == run.end => run.end = end,
+            Some((start, end)) => {
+                out.extend_from_slice(&bytes[run]);
+                run = start..end;
+            }
+            None => {
+                out.extend_from_slice(&bytes[run]);
+                run = 0..0;
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
+    out.extend_from_slice(&bytes[run]);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -30,17 +30,25 @@ use super::{
 };
 use crate::gate::api::{client::PoolKey, ConnContext, Failure};
 
+/// For [`send`]: every field of the answer.
+pub(crate) fn all_fields(_: &[u8]) -> bool {
+    true
+}
+
 /// First read buffer of an exchange.
 const ANSWER_BUF: usize = 4096;
 
 /// Sends one request (`message`: the head, then the body its
-/// `content-length` announces) and reads the response head. A pooled
+/// `content-length` announces) and reads the response head, whose map
+/// holds the fields `keep` takes (by name as sent, in any case: a caller
+/// that reads few of them spares making a map of all). A pooled
 /// connection the upstream closed while idle is replaced once.
 pub(crate) async fn send(
     cx: &Arc<ConnContext>,
     key: PoolKey,
     method: &Method,
     message: &[u8],
+    keep: fn(&[u8]) -> bool,
 ) -> Result<(response::Parts, UpBody), Failure> {
     let http = &cx.node.config.load().http;
     let idle_for = Duration::from_millis(http.pool_idle_timeout_ms);
@@ -73,9 +81,9 @@ pub(crate) async fn send(
             Err(e) => Err(HeadRead::Io(e)),
             Ok(()) => read_response_head(&mut tokio::io::sink(), &mut up, method)
                 .await
-                // The LLM gate reads the answer's fields: a map.
+                // The gates read the answer's fields from a map.
                 .and_then(|resp| {
-                    let parts = resp.head.parts().map_err(HeadRead::Bad)?;
+                    let parts = resp.head.parts_of(keep).map_err(HeadRead::Bad)?;
                     Ok((parts, resp.framing, resp.close))
                 }),
         };

@@ -3,13 +3,21 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 use super::*;
 
 fn parse(raw: &[u8]) -> Result<Option<request::Parts>, HeadError> {
-    parse_request(&mut BytesMut::from(raw))
+    parse_request(&mut BytesMut::from(raw)).map(|head| head.map(|(parts, _)| parts))
+}
+
+/// A request head that parses, with the kinds of field it holds.
+fn parsed_head(raw: &str) -> (request::Parts, Present) {
+    match parse_request(&mut BytesMut::from(raw)) {
+        Ok(Some(head)) => head,
+        _ => panic!("{raw:?} should parse"),
+    }
 }
 
 fn parsed(raw: &str) -> request::Parts {
     let mut buf = BytesMut::from(raw);
     match parse_request(&mut buf) {
-        Ok(Some(p)) => {
+        Ok(Some((p, _))) => {
             assert_eq!(
                 buf.len(),
                 raw.len() - (raw.find("\r\n\r\n").unwrap() + 4),
@@ -72,7 +80,7 @@ fn response_heads_parse() {
 /// Heads covering what relaying from the bytes must get right: fixed and
 /// `Connection`-listed hop-by-hop fields in any case, repeated names,
 /// several `Connection` fields, framing by length, chunks or close.
-const RESPONSE_HEADS: [&str; 7] = [
+const RESPONSE_HEADS: [&str; 8] = [
     "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
     "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n",
     "HTTP/1.1 404 Not Found\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nConnection: x-secret, Keep-Alive\r\nTE: trailers\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -80,6 +88,9 @@ const RESPONSE_HEADS: [&str; 7] = [
     "HTTP/1.0 200 OK\r\nProxy-Authorization: Basic x\r\nUpgrade: h2c\r\nTrailer: x\r\nProxy-Connection: keep-alive\r\nVary: a\r\nVary: b\r\n\r\n",
     "HTTP/1.1 204 No Content\r\nDate: Sun, 29 Nov 2026 19:00:00 GMT\r\n\r\n",
     "HTTP/1.1 200 OK\r\nConnection: close, x-gone\r\nClose: kept\r\nX-Gone: 1\r\n\r\n",
+    // Lines not written as the relay writes them: bare LF, no space or
+    // more than one around the value.
+    "HTTP/1.1 200 OK\nServer:nginx\r\nX-Pad:  a b  \r\nKeep-Alive: 1\nContent-Length: 0\n\n",
 ];
 
 /// A written head's status line and its fields, lower-cased, in order per
@@ -142,36 +153,75 @@ fn heads_relayed_from_their_bytes_say_what_the_map_would() {
         "HTTP/1.1 404 Not Found\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
          Transfer-Encoding: chunked\r\n\r\n"
     );
+    // Lines are written `name: value` with CRLF, whatever the upstream's
+    // spacing and line ends; runs of such lines are copied as they are.
+    let head = parse_response(&mut BytesMut::from(RESPONSE_HEADS[7]))
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    write_relayed_head(&mut out, &head, true);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Pad: a b\r\nContent-Length: 0\r\n\
+         connection: close\r\n\r\n"
+    );
+    let raw = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nKeep-Alive: x\r\nC: 3\r\nD:4\r\nE: 5\r\n\r\n";
+    let head = parse_response(&mut BytesMut::from(raw)).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_relayed_head(&mut out, &head, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n"
+    );
 }
 
+/// Every field a parsed response head holds is one `http` takes as it is
+/// (the relay writes fields from the head's bytes without making them
+/// `HeaderName`s and `HeaderValue`s), and every field `http` takes is kept.
+/// This rests on httparse's byte checks, so it tries every byte in a name
+/// and in a value.
 #[test]
-fn response_fields_are_checked_as_http_checks_them() {
+fn fields_httparse_takes_are_ones_http_takes() {
+    let check = |name: &[u8], value: &[u8]| {
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        raw.extend_from_slice(name);
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(b"\r\n\r\n");
+        let http_takes =
+            HeaderName::from_bytes(name).is_ok() && HeaderValue::from_bytes(value).is_ok();
+        match parse_response(&mut BytesMut::from(&raw[..])) {
+            Ok(Some(head)) => {
+                let parts = head.parts().expect("a parsed head makes a map");
+                let fields: Vec<_> = head
+                    .spans
+                    .fields
+                    .iter()
+                    .map(|f| fields::Spans::field(&head.bytes, f))
+                    .collect();
+                for (n, v) in &fields {
+                    assert!(HeaderName::from_bytes(n).is_ok(), "{raw:?}");
+                    assert!(HeaderValue::from_bytes(v).is_ok(), "{raw:?}");
+                }
+                assert_eq!(parts.headers.len(), fields.len());
+                if http_takes {
+                    assert_eq!(fields, [(name, value)], "{raw:?}");
+                }
+            }
+            Ok(None) => panic!("{raw:?} is complete"),
+            Err(_) => assert!(!http_takes, "{raw:?} refused"),
+        }
+    };
     for b in 0..=255u8 {
-        assert_eq!(
-            is_valid_field(&[b], b"v"),
-            HeaderName::from_bytes(&[b]).is_ok(),
-            "name byte {b:#04x}"
-        );
-        assert_eq!(
-            is_valid_field(b"x", &[b'a', b]),
-            HeaderValue::from_bytes(&[b'a', b]).is_ok(),
-            "value byte {b:#04x}"
-        );
+        check(&[b], b"v");
+        check(&[b'x', b, b'x'], b"v");
+        check(b"x", &[b'a', b, b'z']);
     }
-    for len in [MAX_FIELD_NAME, MAX_FIELD_NAME + 1] {
-        let name = vec![b'a'; len];
-        assert_eq!(
-            is_valid_field(&name, b"v"),
-            HeaderName::from_bytes(&name).is_ok(),
-            "name of {len} bytes"
-        );
-    }
-    assert!(!is_valid_field(b"", b"v"));
     // A name httparse takes but http would not fails the head, as it did
     // when every head became a map.
     let long = format!(
         "HTTP/1.1 200 OK\r\n{}: v\r\n\r\n",
-        "a".repeat(MAX_FIELD_NAME + 1)
+        "a".repeat(fields::MAX_FIELD_NAME + 1)
     );
     assert_eq!(
         parse_response(&mut BytesMut::from(long.as_str())).err(),
@@ -220,16 +270,64 @@ fn connection_semantics() {
     left.sort_unstable();
     assert_eq!(left, ["transfer-encoding", "x-kept"]);
 
-    let up =
-        parsed("GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
-    assert_eq!(upgrade_protocol(&up).unwrap(), "websocket");
-    let no = parsed("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+    let upgrade = |raw: &str| {
+        let (parts, present) = parsed_head(raw);
+        upgrade_protocol(&parts, present)
+    };
+    assert_eq!(
+        upgrade(
+            "GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .unwrap(),
+        "websocket"
+    );
     assert!(
-        upgrade_protocol(&no).is_none(),
+        upgrade("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").is_none(),
         "Connection must name upgrade"
     );
-    let old = parsed("GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
-    assert!(upgrade_protocol(&old).is_none(), "not in HTTP/1.0");
+    assert!(
+        upgrade("GET /ws HTTP/1.1\r\nConnection: upgrade\r\n\r\n").is_none(),
+        "and Upgrade must name a protocol"
+    );
+    assert!(
+        upgrade("GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").is_none(),
+        "not in HTTP/1.0"
+    );
+}
+
+/// A request's framing and keep-alive read through [`Parsed`] (which skips
+/// the fields its head did not have) are what the whole map says.
+#[test]
+fn requests_read_as_parsed_say_what_the_map_would() {
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nCONNECTION: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "PUT / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n",
+    ] {
+        let (parts, present) = parsed_head(raw);
+        let parsed = Parsed {
+            headers: &parts.headers,
+            present,
+        };
+        let http10 = parts.version == Version::HTTP_10;
+        assert_eq!(
+            wants_close(&parsed, http10),
+            wants_close(&parts.headers, http10),
+            "{raw:?}"
+        );
+        assert_eq!(
+            framing::request(http10, &parsed),
+            framing::request(http10, &parts.headers),
+            "{raw:?}"
+        );
+    }
 }
 
 #[test]
