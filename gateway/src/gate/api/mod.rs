@@ -371,7 +371,7 @@ pub(crate) enum Verdict<'p> {
 pub(crate) struct Plan<'p> {
     pub route: Option<&'p Route>,
     /// Request authority (HTTP/2 `:authority`, else `Host`).
-    pub authority: Option<String>,
+    pub authority: Option<HeaderValue>,
     pub timeout: Duration,
     cors_headers: Option<hyper::HeaderMap>,
     /// (limit, remaining, reset) of the last limit that admitted it.
@@ -589,19 +589,19 @@ pub(crate) async fn decide<'p>(
         }
     }
     // 1. Route: every later step reads the matched route's policy.
-    let authority = req
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        });
+    // A `Host` value is shared with the request head, not copied.
+    let authority = match req.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req
+            .headers
+            .get(header::HOST)
+            .filter(|v| v.to_str().is_ok())
+            .cloned(),
+    };
+    let authority_str = authority.as_ref().and_then(|v| v.to_str().ok());
     let facts = RequestFacts {
         destination: &cx.destination.name,
-        host: authority.as_deref().map(host_of),
+        host: authority_str.map(host_of),
         path: req.uri.path(),
         method: &req.method,
         headers: &req.headers,
@@ -746,7 +746,7 @@ pub(crate) async fn decide<'p>(
         if let (Some(cache_cfg), Some(store)) = (&route.cache, policy.caches.get(&route.name)) {
             if req.method == Method::GET {
                 let tenant = format!("{}|{}", rlog.workload, caller_label(&caller));
-                let host = authority.as_deref().map(host_of).unwrap_or("");
+                let host = authority_str.map(host_of).unwrap_or("");
                 let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
                 let key = store.lookup_key(&tenant, &route.name, host, pq, &req.headers);
                 let now = Instant::now();
@@ -1056,11 +1056,7 @@ async fn forward(
     }
     // HTTP/2 clients send :authority, HTTP/1 upstreams want Host.
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = plan
-            .authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
-        {
+        if let Some(a) = plan.authority.clone() {
             parts.headers.insert(header::HOST, a);
         }
     }

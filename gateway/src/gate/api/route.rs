@@ -165,8 +165,9 @@ pub fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // By bytes: `rsplit_once` searches for a char, which showed per request.
+    match authority.bytes().rposition(|b| b == b':') {
+        Some(i) if authority.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &authority[..i],
         _ => authority,
     }
 }
@@ -355,5 +356,11 @@ mod tests {
         assert_eq!(host_of("api.example.com"), "api.example.com");
         assert_eq!(host_of("[fd00::1]:80"), "fd00::1");
         assert_eq!(host_of("10.0.0.1:80"), "10.0.0.1");
+        // Only a last `:` followed by digits (or nothing) ends the host.
+        assert_eq!(host_of("h:"), "h");
+        assert_eq!(host_of("a:b:c"), "a:b:c");
+        assert_eq!(host_of("a:1:2"), "a:1");
+        assert_eq!(host_of("grüße.example:80"), "grüße.example");
+        assert_eq!(host_of(""), "");
     }
 }

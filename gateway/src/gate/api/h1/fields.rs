@@ -4,7 +4,7 @@
 //! test a bit instead of comparing names or hashing them into a map again.
 use bytes::Bytes;
 use hyper::{
-    header::{HeaderName, HeaderValue},
+    header::{self, HeaderName, HeaderValue},
     HeaderMap,
 };
 
@@ -32,26 +32,47 @@ pub(super) enum Kind {
 impl Kind {
     /// The kind of a field name, in any case.
     pub(super) fn of(name: &[u8]) -> Kind {
-        // By length first: most names are none of these, and then no byte
-        // is compared.
-        let candidates: &[(&[u8], Kind)] = match name.len() {
-            2 => &[(b"te", Kind::Te)],
-            6 => &[(b"expect", Kind::Expect)],
-            7 => &[(b"trailer", Kind::Trailer), (b"upgrade", Kind::Upgrade)],
-            10 => &[
-                (b"connection", Kind::Connection),
-                (b"keep-alive", Kind::KeepAlive),
-            ],
-            14 => &[(b"content-length", Kind::ContentLength)],
-            16 => &[(b"proxy-connection", Kind::ProxyConnection)],
-            17 => &[(b"transfer-encoding", Kind::TransferEncoding)],
-            19 => &[(b"proxy-authorization", Kind::ProxyAuthorization)],
+        // By length, then one comparison: most names are none of these,
+        // and then no byte is compared. Two share a length: their first
+        // letters differ.
+        let first = name.first().map_or(0, |b| b | 0x20);
+        let (known, kind): (&[u8], Kind) = match name.len() {
+            2 => (b"te", Kind::Te),
+            6 => (b"expect", Kind::Expect),
+            7 if first == b't' => (b"trailer", Kind::Trailer),
+            7 => (b"upgrade", Kind::Upgrade),
+            10 if first == b'c' => (b"connection", Kind::Connection),
+            10 => (b"keep-alive", Kind::KeepAlive),
+            14 => (b"content-length", Kind::ContentLength),
+            16 => (b"proxy-connection", Kind::ProxyConnection),
+            17 => (b"transfer-encoding", Kind::TransferEncoding),
+            19 => (b"proxy-authorization", Kind::ProxyAuthorization),
             _ => return Kind::Other,
         };
-        candidates
-            .iter()
-            .find(|(n, _)| name.eq_ignore_ascii_case(n))
-            .map_or(Kind::Other, |&(_, k)| k)
+        if eq_lower(name, known) {
+            kind
+        } else {
+            Kind::Other
+        }
+    }
+
+    /// The kind of a `HeaderName`: standard names compare as what they
+    /// are in `http` (no byte is read).
+    pub(super) fn of_header(name: &HeaderName) -> Kind {
+        const STANDARD: [(HeaderName, Kind); 8] = [
+            (header::CONNECTION, Kind::Connection),
+            (header::CONTENT_LENGTH, Kind::ContentLength),
+            (header::TRANSFER_ENCODING, Kind::TransferEncoding),
+            (header::EXPECT, Kind::Expect),
+            (header::TE, Kind::Te),
+            (header::TRAILER, Kind::Trailer),
+            (header::UPGRADE, Kind::Upgrade),
+            (header::PROXY_AUTHORIZATION, Kind::ProxyAuthorization),
+        ];
+        match STANDARD.iter().find(|(n, _)| n == name) {
+            Some(&(_, kind)) => kind,
+            None => Kind::of(name.as_str().as_bytes()),
+        }
     }
 
     /// One of the fixed hop-by-hop fields (`super::super::HOP_BY_HOP`).
@@ -71,6 +92,50 @@ impl Kind {
     fn bit(self) -> u16 {
         1 << self as u16
     }
+}
+
+/// Whether `name` is `lower` (as long, in lower case) in any case: eight
+/// bytes at a time, as every field name of every head is classified.
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return name.eq_ignore_ascii_case(lower);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    // Words at 0, 8, …, and the last eight bytes (overlapping the one
+    // before when the length is not a multiple of eight).
+    let mut at = 0;
+    loop {
+        let at_ = at.min(n - 8);
+        if to_lower(word(name, at_)) != word(lower, at_) {
+            return false;
+        }
+        if at_ + 8 == n {
+            return true;
+        }
+        at += 8;
+    }
+}
+
+/// Eight bytes with their ASCII capitals made small; other bytes as
+/// they are.
+fn to_lower(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Seven low bits of each byte: adding below 0x80 carries into no
+    // other byte.
+    let low7 = x & (0x7f * ONES);
+    // Each byte's high bit: at least `A`; past `Z`; a high byte.
+    let from_a = low7 + (0x80 - u64::from(b'A')) * ONES;
+    let past_z = low7 + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let capital = from_a & !past_z & !x & (0x80 * ONES);
+    x | (capital >> 2)
 }
 
 /// The kinds of field a head holds.
@@ -178,8 +243,8 @@ impl Spans {
         head: &'a [u8],
         name: &'a HeaderName,
     ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let kind = Kind::of_header(name);
         let name = name.as_str().as_bytes();
-        let kind = Kind::of(name);
         let fields = if self.present.has(kind) {
             &self.fields[..]
         } else {
@@ -208,7 +273,7 @@ impl Fields for Parsed<'_> {
     fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         let all = self
             .present
-            .has(Kind::of(name.as_str().as_bytes()))
+            .has(Kind::of_header(name))
             .then(|| self.headers.get_all(name));
         all.into_iter().flatten().map(HeaderValue::as_bytes)
     }
@@ -264,6 +329,56 @@ mod tests {
         let bits: std::collections::HashSet<u16> = KNOWN.iter().map(|(_, k)| k.bit()).collect();
         assert_eq!(bits.len(), KNOWN.len());
         assert!(!bits.contains(&Kind::Other.bit()));
+    }
+
+    #[test]
+    fn kinds_of_header_names_are_the_kinds_of_their_bytes() {
+        for (name, kind) in KNOWN {
+            assert_eq!(Kind::of_header(&HeaderName::from_static(name)), kind);
+        }
+        for other in ["host", "x-te", "content-type", "x-connection"] {
+            assert_eq!(
+                Kind::of_header(&HeaderName::from_static(other)),
+                Kind::Other
+            );
+        }
+    }
+
+    #[test]
+    fn words_are_lower_cased_as_bytes_are() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut bytes = *b"aZ-09\xffq@";
+                bytes[at] = b;
+                let lowered = to_lower(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(
+                    lowered.to_vec(),
+                    bytes.to_ascii_lowercase(),
+                    "{b:#04x} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lower_case_comparison_is_ascii_case_insensitive_equality() {
+        for (name, _) in KNOWN {
+            let lower = name.as_bytes();
+            assert!(eq_lower(lower, lower));
+            assert!(eq_lower(&lower.to_ascii_uppercase(), lower));
+            for at in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut other = lower.to_vec();
+                    other[at] = b;
+                    assert_eq!(
+                        eq_lower(&other, lower),
+                        other.eq_ignore_ascii_case(lower),
+                        "{other:?}"
+                    );
+                }
+            }
+            assert!(!eq_lower(&lower[1..], lower));
+        }
     }
 
     #[test]

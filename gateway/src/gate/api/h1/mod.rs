@@ -621,11 +621,11 @@ where
 
         strip_hop_by_hop(&mut parts.headers);
         if !parts.headers.contains_key(header::HOST) {
-            let host = plan
-                .authority
-                .clone()
-                .unwrap_or_else(|| cx.original_dst.to_string());
-            if let Ok(v) = HeaderValue::from_str(&host) {
+            let host = match &plan.authority {
+                Some(a) => Some(a.clone()),
+                None => HeaderValue::from_str(&cx.original_dst.to_string()).ok(),
+            };
+            if let Some(v) = host {
                 parts.headers.insert(header::HOST, v);
             }
         }
