@@ -103,7 +103,7 @@ fn choice(c: &mut Cursor<'_>) -> Skim<ChoiceHead> {
     Ok(out)
 }
 
-fn once(seen: &mut bool) -> Skim<()> {
+pub(crate) fn once(seen: &mut bool) -> Skim<()> {
     if std::mem::replace(seen, true) {
         return Err(Unsure);
     }
@@ -220,7 +220,7 @@ impl<'a> Cursor<'a> {
     /// surrogates), and UTF-8, as serde checks. Strings it skips it does
     /// not check, nor does `skip`; a byte above 0x7f outside a string is a
     /// syntax error to both.
-    fn plain_string(&mut self) -> Skim<&'a [u8]> {
+    pub(crate) fn plain_string(&mut self) -> Skim<&'a [u8]> {
         self.eat(b'"')?;
         match self.string_rest()? {
             // Most are ASCII, and `is_ascii` costs a third of `from_utf8`
@@ -230,6 +230,31 @@ impl<'a> Cursor<'a> {
                 .map(str::as_bytes)
                 .map_err(|_| Unsure),
             (_, true) => Err(Unsure),
+        }
+    }
+
+    /// A string to be written out again as it stands: its raw contents,
+    /// UTF-8 (as serde checks a string it reads), with escapes only of
+    /// the short kind, which mean the same in any JSON text. A `\u`
+    /// escape gives up: serde refuses a lone surrogate, which copying
+    /// would let through.
+    pub(crate) fn json_string(&mut self) -> Skim<&'a [u8]> {
+        self.eat(b'"')?;
+        let (bytes, escaped) = self.string_rest()?;
+        if escaped {
+            let mut i = 0;
+            while let Some(at) = bytes[i..].iter().position(|&b| b == b'\\') {
+                // `string_rest` checked each escape has its byte.
+                if bytes.get(i + at + 1) == Some(&b'u') {
+                    return Err(Unsure);
+                }
+                i += at + 2;
+            }
+        }
+        if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
+            Ok(bytes)
+        } else {
+            Err(Unsure)
         }
     }
 
@@ -272,7 +297,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The array that starts here, `element` reading each element.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Skim<()>) -> Skim<()> {
+    pub(crate) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Skim<()>) -> Skim<()> {
         self.eat(b'[')?;
         if self.peek()? == b']' {
             self.i += 1;
@@ -332,7 +357,7 @@ impl<'a> Cursor<'a> {
         Ok(&self.b[start..self.i])
     }
 
-    fn plain_int(&mut self) -> Skim<u64> {
+    pub(crate) fn plain_int(&mut self) -> Skim<u64> {
         self.plain_digits()?.iter().try_fold(0u64, |n, d| {
             n.checked_mul(10)
                 .and_then(|n| n.checked_add(u64::from(d - b'0')))

@@ -25,6 +25,7 @@ use serde_json::Number;
 use super::{json::Text, response::stop_reason};
 use crate::gate::llm::{
     request::{write_json, ClientRequest, MemberText},
+    skim::{self, Cursor, Skim, Unsure},
     usage::Usage,
 };
 
@@ -120,60 +121,296 @@ pub struct Answer {
 /// or `None` when it is not plain or reports no usage (then the tree way
 /// estimates it).
 pub fn openai_answer_to_anthropic(answer: &[u8], model: &str) -> Option<Answer> {
-    let Obj(a) = serde_json::from_slice::<Obj<Completion>>(answer).ok()?;
+    let read = match skim_completion(answer) {
+        Ok(read) => read,
+        // Not certain to read as serde_json would: serde_json reads it.
+        Err(Unsure) => serde_completion(answer)?,
+    };
+    read.translate(model)
+}
+
+/// What the translation of an answer takes from it.
+pub(super) struct Completion<'a> {
+    id: Str<'a>,
+    /// The first choice's message's content, when not null.
+    content: Option<Str<'a>>,
+    stop_reason: &'static str,
+    /// A refusal that is not null, or tool calls.
+    not_plain: bool,
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    cached: Option<u64>,
+    reasoning: Option<u64>,
+}
+
+/// A string of the answer: decoded by serde_json, or as it stands in the
+/// answer's text (see [`Cursor::json_string`]), which means the same
+/// string written out again.
+enum Str<'a> {
+    Decoded(Text<'a>),
+    Json(&'a [u8]),
+}
+
+impl Str<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Str::Decoded(t) => t.as_str().is_empty(),
+            // An escape is never empty.
+            Str::Json(raw) => raw.is_empty(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Str::Decoded(t) => write_json(out, t.as_str()),
+            Str::Json(raw) => {
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+impl Completion<'_> {
+    pub(super) fn translate(self, model: &str) -> Option<Answer> {
+        if self.not_plain {
+            return None;
+        }
+        // Accounting reads the Chat Completions names, as for an answer
+        // passed on untranslated. Without them (`None`) it would read the
+        // Responses API's names: the tree way.
+        let usage = Usage::reported(self.prompt, self.completion, self.cached, self.reasoning)?;
+        let (prompt, completion, cached) = (
+            self.prompt.unwrap_or(0),
+            self.completion.unwrap_or(0),
+            self.cached.unwrap_or(0),
+        );
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(br#"{"id":"#);
+        self.id.write(&mut out);
+        out.extend_from_slice(br#","type":"message","role":"assistant","model":"#);
+        write_json(&mut out, model);
+        out.extend_from_slice(br#","content":["#);
+        if let Some(text) = self.content.filter(|t| !t.is_empty()) {
+            out.extend_from_slice(br#"{"type":"text","text":"#);
+            text.write(&mut out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(br#"],"stop_reason":"#);
+        write_json(&mut out, self.stop_reason);
+        // OpenAI does not say which stop sequence matched; Anthropic's
+        // `input_tokens` leaves out the cached part (see `anthropic_usage`).
+        out.extend_from_slice(br#","stop_sequence":null,"usage":{"input_tokens":"#);
+        write_json(&mut out, &prompt.saturating_sub(cached));
+        out.extend_from_slice(br#","output_tokens":"#);
+        write_json(&mut out, &completion);
+        out.extend_from_slice(br#","cache_read_input_tokens":"#);
+        write_json(&mut out, &cached);
+        out.extend_from_slice(br#","cache_creation_input_tokens":0}}"#);
+        Some(Answer {
+            body: out,
+            usage,
+            stop_reason: self.stop_reason,
+        })
+    }
+}
+
+/// The answer read by serde_json, visiting only what is kept.
+pub(super) fn serde_completion(answer: &[u8]) -> Option<Completion<'_>> {
+    let Obj(a) = serde_json::from_slice::<Obj<CompletionMembers>>(answer).ok()?;
     // Only the first choice is read: requests with n > 1 are refused.
     let Obj(choice) = a.choices?.into_iter().next()?;
     let Obj(message) = choice.message?;
     let stop_reason = stop_reason(choice.finish_reason?.as_str()).ok()?;
     let no_calls = message.tool_calls.flatten().is_none_or(|c| c.is_empty());
-    if message.refusal.flatten().is_some() || !no_calls {
-        return None;
-    }
     let Obj(counts) = a.usage.flatten()?;
-    let prompt = counts.prompt_tokens.flatten();
-    let completion = counts.completion_tokens.flatten();
     let detail = |d: Option<Option<Obj<Details>>>, pick: fn(Details) -> Option<Option<u64>>| {
         d.flatten().and_then(|Obj(d)| pick(d).flatten())
     };
-    let cached = detail(counts.prompt_tokens_details, |d| d.cached_tokens);
-    let reasoning = detail(counts.completion_tokens_details, |d| d.reasoning_tokens);
-    // Accounting reads the Chat Completions names, as for an answer passed
-    // on untranslated. Without them (`None`) it would read the Responses
-    // API's names: the tree way.
-    let usage = Usage::reported(prompt, completion, cached, reasoning)?;
-    let (prompt, completion, cached) = (
-        prompt.unwrap_or(0),
-        completion.unwrap_or(0),
-        cached.unwrap_or(0),
-    );
-
-    let mut out = Vec::with_capacity(answer.len());
-    out.extend_from_slice(br#"{"id":"#);
-    write_json(&mut out, a.id?.as_str());
-    out.extend_from_slice(br#","type":"message","role":"assistant","model":"#);
-    write_json(&mut out, model);
-    out.extend_from_slice(br#","content":["#);
-    if let Some(text) = message.content.flatten().filter(|t| !t.as_str().is_empty()) {
-        out.extend_from_slice(br#"{"type":"text","text":"#);
-        write_json(&mut out, text.as_str());
-        out.push(b'}');
-    }
-    out.extend_from_slice(br#"],"stop_reason":"#);
-    write_json(&mut out, stop_reason);
-    // OpenAI does not say which stop sequence matched; Anthropic's
-    // `input_tokens` leaves out the cached part (see `anthropic_usage`).
-    out.extend_from_slice(br#","stop_sequence":null,"usage":{"input_tokens":"#);
-    write_json(&mut out, &prompt.saturating_sub(cached));
-    out.extend_from_slice(br#","output_tokens":"#);
-    write_json(&mut out, &completion);
-    out.extend_from_slice(br#","cache_read_input_tokens":"#);
-    write_json(&mut out, &cached);
-    out.extend_from_slice(br#","cache_creation_input_tokens":0}}"#);
-    Some(Answer {
-        body: out,
-        usage,
+    Some(Completion {
+        id: Str::Decoded(a.id?),
+        content: message.content.flatten().map(Str::Decoded),
         stop_reason,
+        not_plain: message.refusal.flatten().is_some() || !no_calls,
+        prompt: counts.prompt_tokens.flatten(),
+        completion: counts.completion_tokens.flatten(),
+        cached: detail(counts.prompt_tokens_details, |d| d.cached_tokens),
+        reasoning: detail(counts.completion_tokens_details, |d| d.reasoning_tokens),
     })
+}
+
+/// The answer read in one pass over its text ([`crate::gate::llm::skim`]),
+/// where that is certain to read what [`serde_completion`] reads: each
+/// member where serde reads it, at most once, of the type serde takes.
+/// Anything else — a refusal, tool calls, a null where serde wants a
+/// string, a count that is not a plain integer, a `\u` escape in a
+/// string written out again — is left to serde (`Unsure`).
+pub(super) fn skim_completion(answer: &[u8]) -> Skim<Completion<'_>> {
+    let mut c = Cursor::new(answer);
+    let (mut id, mut first, mut usage) = (None, None, None);
+    let mut seen = [false; 3];
+    c.object(|c, name| {
+        match name {
+            b"id" => {
+                skim::once(&mut seen[0])?;
+                id = Some(c.json_string()?);
+            }
+            b"choices" => {
+                skim::once(&mut seen[1])?;
+                c.array(|c| {
+                    let choice = skim_choice(c)?;
+                    first.get_or_insert(choice);
+                    Ok(())
+                })?;
+            }
+            b"usage" => {
+                skim::once(&mut seen[2])?;
+                usage = Some(skim_usage(c)?);
+            }
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    c.end()?;
+    let ((content, finish), counts) = (first.ok_or(Unsure)?, usage.ok_or(Unsure)?);
+    let finish = std::str::from_utf8(finish).map_err(|_| Unsure)?;
+    Ok(Completion {
+        id: Str::Json(id.ok_or(Unsure)?),
+        content: content.map(Str::Json),
+        stop_reason: stop_reason(finish).map_err(|_| Unsure)?,
+        not_plain: false,
+        prompt: counts[0],
+        completion: counts[1],
+        cached: counts[2],
+        reasoning: counts[3],
+    })
+}
+
+/// One choice: its message's content (`None` for null) and its finish
+/// reason.
+type SkimmedChoice<'a> = (Option<&'a [u8]>, &'a [u8]);
+
+fn skim_choice<'a>(c: &mut Cursor<'a>) -> Skim<SkimmedChoice<'a>> {
+    let (mut content, mut finish) = (None, None);
+    let mut seen = [false; 2];
+    c.object(|c, name| {
+        match name {
+            b"message" => {
+                skim::once(&mut seen[0])?;
+                content = Some(skim_message(c)?);
+            }
+            b"finish_reason" => {
+                skim::once(&mut seen[1])?;
+                finish = Some(c.plain_string()?);
+            }
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok((content.ok_or(Unsure)?, finish.ok_or(Unsure)?))
+}
+
+/// A plain message's content: null, or a string; no refusal, no calls.
+fn skim_message<'a>(c: &mut Cursor<'a>) -> Skim<Option<&'a [u8]>> {
+    let mut content = None;
+    let mut seen = [false; 3];
+    c.object(|c, name| {
+        match name {
+            b"content" => {
+                skim::once(&mut seen[0])?;
+                if !c.null()? {
+                    content = Some(c.json_string()?);
+                }
+            }
+            b"refusal" => {
+                skim::once(&mut seen[1])?;
+                if !c.null()? {
+                    return Err(Unsure);
+                }
+            }
+            b"tool_calls" => {
+                skim::once(&mut seen[2])?;
+                if !c.null()? {
+                    // An empty array only.
+                    c.array(|_| Err(Unsure))?;
+                }
+            }
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(content)
+}
+
+/// `usage` (an object): prompt, completion, cached and reasoning tokens.
+fn skim_usage(c: &mut Cursor<'_>) -> Skim<[Option<u64>; 4]> {
+    let mut counts = [None; 4];
+    let mut seen = [false; 4];
+    c.object(|c, name| {
+        match name {
+            b"prompt_tokens" => {
+                skim::once(&mut seen[0])?;
+                counts[0] = skim_count(c)?;
+            }
+            b"completion_tokens" => {
+                skim::once(&mut seen[1])?;
+                counts[1] = skim_count(c)?;
+            }
+            b"prompt_tokens_details" => {
+                skim::once(&mut seen[2])?;
+                counts[2] = skim_detail(c, b"cached_tokens")?;
+            }
+            b"completion_tokens_details" => {
+                skim::once(&mut seen[3])?;
+                counts[3] = skim_detail(c, b"reasoning_tokens")?;
+            }
+            // Accounting looks for a usage nested in these first.
+            b"usage" | b"response" | b"message" => return Err(Unsure),
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(counts)
+}
+
+/// A count: null, or an integer serde gives exactly.
+fn skim_count(c: &mut Cursor<'_>) -> Skim<Option<u64>> {
+    if c.null()? {
+        return Ok(None);
+    }
+    c.plain_int().map(Some)
+}
+
+/// `*_tokens_details` (null or an object) and its count called `wanted`;
+/// the other count serde reads there is checked as one.
+fn skim_detail(c: &mut Cursor<'_>, wanted: &[u8]) -> Skim<Option<u64>> {
+    if c.null()? {
+        return Ok(None);
+    }
+    let mut out = None;
+    let mut seen = [false; 2];
+    c.object(|c, name| {
+        match name {
+            b"cached_tokens" => {
+                skim::once(&mut seen[0])?;
+                let n = skim_count(c)?;
+                if name == wanted {
+                    out = n;
+                }
+            }
+            b"reasoning_tokens" => {
+                skim::once(&mut seen[1])?;
+                let n = skim_count(c)?;
+                if name == wanted {
+                    out = n;
+                }
+            }
+            _ => c.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 // ------------------------------------------------------------ reading
@@ -260,13 +497,13 @@ impl<'de> Members<'de> for Turn<'de> {
 
 /// What the answer's translation reads; the rest is skipped unbuilt.
 #[derive(Default)]
-struct Completion<'de> {
+struct CompletionMembers<'de> {
     id: Option<Text<'de>>,
     choices: Option<Vec<Obj<Choice<'de>>>>,
     usage: Option<Option<Obj<UsageCounts>>>,
 }
 
-impl<'de> Members<'de> for Completion<'de> {
+impl<'de> Members<'de> for CompletionMembers<'de> {
     fn member<A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
         match name {
             "id" => once(&mut self.id, map.next_value()?),

@@ -122,8 +122,9 @@ fn members_set_by_the_gateway_are_read_too() {
     assert!(!same_request("a set system", &req));
 }
 
-#[test]
-fn plain_answers_translate_as_the_tree_translation_does() {
+/// Answers for the plain answer readers: golden, edge cases, near misses,
+/// and strings with escapes.
+fn answer_cases() -> Vec<String> {
     let mut cases = golden_inputs("openai_to_anthropic_response");
     cases.extend(answer_edge_cases());
     cases.extend(
@@ -140,10 +141,21 @@ fn plain_answers_translate_as_the_tree_translation_does() {
             r#"{"id":"x","choices":[{"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
             r#"{"id":"x","choices":[{"message":{"content":"a","refusal":"no"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
             r#"{"id":"x","choices":[{"message":["a",null,null],"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"id":"a\"b","choices":[{"message":{"content":"line\none\t\"q\" \\ \/ é"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"id":"x","choices":[{"message":{"content":"\u00e9\ud83d\ude00"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"id":"x","choices":[{"message":{"content":"\ud800"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"id":"x","choices":[{"message":{"content":null},"finish_reason":"stop"},{"message":{"refusal":"no"}}],"usage":{"prompt_tokens":1,"completion_tokens_details":{"reasoning_tokens":5,"cached_tokens":1}}}"#,
+            r#"{"id":"x","choices":[{"message":{"content":"a","tool_calls":[{}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1}}"#,
+            r#" {"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":null}},"choices":[{"finish_reason":"length","message":{"content":"a"}}],"id":"x"} "#,
         ]
         .map(str::to_owned),
     );
-    let cases = with_mutations(cases);
+    with_mutations(cases)
+}
+
+#[test]
+fn plain_answers_translate_as_the_tree_translation_does() {
+    let cases = answer_cases();
     let mut answered = 0;
     for text in &cases {
         let Some(plain) = plain::openai_answer_to_anthropic(text.as_bytes(), REQUESTED_MODEL)
@@ -170,4 +182,43 @@ fn plain_answers_translate_as_the_tree_translation_does() {
         cases.len()
     );
     assert!(plain::openai_answer_to_anthropic(BENCH_ANSWER.as_bytes(), "m").is_some());
+}
+
+/// The one-pass reader answers only where serde_json's reads the same, and
+/// reads most of the answers that are translated (the bench's included;
+/// what it leaves are `\u` escapes, huge counts, and later choices it
+/// does not need but checks more strictly than serde).
+#[test]
+fn answers_read_in_one_pass_read_as_serde_reads_them() {
+    let (mut skimmed, mut read) = (0, 0);
+    for text in answer_cases() {
+        let by_serde = plain::serde_completion(text.as_bytes());
+        let answers = plain::openai_answer_to_anthropic(text.as_bytes(), REQUESTED_MODEL).is_some();
+        read += usize::from(answers);
+        let Ok(by_skim) = plain::skim_completion(text.as_bytes()) else {
+            continue;
+        };
+        skimmed += 1;
+        let by_serde =
+            by_serde.unwrap_or_else(|| panic!("read in one pass where serde does not: {text}"));
+        let (a, b) = (
+            by_skim.translate(REQUESTED_MODEL),
+            by_serde.translate(REQUESTED_MODEL),
+        );
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let a_body: Value = serde_json::from_slice(&a.body).unwrap();
+                let b_body: Value = serde_json::from_slice(&b.body).unwrap();
+                assert_eq!(a_body, b_body, "{text}");
+                assert_eq!((a.usage, a.stop_reason), (b.usage, b.stop_reason), "{text}");
+            }
+            (None, None) => {}
+            (a, b) => panic!("one-pass {a:?}, serde {b:?}: {text}"),
+        }
+    }
+    assert!(
+        skimmed * 10 >= read * 8,
+        "the one-pass reader read {skimmed} of the {read} answers serde reads"
+    );
+    assert!(plain::skim_completion(BENCH_ANSWER.as_bytes()).is_ok());
 }
