@@ -391,22 +391,15 @@ fn skim_detail(c: &mut Cursor<'_>, wanted: &[u8]) -> Skim<Option<u64>> {
     let mut out = None;
     let mut seen = [false; 2];
     c.object(|c, name| {
-        match name {
-            b"cached_tokens" => {
-                skim::once(&mut seen[0])?;
-                let n = skim_count(c)?;
-                if name == wanted {
-                    out = n;
-                }
-            }
-            b"reasoning_tokens" => {
-                skim::once(&mut seen[1])?;
-                let n = skim_count(c)?;
-                if name == wanted {
-                    out = n;
-                }
-            }
-            _ => c.skip()?,
+        let slot = match name {
+            b"cached_tokens" => 0,
+            b"reasoning_tokens" => 1,
+            _ => return c.skip(),
+        };
+        skim::once(&mut seen[slot])?;
+        let n = skim_count(c)?;
+        if name == wanted {
+            out = n;
         }
         Ok(())
     })?;
