@@ -131,12 +131,19 @@ pub fn tree(pid: i32) -> Vec<i32> {
 
 /// utime + stime of a process (all its threads), in clock ticks.
 pub fn cpu_ticks(pid: i32) -> Result<u64> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// utime and stime of a process (all its threads), in clock ticks.
+pub fn cpu_times(pid: i32) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the parenthesised comm: state is #3, utime #14, stime #15.
     let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+    let field =
+        |i: usize| -> Result<u64> { Ok(f.get(i).context("short /proc stat")?.parse::<u64>()?) };
+    Ok((field(11)?, field(12)?))
 }
 
 /// Peak resident set size (VmHWM) of a process, in KiB.

@@ -51,7 +51,7 @@ use nix::{
 };
 use serde_json::json;
 use trigate_e2e::bench::{
-    children, cpu_ticks, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree,
+    children, cpu_ticks, cpu_times, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree,
     upstream_counters, TempDir, Wrk,
 };
 use trigate_e2e::{free_port, Daemon, HostPod, Node, Pod, Runner};
@@ -223,6 +223,14 @@ impl Proxy<'_> {
     fn cpu_ticks(&self) -> Result<u64> {
         self.pids().into_iter().map(cpu_ticks).sum()
     }
+
+    /// User and system ticks, summed over the proxy's processes.
+    fn cpu_times(&self) -> Result<(u64, u64)> {
+        self.pids()
+            .into_iter()
+            .map(cpu_times)
+            .try_fold((0, 0), |(u, s), t| t.map(|(tu, ts)| (u + tu, s + ts)))
+    }
 }
 
 struct Mode<'a> {
@@ -238,6 +246,9 @@ struct Run {
     wrk: Wrk,
     /// Proxy CPU time per request, µs.
     cpu_us_per_req: Option<f64>,
+    /// The user-space part of it: what the proxy's own code costs, apart
+    /// from the kernel's socket work (which both proxies share).
+    user_us_per_req: Option<f64>,
     /// Proxy CPU time over the run's wall time, % of one core.
     cpu_pct: Option<f64>,
     /// Connections the upstream accepted during the run.
@@ -281,7 +292,7 @@ fn run_mode(
         Proxy::Trigate(d) => Some(trigate_requests(d, gate)?),
         _ => None,
     };
-    let cpu_before = mode.proxy.cpu_ticks()?;
+    let cpu_before = mode.proxy.cpu_times()?;
     let script_s = script.map(|p| p.to_string_lossy().to_string());
     let mut args = vec![
         "-t",
@@ -299,7 +310,7 @@ fn run_mode(
     }
     args.push(&mode.url);
     let out = mode.pod.run(wrk, &args, Duration::from_secs(secs + 60))?;
-    let cpu_after = mode.proxy.cpu_ticks()?;
+    let cpu_after = mode.proxy.cpu_times()?;
     let gate_after = match mode.proxy {
         Proxy::Trigate(d) => Some(trigate_requests(d, gate)?),
         _ => None,
@@ -342,7 +353,8 @@ fn run_mode(
     }
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu_secs = (cpu_after - cpu_before) as f64 / hz;
+    let user_secs = (cpu_after.0 - cpu_before.0) as f64 / hz;
+    let cpu_secs = user_secs + (cpu_after.1 - cpu_before.1) as f64 / hz;
     let proxied = !matches!(mode.proxy, Proxy::None);
     if proxied && cpu_after == cpu_before {
         bail!(
@@ -354,6 +366,7 @@ fn run_mode(
     Ok(Run {
         wrk: w,
         cpu_us_per_req: proxied.then(|| cpu_secs * 1e6 / n as f64),
+        user_us_per_req: proxied.then(|| user_secs * 1e6 / n as f64),
         cpu_pct: proxied.then(|| cpu_secs / w.secs * 100.0),
         upstream_conns: up_after.0 - up_before.0 - 1,
     })
@@ -532,8 +545,8 @@ fn bench(rounds: usize, secs: u64, gate: Gate) -> Result<()> {
         "\ncargo xtask bench {} — {rounds} interleaved rounds of {secs} s wrk runs per mode and concurrency; medians of the rounds; proxy CPU from /proc utime+stime",
         match gate { Gate::Api => "api", Gate::Mcp => "mcp (tools/call through the MCP gate)" }
     );
-    println!("| mode | conns | req/s | p50 µs | p99 µs | proxy CPU µs/req | proxy CPU % of a core | upstream conns opened |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| mode | conns | req/s | p50 µs | p99 µs | proxy CPU µs/req | of it user µs/req | proxy CPU % of a core | upstream conns opened |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (ci, conns) in CONNS.iter().enumerate() {
         for (i, m) in modes.iter().enumerate() {
             let rs = &results[ci][i];
@@ -547,12 +560,13 @@ fn bench(rounds: usize, secs: u64, gate: Gate) -> Result<()> {
                     .unwrap_or_else(|| "–".into())
             };
             println!(
-                "| {} | {conns} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} |",
+                "| {} | {conns} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {:.0} |",
                 m.name,
                 med(&|r| r.wrk.rps),
                 med(&|r| r.wrk.p50_us),
                 med(&|r| r.wrk.p99_us),
                 opt(&|r| r.cpu_us_per_req, 1),
+                opt(&|r| r.user_us_per_req, 1),
                 opt(&|r| r.cpu_pct, 0),
                 med(&|r| r.upstream_conns as f64),
             );
@@ -590,6 +604,15 @@ fn bench(rounds: usize, secs: u64, gate: Gate) -> Result<()> {
                 println!(
                     "target trigate CPU/request ≤ nginx's at {conns} conn: per-round ratio trigate/nginx median {ratio:.2} → {}",
                     met(ratio <= 1.0)
+                );
+            }
+            // Not a target: where the difference lies (the kernel's socket
+            // work is alike for both proxies).
+            let user = |r: &Run| r.user_us_per_req.unwrap_or(f64::NAN);
+            for (ci, conns) in CONNS.iter().enumerate() {
+                let ratio = per_round(ci, gate_i, ngx, &|t, n| user(t) / user(n));
+                println!(
+                    "user-space part of CPU/request at {conns} conn: per-round ratio trigate/nginx median {ratio:.2}"
                 );
             }
             for (ci, conns) in CONNS.iter().enumerate() {
