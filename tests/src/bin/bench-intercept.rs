@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use trigate_e2e::{Destination, Node, Pod, Runner, Workload};
+use trigate_e2e::{bench::cpu_ticks, Destination, Node, Pod, Runner, Workload};
 
 const MARK: u32 = 0x7467;
 const LISTENER_PORT: u16 = 15001;
@@ -146,14 +146,6 @@ fn sh(program: &str, args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn cpu_ticks(pid: i32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised comm: state is #3, utime #14, stime #15.
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
 fn run_client(pod: &Pod, addr: SocketAddr, n: usize, daemon_pid: Option<i32>) -> Result<Run> {
