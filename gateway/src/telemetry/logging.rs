@@ -390,12 +390,17 @@ impl AccessLine {
         };
         let now = std::time::SystemTime::now();
         if line.json {
+            // Target and message are names in the code (as keys are):
+            // written as they are, without a look for escapes.
+            debug_assert!(is_plain(target) && is_plain(message));
             line.buf.extend_from_slice(b"{\"timestamp\":\"");
             rfc3339_micros(now, &mut line.buf);
             line.buf
-                .extend_from_slice(b"\",\"level\":\"INFO\",\"target\":");
-            json_str(&mut line.buf, target);
-            line.field("message", message);
+                .extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"");
+            line.buf.extend_from_slice(target.as_bytes());
+            line.buf.extend_from_slice(b"\",\"message\":\"");
+            line.buf.extend_from_slice(message.as_bytes());
+            line.buf.push(b'"');
         } else {
             rfc3339_micros(now, &mut line.buf);
             line.buf.extend_from_slice(b"  INFO ");
@@ -406,19 +411,19 @@ impl AccessLine {
         Some(line)
     }
 
+    /// Inlined where it is called, so that writing the key (a constant
+    /// there) is a few moves of known length rather than three calls to
+    /// `memcpy`: a line has some thirty fields.
+    #[inline]
     pub fn field<'v>(&mut self, key: &str, value: impl Into<Val<'v>>) -> &mut Self {
         let value = value.into();
         if matches!(value, Val::None) {
             return self;
         }
+        // Keys are names in the code, never escaped: written as they are.
+        debug_assert!(is_plain(key), "{key:?}");
+        self.buf.reserve(key.len() + 3);
         if self.json {
-            // Keys are names in the code, never escaped: written as they
-            // are (a line has some thirty of them).
-            debug_assert_eq!(
-                crate::json_text::find_stop(key.as_bytes(), 0),
-                key.len(),
-                "{key:?}"
-            );
             self.buf.extend_from_slice(b",\"");
             self.buf.extend_from_slice(key.as_bytes());
             self.buf.extend_from_slice(b"\":");
@@ -427,6 +432,11 @@ impl AccessLine {
             self.buf.extend_from_slice(key.as_bytes());
             self.buf.push(b'=');
         }
+        self.value(value);
+        self
+    }
+
+    fn value(&mut self, value: Val<'_>) {
         match value {
             Val::Str(s) if self.json => json_str(&mut self.buf, s),
             Val::Str(s) => {
@@ -451,7 +461,6 @@ impl AccessLine {
                 .extend_from_slice(if b { b"true" } else { b"false" }),
             Val::None => {}
         }
-        self
     }
 
     /// A field from any `Display` value (addresses, methods).
@@ -469,10 +478,15 @@ impl AccessLine {
     }
 }
 
+/// Whether `s` needs no escaping in a JSON string.
+fn is_plain(s: &str) -> bool {
+    crate::json_text::find_stop(s.as_bytes(), 0) == s.len()
+}
+
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Most values (names, paths, models) need no escaping: copied as they
     // are, without a serializer per value.
-    if crate::json_text::find_stop(s.as_bytes(), 0) == s.len() {
+    if is_plain(s) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
