@@ -1,6 +1,7 @@
 //! trigate's developer tasks: `cargo xtask <command>` (alias in .cargo/config.toml).
 
 mod deploy;
+mod pgo;
 mod schema;
 mod setup;
 mod testing;
@@ -55,6 +56,12 @@ enum Cmd {
     /// on the ConfigMap, promtool, metric names, hadolint.
     /// TRIGATE_UPDATE_MANIFESTS=1 rewrites deploy/manifests/trigate.yaml.
     Deploy,
+    /// A profile-guided release build of the daemon: an instrumented
+    /// build, one short round of the api, llm and mcp benches as training
+    /// load (root, nginx, wrk), the counts merged, a build that uses them.
+    /// Prints the daemon's path (target/pgo-use/release/trigate). Always
+    /// trains anew; `bench … --pgo` reuses an existing profile.
+    Pgo,
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -76,6 +83,8 @@ enum Bench {
     /// (release) with the release daemon. Needs nginx and wrk (Debian
     /// packages, `cargo xtask setup --test-deps`).
     Api {
+        #[command(flatten)]
+        daemon: Daemon,
         /// Passed to bench-api, e.g. `-- --rounds 3 --secs 2`.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
@@ -86,6 +95,8 @@ enum Bench {
     /// (release) with the release daemon. Needs nginx and wrk; installs
     /// LiteLLM from PyPI into target/bench-venv the first time.
     Llm {
+        #[command(flatten)]
+        daemon: Daemon,
         /// Passed to bench-llm, e.g. `-- --rounds 3 --secs 4`
         /// (`--no-litellm` leaves LiteLLM out).
         #[arg(last = true, value_name = "ARGS")]
@@ -95,6 +106,8 @@ enum Bench {
     /// audit line on) vs direct and vs nginx plain-proxying the same POST:
     /// the `bench-api` binary in its `mcp` mode.
     Mcp {
+        #[command(flatten)]
+        daemon: Daemon,
         /// Passed to bench-api, e.g. `-- --rounds 3 --secs 2`.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
@@ -109,6 +122,15 @@ enum Bench {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+}
+
+/// Which daemon build a bench runs.
+#[derive(Debug, clap::Args)]
+struct Daemon {
+    /// The profile-guided build (`cargo xtask pgo`; trains first when
+    /// there is no profile yet) instead of the plain release build.
+    #[arg(long)]
+    pgo: bool,
 }
 
 fn main() -> ExitCode {
@@ -135,21 +157,26 @@ fn dispatch(command: Cmd) -> Result<()> {
             setup::toolchain()?;
             deploy::check(&root)
         }
+        Cmd::Pgo => {
+            let bin = pgo::train_and_build(&root)?;
+            println!("{}", bin.display());
+            Ok(())
+        }
         Cmd::Bench {
             bench: Bench::Intercept { args },
-        } => bench_bin(&root, "bench-intercept", &args),
+        } => bench_bin(&root, "bench-intercept", &args, false),
         Cmd::Bench {
-            bench: Bench::Api { args },
-        } => bench_bin(&root, "bench-api", &args),
+            bench: Bench::Api { daemon, args },
+        } => bench_bin(&root, "bench-api", &args, daemon.pgo),
         Cmd::Bench {
-            bench: Bench::Llm { args },
-        } => bench_bin(&root, "bench-llm", &args),
+            bench: Bench::Llm { daemon, args },
+        } => bench_bin(&root, "bench-llm", &args, daemon.pgo),
         Cmd::Bench {
-            bench: Bench::Mcp { args },
+            bench: Bench::Mcp { daemon, args },
         } => {
             let mut all = vec!["mcp".to_owned()];
             all.extend(args);
-            bench_bin(&root, "bench-api", &all)
+            bench_bin(&root, "bench-api", &all, daemon.pgo)
         }
         Cmd::Bench {
             bench: Bench::Guard { args },
@@ -186,9 +213,9 @@ fn has_bench_bin(root: &Path, name: &str) -> bool {
         })
 }
 
-/// Builds the release daemon and runs the trigate-e2e benchmark binary
-/// `name` (release) with it.
-fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
+/// Builds the release daemon (profile-guided with `pgo`) and runs the
+/// trigate-e2e benchmark binary `name` (release) with it.
+fn bench_bin(root: &Path, name: &str, args: &[String], pgo: bool) -> Result<()> {
     if !has_bench_bin(root, name) {
         bail!(
             "the {name} binary does not exist yet: it belongs in the trigate-e2e \
@@ -199,7 +226,12 @@ fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
     setup::toolchain()?;
     setup::debian_packages(setup::TEST_PACKAGES)?;
     setup::debian_packages(setup::BENCH_PACKAGES)?;
-    run(cargo(root).args(["build", "--release", "-p", "trigate"]))?;
+    let daemon = if pgo {
+        pgo::build(root)?
+    } else {
+        run(cargo(root).args(["build", "--release", "-p", "trigate"]))?;
+        util::target_dir(root).join("release/trigate")
+    };
     let mut cmd = Command::new("cargo");
     // Keep the caller's working directory for relative paths in ARGS.
     cmd.arg("run")
@@ -209,10 +241,7 @@ fn bench_bin(root: &Path, name: &str, args: &[String]) -> Result<()> {
         .args(args)
         .env("PATH", util::path_with(&root.join(".venv/bin"))?);
     if std::env::var_os("TRIGATE_BIN").is_none() {
-        cmd.env(
-            "TRIGATE_BIN",
-            util::target_dir(root).join("release/trigate"),
-        );
+        cmd.env("TRIGATE_BIN", daemon);
     }
     run(&mut cmd)
 }

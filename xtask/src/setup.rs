@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, probe, probe_optional, run};
+use crate::util::{self, output, probe, probe_optional, run};
 
 /// bpf-linker 0.10.x links against rustc's own LLVM at run time. 0.11+ needs
 /// a system LLVM 23, which these machines do not have: stay on 0.10.
@@ -184,6 +184,45 @@ fn lint_components(root: &Path) -> Result<()> {
         .args(["component", "add"])
         .args(&missing))
     .context("adding rustfmt/clippy to the default toolchain")
+}
+
+/// `llvm-profdata` of the toolchain cargo uses here, from rustup's
+/// `llvm-tools` (added if missing): it must be the compiler's own LLVM,
+/// since the profile format changes between LLVM versions.
+pub fn llvm_profdata(root: &Path) -> Result<PathBuf> {
+    let installed = probe(
+        rustup()
+            .current_dir(root)
+            .args(["component", "list", "--installed"]),
+    )?
+    .context("`rustup component list --installed` failed")?;
+    if has_component(&installed, "llvm-tools") {
+        say("llvm-tools", "present");
+    } else {
+        say("llvm-tools", "missing, installing");
+        run(rustup()
+            .current_dir(root)
+            .args(["component", "add", "llvm-tools"]))
+        .context("adding llvm-tools (llvm-profdata) to the default toolchain")?;
+    }
+    let sysroot = String::from_utf8(output(
+        Command::new("rustc")
+            .current_dir(root)
+            .args(["--print", "sysroot"]),
+    )?)
+    .context("`rustc --print sysroot` printed non-UTF-8")?;
+    let tool = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(crate::pgo::host_triple()?)
+        .join("bin/llvm-profdata");
+    if !tool.is_file() {
+        bail!(
+            "{} is missing although llvm-tools is installed: try \
+             `rustup component remove llvm-tools && rustup component add llvm-tools`",
+            tool.display()
+        );
+    }
+    Ok(tool)
 }
 
 /// Whether `dpkg-query -W -f='${Status}'` output means installed
