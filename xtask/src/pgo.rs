@@ -111,8 +111,9 @@ pub fn train_and_build(root: &Path) -> Result<PathBuf> {
 }
 
 /// The release daemon built with the merged profile (a no-op when neither
-/// the sources nor the profile changed). Trains first if there is no
-/// profile yet.
+/// the sources nor the profile changed: rustc lists the profile in its
+/// dep-info, so cargo rebuilds after a new training). Trains first if
+/// there is no profile yet.
 pub fn build(root: &Path) -> Result<PathBuf> {
     if !profile_path(root).exists() {
         return train_and_build(root);
