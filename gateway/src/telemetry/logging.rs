@@ -422,7 +422,8 @@ impl AccessLine {
         }
         // Keys are names in the code, never escaped: written as they are.
         debug_assert!(is_plain(key), "{key:?}");
-        self.buf.reserve(key.len() + 3);
+        // `,"key":` in JSON, ` key=` in text.
+        self.buf.reserve(key.len() + 4);
         if self.json {
             self.buf.extend_from_slice(b",\"");
             self.buf.extend_from_slice(key.as_bytes());

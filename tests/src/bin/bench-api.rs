@@ -51,7 +51,7 @@ use nix::{
 };
 use serde_json::json;
 use trigate_e2e::bench::{
-    children, cpu_ticks, cpu_times, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree,
+    children, cpu_times, find_tool, median, nginx_conf, parse_wrk, peak_rss_kib, tree,
     upstream_counters, TempDir, Wrk,
 };
 use trigate_e2e::{free_port, Daemon, HostPod, Node, Pod, Runner};
@@ -221,7 +221,7 @@ impl Proxy<'_> {
     }
 
     fn cpu_ticks(&self) -> Result<u64> {
-        self.pids().into_iter().map(cpu_ticks).sum()
+        self.cpu_times().map(|(user, system)| user + system)
     }
 
     /// User and system ticks, summed over the proxy's processes.
